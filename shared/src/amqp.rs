@@ -1,0 +1,256 @@
+//! AMQP plumbing: connecting with recovery, declaring the topology, confirmed publishing.
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use uuid::Uuid;
+
+use crate::message::{FinalResult, Format};
+use crate::{Error, Names};
+
+/// Header carrying the reason a message was dead-lettered.
+pub const REASON_HEADER: &str = "x-shardline-reason";
+/// Header carrying the detail of why a message was dead-lettered.
+pub const DETAIL_HEADER: &str = "x-shardline-detail";
+/// Header carrying a result's status on result messages.
+pub const STATUS_HEADER: &str = "x-shardline-status";
+
+/// Connect to the broker with lapin's automatic recovery on (it reconnects, then replays
+/// exchanges, queues, bindings, consumers, QoS and confirm mode).
+///
+/// # Errors
+/// The broker is unreachable or refuses the credentials.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
+    let props = ConnectionProperties::default()
+        .with_connection_name(LongString::from(name.to_owned()))
+        .enable_auto_recover();
+    Ok(Connection::connect(url, props).await?)
+}
+
+/// Open a channel in publisher-confirm mode.
+///
+/// # Errors
+/// The connection is closed.
+pub async fn confirm_channel(conn: &Connection) -> Result<Channel, Error> {
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    Ok(ch)
+}
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in pairs {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+fn dlx(names: &Names) -> FieldTable {
+    args(&[(
+        "x-dead-letter-exchange",
+        AMQPValue::LongString(names.dead_exchange().into()),
+    )])
+}
+
+/// Declare the exchanges and shared queues of a namespace (idempotent; every process calls it).
+///
+/// # Errors
+/// The broker refuses a declaration (for example a queue that exists with other arguments).
+pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let none = FieldTable::default();
+    ch.exchange_declare(
+        names.requests_exchange().into(),
+        ExchangeKind::Fanout,
+        durable,
+        none.clone(),
+    )
+    .await?;
+    ch.exchange_declare(
+        names.results_exchange().into(),
+        ExchangeKind::Topic,
+        durable,
+        none.clone(),
+    )
+    .await?;
+    ch.exchange_declare(
+        names.dead_exchange().into(),
+        ExchangeKind::Fanout,
+        durable,
+        none.clone(),
+    )
+    .await?;
+
+    ch.queue_declare(
+        names.dead_queue().into(),
+        QueueDeclareOptions::durable(),
+        none.clone(),
+    )
+    .await?;
+    ch.queue_bind(
+        names.dead_queue().into(),
+        names.dead_exchange().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        none.clone(),
+    )
+    .await?;
+    ch.queue_declare(
+        names.requests_queue().into(),
+        QueueDeclareOptions::durable(),
+        dlx(names),
+    )
+    .await?;
+    ch.queue_bind(
+        names.requests_queue().into(),
+        names.requests_exchange().into(),
+        "".into(),
+        QueueBindOptions::default(),
+        none,
+    )
+    .await?;
+    ch.queue_declare(
+        names.shared_queue().into(),
+        QueueDeclareOptions::durable(),
+        dlx(names),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Declare one engine's durable shard queue.
+///
+/// # Errors
+/// The broker refuses the declaration.
+pub async fn declare_engine_queue(ch: &Channel, names: &Names, engine: &str) -> Result<(), Error> {
+    ch.queue_declare(
+        names.engine_queue(engine).into(),
+        QueueDeclareOptions::durable(),
+        dlx(names),
+    )
+    .await?;
+    Ok(())
+}
+
+/// What happened to a confirmed publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Published {
+    /// The broker stored it.
+    Stored,
+    /// A mandatory publish had no queue to go to and came back.
+    Returned,
+}
+
+/// Publish on a confirm-mode channel and wait for the broker's confirm.
+///
+/// # Errors
+/// Broker failures, or [`Error::Nacked`] when the broker refused the message.
+pub async fn publish(
+    ch: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &[u8],
+    props: BasicProperties,
+    mandatory: bool,
+) -> Result<Published, Error> {
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            BasicPublishOptions {
+                mandatory,
+                ..Default::default()
+            },
+            body,
+            props.with_delivery_mode(2),
+        )
+        .await?
+        .await?;
+    match confirm {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(Published::Stored),
+        Confirmation::Ack(Some(_)) => Ok(Published::Returned),
+        Confirmation::Nack(_) => Err(Error::Nacked(format!("{exchange}/{routing_key}"))),
+    }
+}
+
+/// Where a request's result goes: its `reply_to` queue, or the result exchange.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// AMQP `reply_to` of the request.
+    pub reply_to: Option<String>,
+    /// AMQP `correlation_id` of the request.
+    pub correlation_id: Option<String>,
+    /// Encoding of the request, used for the result too.
+    pub format: Format,
+}
+
+/// Publish a request's final result, confirmed, with `message_id` = request id so that
+/// consumers can deduplicate.
+///
+/// # Errors
+/// Broker failures or an unencodable result.
+pub async fn publish_result(
+    ch: &Channel,
+    names: &Names,
+    to: &ReplyTo,
+    result: &FinalResult,
+) -> Result<(), Error> {
+    let body = to.format.encode(result)?;
+    let mut headers = FieldTable::default();
+    headers.insert(
+        STATUS_HEADER.into(),
+        AMQPValue::LongString(result.status.as_str().into()),
+    );
+    let mut props = BasicProperties::default()
+        .with_message_id(result.request_id.to_string().into())
+        .with_content_type(to.format.content_type().into())
+        .with_type(result.kind.clone().into())
+        .with_headers(headers);
+    if let Some(c) = &to.correlation_id {
+        props = props.with_correlation_id(c.clone().into());
+    }
+    let (exchange, key) = match &to.reply_to {
+        Some(q) => (String::new(), q.clone()),
+        None => (
+            names.results_exchange(),
+            if result.kind.is_empty() {
+                "_".to_owned()
+            } else {
+                result.kind.clone()
+            },
+        ),
+    };
+    // Not mandatory: a client that gave up waiting must not block the result.
+    publish(ch, &exchange, &key, &body, props, false).await?;
+    Ok(())
+}
+
+/// Publish a copy of a message to the dead-letter exchange with the reason in headers.
+///
+/// # Errors
+/// Broker failures.
+pub async fn dead_letter(
+    ch: &Channel,
+    names: &Names,
+    body: &[u8],
+    original: &BasicProperties,
+    reason: &str,
+    detail: &str,
+    request_id: Option<Uuid>,
+) -> Result<(), Error> {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    headers.insert(REASON_HEADER.into(), AMQPValue::LongString(reason.into()));
+    headers.insert(DETAIL_HEADER.into(), AMQPValue::LongString(detail.into()));
+    let mut props = original.clone().with_headers(headers);
+    if let Some(id) = request_id {
+        props = props.with_message_id(id.to_string().into());
+    }
+    publish(ch, &names.dead_exchange(), "", body, props, false).await?;
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! # Shardline: shared library
+//!
+//! Shardline splits one large request into shards, runs them in parallel on worker engines and
+//! joins the partial results. This crate holds what the manager, the worker and the client
+//! share.
+//!
+//! # Layout
+//!
+//! - [`message`]: wire types (request, shard, final result) and their encodings;
+//! - [`kind`]: the [`Kind`](kind::Kind) trait, the built-in kinds and the [`Registry`];
+//! - [`names`]: every AMQP and Redis name, from one namespace;
+//! - [`store`]: all Redis access (Lua scripts in `shared/lua/`);
+//! - [`amqp`]: connecting, declaring the topology, confirmed publishing;
+//! - [`resolve`]: assembling and publishing a request's final result.
+
+#![warn(missing_docs)]
+
+pub mod amqp;
+mod error;
+pub mod kind;
+pub mod message;
+pub mod names;
+pub mod resolve;
+pub mod store;
+
+pub use error::{Error, RejectReason};
+pub use kind::Registry;
+pub use names::Names;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,341 @@
+//! Wire messages: requests, shards and final results.
+//!
+//! Every message is MessagePack with field names (`rmp_serde::to_vec_named`), so fields can be
+//! added without breaking older readers and any language can decode them. Requests may also be
+//! JSON (`content_type: application/json`); their result is then JSON too. UUIDs travel as
+//! hyphenated strings.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{Error, RejectReason};
+
+/// Content type of MessagePack bodies.
+pub const CONTENT_TYPE_MSGPACK: &str = "application/msgpack";
+/// Content type of JSON bodies.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// How a body is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    /// MessagePack with field names (the default).
+    #[default]
+    MsgPack,
+    /// JSON, for clients without a MessagePack library.
+    Json,
+}
+
+impl Format {
+    /// The format named by an AMQP `content_type`; anything but JSON is read as MessagePack.
+    pub fn from_content_type(ct: Option<&str>) -> Self {
+        match ct {
+            Some(ct) if ct.trim().eq_ignore_ascii_case(CONTENT_TYPE_JSON) => Format::Json,
+            Some(ct) if ct.trim().to_ascii_lowercase().starts_with("application/json;") => {
+                Format::Json
+            }
+            _ => Format::MsgPack,
+        }
+    }
+
+    /// The AMQP `content_type` for this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::MsgPack => CONTENT_TYPE_MSGPACK,
+            Format::Json => CONTENT_TYPE_JSON,
+        }
+    }
+
+    /// Stable short name stored in Redis.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::MsgPack => "msgpack",
+            Format::Json => "json",
+        }
+    }
+
+    /// Parse [`Format::as_str`].
+    pub fn parse(s: &str) -> Self {
+        if s == "json" {
+            Format::Json
+        } else {
+            Format::MsgPack
+        }
+    }
+
+    /// Encode a value in this format.
+    ///
+    /// # Errors
+    /// When the value cannot be represented (for example a map with non-string keys in JSON).
+    pub fn encode<T: Serialize>(self, value: &T) -> Result<Vec<u8>, Error> {
+        Ok(match self {
+            Format::MsgPack => rmp_serde::to_vec_named(value)?,
+            Format::Json => serde_json::to_vec(value)?,
+        })
+    }
+
+    /// Decode a value in this format.
+    ///
+    /// # Errors
+    /// When the bytes are not valid for the format or do not fit `T`.
+    pub fn decode<T: serde::de::DeserializeOwned>(self, bytes: &[u8]) -> Result<T, Error> {
+        Ok(match self {
+            Format::MsgPack => rmp_serde::from_slice(bytes)?,
+            Format::Json => serde_json::from_slice(bytes)?,
+        })
+    }
+}
+
+/// What a client publishes to the request exchange.
+///
+/// ```json
+/// {"kind": "wordcount", "payload": "to be or not to be", "options": {"max_shards": 8}}
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RequestBody {
+    /// Name of a registered kind of work.
+    pub kind: String,
+    /// The kind's input (a string for `wordcount`, a list of integers for `sort`, ...).
+    pub payload: rmpv::Value,
+    /// Optional limits; missing means defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<rmpv::Value>,
+}
+
+/// Per-request options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Options {
+    /// Cut the request into at most this many shards (≥ 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_shards: Option<u32>,
+    /// Milliseconds from acceptance until the request should have ended (≥ 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+}
+
+impl Options {
+    /// Decode and range-check options given as a loose value.
+    ///
+    /// # Errors
+    /// [`RejectReason::BadOptions`] for wrong types or values out of range.
+    pub fn from_value(v: Option<rmpv::Value>) -> Result<Self, Error> {
+        let opts: Options = match v {
+            None | Some(rmpv::Value::Nil) => Options::default(),
+            Some(v) => rmpv::ext::from_value(v)
+                .map_err(|e| Error::rejected(RejectReason::BadOptions, e.to_string()))?,
+        };
+        if opts.max_shards == Some(0) {
+            return Err(Error::rejected(
+                RejectReason::BadOptions,
+                "max_shards must be at least 1",
+            ));
+        }
+        if opts.deadline_ms == Some(0) {
+            return Err(Error::rejected(
+                RejectReason::BadOptions,
+                "deadline_ms must be at least 1",
+            ));
+        }
+        Ok(opts)
+    }
+
+    /// Encode as a loose value for [`RequestBody::options`].
+    pub fn to_value(self) -> Option<rmpv::Value> {
+        if self == Options::default() {
+            return None;
+        }
+        rmpv::ext::to_value(self).ok()
+    }
+}
+
+/// One shard on its way to an engine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// The request this shard belongs to.
+    #[serde(with = "uuid::serde::hyphenated")]
+    pub request_id: Uuid,
+    /// Position of this shard, `0..total`.
+    pub index: u32,
+    /// How many shards the request was cut into.
+    pub total: u32,
+    /// Name of the kind of work.
+    pub kind: String,
+    /// 1 for the first publish; higher when re-driven.
+    pub attempt: u32,
+    /// Epoch milliseconds by which the request should have ended.
+    pub deadline: u64,
+    /// The kind's shard input, MessagePack.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+}
+
+impl Shard {
+    /// AMQP `message_id` of a shard: `<request id>:<index>`.
+    pub fn message_id(&self) -> String {
+        format!("{}:{}", self.request_id, self.index)
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Every shard succeeded and the output is the merged result.
+    Completed,
+    /// A shard or the merge failed; `error` says why.
+    Failed,
+    /// The request was refused before any shard was cut; `error` says why.
+    Rejected,
+}
+
+impl Status {
+    /// Stable lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Rejected => "rejected",
+        }
+    }
+}
+
+/// A typed error inside a result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Stable code, e.g. `unknown_kind`.
+    pub code: String,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// The one terminal message of a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FinalResult {
+    /// The request id (also the AMQP `message_id`, for deduplication downstream).
+    #[serde(with = "uuid::serde::hyphenated")]
+    pub request_id: Uuid,
+    /// The kind, or `""` when the request was too malformed to have one.
+    pub kind: String,
+    /// How it ended.
+    pub status: Status,
+    /// How many shards it was cut into (0 when rejected).
+    pub shards: u32,
+    /// The merged output when completed.
+    #[serde(default)]
+    pub output: Option<rmpv::Value>,
+    /// Why it did not complete.
+    #[serde(default)]
+    pub error: Option<ErrorInfo>,
+}
+
+impl FinalResult {
+    /// An error result for a rejected request.
+    pub fn rejected(request_id: Uuid, kind: &str, reason: RejectReason, message: &str) -> Self {
+        FinalResult {
+            request_id,
+            kind: kind.to_owned(),
+            status: Status::Rejected,
+            shards: 0,
+            output: None,
+            error: Some(ErrorInfo {
+                code: reason.code().to_owned(),
+                message: message.to_owned(),
+            }),
+        }
+    }
+}
+
+/// Decode a request body in either format, mapping every failure to a typed rejection.
+///
+/// # Errors
+/// [`RejectReason::Malformed`] when the bytes are not a request.
+pub fn decode_request(format: Format, body: &[u8]) -> Result<RequestBody, Error> {
+    format
+        .decode::<RequestBody>(body)
+        .map_err(|e| Error::rejected(RejectReason::Malformed, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A JSON request decodes into the same body as its MessagePack twin.
+    #[test]
+    fn json_and_msgpack_requests_agree() {
+        let json = br#"{"kind":"sort","payload":[3,1,2],"options":{"max_shards":2}}"#;
+        let a = decode_request(Format::Json, json).expect("json");
+        let packed = Format::MsgPack.encode(&a).expect("encode");
+        let b = decode_request(Format::MsgPack, &packed).expect("msgpack");
+        assert_eq!(a.kind, b.kind);
+        assert_eq!(a.payload, b.payload);
+        let o = Options::from_value(b.options).expect("options");
+        assert_eq!(o.max_shards, Some(2));
+    }
+
+    /// Garbage and missing fields are typed `malformed` rejections, not panics.
+    #[test]
+    fn malformed_bodies_are_rejected() {
+        for (fmt, body) in [
+            (Format::MsgPack, &b"\xc1\xff\x00"[..]),
+            (Format::Json, &b"{not json"[..]),
+            (Format::Json, &br#"{"payload": 1}"#[..]),
+        ] {
+            match decode_request(fmt, body) {
+                Err(Error::Rejected { reason, .. }) => assert_eq!(reason, RejectReason::Malformed),
+                other => panic!("expected a rejection, got {other:?}"),
+            }
+        }
+    }
+
+    /// Options of the wrong type or out of range are `bad_options`.
+    #[test]
+    fn bad_options_are_rejected() {
+        for v in [
+            rmpv::Value::from("lots"),
+            rmpv::Value::Map(vec![("max_shards".into(), 0.into())]),
+            rmpv::Value::Map(vec![("max_shards".into(), (-3).into())]),
+            rmpv::Value::Map(vec![("deadline_ms".into(), "soon".into())]),
+        ] {
+            match Options::from_value(Some(v)) {
+                Err(Error::Rejected { reason, .. }) => assert_eq!(reason, RejectReason::BadOptions),
+                other => panic!("expected bad_options, got {other:?}"),
+            }
+        }
+    }
+
+    /// Shards round-trip through MessagePack with the request id as a readable string.
+    #[test]
+    fn shard_round_trip_uses_string_ids() {
+        let s = Shard {
+            request_id: Uuid::new_v4(),
+            index: 3,
+            total: 9,
+            kind: "sort".into(),
+            attempt: 1,
+            deadline: 42,
+            payload: vec![1, 2, 3],
+        };
+        let bytes = rmp_serde::to_vec_named(&s).expect("encode");
+        let needle = s.request_id.to_string();
+        assert!(bytes.windows(needle.len()).any(|w| w == needle.as_bytes()));
+        let back: Shard = rmp_serde::from_slice(&bytes).expect("decode");
+        assert_eq!(back, s);
+    }
+
+    /// Content types choose the format, defaulting to MessagePack.
+    #[test]
+    fn content_type_selects_format() {
+        assert_eq!(Format::from_content_type(None), Format::MsgPack);
+        assert_eq!(
+            Format::from_content_type(Some("application/json")),
+            Format::Json
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/json; charset=utf-8")),
+            Format::Json
+        );
+        assert_eq!(
+            Format::from_content_type(Some("application/msgpack")),
+            Format::MsgPack
+        );
+    }
+}

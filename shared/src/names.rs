@@ -1,0 +1,157 @@
+//! Every AMQP and Redis name Shardline uses, built in one place from a namespace.
+//!
+//! With the default namespace `shardline` the names are:
+//!
+//! | what | name |
+//! | --- | --- |
+//! | request exchange (fanout) and its durable queue | `shardline.requests` |
+//! | result exchange (topic, routing key = kind) | `shardline.results` |
+//! | dead-letter exchange (fanout) and queue | `shardline.dead` |
+//! | shared shard queue every worker also consumes | `shardline.shards` |
+//! | one engine's queue | `shardline.engine.<worker id>` |
+//! | request metadata hash | `shardline:{<uuid>}:meta` |
+//! | partial results hash (shard index → MessagePack) | `shardline:{<uuid>}:parts` |
+//! | finalizer lease | `shardline:{<uuid>}:lease` |
+//! | in-flight index (sorted set, score = deadline in ms) | `shardline:inflight` |
+//! | live engines (sorted set, score = last heartbeat in ms) | `shardline:engines` |
+//! | one engine's heartbeat (string with a TTL) | `shardline:engine:<worker id>` |
+//! | completion events (pub/sub channel) | `shardline:events` |
+//!
+//! The `{<uuid>}` hash tag keeps all keys of one request in one Redis Cluster slot.
+
+use uuid::Uuid;
+
+use crate::Error;
+
+/// The default namespace.
+pub const DEFAULT_NAMESPACE: &str = "shardline";
+
+/// Names derived from a namespace; tests use a unique namespace each so they can share a broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    ns: String,
+}
+
+impl Names {
+    /// Validate a namespace: 1 to 64 characters of `[A-Za-z0-9_-]`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the namespace is empty, too long, or has other characters.
+    pub fn try_new(ns: impl Into<String>) -> Result<Self, Error> {
+        let ns = ns.into();
+        let ok = !ns.is_empty()
+            && ns.len() <= 64
+            && ns
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Names { ns })
+        } else {
+            Err(Error::Config(format!(
+                "namespace {ns:?} must be 1-64 characters of [A-Za-z0-9_-]"
+            )))
+        }
+    }
+
+    /// The namespace itself.
+    pub fn namespace(&self) -> &str {
+        &self.ns
+    }
+
+    // === AMQP ===
+
+    /// Exchange (fanout) that clients publish requests to.
+    pub fn requests_exchange(&self) -> String {
+        format!("{}.requests", self.ns)
+    }
+    /// Durable queue the managers consume.
+    pub fn requests_queue(&self) -> String {
+        self.requests_exchange()
+    }
+    /// Topic exchange for final results without `reply_to`; routing key = kind.
+    pub fn results_exchange(&self) -> String {
+        format!("{}.results", self.ns)
+    }
+    /// Fanout exchange for rejected messages.
+    pub fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.ns)
+    }
+    /// Durable queue bound to the dead-letter exchange.
+    pub fn dead_queue(&self) -> String {
+        self.dead_exchange()
+    }
+    /// Shared shard queue: every worker consumes it; shards of departed engines land here.
+    pub fn shared_queue(&self) -> String {
+        format!("{}.shards", self.ns)
+    }
+    /// One engine's own shard queue.
+    pub fn engine_queue(&self, engine: &str) -> String {
+        format!("{}.engine.{engine}", self.ns)
+    }
+
+    // === Redis ===
+
+    /// Request metadata hash.
+    pub fn meta_key(&self, id: Uuid) -> String {
+        format!("{}:{{{id}}}:meta", self.ns)
+    }
+    /// Partial results hash.
+    pub fn parts_key(&self, id: Uuid) -> String {
+        format!("{}:{{{id}}}:parts", self.ns)
+    }
+    /// Finalizer lease.
+    pub fn lease_key(&self, id: Uuid) -> String {
+        format!("{}:{{{id}}}:lease", self.ns)
+    }
+    /// Sorted set of in-flight request ids, scored by deadline (epoch ms).
+    pub fn inflight_key(&self) -> String {
+        format!("{}:inflight", self.ns)
+    }
+    /// Sorted set of engines, scored by last heartbeat (epoch ms).
+    pub fn engines_key(&self) -> String {
+        format!("{}:engines", self.ns)
+    }
+    /// One engine's heartbeat key.
+    pub fn engine_key(&self, engine: &str) -> String {
+        format!("{}:engine:{engine}", self.ns)
+    }
+    /// Pub/sub channel of shard completions (`<engine> <request> <index> <micros>`).
+    pub fn events_channel(&self) -> String {
+        format!("{}:events", self.ns)
+    }
+}
+
+impl Default for Names {
+    fn default() -> Self {
+        Names {
+            ns: DEFAULT_NAMESPACE.to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys of one request share a hash tag, so Redis Cluster keeps them in one slot.
+    #[test]
+    fn request_keys_share_a_hash_tag() {
+        let n = Names::default();
+        let id = Uuid::nil();
+        let tag = format!("{{{id}}}");
+        for key in [n.meta_key(id), n.parts_key(id), n.lease_key(id)] {
+            assert!(key.contains(&tag), "{key}");
+            assert!(key.starts_with("shardline:"), "{key}");
+        }
+    }
+
+    /// Namespaces that would produce odd queue or key names are refused.
+    #[test]
+    fn rejects_bad_namespaces() {
+        assert!(Names::try_new("").is_err());
+        assert!(Names::try_new("a b").is_err());
+        assert!(Names::try_new("a:b").is_err());
+        assert!(Names::try_new("x".repeat(65)).is_err());
+        assert!(Names::try_new("t-1_a").is_ok());
+    }
+}

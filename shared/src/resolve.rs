@@ -1,0 +1,118 @@
+//! The resolver's last step: assemble a request's partial results in shard order, merge them,
+//! publish the one final result, then mark the request published.
+//!
+//! Only the holder of the finalizer lease (handed out by [`Store::record`] or [`Store::fail`])
+//! calls [`Resolver::finalize`]. The result is published with confirms *before* the request is
+//! marked `published`; a finalizer that dies in between leaves the lease to expire, and the next
+//! delivery of any shard of that request re-claims it and publishes again with the same
+//! `message_id`, so downstream consumers can deduplicate.
+
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::amqp::{ReplyTo, publish_result};
+use crate::message::{ErrorInfo, FinalResult, Status};
+use crate::store::{Meta, Store};
+use crate::{Error, Registry};
+
+/// Assembles and publishes final results.
+#[derive(Clone)]
+pub struct Resolver {
+    store: Store,
+    channel: lapin::Channel,
+    registry: Registry,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("store", &self.store)
+            .field("registry", &self.registry)
+            .finish()
+    }
+}
+
+impl Resolver {
+    /// A resolver publishing on `channel`, which must be in confirm mode.
+    pub fn new(store: Store, channel: lapin::Channel, registry: Registry) -> Self {
+        Resolver {
+            store,
+            channel,
+            registry,
+        }
+    }
+
+    /// Assemble, publish and mark published. Returns the result, or `None` when the request is
+    /// gone or was already published.
+    ///
+    /// # Errors
+    /// Redis or broker failures; the lease then expires and the work is re-driven.
+    pub async fn finalize(&self, id: Uuid) -> Result<Option<FinalResult>, Error> {
+        let Some(meta) = self.store.meta(id).await? else {
+            warn!(request.id = %id, "request vanished before it was finalized");
+            return Ok(None);
+        };
+        if meta.state == "published" {
+            return Ok(None);
+        }
+        let result = if meta.state == "failing" {
+            failed(&meta, meta.error.clone())
+        } else {
+            self.assemble(&meta).await?
+        };
+        let to = ReplyTo {
+            reply_to: meta.reply_to.clone(),
+            correlation_id: meta.correlation_id.clone(),
+            format: meta.format,
+        };
+        publish_result(&self.channel, self.store.names(), &to, &result).await?;
+        self.store.finish(id, result.status.as_str()).await?;
+        debug!(request.id = %id, status = result.status.as_str(), "final result published");
+        Ok(Some(result))
+    }
+
+    async fn assemble(&self, meta: &Meta) -> Result<FinalResult, Error> {
+        let Some(kind) = self.registry.get(&meta.kind) else {
+            return Ok(failed(
+                meta,
+                Some(ErrorInfo {
+                    code: "unknown_kind".into(),
+                    message: format!("this worker has no kind {:?} to merge with", meta.kind),
+                }),
+            ));
+        };
+        let parts = self.store.parts(meta.id, meta.total).await?;
+        let merged = tokio::task::spawn_blocking(move || kind.merge(parts)).await?;
+        Ok(match merged {
+            Ok(output) => FinalResult {
+                request_id: meta.id,
+                kind: meta.kind.clone(),
+                status: Status::Completed,
+                shards: meta.total,
+                output: Some(output),
+                error: None,
+            },
+            Err(e) => failed(
+                meta,
+                Some(ErrorInfo {
+                    code: "merge_failed".into(),
+                    message: e.to_string(),
+                }),
+            ),
+        })
+    }
+}
+
+fn failed(meta: &Meta, error: Option<ErrorInfo>) -> FinalResult {
+    FinalResult {
+        request_id: meta.id,
+        kind: meta.kind.clone(),
+        status: Status::Failed,
+        shards: meta.total,
+        output: None,
+        error: Some(error.unwrap_or_else(|| ErrorInfo {
+            code: "failed".into(),
+            message: "the request failed".into(),
+        })),
+    }
+}

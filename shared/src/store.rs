@@ -1,0 +1,505 @@
+//! Redis state of requests and engines. Every Redis command Shardline sends is in this module
+//! (plus the Lua scripts in `shared/lua/`), so the layout in [`crate::names`] is the whole truth.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use deadpool_redis::{Pool, Runtime};
+use redis::{AsyncCommands, Script};
+use uuid::Uuid;
+
+use crate::message::{ErrorInfo, Format};
+use crate::{Error, Names, now_ms};
+
+static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/create.lua")));
+static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/record.lua")));
+static FAIL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/fail.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/finish.lua")));
+
+/// How many fields one `HMGET`/`HSET` carries when a request has many shards.
+const BATCH: usize = 1024;
+
+/// A new request's record, written before any shard is published.
+#[derive(Debug, Clone)]
+pub struct NewRequest {
+    /// Request id.
+    pub id: Uuid,
+    /// Kind name.
+    pub kind: String,
+    /// Number of shards.
+    pub total: u32,
+    /// Epoch ms of acceptance.
+    pub created: u64,
+    /// Epoch ms by which it should have ended.
+    pub deadline: u64,
+    /// Where the result goes (AMQP `reply_to`), if anywhere special.
+    pub reply_to: Option<String>,
+    /// AMQP `correlation_id` to copy onto the result.
+    pub correlation_id: Option<String>,
+    /// Encoding of the result.
+    pub format: Format,
+}
+
+/// What [`Store::create`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// The record was written now.
+    New,
+    /// A record already existed (the request was redelivered): its state and shard count.
+    Existing {
+        /// `running`, `finalizing`, `failing` or `published`.
+        state: String,
+        /// The shard count chosen the first time.
+        total: u32,
+    },
+}
+
+/// What [`Store::record`] did with a partial result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// This write completed the set (or re-claimed an expired lease): the caller finalizes.
+    Claimed {
+        /// Shards done.
+        done: u32,
+        /// Shards in all.
+        total: u32,
+    },
+    /// Stored; more shards to go.
+    Accepted {
+        /// Shards done.
+        done: u32,
+        /// Shards in all.
+        total: u32,
+    },
+    /// A result for this shard index was already stored; nothing changed.
+    Duplicate,
+    /// No such request (never created, or expired).
+    Unknown,
+    /// The request already ended or is failing; the result is not needed.
+    Closed,
+    /// The shard index is outside `0..total`.
+    BadIndex,
+}
+
+/// A request's metadata, as stored in its `meta` hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Meta {
+    /// Request id.
+    pub id: Uuid,
+    /// Kind name.
+    pub kind: String,
+    /// `running`, `finalizing`, `failing` or `published`.
+    pub state: String,
+    /// `completed` or `failed` once published.
+    pub status: Option<String>,
+    /// Number of shards.
+    pub total: u32,
+    /// Shards with a stored result.
+    pub done: u32,
+    /// Epoch ms of acceptance.
+    pub created: u64,
+    /// Epoch ms deadline.
+    pub deadline: u64,
+    /// AMQP `reply_to` of the request.
+    pub reply_to: Option<String>,
+    /// AMQP `correlation_id` of the request.
+    pub correlation_id: Option<String>,
+    /// Result encoding.
+    pub format: Format,
+    /// Why the request failed, when it did.
+    pub error: Option<ErrorInfo>,
+    /// Engine each shard was routed to (index → engine).
+    pub engines: HashMap<u32, String>,
+}
+
+impl Meta {
+    fn parse(id: Uuid, mut f: HashMap<String, String>) -> Result<Self, Error> {
+        let corrupt = |detail: String| Error::Corrupt { id, detail };
+        let num = |k: &str| -> Result<u64, Error> {
+            f.get(k)
+                .ok_or_else(|| corrupt(format!("missing field {k}")))?
+                .parse::<u64>()
+                .map_err(|e| corrupt(format!("field {k}: {e}")))
+        };
+        let total = u32::try_from(num("total")?).map_err(|e| corrupt(e.to_string()))?;
+        let done = u32::try_from(num("done")?).map_err(|e| corrupt(e.to_string()))?;
+        let created = num("created")?;
+        let deadline = num("deadline")?;
+        let engines = f
+            .iter()
+            .filter_map(|(k, v)| {
+                let i = k.strip_prefix("shard.")?.parse().ok()?;
+                Some((i, v.clone()))
+            })
+            .collect();
+        let error = f.get("error_code").map(|code| ErrorInfo {
+            code: code.clone(),
+            message: f.get("error").cloned().unwrap_or_default(),
+        });
+        Ok(Meta {
+            id,
+            kind: f.remove("kind").unwrap_or_default(),
+            state: f.remove("state").unwrap_or_default(),
+            status: f.remove("status"),
+            total,
+            done,
+            created,
+            deadline,
+            reply_to: f.remove("reply_to").filter(|s| !s.is_empty()),
+            correlation_id: f.remove("correlation_id").filter(|s| !s.is_empty()),
+            format: Format::parse(f.get("format").map_or("", String::as_str)),
+            error,
+            engines,
+        })
+    }
+}
+
+/// Redis access for one namespace.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    names: Names,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("names", &self.names).finish()
+    }
+}
+
+impl Store {
+    /// How long keys outlive a request's deadline, and a published request's metadata lives.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(600);
+
+    /// Connect and check the server answers.
+    ///
+    /// # Errors
+    /// A bad URL, or Redis unreachable.
+    pub async fn connect(url: &str, names: Names) -> Result<Self, Error> {
+        let mut cfg = deadpool_redis::Config::from_url(url);
+        cfg.pool = Some(deadpool_redis::PoolConfig {
+            max_size: 32,
+            timeouts: deadpool_redis::Timeouts {
+                wait: Some(Duration::from_secs(10)),
+                create: Some(Duration::from_secs(5)),
+                recycle: Some(Duration::from_secs(5)),
+            },
+            ..Default::default()
+        });
+        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        let store = Store {
+            pool,
+            names,
+            grace: Self::DEFAULT_GRACE,
+        };
+        let mut c = store.conn().await?;
+        let _: String = redis::cmd("PING").query_async(&mut *c).await?;
+        Ok(store)
+    }
+
+    /// Change how long keys outlive a deadline and a published request.
+    #[must_use]
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The names this store builds keys from.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    async fn conn(&self) -> Result<deadpool_redis::Connection, Error> {
+        Ok(self.pool.get().await?)
+    }
+
+    /// TTL for a live request's keys: until its deadline plus the grace period.
+    fn live_ttl_ms(&self, deadline: u64) -> u64 {
+        deadline.saturating_sub(now_ms()) + self.grace.as_millis() as u64
+    }
+
+    // === requests ===
+
+    /// Write a new request's record and index it, unless it already exists.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn create(&self, req: &NewRequest) -> Result<Created, Error> {
+        let n = &self.names;
+        let mut c = self.conn().await?;
+        let mut inv = CREATE.key(n.meta_key(req.id));
+        inv.arg(self.live_ttl_ms(req.deadline))
+            .arg("id")
+            .arg(req.id.to_string())
+            .arg("kind")
+            .arg(&req.kind)
+            .arg("total")
+            .arg(req.total)
+            .arg("created")
+            .arg(req.created)
+            .arg("deadline")
+            .arg(req.deadline)
+            .arg("format")
+            .arg(req.format.as_str());
+        if let Some(r) = &req.reply_to {
+            inv.arg("reply_to").arg(r);
+        }
+        if let Some(c) = &req.correlation_id {
+            inv.arg("correlation_id").arg(c);
+        }
+        let (created, state, total): (i64, String, u32) = inv.invoke_async(&mut *c).await?;
+        // The index lives in another Cluster slot, so it is written outside the script; ZADD
+        // is idempotent, and readers check each id's meta.
+        let _: () = c
+            .zadd(n.inflight_key(), req.id.to_string(), req.deadline)
+            .await?;
+        Ok(if created == 1 {
+            Created::New
+        } else {
+            Created::Existing { state, total }
+        })
+    }
+
+    /// Record which engine each shard was routed to (`shard.<i>` fields of the meta hash).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn set_routes(&self, id: Uuid, routes: &[(u32, &str)]) -> Result<(), Error> {
+        let key = self.names.meta_key(id);
+        let mut c = self.conn().await?;
+        for chunk in routes.chunks(BATCH) {
+            let items: Vec<(String, &str)> =
+                chunk.iter().map(|(i, e)| (format!("shard.{i}"), *e)).collect();
+            let _: () = c.hset_multiple(&key, &items).await?;
+        }
+        Ok(())
+    }
+
+    /// Store a shard's partial result (first writer wins) and learn whether it completed the set.
+    ///
+    /// # Errors
+    /// Redis failures.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record(
+        &self,
+        id: Uuid,
+        index: u32,
+        partial: &[u8],
+        deadline: u64,
+        holder: &str,
+        lease: Duration,
+        engine: &str,
+        elapsed: Duration,
+    ) -> Result<Recorded, Error> {
+        let n = &self.names;
+        let mut c = self.conn().await?;
+        let (code, done, total): (i64, u32, u32) = RECORD
+            .key(n.meta_key(id))
+            .key(n.parts_key(id))
+            .key(n.lease_key(id))
+            .arg(index)
+            .arg(partial)
+            .arg(self.live_ttl_ms(deadline))
+            .arg(lease.as_millis() as u64)
+            .arg(holder)
+            .arg(engine)
+            .arg(elapsed.as_micros() as u64)
+            .arg(n.events_channel())
+            .arg(id.to_string())
+            .invoke_async(&mut *c)
+            .await?;
+        Ok(match code {
+            1 => Recorded::Claimed { done, total },
+            0 => Recorded::Accepted { done, total },
+            2 => Recorded::Duplicate,
+            -1 => Recorded::Unknown,
+            -2 => Recorded::Closed,
+            _ => Recorded::BadIndex,
+        })
+    }
+
+    /// Mark a running request as failing; returns true when the caller holds the finalizer
+    /// lease and must publish the failed result.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn fail(
+        &self,
+        id: Uuid,
+        index: u32,
+        holder: &str,
+        lease: Duration,
+        error: &ErrorInfo,
+    ) -> Result<bool, Error> {
+        let n = &self.names;
+        let mut c = self.conn().await?;
+        let claimed: i64 = FAIL
+            .key(n.meta_key(id))
+            .key(n.lease_key(id))
+            .arg(holder)
+            .arg(lease.as_millis() as u64)
+            .arg(&error.code)
+            .arg(&error.message)
+            .arg(index)
+            .invoke_async(&mut *c)
+            .await?;
+        Ok(claimed == 1)
+    }
+
+    /// Read a request's metadata, or `None` when it does not exist (any more).
+    ///
+    /// # Errors
+    /// Redis failures, or a record without the required fields.
+    pub async fn meta(&self, id: Uuid) -> Result<Option<Meta>, Error> {
+        let mut c = self.conn().await?;
+        let fields: HashMap<String, String> = c.hgetall(self.names.meta_key(id)).await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        Meta::parse(id, fields).map(Some)
+    }
+
+    /// Shard indices that already have a stored result.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn recorded(&self, id: Uuid) -> Result<Vec<u32>, Error> {
+        let mut c = self.conn().await?;
+        let keys: Vec<String> = c.hkeys(self.names.parts_key(id)).await?;
+        Ok(keys.iter().filter_map(|k| k.parse().ok()).collect())
+    }
+
+    /// Read all partial results in shard order.
+    ///
+    /// # Errors
+    /// Redis failures, or a missing part ([`Error::Corrupt`]).
+    pub async fn parts(&self, id: Uuid, total: u32) -> Result<Vec<Vec<u8>>, Error> {
+        let key = self.names.parts_key(id);
+        let mut c = self.conn().await?;
+        let mut out = Vec::with_capacity(total as usize);
+        let indices: Vec<u32> = (0..total).collect();
+        for chunk in indices.chunks(BATCH) {
+            let got: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(&key)
+                .arg(chunk)
+                .query_async(&mut *c)
+                .await?;
+            for (i, part) in chunk.iter().zip(got) {
+                out.push(part.ok_or_else(|| Error::Corrupt {
+                    id,
+                    detail: format!("partial result of shard {i} is missing"),
+                })?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mark a request published (its result is confirmed by the broker), drop its partials and
+    /// lease, keep its metadata for the grace period, and remove it from the in-flight index.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn finish(&self, id: Uuid, status: &str) -> Result<(), Error> {
+        let n = &self.names;
+        let mut c = self.conn().await?;
+        let _: i64 = FINISH
+            .key(n.meta_key(id))
+            .key(n.parts_key(id))
+            .key(n.lease_key(id))
+            .arg(status)
+            .arg(now_ms())
+            .arg(self.grace.as_millis() as u64)
+            .invoke_async(&mut *c)
+            .await?;
+        let _: () = c.zrem(n.inflight_key(), id.to_string()).await?;
+        Ok(())
+    }
+
+    /// In-flight request ids with their deadlines (epoch ms), earliest deadline first.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn inflight(&self, limit: usize) -> Result<Vec<(Uuid, u64)>, Error> {
+        let mut c = self.conn().await?;
+        let stop = isize::try_from(limit).unwrap_or(isize::MAX).saturating_sub(1);
+        let rows: Vec<(String, f64)> = c
+            .zrange_withscores(self.names.inflight_key(), 0, stop)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, score)| Some((id.parse().ok()?, score as u64)))
+            .collect())
+    }
+
+    /// Drop an id from the in-flight index (its record expired or ended elsewhere).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn forget(&self, id: Uuid) -> Result<(), Error> {
+        let mut c = self.conn().await?;
+        let _: () = c.zrem(self.names.inflight_key(), id.to_string()).await?;
+        Ok(())
+    }
+
+    // === engines ===
+
+    /// Announce an engine as alive for `ttl`.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn heartbeat(&self, engine: &str, info: &str, ttl: Duration) -> Result<(), Error> {
+        let n = &self.names;
+        let mut c = self.conn().await?;
+        let _: () = redis::pipe()
+            .atomic()
+            .pset_ex(n.engine_key(engine), info, ttl.as_millis() as u64)
+            .ignore()
+            .zadd(n.engines_key(), engine, now_ms())
+            .ignore()
+            .query_async(&mut *c)
+            .await?;
+        Ok(())
+    }
+
+    /// Remove an engine (graceful shutdown).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn deregister(&self, engine: &str) -> Result<(), Error> {
+        let n = &self.names;
+        let mut c = self.conn().await?;
+        let _: () = redis::pipe()
+            .atomic()
+            .del(n.engine_key(engine))
+            .ignore()
+            .zrem(n.engines_key(), engine)
+            .ignore()
+            .query_async(&mut *c)
+            .await?;
+        Ok(())
+    }
+
+    /// Engines whose heartbeat is younger than `ttl`, sorted by id.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn live_engines(&self, ttl: Duration) -> Result<Vec<String>, Error> {
+        let mut c = self.conn().await?;
+        let since = now_ms().saturating_sub(ttl.as_millis() as u64);
+        let mut ids: Vec<String> = c
+            .zrangebyscore(self.names.engines_key(), since, "+inf")
+            .await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// A fresh pub/sub connection for completion events (see [`Names::events_channel`]).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn raw_client(url: &str) -> Result<redis::Client, Error> {
+        Ok(redis::Client::open(url)?)
+    }
+}
