@@ -1,1 +1,193 @@
+//! # Shardline manager
+//!
+//! Consumes requests from `<ns>.requests`, validates them, decides how many shards to cut and
+//! which engine each goes to, records the request in Redis, and publishes every shard with
+//! publisher confirms. Several managers may consume the same queue (competing consumers).
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and environment;
+//! - [`intake`]: delivery → accepted request or typed rejection;
+//! - [`plan`]: the shard count;
+//! - [`route`]: routing policies behind the [`route::Router`] trait;
+//! - [`ledger`]: unfinished shards per engine, fed by [`events`];
+//! - [`engines`]: the live-engine view from heartbeats;
+//! - [`dispatch`]: one request from split to confirmed publish.
 
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod dispatch;
+pub mod engines;
+pub mod events;
+pub mod intake;
+pub mod ledger;
+pub mod plan;
+pub mod route;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use shardline::store::Store;
+use shardline::supervise::{Started, supervise, until_shutdown};
+use shardline::{Registry, amqp};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+pub use config::{Config, RouterKind};
+use dispatch::Dispatcher;
+use engines::Engines;
+use ledger::Ledger;
+
+/// The manager's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Broker, Redis or encoding failure.
+    #[error(transparent)]
+    Shared(#[from] shardline::Error),
+    /// The broker closed the request consumer.
+    #[error("the request consumer was closed by the broker")]
+    ConsumerClosed,
+}
+
+impl Error {
+    /// True for failures worth reconnecting after.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Shared(e) => e.is_transient(),
+            Error::ConsumerClosed => true,
+            Error::Config(_) => false,
+        }
+    }
+}
+
+impl From<lapin::Error> for Error {
+    fn from(e: lapin::Error) -> Self {
+        Error::Shared(e.into())
+    }
+}
+
+/// Run a manager until `shutdown` resolves.
+///
+/// Failing to reach the broker or Redis at start is an error. After a successful start, a lost
+/// connection is retried (lapin's recovery first, then a fresh connection) until shutdown.
+///
+/// # Errors
+/// Bad configuration, or the broker/Redis unreachable at start.
+pub async fn run(
+    config: Config,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    let stop = CancellationToken::new();
+    let work = supervise(&stop, Error::is_transient, |started| {
+        serve(&config, &registry, &stop, started)
+    });
+    until_shutdown(stop.clone(), shutdown, work).await
+}
+
+async fn serve(
+    config: &Config,
+    registry: &Registry,
+    stop: &CancellationToken,
+    started: Started,
+) -> Result<(), Error> {
+    let names = config.connect.names()?;
+    let store = Store::connect(&config.connect.redis_url, names.clone()).await?;
+    let conn = amqp::connect(&config.connect.amqp_url, "shardline-manager").await?;
+    let setup = conn.create_channel().await?;
+    amqp::declare_topology(&setup, &names).await?;
+    let channel = amqp::confirm_channel(&conn).await?;
+    let consume = conn.create_channel().await?;
+    consume
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consume
+        .basic_consume(
+            names.requests_queue().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let tag = consumer.tag();
+    started.set();
+
+    let engines = Engines::default();
+    engines.refresh(&store, config.engine_ttl()).await?;
+    let ledger = Arc::new(Ledger::default());
+    let background = CancellationToken::new();
+    tokio::spawn(engines.clone().keep_fresh(
+        store.clone(),
+        config.engine_ttl(),
+        background.clone(),
+    ));
+    tokio::spawn(events::listen(
+        Store::raw_client(&config.connect.redis_url).await?,
+        names.events_channel(),
+        ledger.clone(),
+        background.clone(),
+    ));
+    let _stop_background = background.drop_guard();
+
+    let router: Box<dyn route::Router> = match config.router {
+        RouterKind::LeastInFlight => Box::new(route::LeastInFlight::default()),
+        RouterKind::RoundRobin => Box::new(route::RoundRobin::default()),
+    };
+    let dispatcher = Arc::new(Dispatcher {
+        config: config.clone(),
+        names: names.clone(),
+        store,
+        channel,
+        registry: registry.clone(),
+        engines,
+        ledger,
+        router: Mutex::new(router),
+    });
+    info!(namespace = names.namespace(), queue = %names.requests_queue(), "manager consuming requests");
+
+    let tracker = TaskTracker::new();
+    let outcome = loop {
+        tokio::select! {
+            () = stop.cancelled() => break Ok(()),
+            next = consumer.next() => match next {
+                Some(Ok(delivery)) => {
+                    let d = dispatcher.clone();
+                    tracker.spawn(async move { d.handle(delivery).await });
+                }
+                Some(Err(e)) => {
+                    if let Err(e) = consume.wait_for_recovery(e).await {
+                        break Err(Error::from(e));
+                    }
+                    info!("broker connection recovered");
+                }
+                None => break Err(Error::ConsumerClosed),
+            }
+        }
+    };
+    // Stop taking requests, then let the ones being dispatched finish (they ack themselves).
+    if let Err(error) = consume
+        .basic_cancel(tag, BasicCancelOptions::default())
+        .await
+    {
+        warn!(%error, "cancelling the request consumer failed");
+    }
+    tracker.close();
+    let grace = Duration::from_millis(config.grace_ms);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        error!(?grace, "requests still dispatching after the grace period; they will be redelivered");
+    }
+    if let Err(error) = conn.close(200, "manager stopping".into()).await {
+        warn!(%error, "closing the broker connection failed");
+    }
+    outcome
+}

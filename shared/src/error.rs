@@ -92,6 +92,8 @@ pub enum RejectReason {
     BadOptions,
     /// The payload does not fit the kind's input type.
     InvalidPayload,
+    /// The request was valid but could not be handled (corrupt state, a bug); see the detail.
+    Internal,
 }
 
 impl RejectReason {
@@ -104,6 +106,7 @@ impl RejectReason {
             RejectReason::Oversized => "oversized",
             RejectReason::BadOptions => "bad_options",
             RejectReason::InvalidPayload => "invalid_payload",
+            RejectReason::Internal => "internal",
         }
     }
 }

@@ -10,18 +10,24 @@
 //! - [`kind`]: the [`Kind`](kind::Kind) trait, the built-in kinds and the [`Registry`];
 //! - [`names`]: every AMQP and Redis name, from one namespace;
 //! - [`store`]: all Redis access (Lua scripts in `shared/lua/`);
+//! - [`config`]: the connection flags every process takes;
 //! - [`amqp`]: connecting, declaring the topology, confirmed publishing;
 //! - [`resolve`]: assembling and publishing a request's final result.
+//! - [`signal`], [`telemetry`]: shutdown signals and logging for the binaries.
 
 #![warn(missing_docs)]
 
 pub mod amqp;
+pub mod config;
 mod error;
 pub mod kind;
 pub mod message;
 pub mod names;
 pub mod resolve;
+pub mod signal;
 pub mod store;
+pub mod supervise;
+pub mod telemetry;
 
 pub use error::{Error, RejectReason};
 pub use kind::Registry;

@@ -15,6 +15,8 @@ use crate::{Error, Names, now_ms};
 static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/create.lua")));
 static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/record.lua")));
 static FAIL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/fail.lua")));
+static RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/finish.lua")));
 
 /// How many fields one `HMGET`/`HSET` carries when a request has many shards.
@@ -346,6 +348,21 @@ impl Store {
             .invoke_async(&mut *c)
             .await?;
         Ok(claimed == 1)
+    }
+
+    /// Give back a finalizer lease this holder could not complete, so that the next delivery of
+    /// one of the request's shards re-claims it at once instead of after the lease expires.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn release(&self, id: Uuid, holder: &str) -> Result<bool, Error> {
+        let mut c = self.conn().await?;
+        let released: i64 = RELEASE
+            .key(self.names.lease_key(id))
+            .arg(holder)
+            .invoke_async(&mut *c)
+            .await?;
+        Ok(released == 1)
     }
 
     /// Read a request's metadata, or `None` when it does not exist (any more).

@@ -1,1 +1,231 @@
+//! # Shardline worker
+//!
+//! A worker engine registers itself (a heartbeat key with a TTL), declares its own durable
+//! queue `<ns>.engine.<id>`, and consumes it and the shared queue `<ns>.shards`. Each shard is
+//! processed off the async runtime, its partial result is recorded with the resolver script,
+//! and the worker whose write completes the set assembles and publishes the final result. A
+//! shard is acked only after its result is stored (and, for the last one, published).
+//!
+//! Build your own worker with your own kinds by calling [`run`] with your [`Registry`]; see
+//! `examples/custom_kind.rs`.
+//!
+//! # Shutdown
+//!
+//! On SIGTERM/SIGINT the worker stops taking deliveries, puts back those it had prefetched but
+//! not started, finishes and acks the running shards (bounded by the grace period),
+//! deregisters, moves whatever is left in its queue to the shared queue, and deletes its queue.
+//!
+//! # Layout
+//!
+//! - [`config`]: flags and environment;
+//! - [`heartbeat`]: registration;
+//! - [`handler`]: one shard from bytes to ack;
+//! - [`handoff`]: draining the engine queue on shutdown.
 
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod handler;
+pub mod handoff;
+pub mod heartbeat;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use shardline::resolve::Resolver;
+use shardline::store::Store;
+use shardline::supervise::{Started, supervise, until_shutdown};
+use shardline::{Registry, amqp};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+pub use config::Config;
+use handler::Handler;
+
+/// The worker's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A setting is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Broker, Redis or encoding failure.
+    #[error(transparent)]
+    Shared(#[from] shardline::Error),
+    /// The broker closed a shard consumer.
+    #[error("a shard consumer was closed by the broker")]
+    ConsumerClosed,
+}
+
+impl Error {
+    /// True for failures worth reconnecting after.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Shared(e) => e.is_transient(),
+            Error::ConsumerClosed => true,
+            Error::Config(_) => false,
+        }
+    }
+}
+
+impl From<lapin::Error> for Error {
+    fn from(e: lapin::Error) -> Self {
+        Error::Shared(e.into())
+    }
+}
+
+/// Run a worker until `shutdown` resolves, then shut down gracefully.
+///
+/// # Errors
+/// Bad configuration, or the broker/Redis unreachable at start.
+pub async fn run(
+    config: Config,
+    registry: Registry,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    let engine = config.engine_id();
+    let stop = CancellationToken::new();
+    let work = supervise(&stop, Error::is_transient, |started| {
+        serve(&config, &engine, &registry, &stop, started)
+    });
+    until_shutdown(stop.clone(), shutdown, work).await
+}
+
+async fn serve(
+    config: &Config,
+    engine: &str,
+    registry: &Registry,
+    stop: &CancellationToken,
+    started: Started,
+) -> Result<(), Error> {
+    let names = config.connect.names()?;
+    let concurrency = config.concurrency();
+    let store = Store::connect(&config.connect.redis_url, names.clone()).await?;
+    let conn = amqp::connect(&config.connect.amqp_url, &format!("shardline-worker {engine}")).await?;
+    let setup = conn.create_channel().await?;
+    amqp::declare_topology(&setup, &names).await?;
+    amqp::declare_engine_queue(&setup, &names, engine).await?;
+    let publish = amqp::confirm_channel(&conn).await?;
+    let consume = conn.create_channel().await?;
+    consume
+        .basic_qos(concurrency, BasicQosOptions::default())
+        .await?;
+    let mut consumers = Vec::new();
+    for queue in [names.engine_queue(engine), names.shared_queue()] {
+        consumers.push(
+            consume
+                .basic_consume(
+                    queue.into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?,
+        );
+    }
+    let tags: Vec<_> = consumers.iter().map(lapin::Consumer::tag).collect();
+    let info = format!("concurrency={concurrency} pid={}", std::process::id());
+    let ttl = config.heartbeat() * heartbeat::TTL_PERIODS;
+    store.heartbeat(engine, &info, ttl).await?;
+    started.set();
+
+    let beat = CancellationToken::new();
+    tokio::spawn(heartbeat::keep_alive(
+        store.clone(),
+        engine.to_owned(),
+        info,
+        config.heartbeat(),
+        beat.clone(),
+    ));
+    let _stop_beat = beat.clone().drop_guard();
+    let handler = Arc::new(Handler {
+        engine: engine.to_owned(),
+        names: names.clone(),
+        store: store.clone(),
+        channel: publish.clone(),
+        resolver: Resolver::new(store.clone(), publish, registry.clone()),
+        registry: registry.clone(),
+        lease: config.lease(),
+    });
+    info!(worker.id = engine, concurrency, "worker consuming shards");
+
+    let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
+    let tracker = TaskTracker::new();
+    let mut deliveries = futures::stream::select_all(consumers);
+    let outcome = loop {
+        tokio::select! {
+            () = stop.cancelled() => break Ok(()),
+            next = deliveries.next() => match next {
+                Some(Ok(delivery)) => {
+                    tracker.spawn(run_one(handler.clone(), permits.clone(), stop.clone(), delivery));
+                }
+                Some(Err(e)) => {
+                    if let Err(e) = consume.wait_for_recovery(e).await {
+                        break Err(Error::from(e));
+                    }
+                    info!("broker connection recovered");
+                }
+                None => break Err(Error::ConsumerClosed),
+            }
+        }
+    };
+
+    for tag in tags {
+        if let Err(error) = consume.basic_cancel(tag, BasicCancelOptions::default()).await {
+            warn!(%error, "cancelling a shard consumer failed");
+        }
+    }
+    tracker.close();
+    let grace = Duration::from_millis(config.grace_ms);
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        error!(?grace, "shards still running after the grace period; they will be redelivered");
+    }
+    if outcome.is_ok() {
+        // Graceful stop: leave the pool, then hand queued shards to the others.
+        beat.cancel();
+        if let Err(error) = store.deregister(engine).await {
+            warn!(%error, "deregistering failed; the heartbeat will expire");
+        }
+        if let Err(error) = handoff::handoff(&conn, &names, engine).await {
+            warn!(%error, "handing off queued shards failed; they stay in the engine queue");
+        }
+    }
+    if let Err(error) = conn.close(200, "worker stopping".into()).await {
+        warn!(%error, "closing the broker connection failed");
+    }
+    outcome
+}
+
+/// Wait for a processing slot, then handle the delivery; on shutdown before a slot frees up,
+/// put the delivery back untouched.
+async fn run_one(
+    handler: Arc<Handler>,
+    permits: Arc<Semaphore>,
+    stop: CancellationToken,
+    delivery: Delivery,
+) {
+    let permit = tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        p = permits.acquire_owned() => p.ok(),
+    };
+    match permit {
+        Some(_permit) => handler.handle(delivery).await,
+        None => {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                multiple: false,
+            };
+            if let Err(error) = delivery.nack(requeue).await {
+                warn!(%error, "returning an unstarted shard failed; the broker will redeliver it");
+            }
+        }
+    }
+}

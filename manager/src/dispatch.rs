@@ -1,0 +1,274 @@
+//! Handling one request: split, route, record in Redis, publish every shard with confirms.
+//!
+//! Order matters for "nothing lost": the request is recorded in Redis *before* any shard is
+//! published, and the request message is acked only after every shard is confirmed. A manager
+//! that dies in between leaves the request unacked; the broker redelivers it, the record is
+//! found, the request is split again with the recorded shard count (splits are
+//! deterministic), and only shards without a stored result are published again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use lapin::BasicProperties;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use shardline::amqp::{self, Published};
+use shardline::kind::KindError;
+use shardline::message::{FinalResult, Shard};
+use shardline::store::{Created, NewRequest, Store};
+use shardline::{Error, Names, RejectReason, Registry, now_ms};
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::config::Config;
+use crate::engines::Engines;
+use crate::intake::{self, Accepted, Rejection};
+use crate::ledger::Ledger;
+use crate::plan::Plan;
+use crate::route::Router;
+
+/// Shard publishes in flight at once for one request.
+const PUBLISH_CONCURRENCY: usize = 256;
+/// Pause before a request that hit a transient error is put back on the queue.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// Route recorded for shards sent to the shared queue.
+pub const SHARED_ROUTE: &str = "(shared)";
+
+/// Everything a request handler needs.
+pub struct Dispatcher {
+    pub(crate) config: Config,
+    pub(crate) names: Names,
+    pub(crate) store: Store,
+    pub(crate) channel: lapin::Channel,
+    pub(crate) registry: Registry,
+    pub(crate) engines: Engines,
+    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) router: Mutex<Box<dyn Router>>,
+}
+
+impl Dispatcher {
+    /// Handle one delivery from the request queue: ack it once its effect is durable, or put
+    /// it back after a transient failure.
+    pub async fn handle(&self, delivery: Delivery) {
+        let id = intake::request_id(&delivery.properties);
+        let span = info_span!("request", request.id = %id, redelivered = delivery.redelivered);
+        async {
+            match self.dispatch(id, &delivery).await {
+                Ok(()) => {
+                    if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+                        warn!(%error, "ack failed; the request will be redelivered and deduplicated");
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    warn!(error = %e, "transient failure; requeueing the request");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    let requeue = BasicNackOptions { requeue: true, multiple: false };
+                    if let Err(error) = delivery.nack(requeue).await {
+                        warn!(%error, "nack failed; the broker will redeliver on reconnect");
+                    }
+                }
+                Err(e) => {
+                    error!(error = %e, "request cannot be handled; dead-lettering it");
+                    let rej = Rejection {
+                        id,
+                        kind: String::new(),
+                        reason: RejectReason::Internal,
+                        message: e.to_string(),
+                        reply: intake::reply_to(&delivery.properties),
+                    };
+                    let settled = match self.reject(&delivery, rej).await {
+                        Ok(()) => delivery.ack(BasicAckOptions::default()).await,
+                        Err(_) => delivery.nack(BasicNackOptions::default()).await,
+                    };
+                    if let Err(error) = settled {
+                        warn!(%error, "settling a failed request failed");
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    async fn dispatch(&self, id: uuid::Uuid, delivery: &Delivery) -> Result<(), Error> {
+        let accepted = match intake::accept(
+            id,
+            &delivery.data,
+            &delivery.properties,
+            self.config.max_payload_bytes,
+            &self.registry,
+        ) {
+            Ok(a) => a,
+            Err(rej) => return self.reject(delivery, rej).await,
+        };
+        let existing = self.store.meta(id).await?;
+        if let Some(meta) = &existing
+            && meta.state == "published"
+        {
+            info!("request already finished; dropping the duplicate");
+            return Ok(());
+        }
+        let fixed = existing.as_ref().map(|m| m.total as usize);
+        let created = now_ms();
+        let deadline = existing.as_ref().map_or_else(
+            || created + accepted.options.deadline_ms.unwrap_or(self.config.default_deadline_ms),
+            |m| m.deadline,
+        );
+        let engines = self.engines.snapshot();
+        let plan = Plan {
+            engines: engines.len(),
+            request_max: accepted.options.max_shards,
+            manager_max: self.config.max_shards,
+            scale: self.config.shard_size_scale,
+        };
+        let Accepted {
+            kind: kind_name,
+            payload,
+            reply,
+            ..
+        } = accepted;
+        let kind = self
+            .registry
+            .get(&kind_name)
+            .ok_or_else(|| Error::Config(format!("kind {kind_name} vanished")))?;
+        let split = tokio::task::spawn_blocking(move || {
+            kind.split(payload, &mut |size, hint| {
+                fixed.unwrap_or_else(|| plan.shards(size, hint))
+            })
+        })
+        .await?;
+        let payloads = match split {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = match e {
+                    KindError::Empty(_) => RejectReason::EmptyPayload,
+                    _ => RejectReason::InvalidPayload,
+                };
+                let rej = Rejection {
+                    id,
+                    kind: kind_name,
+                    reason,
+                    message: e.to_string(),
+                    reply,
+                };
+                return self.reject(delivery, rej).await;
+            }
+        };
+        let total = u32::try_from(payloads.len()).map_err(|_| Error::Config("too many shards".into()))?;
+        let routes = self.route(total, &engines);
+
+        let record = NewRequest {
+            id,
+            kind: kind_name.clone(),
+            total,
+            created,
+            deadline,
+            reply_to: reply.reply_to.clone(),
+            correlation_id: reply.correlation_id.clone(),
+            format: reply.format,
+        };
+        let skip: HashSet<u32> = match self.store.create(&record).await? {
+            Created::New => HashSet::new(),
+            Created::Existing { state, total: t } => {
+                if t != total {
+                    return Err(Error::Corrupt {
+                        id,
+                        detail: format!("recorded with {t} shards, split into {total}"),
+                    });
+                }
+                if state != "running" {
+                    info!(%state, "request is already closing; nothing to publish");
+                    return Ok(());
+                }
+                self.store.recorded(id).await?.into_iter().collect()
+            }
+        };
+        let pairs: Vec<(u32, &str)> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i as u32, r.as_deref().unwrap_or(SHARED_ROUTE)))
+            .collect();
+        self.store.set_routes(id, &pairs).await?;
+
+        let attempt = if existing.is_some() { 2 } else { 1 };
+        let publishes = payloads
+            .into_iter()
+            .zip(routes)
+            .enumerate()
+            .filter(|(i, _)| !skip.contains(&(*i as u32)))
+            .map(|(i, (payload, engine))| {
+                let shard = Shard {
+                    request_id: id,
+                    index: i as u32,
+                    total,
+                    kind: kind_name.clone(),
+                    attempt,
+                    deadline,
+                    payload,
+                };
+                self.publish_shard(shard, engine)
+            });
+        let sent = futures::stream::iter(publishes)
+            .buffer_unordered(PUBLISH_CONCURRENCY)
+            .try_fold(0usize, |n, ()| async move { Ok(n + 1) })
+            .await?;
+        info!(kind = %kind_name, total, sent, "request dispatched");
+        Ok(())
+    }
+
+    fn route(&self, total: u32, engines: &[String]) -> Vec<Option<String>> {
+        if engines.is_empty() {
+            warn!("no live engines; shards go to the shared queue");
+            return vec![None; total as usize];
+        }
+        let mut router = self
+            .router
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (0..total)
+            .map(|_| Some(engines[router.choose(engines, &self.ledger)].clone()))
+            .collect()
+    }
+
+    async fn publish_shard(&self, shard: Shard, engine: Option<String>) -> Result<(), Error> {
+        let body = rmp_serde::to_vec_named(&shard)?;
+        let props = BasicProperties::default()
+            .with_message_id(shard.message_id().into())
+            .with_content_type(shardline::message::CONTENT_TYPE_MSGPACK.into())
+            .with_type(shard.kind.clone().into());
+        if let Some(engine) = &engine {
+            self.ledger.sent(shard.request_id, shard.index, engine);
+            let queue = self.names.engine_queue(engine);
+            match amqp::publish(&self.channel, "", &queue, &body, props.clone(), true).await? {
+                Published::Stored => return Ok(()),
+                Published::Returned => {
+                    debug!(%engine, shard.index = shard.index, "engine queue is gone; using the shared queue");
+                    self.ledger.finished(shard.request_id, shard.index);
+                }
+            }
+        }
+        let queue = self.names.shared_queue();
+        match amqp::publish(&self.channel, "", &queue, &body, props, true).await? {
+            Published::Stored => Ok(()),
+            Published::Returned => Err(Error::Nacked(queue)),
+        }
+    }
+
+    /// Answer a rejected request with an error result and dead-letter it with the reason.
+    async fn reject(&self, delivery: &Delivery, rej: Rejection) -> Result<(), Error> {
+        warn!(reason = %rej.reason, message = %rej.message, "request rejected");
+        let result = FinalResult::rejected(rej.id, &rej.kind, rej.reason, &rej.message);
+        amqp::publish_result(&self.channel, &self.names, &rej.reply, &result).await?;
+        amqp::dead_letter(
+            &self.channel,
+            &self.names,
+            &delivery.data,
+            &delivery.properties,
+            rej.reason.code(),
+            &rej.message,
+            Some(rej.id),
+        )
+        .await
+    }
+}

@@ -1,0 +1,128 @@
+//! Worker settings, from flags or the environment.
+
+use std::time::Duration;
+
+use shardline::config::ConnectArgs;
+
+/// Worker configuration.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "shardline-worker", version, about = "Shardline worker engine: processes shards and resolves requests")]
+pub struct Config {
+    /// Broker, Redis and namespace.
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Engine id; its queue is `<namespace>.engine.<id>`. Default: hostname plus a random suffix.
+    #[arg(long, env = "SHARDLINE_WORKER_ID")]
+    pub id: Option<String>,
+    /// Shards processed at once (and the AMQP prefetch). Default: the number of CPUs.
+    #[arg(long, env = "SHARDLINE_CONCURRENCY")]
+    pub concurrency: Option<u16>,
+    /// Heartbeat period in milliseconds; the heartbeat key lives three periods.
+    #[arg(long, env = "SHARDLINE_HEARTBEAT_MS", default_value_t = 2_000)]
+    pub heartbeat_ms: u64,
+    /// Finalizer lease in milliseconds: how long assembly may take before another worker may
+    /// take it over.
+    #[arg(long, env = "SHARDLINE_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// How long shutdown waits for running shards, in milliseconds.
+    #[arg(long, env = "SHARDLINE_GRACE_MS", default_value_t = 30_000)]
+    pub grace_ms: u64,
+}
+
+impl Config {
+    /// Defaults with the given connection settings (for tests and embedding).
+    pub fn new(connect: ConnectArgs) -> Self {
+        Config {
+            connect,
+            id: None,
+            concurrency: None,
+            heartbeat_ms: 2_000,
+            lease_ms: 30_000,
+            grace_ms: 30_000,
+        }
+    }
+
+    /// The engine id, generating the default when unset.
+    pub fn engine_id(&self) -> String {
+        self.id.clone().unwrap_or_else(default_id)
+    }
+
+    /// Shards processed at once.
+    pub fn concurrency(&self) -> u16 {
+        self.concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| u16::try_from(n.get()).unwrap_or(u16::MAX))
+        })
+    }
+
+    /// Validate ranges that clap cannot express.
+    ///
+    /// # Errors
+    /// A message naming the bad setting.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(id) = &self.id {
+            let ok = !id.is_empty()
+                && id.len() <= 128
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(format!("worker id {id:?} must be 1-128 characters of [A-Za-z0-9._-]"));
+            }
+        }
+        if self.concurrency == Some(0) {
+            return Err("concurrency must be at least 1".into());
+        }
+        if self.heartbeat_ms == 0 || self.lease_ms == 0 {
+            return Err("heartbeat and lease must be at least 1 ms".into());
+        }
+        self.connect.names().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    pub(crate) fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub(crate) fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+}
+
+fn default_id() -> String {
+    use rand::Rng;
+    let host: String = gethostname::gethostname()
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .take(48)
+        .collect();
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(6)
+        .map(|b| char::from(b).to_ascii_lowercase())
+        .collect();
+    format!("{host}-{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Default ids are unique per process start and valid queue-name material.
+    #[test]
+    fn default_ids_are_unique_and_valid() {
+        let c = Config::new(ConnectArgs::local());
+        let (a, b) = (c.engine_id(), c.engine_id());
+        assert_ne!(a, b);
+        let c = Config { id: Some(a), ..c };
+        assert!(c.validate().is_ok());
+    }
+
+    /// Ids that would break queue names are refused.
+    #[test]
+    fn rejects_bad_ids() {
+        let c = Config { id: Some("a b".into()), ..Config::new(ConnectArgs::local()) };
+        assert!(c.validate().is_err());
+    }
+}

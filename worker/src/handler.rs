@@ -1,0 +1,199 @@
+//! One shard delivery, from bytes to ack: decode, process off the async runtime, record the
+//! partial result, finalize when this write completed the set, and only then ack.
+
+use std::time::{Duration, Instant};
+
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicNackOptions};
+use shardline::message::{ErrorInfo, Shard};
+use shardline::resolve::Resolver;
+use shardline::store::{Recorded, Store};
+use shardline::{Names, Registry, amqp};
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+/// Pause before a shard that hit a transient error is put back on its queue.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// What to do with a delivery once handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Its effect is durable: ack.
+    Ack,
+    /// A transient failure: put it back for another try.
+    Requeue,
+}
+
+/// Shard handling shared by all deliveries of one worker.
+#[derive(Debug, Clone)]
+pub struct Handler {
+    pub(crate) engine: String,
+    pub(crate) names: Names,
+    pub(crate) store: Store,
+    pub(crate) channel: lapin::Channel,
+    pub(crate) resolver: Resolver,
+    pub(crate) registry: Registry,
+    pub(crate) lease: Duration,
+}
+
+impl Handler {
+    /// Handle and settle one delivery.
+    pub async fn handle(&self, delivery: Delivery) {
+        let settle = match rmp_serde::from_slice::<Shard>(&delivery.data) {
+            Ok(shard) => {
+                let span = info_span!(
+                    "shard",
+                    request.id = %shard.request_id,
+                    shard.index = shard.index,
+                    shard.total = shard.total,
+                    attempt = shard.attempt,
+                    worker.id = %self.engine,
+                );
+                self.handle_shard(shard, &delivery).instrument(span).await
+            }
+            Err(e) => self.dead_letter(&delivery, "malformed_shard", &e.to_string()).await,
+        };
+        let settled = match settle {
+            Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
+            Settle::Requeue => {
+                tokio::time::sleep(RETRY_PAUSE).await;
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await
+            }
+        };
+        if let Err(error) = settled {
+            warn!(%error, "settling a shard failed; the broker will redeliver it");
+        }
+    }
+
+    async fn handle_shard(&self, shard: Shard, delivery: &Delivery) -> Settle {
+        let Some(kind) = self.registry.get(&shard.kind) else {
+            let msg = format!("worker {} has no kind {:?}", self.engine, shard.kind);
+            return self.fail(&shard, delivery, "unknown_kind", &msg).await;
+        };
+        let started = Instant::now();
+        let payload = shard.payload.clone();
+        let outcome = tokio::task::spawn_blocking(move || kind.process(&payload)).await;
+        let elapsed = started.elapsed();
+        let partial = match outcome {
+            Ok(Ok(partial)) => partial,
+            Ok(Err(e)) => return self.fail(&shard, delivery, "shard_failed", &e.to_string()).await,
+            Err(e) => {
+                let msg = format!("processing panicked: {e}");
+                return self.fail(&shard, delivery, "shard_panicked", &msg).await;
+            }
+        };
+        let recorded = self
+            .store
+            .record(
+                shard.request_id,
+                shard.index,
+                &partial,
+                shard.deadline,
+                &self.engine,
+                self.lease,
+                &self.engine,
+                elapsed,
+            )
+            .await;
+        match recorded {
+            Ok(Recorded::Claimed { total, .. }) => {
+                info!(total, "last shard in: finalizing");
+                self.finalize(&shard).await
+            }
+            Ok(Recorded::Accepted { done, total }) => {
+                debug!(done, total, elapsed_us = elapsed.as_micros() as u64, "partial stored");
+                Settle::Ack
+            }
+            Ok(Recorded::Duplicate) => {
+                info!("duplicate delivery; the first stored result stands");
+                Settle::Ack
+            }
+            Ok(Recorded::Closed) => {
+                debug!("request already ended; result not needed");
+                Settle::Ack
+            }
+            Ok(Recorded::Unknown) => {
+                warn!("no record of this request (expired or never created); dropping the shard");
+                Settle::Ack
+            }
+            Ok(Recorded::BadIndex) => {
+                self.dead_letter(delivery, "bad_index", "shard index outside 0..total").await
+            }
+            Err(e) => {
+                warn!(error = %e, "storing the partial result failed");
+                Settle::Requeue
+            }
+        }
+    }
+
+    /// The work failed for good: mark the request failing and, if this worker wins the lease,
+    /// publish the failed result; the shard itself is dead-lettered with the reason.
+    async fn fail(&self, shard: &Shard, delivery: &Delivery, code: &str, message: &str) -> Settle {
+        error!(code, message, "shard failed");
+        let info = ErrorInfo {
+            code: code.to_owned(),
+            message: format!("shard {}: {message}", shard.index),
+        };
+        match self
+            .store
+            .fail(shard.request_id, shard.index, &self.engine, self.lease, &info)
+            .await
+        {
+            Ok(true) => {
+                if self.finalize(shard).await == Settle::Requeue {
+                    return Settle::Requeue;
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                warn!(error = %e, "recording the failure failed");
+                return Settle::Requeue;
+            }
+        }
+        self.dead_letter(delivery, code, message).await
+    }
+
+    async fn finalize(&self, shard: &Shard) -> Settle {
+        match self.resolver.finalize(shard.request_id).await {
+            Ok(Some(result)) => {
+                info!(status = result.status.as_str(), "final result published");
+                Settle::Ack
+            }
+            Ok(None) => Settle::Ack,
+            Err(e) => {
+                // Give the lease back and retry via redelivery of this shard.
+                warn!(error = %e, "finalizing failed; releasing the lease and retrying");
+                if let Err(error) = self.store.release(shard.request_id, &self.engine).await {
+                    warn!(%error, "releasing the lease failed; it will expire");
+                }
+                Settle::Requeue
+            }
+        }
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str, detail: &str) -> Settle {
+        warn!(reason, detail, "dead-lettering shard");
+        match amqp::dead_letter(
+            &self.channel,
+            &self.names,
+            &delivery.data,
+            &delivery.properties,
+            reason,
+            detail,
+            None,
+        )
+        .await
+        {
+            Ok(()) => Settle::Ack,
+            Err(e) if e.is_transient() => Settle::Requeue,
+            Err(e) => {
+                error!(error = %e, "dead-lettering failed; dropping the shard");
+                Settle::Ack
+            }
+        }
+    }
+}
