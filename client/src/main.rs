@@ -1,1 +1,210 @@
-fn main(){}
+//! `shardline`: submit requests, follow their progress, list what is in flight.
+//!
+//! Exit codes: 0 completed; 1 the request failed or was rejected; 2 no result in time;
+//! 3 broker or Redis unreachable; 64 bad usage or input.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use shardline::config::ConnectArgs;
+use shardline::message::{FinalResult, Options, Status};
+use shardline_client::{Client, Error, InputFormat, parse_payload};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(name = "shardline", version, about = "Submit and inspect Shardline requests")]
+struct Cli {
+    #[command(flatten)]
+    connect: ConnectArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Submit a request and print its result.
+    Submit {
+        /// Kind of work: wordcount, sort, checksum, synthetic, or your own.
+        #[arg(long, short)]
+        kind: String,
+        /// Input file; `-` or absent reads stdin.
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+        /// The payload inline instead of a file.
+        #[arg(long, conflicts_with = "file")]
+        data: Option<String>,
+        /// How to read the input.
+        #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
+        input: InputFormat,
+        /// Cut at most this many shards.
+        #[arg(long)]
+        max_shards: Option<u32>,
+        /// Request deadline in milliseconds.
+        #[arg(long)]
+        deadline_ms: Option<u64>,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_secs: u64,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// State and progress of one request.
+    Status {
+        /// Request id.
+        id: Uuid,
+    },
+    /// In-flight requests, earliest deadline first.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    if std::env::var_os("RUST_LOG").is_some() {
+        shardline::telemetry::init();
+    }
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("shardline: {e}");
+            ExitCode::from(match e {
+                Error::Timeout { .. } => 2,
+                Error::Broker(_) | Error::Redis(_) | Error::RepliesClosed => 3,
+                Error::Input(_) => 64,
+            })
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Submit {
+            kind,
+            file,
+            data,
+            input,
+            max_shards,
+            deadline_ms,
+            timeout_secs,
+            quiet,
+        } => {
+            let raw = read_input(file, data)?;
+            let payload = parse_payload(&kind, input, raw)?;
+            let client = Client::connect(&cli.connect).await?;
+            let options = Options {
+                max_shards,
+                deadline_ms,
+            };
+            let (id, rx) = client.send(&kind, payload, options).await?;
+            eprintln!("request {id}");
+            let bar = (!quiet).then(|| progress_bar());
+            let result = {
+                let wait = client.wait(id, rx, Duration::from_secs(timeout_secs));
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        r = &mut wait => break r,
+                        () = tokio::time::sleep(Duration::from_millis(200)) => {
+                            if let (Some(bar), Ok(Some(meta))) = (&bar, client.status(id).await) {
+                                bar.set_length(u64::from(meta.total));
+                                bar.set_position(u64::from(meta.done));
+                            }
+                        }
+                    }
+                }
+            };
+            let result = result?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            client.close().await;
+            Ok(print_result(&result))
+        }
+        Command::Status { id } => {
+            let client = Client::connect(&cli.connect).await?;
+            let code = match client.status(id).await? {
+                Some(m) => {
+                    println!(
+                        "{id}  kind={} state={} status={} done={}/{} deadline={}",
+                        m.kind,
+                        m.state,
+                        m.status.as_deref().unwrap_or("-"),
+                        m.done,
+                        m.total,
+                        m.deadline
+                    );
+                    if let Some(e) = m.error {
+                        println!("error: {}: {}", e.code, e.message);
+                    }
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("shardline: no request {id} (unknown or expired)");
+                    ExitCode::FAILURE
+                }
+            };
+            client.close().await;
+            Ok(code)
+        }
+        Command::List { limit } => {
+            let client = Client::connect(&cli.connect).await?;
+            for (id, deadline) in client.list(limit).await? {
+                match client.status(id).await? {
+                    Some(m) => println!(
+                        "{id}  {:<10} {:<10} {}/{}  deadline={deadline}",
+                        m.kind, m.state, m.done, m.total
+                    ),
+                    None => println!("{id}  (expired)"),
+                }
+            }
+            client.close().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_input(file: Option<PathBuf>, data: Option<String>) -> Result<Vec<u8>, Error> {
+    if let Some(d) = data {
+        return Ok(d.into_bytes());
+    }
+    let mut buf = Vec::new();
+    match file {
+        Some(p) if p.as_os_str() != "-" => {
+            buf = std::fs::read(&p).map_err(|e| Error::Input(format!("{}: {e}", p.display())))?;
+        }
+        _ => {
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Error::Input(format!("stdin: {e}")))?;
+        }
+    }
+    Ok(buf)
+}
+
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    if let Ok(style) = ProgressStyle::with_template("{spinner} shards {pos}/{len} {wide_bar} {elapsed}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn print_result(result: &FinalResult) -> ExitCode {
+    use std::io::Write;
+    let text = serde_json::to_string_pretty(result).unwrap_or_else(|e| format!("{result:?} ({e})"));
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
+    match result.status {
+        Status::Completed => ExitCode::SUCCESS,
+        Status::Failed | Status::Rejected => ExitCode::FAILURE,
+    }
+}

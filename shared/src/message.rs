@@ -143,7 +143,7 @@ impl Options {
         if self == Options::default() {
             return None;
         }
-        rmpv::ext::to_value(self).ok()
+        to_named_value(&self).ok()
     }
 }
 
@@ -244,6 +244,17 @@ impl FinalResult {
     }
 }
 
+/// Convert a value to a loose MessagePack value **with field names** (structs become maps, as
+/// on the wire), unlike `rmpv::ext::to_value`, which writes structs as arrays.
+///
+/// # Errors
+/// When the value cannot be encoded.
+pub fn to_named_value<T: Serialize + ?Sized>(value: &T) -> Result<rmpv::Value, Error> {
+    let bytes = rmp_serde::to_vec_named(value)?;
+    rmpv::decode::read_value(&mut bytes.as_slice())
+        .map_err(|e| Error::Config(format!("re-reading encoded value: {e}")))
+}
+
 /// Decode a request body in either format, mapping every failure to a typed rejection.
 ///
 /// # Errors
@@ -300,6 +311,15 @@ mod tests {
                 other => panic!("expected bad_options, got {other:?}"),
             }
         }
+    }
+
+    /// Options travel as a map with field names, so they survive added or skipped fields.
+    #[test]
+    fn options_encode_as_named_maps() {
+        let o = Options { max_shards: None, deadline_ms: Some(5) };
+        let v = o.to_value().expect("some");
+        assert_eq!(v, rmpv::Value::Map(vec![("deadline_ms".into(), 5.into())]));
+        assert_eq!(Options::from_value(Some(v)).expect("decode"), o);
     }
 
     /// Shards round-trip through MessagePack with the request id as a readable string.

@@ -91,7 +91,7 @@ impl<K: Kind> DynKind for K {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let out = Kind::merge(self, parts)?;
-        rmpv::ext::to_value(out).map_err(|e| KindError::Failed(e.to_string()))
+        crate::message::to_named_value(&out).map_err(|e| KindError::Failed(e.to_string()))
     }
 }
 

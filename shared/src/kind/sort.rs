@@ -81,8 +81,8 @@ mod tests {
             let n = usize::from(n).clamp(1, items.len());
             let mut want = items.clone();
             want.sort();
-            run_sharded(Sort, rmpv::ext::to_value(&items).expect("value"), n)
-                == rmpv::ext::to_value(&want).expect("value")
+            run_sharded(Sort, crate::message::to_named_value(&items).expect("value"), n)
+                == crate::message::to_named_value(&want).expect("value")
         }
     }
 

@@ -141,7 +141,7 @@ mod tests {
             if units == 0 { return true; }
             let work = Work { units: u64::from(units), unit_cost_us: 0, spin: false };
             let n = usize::from(n).clamp(1, usize::from(units));
-            let v = rmpv::ext::to_value(work).expect("value");
+            let v = crate::message::to_named_value(&work).expect("value");
             run_sharded(Synthetic, v.clone(), n) == run_sharded(Synthetic, v, 1)
         }
     }

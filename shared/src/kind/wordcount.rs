@@ -96,7 +96,7 @@ mod tests {
 
     fn direct(text: &str) -> rmpv::Value {
         let counts = WordCount.process(text.to_owned()).expect("process");
-        rmpv::ext::to_value(counts).expect("value")
+        crate::message::to_named_value(&counts).expect("value")
     }
 
     quickcheck! {
