@@ -1,1 +1,81 @@
+//! Integration-test support: real RabbitMQ and Redis, one namespace per test.
+//!
+//! Services come from `TEST_AMQP_URL` / `TEST_REDIS_URL` when set (CI and the local machine),
+//! else from testcontainers when Docker is available; with neither, tests fail loudly.
 
+pub mod cluster;
+pub mod services;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use cluster::{Cluster, ClusterBuilder};
+pub use services::Services;
+
+/// Scale factor for every wait, from `SHARDLINE_TEST_PATIENCE` (default 1.0); raise it on slow
+/// machines instead of editing tests.
+pub fn patience(base: Duration) -> Duration {
+    let factor = std::env::var("SHARDLINE_TEST_PATIENCE")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|f| *f > 0.0)
+        .unwrap_or(1.0);
+    base.mul_f64(factor)
+}
+
+/// Poll `check` every 50 ms until it returns `Some`, or panic after `within` (scaled by
+/// [`patience`]) saying what was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let within = patience(within);
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Log to the test's captured output (once per process).
+pub fn trace_init() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub mod raw;
+
+use shardline::message::{FinalResult, Status};
+
+/// The output of a completed result, or a panic showing the error.
+pub fn completed(result: &FinalResult) -> rmpv::Value {
+    assert_eq!(
+        result.status,
+        Status::Completed,
+        "request did not complete: {:?}",
+        result.error
+    );
+    result.output.clone().expect("completed results carry output")
+}
+
+/// What the kind computes on one machine without sharding: the reference answer.
+pub fn unsharded(kind: &str, payload: rmpv::Value) -> rmpv::Value {
+    let k = shardline::Registry::builtin().get(kind).expect("built-in kind");
+    let shards = k.split(payload, &mut |_, _| 1).expect("split");
+    let parts = shards
+        .iter()
+        .map(|s| k.process(s).expect("process"))
+        .collect();
+    k.merge(parts).expect("merge")
+}

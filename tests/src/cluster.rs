@@ -1,0 +1,292 @@
+//! A manager and workers running in-process on a unique namespace, plus a client.
+
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use shardline::config::ConnectArgs;
+use shardline::store::Store;
+use shardline::{Names, Registry, amqp};
+use shardline_client::Client;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::{Services, eventually};
+
+type ManagerTweak = Box<dyn FnOnce(&mut shardline_manager::Config) + Send>;
+type WorkerTweak = fn(&mut shardline_worker::Config);
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), String>>,
+}
+
+impl Running {
+    async fn stop(self) -> Result<(), String> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(|e| e.to_string())?
+    }
+}
+
+/// Configures a [`Cluster`].
+pub struct ClusterBuilder {
+    workers: usize,
+    manager: bool,
+    manager_tweak: ManagerTweak,
+    worker_tweak: WorkerTweak,
+    registry: Registry,
+}
+
+impl ClusterBuilder {
+    /// How many in-process workers to start (default 3).
+    #[must_use]
+    pub fn workers(mut self, n: usize) -> Self {
+        self.workers = n;
+        self
+    }
+
+    /// Start without a manager (tests that publish shards themselves).
+    #[must_use]
+    pub fn without_manager(mut self) -> Self {
+        self.manager = false;
+        self
+    }
+
+    /// Adjust the manager's configuration.
+    #[must_use]
+    pub fn manager(mut self, f: impl FnOnce(&mut shardline_manager::Config) + Send + 'static) -> Self {
+        self.manager_tweak = Box::new(f);
+        self
+    }
+
+    /// Adjust every worker's configuration.
+    #[must_use]
+    pub fn worker(mut self, f: WorkerTweak) -> Self {
+        self.worker_tweak = f;
+        self
+    }
+
+    /// Use another registry of kinds.
+    #[must_use]
+    pub fn registry(mut self, r: Registry) -> Self {
+        self.registry = r;
+        self
+    }
+
+    /// Start everything and wait until the workers have registered.
+    pub async fn start(self) -> Cluster {
+        crate::trace_init();
+        let services = Services::get().await;
+        let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let connect = ConnectArgs {
+            amqp_url: services.amqp_url.clone(),
+            redis_url: services.redis_url.clone(),
+            namespace,
+        };
+        let names = connect.names().expect("namespace");
+        let store = Store::connect(&connect.redis_url, names.clone())
+            .await
+            .expect("Redis reachable");
+        let conn = amqp::connect(&connect.amqp_url, "shardline-tests")
+            .await
+            .expect("RabbitMQ reachable");
+        let setup = conn.create_channel().await.expect("channel");
+        amqp::declare_topology(&setup, &names).await.expect("topology");
+        let mut cluster = Cluster {
+            connect,
+            names,
+            store,
+            conn,
+            client: None,
+            manager: None,
+            workers: Vec::new(),
+            worker_tweak: self.worker_tweak,
+            registry: self.registry,
+            _services: services,
+        };
+        if self.manager {
+            let mut cfg = shardline_manager::Config::new(cluster.connect.clone());
+            (self.manager_tweak)(&mut cfg);
+            cluster.manager = Some(spawn_manager(cfg, cluster.registry.clone()));
+        }
+        for i in 0..self.workers {
+            cluster.add_worker(&format!("w{i}")).await;
+        }
+        cluster.client = Some(Client::connect(&cluster.connect).await.expect("client"));
+        cluster
+    }
+}
+
+fn spawn_manager(cfg: shardline_manager::Config, registry: Registry) -> Running {
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        shardline_manager::run(cfg, registry, async {
+            let _ = rx.await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    Running { stop, task }
+}
+
+/// A running deployment on its own namespace. Call [`Cluster::shutdown`] at the end.
+pub struct Cluster {
+    /// Connection settings of this namespace.
+    pub connect: ConnectArgs,
+    /// Names of this namespace.
+    pub names: Names,
+    /// Direct Redis access.
+    pub store: Store,
+    /// A raw broker connection for tests that publish or inspect by hand.
+    pub conn: lapin::Connection,
+    client: Option<Client>,
+    manager: Option<Running>,
+    workers: Vec<(String, Running)>,
+    worker_tweak: WorkerTweak,
+    registry: Registry,
+    _services: Services,
+}
+
+impl Cluster {
+    /// A builder with 3 workers and a manager.
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            workers: 3,
+            manager: true,
+            manager_tweak: Box::new(|_| {}),
+            worker_tweak: |_| {},
+            registry: Registry::builtin(),
+        }
+    }
+
+    /// The client.
+    pub fn client(&self) -> &Client {
+        self.client.as_ref().expect("client is connected")
+    }
+
+    /// Worker configuration for this namespace with the given id.
+    pub fn worker_config(&self, id: &str) -> shardline_worker::Config {
+        let mut cfg = shardline_worker::Config::new(self.connect.clone());
+        cfg.id = Some(id.to_owned());
+        cfg.concurrency = Some(2);
+        cfg.heartbeat_ms = 500;
+        (self.worker_tweak)(&mut cfg);
+        cfg
+    }
+
+    /// Start an in-process worker and wait until it is registered.
+    pub async fn add_worker(&mut self, id: &str) {
+        let cfg = self.worker_config(id);
+        let registry = self.registry.clone();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            shardline_worker::run(cfg, registry, async {
+                let _ = rx.await;
+            })
+            .await
+            .map_err(|e| e.to_string())
+        });
+        self.workers.push((id.to_owned(), Running { stop, task }));
+        self.wait_registered(id).await;
+    }
+
+    /// Wait until an engine's heartbeat is visible.
+    pub async fn wait_registered(&self, id: &str) {
+        eventually(&format!("worker {id} registered"), Duration::from_secs(15), || async {
+            let live = self.store.live_engines(Duration::from_secs(10)).await.ok()?;
+            live.iter().any(|e| e == id).then_some(())
+        })
+        .await;
+    }
+
+    /// Stop one in-process worker gracefully and wait for it to finish.
+    pub async fn stop_worker(&mut self, id: &str) {
+        let at = self
+            .workers
+            .iter()
+            .position(|(w, _)| w == id)
+            .expect("known worker");
+        let (_, running) = self.workers.remove(at);
+        running.stop().await.expect("worker stopped cleanly");
+    }
+
+    /// Stop the manager gracefully.
+    pub async fn stop_manager(&mut self) {
+        if let Some(m) = self.manager.take() {
+            m.stop().await.expect("manager stopped cleanly");
+        }
+    }
+
+    /// A fresh channel on the raw connection.
+    pub async fn channel(&self) -> lapin::Channel {
+        amqp::confirm_channel(&self.conn).await.expect("channel")
+    }
+
+    /// Take every message currently in a queue (acking each).
+    pub async fn drain(&self, queue: &str) -> Vec<lapin::message::Delivery> {
+        let ch = self.channel().await;
+        let mut out = Vec::new();
+        while let Some(m) = ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: false })
+            .await
+            .expect("basic.get")
+        {
+            m.delivery
+                .ack(BasicAckOptions::default())
+                .await
+                .expect("ack");
+            out.push(m.delivery);
+        }
+        out
+    }
+
+    /// Stop everything and delete every queue, exchange and key of the namespace.
+    pub async fn shutdown(mut self) {
+        if let Some(c) = self.client.take() {
+            c.close().await;
+        }
+        for (id, w) in std::mem::take(&mut self.workers) {
+            w.stop().await.unwrap_or_else(|e| panic!("worker {id}: {e}"));
+        }
+        self.stop_manager().await;
+        self.cleanup(&[]).await;
+    }
+
+    /// Delete the namespace's queues (plus `extra` queues), exchanges and Redis keys.
+    pub async fn cleanup(&self, extra: &[String]) {
+        let ch = self.conn.create_channel().await.expect("channel");
+        let n = &self.names;
+        let engines: Vec<String> = self
+            .store
+            .live_engines(Duration::from_secs(3600))
+            .await
+            .unwrap_or_default()
+            .iter()
+            .map(|e| n.engine_queue(e))
+            .collect();
+        for q in [n.requests_queue(), n.dead_queue(), n.shared_queue()]
+            .into_iter()
+            .chain(engines)
+            .chain(extra.iter().cloned())
+        {
+            let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
+        }
+        for x in [n.requests_exchange(), n.results_exchange(), n.dead_exchange()] {
+            let _ = ch
+                .exchange_delete(x.into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+        let client = redis::Client::open(self.connect.redis_url.as_str()).expect("redis url");
+        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}:*", n.namespace()))
+                .query_async(&mut c)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+            }
+        }
+        let _ = self.conn.close(200, "test done".into()).await;
+    }
+}

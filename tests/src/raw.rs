@@ -1,0 +1,92 @@
+//! Publishing and receiving by hand, the way a client in another language would.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Consumer};
+use shardline::amqp;
+use shardline::message::{FinalResult, Format};
+
+use crate::{Cluster, patience};
+
+/// An exclusive reply queue with its consumer.
+pub struct Replies {
+    /// The queue's name (use as `reply_to`).
+    pub queue: String,
+    consumer: Consumer,
+    _channel: Channel,
+}
+
+impl Replies {
+    /// Declare a fresh exclusive queue and consume it.
+    pub async fn new(cluster: &Cluster) -> Self {
+        let ch = cluster.conn.create_channel().await.expect("channel");
+        let q = ch
+            .queue_declare("".into(), QueueDeclareOptions::exclusive(), FieldTable::default())
+            .await
+            .expect("declare reply queue");
+        let queue = q.name().to_string();
+        let consumer = ch
+            .basic_consume(
+                queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        Replies {
+            queue,
+            consumer,
+            _channel: ch,
+        }
+    }
+
+    /// The next reply's raw delivery, within `within` (scaled by patience).
+    pub async fn next_raw(&mut self, within: Duration) -> lapin::message::Delivery {
+        let d = tokio::time::timeout(patience(within), self.consumer.next())
+            .await
+            .expect("a reply in time")
+            .expect("reply stream open")
+            .expect("reply delivery");
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+        d
+    }
+
+    /// The next reply decoded by its content type.
+    pub async fn next(&mut self, within: Duration) -> FinalResult {
+        let d = self.next_raw(within).await;
+        let fmt = Format::from_content_type(d.properties.content_type().as_ref().map(|s| s.as_str()));
+        fmt.decode(&d.data).expect("a decodable result")
+    }
+
+    /// Whether another reply arrives within `within`.
+    pub async fn another_within(&mut self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.consumer.next()).await.is_ok()
+    }
+}
+
+/// Publish raw bytes to the request exchange, as any AMQP client could.
+pub async fn publish_request(
+    cluster: &Cluster,
+    body: &[u8],
+    content_type: Option<&str>,
+    message_id: &str,
+    reply_to: Option<&str>,
+) {
+    let ch = cluster.channel().await;
+    let mut props = BasicProperties::default().with_message_id(message_id.into());
+    if let Some(ct) = content_type {
+        props = props.with_content_type(ct.into());
+    }
+    if let Some(r) = reply_to {
+        props = props
+            .with_reply_to(r.into())
+            .with_correlation_id(format!("corr-{message_id}").into());
+    }
+    amqp::publish(&ch, &cluster.names.requests_exchange(), "", body, props, true)
+        .await
+        .expect("request published");
+}
