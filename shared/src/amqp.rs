@@ -21,9 +21,15 @@ pub const STATUS_HEADER: &str = "x-shardline-status";
 /// Connect to the broker with lapin's automatic recovery on (it reconnects, then replays
 /// exchanges, queues, bindings, consumers, QoS and confirm mode).
 ///
+/// With recovery on, lapin also retries the *first* connect for minutes; a process started
+/// against a wrong URL should fail at once instead, so one plain connection without retries
+/// is tried (and closed) first.
+///
 /// # Errors
 /// The broker is unreachable or refuses the credentials.
 pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
+    let probe = Connection::connect(url, ConnectionProperties::default()).await?;
+    let _ = probe.close(200, "probe".into()).await;
     let props = ConnectionProperties::default()
         .with_connection_name(LongString::from(name.to_owned()))
         .enable_auto_recover();
