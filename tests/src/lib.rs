@@ -79,3 +79,5 @@ pub fn unsharded(kind: &str, payload: rmpv::Value) -> rmpv::Value {
         .collect();
     k.merge(parts).expect("merge")
 }
+
+pub mod process;

@@ -1,0 +1,47 @@
+//! Real binaries as child processes.
+
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+use crate::Cluster;
+
+/// Start the real worker binary (pass `env!("CARGO_BIN_EXE_worker-under-test")`) as a process
+/// on the cluster's namespace.
+pub fn spawn_worker(bin: &str, cluster: &Cluster, id: &str, concurrency: u16) -> Child {
+    Command::new(bin)
+        .env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
+        .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
+        .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)
+        .env("SHARDLINE_WORKER_ID", id)
+        .env("SHARDLINE_CONCURRENCY", concurrency.to_string())
+        .env("SHARDLINE_HEARTBEAT_MS", "500")
+        .env("RUST_LOG", std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker binary")
+}
+
+/// Send a signal by number to a child.
+pub fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("child is running");
+    let status = std::process::Command::new("kill")
+        .args([format!("-{sig}"), pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// A `shardline` CLI command (pass `env!("CARGO_BIN_EXE_shardline-under-test")`) on the
+/// cluster's namespace.
+pub fn cli(bin: &str, cluster: &Cluster) -> Command {
+    let mut c = Command::new(bin);
+    c.env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
+        .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
+        .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)
+        .env_remove("RUST_LOG")
+        .kill_on_drop(true);
+    c
+}
