@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod load;
 mod payload;
 
 use std::collections::HashMap;

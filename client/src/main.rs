@@ -52,11 +52,33 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Shorten long lists and maps in the printed output.
+        #[arg(long)]
+        summary: bool,
     },
     /// State and progress of one request.
     Status {
         /// Request id.
         id: Uuid,
+    },
+    /// Send many generated requests at once, verify every answer, report throughput and the
+    /// spread of shards over engines.
+    Load {
+        /// Built-in kind to generate: sort, wordcount, checksum, synthetic.
+        #[arg(long, short, default_value = "sort")]
+        kind: String,
+        /// Number of requests.
+        #[arg(long, short = 'n', default_value_t = 100)]
+        requests: usize,
+        /// Size of each request in the kind's unit (items, words, bytes, units).
+        #[arg(long, default_value_t = 10_000)]
+        size: usize,
+        /// Seed of the generated inputs.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
     },
     /// In-flight requests, earliest deadline first.
     List {
@@ -96,6 +118,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             deadline_ms,
             timeout_secs,
             quiet,
+            summary,
         } => {
             let raw = read_input(file, data)?;
             let payload = parse_payload(&kind, input, raw)?;
@@ -127,6 +150,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 bar.finish_and_clear();
             }
             client.close().await;
+            let mut result = result;
+            if summary {
+                result.output = result.output.map(summarize);
+            }
             Ok(print_result(&result))
         }
         Command::Status { id } => {
@@ -154,6 +181,42 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             };
             client.close().await;
             Ok(code)
+        }
+        Command::Load {
+            kind,
+            requests,
+            size,
+            seed,
+            timeout_secs,
+        } => {
+            let client = Client::connect(&cli.connect).await?;
+            let r = shardline_client::load::run(
+                &client,
+                &kind,
+                requests,
+                size,
+                seed,
+                Duration::from_secs(timeout_secs),
+            )
+            .await?;
+            client.close().await;
+            println!(
+                "{kind}: {} requests, {} shards in {:.2}s = {:.1} requests/s, {:.1} shards/s; {}/{} correct",
+                r.requests,
+                r.shards,
+                r.elapsed.as_secs_f64(),
+                r.requests_per_sec(),
+                r.shards_per_sec(),
+                r.correct,
+                r.requests
+            );
+            let spread: Vec<String> = r.spread.iter().map(|(e, n)| format!("{e}={n}")).collect();
+            println!("  shards per engine: {}", spread.join(" "));
+            Ok(if r.correct == r.requests {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::List { limit } => {
             let client = Client::connect(&cli.connect).await?;
@@ -196,6 +259,28 @@ fn progress_bar() -> ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+/// Keep the first and last few items of long arrays and maps, noting how many were left out.
+fn summarize(v: rmpv::Value) -> rmpv::Value {
+    const KEEP: usize = 4;
+    match v {
+        rmpv::Value::Array(items) if items.len() > 2 * KEEP => {
+            let n = items.len();
+            let mut out: Vec<rmpv::Value> = items[..KEEP].to_vec();
+            out.push(format!("... {} more ...", n - 2 * KEEP).into());
+            out.extend_from_slice(&items[n - KEEP..]);
+            rmpv::Value::Array(out)
+        }
+        rmpv::Value::Map(entries) if entries.len() > 2 * KEEP => {
+            let n = entries.len();
+            let mut out = entries[..2 * KEEP].to_vec();
+            out.push(("...".into(), format!("{} more entries", n - 2 * KEEP).into()));
+            rmpv::Value::Map(out)
+        }
+        rmpv::Value::Binary(b) if b.len() > 16 => format!("<{} bytes>", b.len()).into(),
+        other => other,
+    }
 }
 
 fn print_result(result: &FinalResult) -> ExitCode {
