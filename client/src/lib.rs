@@ -250,7 +250,9 @@ impl Client {
         }
     }
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<FinalResult>>> {
+    fn lock_pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<FinalResult>>> {
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -261,7 +263,11 @@ async fn route_replies(mut consumer: lapin::Consumer, pending: Pending) {
     while let Some(next) = consumer.next().await {
         let Ok(delivery) = next else { break };
         let format = Format::from_content_type(
-            delivery.properties.content_type().as_ref().map(|s| s.as_str()),
+            delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .map(|s| s.as_str()),
         );
         match format.decode::<FinalResult>(&delivery.data) {
             Ok(result) => {

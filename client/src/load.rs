@@ -63,7 +63,11 @@ pub fn generate(kind: &str, size: usize, rng: &mut StdRng) -> Result<rmpv::Value
 fn reference(registry: &Registry, kind: &str, payload: rmpv::Value) -> Option<rmpv::Value> {
     let k = registry.get(kind)?;
     let shards = k.split(payload, &mut |_, _| 1).ok()?;
-    let parts = shards.iter().map(|s| k.process(s)).collect::<Result<_, _>>().ok()?;
+    let parts = shards
+        .iter()
+        .map(|s| k.process(s))
+        .collect::<Result<_, _>>()
+        .ok()?;
     k.merge(parts).ok()
 }
 

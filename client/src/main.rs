@@ -16,7 +16,11 @@ use shardline_client::{Client, Error, InputFormat, parse_payload};
 use uuid::Uuid;
 
 #[derive(Debug, Parser)]
-#[command(name = "shardline", version, about = "Submit and inspect Shardline requests")]
+#[command(
+    name = "shardline",
+    version,
+    about = "Submit and inspect Shardline requests"
+)]
 struct Cli {
     #[command(flatten)]
     connect: ConnectArgs,
@@ -129,7 +133,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             };
             let (id, rx) = client.send(&kind, payload, options).await?;
             eprintln!("request {id}");
-            let bar = (!quiet).then(|| progress_bar());
+            let bar = (!quiet).then(progress_bar);
             let result = {
                 let wait = client.wait(id, rx, Duration::from_secs(timeout_secs));
                 tokio::pin!(wait);
@@ -255,7 +259,9 @@ fn read_input(file: Option<PathBuf>, data: Option<String>) -> Result<Vec<u8>, Er
 
 fn progress_bar() -> ProgressBar {
     let bar = ProgressBar::new(0);
-    if let Ok(style) = ProgressStyle::with_template("{spinner} shards {pos}/{len} {wide_bar} {elapsed}") {
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} shards {pos}/{len} {wide_bar} {elapsed}")
+    {
         bar.set_style(style);
     }
     bar
@@ -275,7 +281,10 @@ fn summarize(v: rmpv::Value) -> rmpv::Value {
         rmpv::Value::Map(entries) if entries.len() > 2 * KEEP => {
             let n = entries.len();
             let mut out = entries[..2 * KEEP].to_vec();
-            out.push(("...".into(), format!("{} more entries", n - 2 * KEEP).into()));
+            out.push((
+                "...".into(),
+                format!("{} more entries", n - 2 * KEEP).into(),
+            ));
             rmpv::Value::Map(out)
         }
         rmpv::Value::Binary(b) if b.len() > 16 => format!("<{} bytes>", b.len()).into(),

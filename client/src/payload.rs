@@ -21,7 +21,11 @@ pub enum InputFormat {
 ///
 /// # Errors
 /// [`Error::Input`] when the input does not parse as the chosen format.
-pub fn parse_payload(kind: &str, format: InputFormat, input: Vec<u8>) -> Result<rmpv::Value, Error> {
+pub fn parse_payload(
+    kind: &str,
+    format: InputFormat,
+    input: Vec<u8>,
+) -> Result<rmpv::Value, Error> {
     let format = match format {
         InputFormat::Auto => match kind {
             "wordcount" => InputFormat::Text,

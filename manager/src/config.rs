@@ -15,7 +15,11 @@ pub enum RouterKind {
 
 /// Manager configuration.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "shardline-manager", version, about = "Shardline manager: splits requests into shards and routes them to engines")]
+#[command(
+    name = "shardline-manager",
+    version,
+    about = "Shardline manager: splits requests into shards and routes them to engines"
+)]
 pub struct Config {
     /// Broker, Redis and namespace.
     #[command(flatten)]
@@ -33,7 +37,11 @@ pub struct Config {
     #[arg(long, env = "SHARDLINE_MAX_PAYLOAD_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_payload_bytes: usize,
     /// Deadline of requests that do not set one, in milliseconds.
-    #[arg(long, env = "SHARDLINE_DEFAULT_DEADLINE_MS", default_value_t = 3_600_000)]
+    #[arg(
+        long,
+        env = "SHARDLINE_DEFAULT_DEADLINE_MS",
+        default_value_t = 3_600_000
+    )]
     pub default_deadline_ms: u64,
     /// An engine whose last heartbeat is older than this is not routed to, in milliseconds.
     #[arg(long, env = "SHARDLINE_ENGINE_TTL_MS", default_value_t = 6_000)]

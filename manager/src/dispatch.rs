@@ -18,7 +18,7 @@ use shardline::amqp::{self, Published};
 use shardline::kind::KindError;
 use shardline::message::{FinalResult, Shard};
 use shardline::store::{Created, NewRequest, Store};
-use shardline::{Error, Names, RejectReason, Registry, now_ms};
+use shardline::{Error, Names, Registry, RejectReason, now_ms};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::Config;
@@ -100,7 +100,7 @@ impl Dispatcher {
             &self.registry,
         ) {
             Ok(a) => a,
-            Err(rej) => return self.reject(delivery, rej).await,
+            Err(rej) => return self.reject(delivery, *rej).await,
         };
         let existing = self.store.meta(id).await?;
         if let Some(meta) = &existing
@@ -112,7 +112,13 @@ impl Dispatcher {
         let fixed = existing.as_ref().map(|m| m.total as usize);
         let created = now_ms();
         let deadline = existing.as_ref().map_or_else(
-            || created + accepted.options.deadline_ms.unwrap_or(self.config.default_deadline_ms),
+            || {
+                created
+                    + accepted
+                        .options
+                        .deadline_ms
+                        .unwrap_or(self.config.default_deadline_ms)
+            },
             |m| m.deadline,
         );
         let engines = self.engines.snapshot();
@@ -155,7 +161,8 @@ impl Dispatcher {
                 return self.reject(delivery, rej).await;
             }
         };
-        let total = u32::try_from(payloads.len()).map_err(|_| Error::Config("too many shards".into()))?;
+        let total =
+            u32::try_from(payloads.len()).map_err(|_| Error::Config("too many shards".into()))?;
         let routes = self.route(total, &engines);
 
         let record = NewRequest {

@@ -92,7 +92,10 @@ mod tests {
     fn parses_events_strictly() {
         let id = Uuid::new_v4();
         let c = Completion::parse(&format!("w1 {id} 7 1500")).expect("parses");
-        assert_eq!((c.engine.as_str(), c.request, c.index, c.micros), ("w1", id, 7, 1500));
+        assert_eq!(
+            (c.engine.as_str(), c.request, c.index, c.micros),
+            ("w1", id, 7, 1500)
+        );
         assert!(Completion::parse("w1 nope 7 1").is_none());
         assert!(Completion::parse(&format!("w1 {id} 7")).is_none());
         assert!(Completion::parse(&format!("w1 {id} 7 1 extra")).is_none());

@@ -3,7 +3,7 @@
 use lapin::BasicProperties;
 use shardline::amqp::ReplyTo;
 use shardline::message::{Format, Options, decode_request};
-use shardline::{Error, RejectReason, Registry};
+use shardline::{Error, Registry, RejectReason};
 use uuid::Uuid;
 
 /// UUID namespace for request ids derived from non-UUID `message_id`s.
@@ -74,20 +74,25 @@ pub fn accept(
     props: &BasicProperties,
     max_payload: usize,
     registry: &Registry,
-) -> Result<Accepted, Rejection> {
+) -> Result<Accepted, Box<Rejection>> {
     let reply = reply_to(props);
-    let reject = |kind: &str, reason, message: String, reply: &ReplyTo| Rejection {
-        id,
-        kind: kind.to_owned(),
-        reason,
-        message,
-        reply: reply.clone(),
+    let reject = |kind: &str, reason, message: String, reply: &ReplyTo| {
+        Box::new(Rejection {
+            id,
+            kind: kind.to_owned(),
+            reason,
+            message,
+            reply: reply.clone(),
+        })
     };
     if body.len() > max_payload {
         return Err(reject(
             "",
             RejectReason::Oversized,
-            format!("body of {} bytes is over the {max_payload}-byte limit", body.len()),
+            format!(
+                "body of {} bytes is over the {max_payload}-byte limit",
+                body.len()
+            ),
             &reply,
         ));
     }
@@ -99,13 +104,22 @@ pub fn accept(
         return Err(reject(
             &req.kind,
             RejectReason::UnknownKind,
-            format!("unknown kind {:?}; known: {}", req.kind, registry.names().join(", ")),
+            format!(
+                "unknown kind {:?}; known: {}",
+                req.kind,
+                registry.names().join(", ")
+            ),
             &reply,
         ));
     }
     let options = Options::from_value(req.options).map_err(|e| match e {
         Error::Rejected { reason, message } => reject(&req.kind, reason, message, &reply),
-        other => reject(&req.kind, RejectReason::BadOptions, other.to_string(), &reply),
+        other => reject(
+            &req.kind,
+            RejectReason::BadOptions,
+            other.to_string(),
+            &reply,
+        ),
     })?;
     Ok(Accepted {
         id,
@@ -131,7 +145,7 @@ mod tests {
             .expect("encode")
     }
 
-    fn reason(r: Result<Accepted, Rejection>) -> RejectReason {
+    fn reason(r: Result<Accepted, Box<Rejection>>) -> RejectReason {
         r.expect_err("should be rejected").reason
     }
 
@@ -141,9 +155,18 @@ mod tests {
         let reg = Registry::builtin();
         let p = BasicProperties::default();
         let id = Uuid::new_v4();
-        assert_eq!(reason(accept(id, &body("wordcount"), &p, 4, &reg)), RejectReason::Oversized);
-        assert_eq!(reason(accept(id, b"\xc1", &p, 1024, &reg)), RejectReason::Malformed);
-        assert_eq!(reason(accept(id, &body("nope"), &p, 1024, &reg)), RejectReason::UnknownKind);
+        assert_eq!(
+            reason(accept(id, &body("wordcount"), &p, 4, &reg)),
+            RejectReason::Oversized
+        );
+        assert_eq!(
+            reason(accept(id, b"\xc1", &p, 1024, &reg)),
+            RejectReason::Malformed
+        );
+        assert_eq!(
+            reason(accept(id, &body("nope"), &p, 1024, &reg)),
+            RejectReason::UnknownKind
+        );
         assert!(accept(id, &body("wordcount"), &p, 1024, &reg).is_ok());
     }
 
@@ -155,6 +178,9 @@ mod tests {
         assert_eq!(request_id(&p), id);
         let p = BasicProperties::default().with_message_id("order-17".into());
         assert_eq!(request_id(&p), request_id(&p));
-        assert_ne!(request_id(&BasicProperties::default()), request_id(&BasicProperties::default()));
+        assert_ne!(
+            request_id(&BasicProperties::default()),
+            request_id(&BasicProperties::default())
+        );
     }
 }

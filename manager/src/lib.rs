@@ -6,13 +6,13 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: flags and environment;
-//! - [`intake`]: delivery → accepted request or typed rejection;
-//! - [`plan`]: the shard count;
-//! - [`route`]: routing policies behind the [`route::Router`] trait;
-//! - [`ledger`]: unfinished shards per engine, fed by [`events`];
-//! - [`engines`]: the live-engine view from heartbeats;
-//! - [`dispatch`]: one request from split to confirmed publish.
+//! - [`config`] — flags and environment;
+//! - [`intake`] — delivery → accepted request or typed rejection;
+//! - [`plan`] — the shard count;
+//! - [`route`] — routing policies behind the [`route::Router`] trait;
+//! - [`ledger`] — unfinished shards per engine, fed by [`events`];
+//! - [`engines`] — the live-engine view from heartbeats;
+//! - [`dispatch`] — one request from split to confirmed publish.
 
 #![warn(missing_docs)]
 
@@ -184,7 +184,10 @@ async fn serve(
     tracker.close();
     let grace = Duration::from_millis(config.grace_ms);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        error!(?grace, "requests still dispatching after the grace period; they will be redelivered");
+        error!(
+            ?grace,
+            "requests still dispatching after the grace period; they will be redelivered"
+        );
     }
     if let Err(error) = conn.close(200, "manager stopping".into()).await {
         warn!(%error, "closing the broker connection failed");

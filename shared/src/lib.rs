@@ -6,14 +6,14 @@
 //!
 //! # Layout
 //!
-//! - [`message`]: wire types (request, shard, final result) and their encodings;
-//! - [`kind`]: the [`Kind`](kind::Kind) trait, the built-in kinds and the [`Registry`];
-//! - [`names`]: every AMQP and Redis name, from one namespace;
-//! - [`store`]: all Redis access (Lua scripts in `shared/lua/`);
-//! - [`config`]: the connection flags every process takes;
-//! - [`amqp`]: connecting, declaring the topology, confirmed publishing;
-//! - [`resolve`]: assembling and publishing a request's final result.
-//! - [`signal`], [`telemetry`]: shutdown signals and logging for the binaries.
+//! - [`message`] — wire types (request, shard, final result) and their encodings;
+//! - [`kind`] — the [`kind::Kind`] trait, the built-in kinds and the [`Registry`];
+//! - [`names`] — every AMQP and Redis name, from one namespace;
+//! - [`store`] — all Redis access (Lua scripts in `shared/lua/`);
+//! - [`config`] — the connection flags every process takes;
+//! - [`amqp`] — connecting, declaring the topology, confirmed publishing;
+//! - [`resolve`] — assembling and publishing a request's final result.
+//! - [`signal`], [`telemetry`] — shutdown signals and logging for the binaries.
 
 #![warn(missing_docs)]
 

@@ -30,7 +30,12 @@ impl Format {
     pub fn from_content_type(ct: Option<&str>) -> Self {
         match ct {
             Some(ct) if ct.trim().eq_ignore_ascii_case(CONTENT_TYPE_JSON) => Format::Json,
-            Some(ct) if ct.trim().to_ascii_lowercase().starts_with("application/json;") => {
+            Some(ct)
+                if ct
+                    .trim()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json;") =>
+            {
                 Format::Json
             }
             _ => Format::MsgPack,
@@ -316,7 +321,10 @@ mod tests {
     /// Options travel as a map with field names, so they survive added or skipped fields.
     #[test]
     fn options_encode_as_named_maps() {
-        let o = Options { max_shards: None, deadline_ms: Some(5) };
+        let o = Options {
+            max_shards: None,
+            deadline_ms: Some(5),
+        };
         let v = o.to_value().expect("some");
         assert_eq!(v, rmpv::Value::Map(vec![("deadline_ms".into(), 5.into())]));
         assert_eq!(Options::from_value(Some(v)).expect("decode"), o);

@@ -272,8 +272,10 @@ impl Store {
         let key = self.names.meta_key(id);
         let mut c = self.conn().await?;
         for chunk in routes.chunks(BATCH) {
-            let items: Vec<(String, &str)> =
-                chunk.iter().map(|(i, e)| (format!("shard.{i}"), *e)).collect();
+            let items: Vec<(String, &str)> = chunk
+                .iter()
+                .map(|(i, e)| (format!("shard.{i}"), *e))
+                .collect();
             let _: () = c.hset_multiple(&key, &items).await?;
         }
         Ok(())
@@ -440,7 +442,9 @@ impl Store {
     /// Redis failures.
     pub async fn inflight(&self, limit: usize) -> Result<Vec<(Uuid, u64)>, Error> {
         let mut c = self.conn().await?;
-        let stop = isize::try_from(limit).unwrap_or(isize::MAX).saturating_sub(1);
+        let stop = isize::try_from(limit)
+            .unwrap_or(isize::MAX)
+            .saturating_sub(1);
         let rows: Vec<(String, f64)> = c
             .zrange_withscores(self.names.inflight_key(), 0, stop)
             .await?;

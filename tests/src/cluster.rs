@@ -54,7 +54,10 @@ impl ClusterBuilder {
 
     /// Adjust the manager's configuration.
     #[must_use]
-    pub fn manager(mut self, f: impl FnOnce(&mut shardline_manager::Config) + Send + 'static) -> Self {
+    pub fn manager(
+        mut self,
+        f: impl FnOnce(&mut shardline_manager::Config) + Send + 'static,
+    ) -> Self {
         self.manager_tweak = Box::new(f);
         self
     }
@@ -91,7 +94,9 @@ impl ClusterBuilder {
             .await
             .expect("RabbitMQ reachable");
         let setup = conn.create_channel().await.expect("channel");
-        amqp::declare_topology(&setup, &names).await.expect("topology");
+        amqp::declare_topology(&setup, &names)
+            .await
+            .expect("topology");
         let mut cluster = Cluster {
             connect,
             names,
@@ -192,10 +197,18 @@ impl Cluster {
 
     /// Wait until an engine's heartbeat is visible.
     pub async fn wait_registered(&self, id: &str) {
-        eventually(&format!("worker {id} registered"), Duration::from_secs(15), || async {
-            let live = self.store.live_engines(Duration::from_secs(10)).await.ok()?;
-            live.iter().any(|e| e == id).then_some(())
-        })
+        eventually(
+            &format!("worker {id} registered"),
+            Duration::from_secs(15),
+            || async {
+                let live = self
+                    .store
+                    .live_engines(Duration::from_secs(10))
+                    .await
+                    .ok()?;
+                live.iter().any(|e| e == id).then_some(())
+            },
+        )
         .await;
     }
 
@@ -246,7 +259,9 @@ impl Cluster {
             c.close().await;
         }
         for (id, w) in std::mem::take(&mut self.workers) {
-            w.stop().await.unwrap_or_else(|e| panic!("worker {id}: {e}"));
+            w.stop()
+                .await
+                .unwrap_or_else(|e| panic!("worker {id}: {e}"));
         }
         self.stop_manager().await;
         self.cleanup(&[]).await;
@@ -269,9 +284,15 @@ impl Cluster {
             .chain(engines)
             .chain(extra.iter().cloned())
         {
-            let _ = ch.queue_delete(q.into(), QueueDeleteOptions::default()).await;
+            let _ = ch
+                .queue_delete(q.into(), QueueDeleteOptions::default())
+                .await;
         }
-        for x in [n.requests_exchange(), n.results_exchange(), n.dead_exchange()] {
+        for x in [
+            n.requests_exchange(),
+            n.results_exchange(),
+            n.dead_exchange(),
+        ] {
             let _ = ch
                 .exchange_delete(x.into(), ExchangeDeleteOptions::default())
                 .await;

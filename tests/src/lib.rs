@@ -47,8 +47,7 @@ where
 pub fn trace_init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -66,12 +65,17 @@ pub fn completed(result: &FinalResult) -> rmpv::Value {
         "request did not complete: {:?}",
         result.error
     );
-    result.output.clone().expect("completed results carry output")
+    result
+        .output
+        .clone()
+        .expect("completed results carry output")
 }
 
 /// What the kind computes on one machine without sharding: the reference answer.
 pub fn unsharded(kind: &str, payload: rmpv::Value) -> rmpv::Value {
-    let k = shardline::Registry::builtin().get(kind).expect("built-in kind");
+    let k = shardline::Registry::builtin()
+        .get(kind)
+        .expect("built-in kind");
     let shards = k.split(payload, &mut |_, _| 1).expect("split");
     let parts = shards
         .iter()

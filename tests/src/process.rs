@@ -16,7 +16,10 @@ pub fn spawn_worker(bin: &str, cluster: &Cluster, id: &str, concurrency: u16) ->
         .env("SHARDLINE_WORKER_ID", id)
         .env("SHARDLINE_CONCURRENCY", concurrency.to_string())
         .env("SHARDLINE_HEARTBEAT_MS", "500")
-        .env("RUST_LOG", std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

@@ -24,7 +24,11 @@ impl Replies {
     pub async fn new(cluster: &Cluster) -> Self {
         let ch = cluster.conn.create_channel().await.expect("channel");
         let q = ch
-            .queue_declare("".into(), QueueDeclareOptions::exclusive(), FieldTable::default())
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions::exclusive(),
+                FieldTable::default(),
+            )
             .await
             .expect("declare reply queue");
         let queue = q.name().to_string();
@@ -58,13 +62,16 @@ impl Replies {
     /// The next reply decoded by its content type.
     pub async fn next(&mut self, within: Duration) -> FinalResult {
         let d = self.next_raw(within).await;
-        let fmt = Format::from_content_type(d.properties.content_type().as_ref().map(|s| s.as_str()));
+        let fmt =
+            Format::from_content_type(d.properties.content_type().as_ref().map(|s| s.as_str()));
         fmt.decode(&d.data).expect("a decodable result")
     }
 
     /// Whether another reply arrives within `within`.
     pub async fn another_within(&mut self, within: Duration) -> bool {
-        tokio::time::timeout(within, self.consumer.next()).await.is_ok()
+        tokio::time::timeout(within, self.consumer.next())
+            .await
+            .is_ok()
     }
 }
 
@@ -86,7 +93,14 @@ pub async fn publish_request(
             .with_reply_to(r.into())
             .with_correlation_id(format!("corr-{message_id}").into());
     }
-    amqp::publish(&ch, &cluster.names.requests_exchange(), "", body, props, true)
-        .await
-        .expect("request published");
+    amqp::publish(
+        &ch,
+        &cluster.names.requests_exchange(),
+        "",
+        body,
+        props,
+        true,
+    )
+    .await
+    .expect("request published");
 }

@@ -44,18 +44,22 @@ impl Services {
                 format!("amqp://guest:guest@{host}:{port}/%2f")
             }
         };
-        let redis_url = match std::env::var("TEST_REDIS_URL") {
-            Ok(url) => url,
-            Err(_) => {
-                let c = Redis::default().with_tag("7.4").start().await.unwrap_or_else(|e| {
+        let redis_url =
+            match std::env::var("TEST_REDIS_URL") {
+                Ok(url) => url,
+                Err(_) => {
+                    let c = Redis::default().with_tag("7.4").start().await.unwrap_or_else(|e| {
                     panic!("set TEST_REDIS_URL (e.g. redis://127.0.0.1:6379) or start Docker: {e}")
                 });
-                let host = c.get_host().await.expect("container host");
-                let port = c.get_host_port_ipv4(REDIS_PORT).await.expect("container port");
-                containers.push(Box::new(c));
-                format!("redis://{host}:{port}")
-            }
-        };
+                    let host = c.get_host().await.expect("container host");
+                    let port = c
+                        .get_host_port_ipv4(REDIS_PORT)
+                        .await
+                        .expect("container port");
+                    containers.push(Box::new(c));
+                    format!("redis://{host}:{port}")
+                }
+            };
         Services {
             amqp_url,
             redis_url,

@@ -14,7 +14,11 @@ const WAIT: Duration = Duration::from_secs(30);
 
 fn msgpack(kind: &str, payload: rmpv::Value, options: Option<rmpv::Value>) -> Vec<u8> {
     Format::MsgPack
-        .encode(&RequestBody { kind: kind.into(), payload, options })
+        .encode(&RequestBody {
+            kind: kind.into(),
+            payload,
+            options,
+        })
         .expect("encode")
 }
 
@@ -28,7 +32,14 @@ async fn expect_rejected(body: Vec<u8>, content_type: Option<&str>, code: &str) 
         .await;
     let mut replies = Replies::new(&c).await;
     let id = Uuid::new_v4();
-    publish_request(&c, &body, content_type, &id.to_string(), Some(&replies.queue)).await;
+    publish_request(
+        &c,
+        &body,
+        content_type,
+        &id.to_string(),
+        Some(&replies.queue),
+    )
+    .await;
     let r = replies.next(WAIT).await;
     assert_eq!(r.request_id, id);
     assert_eq!(r.status, Status::Rejected);
@@ -56,13 +67,23 @@ async fn malformed_msgpack() {
 /// Broken JSON is `malformed`, and the answer comes back as JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json() {
-    expect_rejected(br#"{"kind": "sort", "payload": [1,"#.to_vec(), Some("application/json"), "malformed").await;
+    expect_rejected(
+        br#"{"kind": "sort", "payload": [1,"#.to_vec(),
+        Some("application/json"),
+        "malformed",
+    )
+    .await;
 }
 
 /// A request without its `kind` field is `malformed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_field() {
-    expect_rejected(br#"{"payload": [1, 2]}"#.to_vec(), Some("application/json"), "malformed").await;
+    expect_rejected(
+        br#"{"payload": [1, 2]}"#.to_vec(),
+        Some("application/json"),
+        "malformed",
+    )
+    .await;
 }
 
 /// A kind nobody registered is `unknown_kind`.
@@ -74,7 +95,12 @@ async fn unknown_kind() {
 /// An empty list to sort is `empty_payload`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_payload() {
-    expect_rejected(msgpack("sort", rmpv::Value::Array(vec![]), None), None, "empty_payload").await;
+    expect_rejected(
+        msgpack("sort", rmpv::Value::Array(vec![]), None),
+        None,
+        "empty_payload",
+    )
+    .await;
 }
 
 /// A body over the manager's size limit is `oversized`.
@@ -88,13 +114,23 @@ async fn oversized_payload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_options() {
     let opts = rmpv::Value::Map(vec![("max_shards".into(), 0.into())]);
-    expect_rejected(msgpack("sort", rmpv::Value::Array(vec![1.into()]), Some(opts)), None, "bad_options").await;
+    expect_rejected(
+        msgpack("sort", rmpv::Value::Array(vec![1.into()]), Some(opts)),
+        None,
+        "bad_options",
+    )
+    .await;
 }
 
 /// A payload of the wrong type for the kind is `invalid_payload`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_payload() {
-    expect_rejected(msgpack("sort", "not a list".into(), None), None, "invalid_payload").await;
+    expect_rejected(
+        msgpack("sort", "not a list".into(), None),
+        None,
+        "invalid_payload",
+    )
+    .await;
 }
 
 /// Bad requests interleaved with good ones leave the good ones untouched.
@@ -104,8 +140,18 @@ async fn bad_input_does_not_affect_other_requests() {
     let mut pending = Vec::new();
     for i in 0..20i64 {
         publish_request(&c, b"\x00garbage", None, &Uuid::new_v4().to_string(), None).await;
-        let payload = rmpv::Value::Array((0..50).map(|j| rmpv::Value::from((j * 7 + i) % 50)).collect());
-        pending.push((payload.clone(), c.client().send("sort", payload, Options::default()).await.expect("send")));
+        let payload = rmpv::Value::Array(
+            (0..50)
+                .map(|j| rmpv::Value::from((j * 7 + i) % 50))
+                .collect(),
+        );
+        pending.push((
+            payload.clone(),
+            c.client()
+                .send("sort", payload, Options::default())
+                .await
+                .expect("send"),
+        ));
     }
     for (payload, (id, rx)) in pending {
         let r = c.client().wait(id, rx, WAIT).await.expect("result");
@@ -115,7 +161,10 @@ async fn bad_input_does_not_affect_other_requests() {
     eventually("20 dead letters", WAIT, || async {
         let n = c.drain(&c.names.dead_queue()).await.len();
         let total = seen.fetch_add(n, std::sync::atomic::Ordering::SeqCst) + n;
-        assert!(total <= 20, "only the 20 bad requests are dead-lettered, saw {total}");
+        assert!(
+            total <= 20,
+            "only the 20 bad requests are dead-lettered, saw {total}"
+        );
         (total == 20).then_some(())
     })
     .await;

@@ -19,8 +19,13 @@ async fn output(cmd: &mut tokio::process::Command) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn submit_and_status() {
     let c = Cluster::builder().start().await;
-    let out = output(cli(&c).args(["submit", "--kind", "sort", "--data", "5 3, 9 -1", "--quiet"])).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out =
+        output(cli(&c).args(["submit", "--kind", "sort", "--data", "5 3, 9 -1", "--quiet"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     assert_eq!(json["status"], "completed");
     assert_eq!(json["output"], serde_json::json!([-1, 3, 5, 9]));
@@ -29,7 +34,10 @@ async fn submit_and_status() {
     let out = output(cli(&c).args(["status", &id])).await;
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("state=published") && text.contains("status=completed"), "{text}");
+    assert!(
+        text.contains("state=published") && text.contains("status=completed"),
+        "{text}"
+    );
     c.shutdown().await;
 }
 
@@ -47,7 +55,11 @@ async fn error_result_exits_one() {
 /// An unreachable broker exits 3 with a message naming the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_broker_exits_three() {
-    let c = Cluster::builder().workers(0).without_manager().start().await;
+    let c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
     let out = output(
         cli(&c)
             .env("SHARDLINE_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
@@ -62,8 +74,22 @@ async fn unreachable_broker_exits_three() {
 /// No result in time exits 2 (no manager is running).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_exits_two() {
-    let c = Cluster::builder().workers(0).without_manager().start().await;
-    let out = output(cli(&c).args(["submit", "--kind", "sort", "--data", "1", "--quiet", "--timeout-secs", "1"])).await;
+    let c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let out = output(cli(&c).args([
+        "submit",
+        "--kind",
+        "sort",
+        "--data",
+        "1",
+        "--quiet",
+        "--timeout-secs",
+        "1",
+    ]))
+    .await;
     assert_eq!(out.status.code(), Some(2));
     c.shutdown().await;
 }

@@ -18,21 +18,51 @@ async fn two_hundred_concurrent_requests() {
     let mut pending = Vec::new();
     for i in 0..200 {
         let (kind, payload): (&str, rmpv::Value) = match i % 4 {
-            0 => ("sort", rmpv::Value::Array((0..500).map(|_| rng.random_range(-1000i64..1000).into()).collect())),
-            1 => ("wordcount", (0..300).map(|_| format!("w{} ", rng.random_range(0..40))).collect::<String>().into()),
-            2 => ("checksum", rmpv::Value::Binary((0..20_000).map(|_| rng.random()).collect())),
+            0 => (
+                "sort",
+                rmpv::Value::Array(
+                    (0..500)
+                        .map(|_| rng.random_range(-1000i64..1000).into())
+                        .collect(),
+                ),
+            ),
+            1 => (
+                "wordcount",
+                (0..300)
+                    .map(|_| format!("w{} ", rng.random_range(0..40)))
+                    .collect::<String>()
+                    .into(),
+            ),
+            2 => (
+                "checksum",
+                rmpv::Value::Binary((0..20_000).map(|_| rng.random()).collect()),
+            ),
             _ => {
-                let w = shardline::kind::synthetic::Work { units: 20, unit_cost_us: 100, spin: false };
-                ("synthetic", shardline::message::to_named_value(&w).expect("value"))
+                let w = shardline::kind::synthetic::Work {
+                    units: 20,
+                    unit_cost_us: 100,
+                    spin: false,
+                };
+                (
+                    "synthetic",
+                    shardline::message::to_named_value(&w).expect("value"),
+                )
             }
         };
-        let sent = c.client().send(kind, payload.clone(), Options::default()).await.expect("send");
+        let sent = c
+            .client()
+            .send(kind, payload.clone(), Options::default())
+            .await
+            .expect("send");
         pending.push((kind, payload, sent));
     }
     let waits = pending.into_iter().map(|(kind, payload, (id, rx))| {
         let client = c.client();
         async move {
-            let r = client.wait(id, rx, Duration::from_secs(120)).await.expect("result");
+            let r = client
+                .wait(id, rx, Duration::from_secs(120))
+                .await
+                .expect("result");
             assert_eq!(r.request_id, id);
             assert_eq!(completed(&r), unsharded(kind, payload), "{kind} {id}");
         }

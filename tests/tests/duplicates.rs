@@ -47,8 +47,11 @@ async fn duplicate_shards_complete_once() {
         for d in &shards {
             let shard: Shard = rmp_serde::from_slice(&d.data).expect("shard");
             assert_eq!((shard.request_id, shard.total), (id, 10));
-            let props = BasicProperties::default().with_message_id(format!("{}#{copy}", shard.message_id()).into());
-            amqp::publish(&ch, "", &c.names.shared_queue(), &d.data, props, true).await.expect("republish");
+            let props = BasicProperties::default()
+                .with_message_id(format!("{}#{copy}", shard.message_id()).into());
+            amqp::publish(&ch, "", &c.names.shared_queue(), &d.data, props, true)
+                .await
+                .expect("republish");
         }
     }
     for i in 0..3 {
@@ -60,7 +63,11 @@ async fn duplicate_shards_complete_once() {
     // Let every duplicate run to its ack: stopping a worker finishes its running shards.
     eventually("all 30 deliveries consumed", WAIT, || async {
         let q = ch
-            .queue_declare(c.names.shared_queue().into(), lapin::options::QueueDeclareOptions::default().passive(), Default::default())
+            .queue_declare(
+                c.names.shared_queue().into(),
+                lapin::options::QueueDeclareOptions::default().passive(),
+                Default::default(),
+            )
             .await
             .ok()?;
         (q.message_count() == 0).then_some(())
@@ -69,8 +76,14 @@ async fn duplicate_shards_complete_once() {
     for i in 0..3 {
         c.stop_worker(&format!("w{i}")).await;
     }
-    assert!(!replies.another_within(Duration::from_millis(500)).await, "a second result was published");
+    assert!(
+        !replies.another_within(Duration::from_millis(500)).await,
+        "a second result was published"
+    );
     let meta = c.store.meta(id).await.expect("redis").expect("meta");
-    assert_eq!((meta.done, meta.total, meta.state.as_str()), (10, 10, "published"));
+    assert_eq!(
+        (meta.done, meta.total, meta.state.as_str()),
+        (10, 10, "published")
+    );
     c.shutdown().await;
 }

@@ -11,7 +11,9 @@ use shardline_tests::{Cluster, completed, unsharded};
 const WAIT: Duration = Duration::from_secs(60);
 
 fn words(rng: &mut StdRng, n: usize) -> String {
-    const VOCAB: &[&str] = &["alpha", "Beta", "gamma,", "délta", "ε", "zeta!", "eta", "θήτα", "iota", "kappa"];
+    const VOCAB: &[&str] = &[
+        "alpha", "Beta", "gamma,", "délta", "ε", "zeta!", "eta", "θήτα", "iota", "kappa",
+    ];
     (0..n)
         .map(|_| VOCAB[rng.random_range(0..VOCAB.len())])
         .collect::<Vec<_>>()
@@ -29,9 +31,21 @@ async fn check(kind: &str, payload: rmpv::Value, scale: f64) {
         .await
         .expect("result");
     assert_eq!(completed(&r), unsharded(kind, payload));
-    assert!(r.shards >= 3, "{kind} was cut into only {} shards", r.shards);
-    let meta = c.store.meta(r.request_id).await.expect("redis").expect("meta kept after publish");
-    assert_eq!((meta.state.as_str(), meta.done, meta.total), ("published", r.shards, r.shards));
+    assert!(
+        r.shards >= 3,
+        "{kind} was cut into only {} shards",
+        r.shards
+    );
+    let meta = c
+        .store
+        .meta(r.request_id)
+        .await
+        .expect("redis")
+        .expect("meta kept after publish");
+    assert_eq!(
+        (meta.state.as_str(), meta.done, meta.total),
+        ("published", r.shards, r.shards)
+    );
     c.shutdown().await;
 }
 
@@ -61,7 +75,11 @@ async fn checksum_end_to_end() {
 /// synthetic: every unit runs exactly once (units and digest match).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synthetic_end_to_end() {
-    let work = shardline::kind::synthetic::Work { units: 120, unit_cost_us: 500, spin: false };
+    let work = shardline::kind::synthetic::Work {
+        units: 120,
+        unit_cost_us: 500,
+        spin: false,
+    };
     let payload = shardline::message::to_named_value(&work).expect("value");
     check("synthetic", payload, 1.0).await;
 }
@@ -70,19 +88,34 @@ async fn synthetic_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_spread_over_all_workers() {
     let c = Cluster::builder().start().await;
-    let work = shardline::kind::synthetic::Work { units: 30, unit_cost_us: 100, spin: false };
+    let work = shardline::kind::synthetic::Work {
+        units: 30,
+        unit_cost_us: 100,
+        spin: false,
+    };
     let payload = shardline::message::to_named_value(&work).expect("value");
     // The manager learns of new engines within its refresh period; retry until it has.
-    let engines = shardline_tests::eventually("a request spread over 3 engines", Duration::from_secs(20), || {
-        let (c, payload) = (&c, payload.clone());
-        async move {
-            let r = c.client().submit("synthetic", payload, Options::default(), WAIT).await.ok()?;
-            let meta = c.store.meta(r.request_id).await.ok()??;
-            let used: HashSet<String> = meta.engines.into_values().collect();
-            (used.len() == 3).then_some(used)
-        }
-    })
+    let engines = shardline_tests::eventually(
+        "a request spread over 3 engines",
+        Duration::from_secs(20),
+        || {
+            let (c, payload) = (&c, payload.clone());
+            async move {
+                let r = c
+                    .client()
+                    .submit("synthetic", payload, Options::default(), WAIT)
+                    .await
+                    .ok()?;
+                let meta = c.store.meta(r.request_id).await.ok()??;
+                let used: HashSet<String> = meta.engines.into_values().collect();
+                (used.len() == 3).then_some(used)
+            }
+        },
+    )
     .await;
-    assert_eq!(engines, ["w0", "w1", "w2"].iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        engines,
+        ["w0", "w1", "w2"].iter().map(|s| s.to_string()).collect()
+    );
     c.shutdown().await;
 }

@@ -12,7 +12,9 @@ const LEASE: Duration = Duration::from_secs(30);
 async fn store() -> Store {
     let s = Services::get().await;
     let ns = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
-    Store::connect(&s.redis_url, Names::try_new(ns).expect("ns")).await.expect("redis")
+    Store::connect(&s.redis_url, Names::try_new(ns).expect("ns"))
+        .await
+        .expect("redis")
 }
 
 async fn request(store: &Store, total: u32) -> Uuid {
@@ -34,9 +36,25 @@ async fn request(store: &Store, total: u32) -> Uuid {
     id
 }
 
-async fn record(store: &Store, id: Uuid, index: u32, data: &[u8], holder: &str, lease: Duration) -> Recorded {
+async fn record(
+    store: &Store,
+    id: Uuid,
+    index: u32,
+    data: &[u8],
+    holder: &str,
+    lease: Duration,
+) -> Recorded {
     store
-        .record(id, index, data, now_ms() + 60_000, holder, lease, holder, Duration::from_micros(7))
+        .record(
+            id,
+            index,
+            data,
+            now_ms() + 60_000,
+            holder,
+            lease,
+            holder,
+            Duration::from_micros(7),
+        )
         .await
         .expect("record")
 }
@@ -46,8 +64,14 @@ async fn record(store: &Store, id: Uuid, index: u32, data: &[u8], holder: &str, 
 async fn duplicate_writes_are_ignored() {
     let s = store().await;
     let id = request(&s, 3).await;
-    assert_eq!(record(&s, id, 0, b"first", "a", LEASE).await, Recorded::Accepted { done: 1, total: 3 });
-    assert_eq!(record(&s, id, 0, b"second", "b", LEASE).await, Recorded::Duplicate);
+    assert_eq!(
+        record(&s, id, 0, b"first", "a", LEASE).await,
+        Recorded::Accepted { done: 1, total: 3 }
+    );
+    assert_eq!(
+        record(&s, id, 0, b"second", "b", LEASE).await,
+        Recorded::Duplicate
+    );
     let meta = s.meta(id).await.expect("redis").expect("meta");
     assert_eq!(meta.done, 1);
     record(&s, id, 1, b"x", "a", LEASE).await;
@@ -65,7 +89,15 @@ async fn exactly_one_claim_under_concurrency() {
         for index in 0..20 {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                record(&s, id, index, format!("{index}").as_bytes(), &format!("h{copy}-{index}"), LEASE).await
+                record(
+                    &s,
+                    id,
+                    index,
+                    format!("{index}").as_bytes(),
+                    &format!("h{copy}-{index}"),
+                    LEASE,
+                )
+                .await
             }));
         }
     }
@@ -85,11 +117,25 @@ async fn exactly_one_claim_under_concurrency() {
 async fn expired_lease_is_reclaimed_by_a_redelivery() {
     let s = store().await;
     let id = request(&s, 1).await;
-    assert!(matches!(record(&s, id, 0, b"p", "dies", Duration::from_millis(200)).await, Recorded::Claimed { .. }));
-    assert_eq!(record(&s, id, 0, b"p", "other", LEASE).await, Recorded::Duplicate);
-    eventually("the lease to expire and be re-claimed", Duration::from_secs(5), || async {
-        matches!(record(&s, id, 0, b"p", "other", LEASE).await, Recorded::Claimed { .. }).then_some(())
-    })
+    assert!(matches!(
+        record(&s, id, 0, b"p", "dies", Duration::from_millis(200)).await,
+        Recorded::Claimed { .. }
+    ));
+    assert_eq!(
+        record(&s, id, 0, b"p", "other", LEASE).await,
+        Recorded::Duplicate
+    );
+    eventually(
+        "the lease to expire and be re-claimed",
+        Duration::from_secs(5),
+        || async {
+            matches!(
+                record(&s, id, 0, b"p", "other", LEASE).await,
+                Recorded::Claimed { .. }
+            )
+            .then_some(())
+        },
+    )
     .await;
 }
 
@@ -98,21 +144,42 @@ async fn expired_lease_is_reclaimed_by_a_redelivery() {
 async fn release_and_finish() {
     let s = store().await;
     let id = request(&s, 1).await;
-    assert!(matches!(record(&s, id, 0, b"p", "a", LEASE).await, Recorded::Claimed { .. }));
-    assert!(!s.release(id, "not-a").await.expect("release"), "only the holder may release");
+    assert!(matches!(
+        record(&s, id, 0, b"p", "a", LEASE).await,
+        Recorded::Claimed { .. }
+    ));
+    assert!(
+        !s.release(id, "not-a").await.expect("release"),
+        "only the holder may release"
+    );
     assert!(s.release(id, "a").await.expect("release"));
-    assert!(matches!(record(&s, id, 0, b"p", "b", LEASE).await, Recorded::Claimed { .. }));
+    assert!(matches!(
+        record(&s, id, 0, b"p", "b", LEASE).await,
+        Recorded::Claimed { .. }
+    ));
     s.finish(id, "completed").await.expect("finish");
     assert_eq!(record(&s, id, 0, b"p", "c", LEASE).await, Recorded::Closed);
-    assert!(s.inflight(100).await.expect("inflight").iter().all(|(i, _)| *i != id));
+    assert!(
+        s.inflight(100)
+            .await
+            .expect("inflight")
+            .iter()
+            .all(|(i, _)| *i != id)
+    );
 }
 
 /// Writes for unknown requests or out-of-range indices are refused, not stored.
 #[tokio::test]
 async fn unknown_requests_and_bad_indices_are_refused() {
     let s = store().await;
-    assert_eq!(record(&s, Uuid::new_v4(), 0, b"p", "a", LEASE).await, Recorded::Unknown);
+    assert_eq!(
+        record(&s, Uuid::new_v4(), 0, b"p", "a", LEASE).await,
+        Recorded::Unknown
+    );
     let id = request(&s, 2).await;
-    assert_eq!(record(&s, id, 2, b"p", "a", LEASE).await, Recorded::BadIndex);
+    assert_eq!(
+        record(&s, id, 2, b"p", "a", LEASE).await,
+        Recorded::BadIndex
+    );
     assert_eq!(s.meta(id).await.expect("redis").expect("meta").done, 0);
 }

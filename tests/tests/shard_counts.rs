@@ -10,8 +10,15 @@ use shardline_tests::{Cluster, completed, unsharded};
 async fn one_shard_request() {
     let c = Cluster::builder().start().await;
     let payload = rmpv::Value::Array(vec![5.into(), (-3).into(), 9.into(), 0.into()]);
-    let opts = Options { max_shards: Some(1), deadline_ms: None };
-    let r = c.client().submit("sort", payload.clone(), opts, Duration::from_secs(30)).await.expect("result");
+    let opts = Options {
+        max_shards: Some(1),
+        deadline_ms: None,
+    };
+    let r = c
+        .client()
+        .submit("sort", payload.clone(), opts, Duration::from_secs(30))
+        .await
+        .expect("result");
     assert_eq!(r.shards, 1);
     assert_eq!(completed(&r), unsharded("sort", payload));
     c.shutdown().await;
@@ -26,11 +33,23 @@ async fn thousand_shard_request() {
         .start()
         .await;
     let payload = rmpv::Value::Array((0..5_000i64).rev().map(rmpv::Value::from).collect());
-    let opts = Options { max_shards: Some(1_000), deadline_ms: None };
-    let r = c.client().submit("sort", payload.clone(), opts, Duration::from_secs(120)).await.expect("result");
+    let opts = Options {
+        max_shards: Some(1_000),
+        deadline_ms: None,
+    };
+    let r = c
+        .client()
+        .submit("sort", payload.clone(), opts, Duration::from_secs(120))
+        .await
+        .expect("result");
     assert_eq!(r.shards, 1_000);
     assert_eq!(completed(&r), unsharded("sort", payload));
-    let meta = c.store.meta(r.request_id).await.expect("redis").expect("meta");
+    let meta = c
+        .store
+        .meta(r.request_id)
+        .await
+        .expect("redis")
+        .expect("meta");
     assert_eq!((meta.done, meta.total), (1_000, 1_000));
     c.shutdown().await;
 }

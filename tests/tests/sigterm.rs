@@ -16,33 +16,54 @@ async fn sigterm_mid_run_loses_nothing() {
     c.wait_registered("p0").await;
 
     // 12 requests × 10 shards × 100 ms: several seconds of work spread over three engines.
-    let work = shardline::kind::synthetic::Work { units: 100, unit_cost_us: 10_000, spin: false };
+    let work = shardline::kind::synthetic::Work {
+        units: 100,
+        unit_cost_us: 10_000,
+        spin: false,
+    };
     let payload = shardline::message::to_named_value(&work).expect("value");
     let pending = std::sync::Mutex::new(Vec::new());
     // The manager notices p0 within its refresh period: send until a shard is routed to it.
-    eventually("shards routed to the worker process", Duration::from_secs(20), || async {
-        let sent = c.client().send("synthetic", payload.clone(), Options::default()).await.expect("send");
-        let id = sent.0;
-        pending.lock().expect("lock").push(sent);
-        let routed = eventually("the request recorded", Duration::from_secs(10), || async {
-            c.store.meta(id).await.ok()?
-        })
-        .await;
-        routed.engines.values().any(|e| e == "p0").then_some(())
-    })
+    eventually(
+        "shards routed to the worker process",
+        Duration::from_secs(20),
+        || async {
+            let sent = c
+                .client()
+                .send("synthetic", payload.clone(), Options::default())
+                .await
+                .expect("send");
+            let id = sent.0;
+            pending.lock().expect("lock").push(sent);
+            let routed = eventually("the request recorded", Duration::from_secs(10), || async {
+                c.store.meta(id).await.ok()?
+            })
+            .await;
+            routed.engines.values().any(|e| e == "p0").then_some(())
+        },
+    )
     .await;
     let mut pending = pending.into_inner().expect("lock");
     for _ in 0..10 {
-        pending.push(c.client().send("synthetic", payload.clone(), Options::default()).await.expect("send"));
+        pending.push(
+            c.client()
+                .send("synthetic", payload.clone(), Options::default())
+                .await
+                .expect("send"),
+        );
     }
     // Stop it while it has shards both running and queued.
-    eventually("the worker process busy", Duration::from_secs(20), || async {
-        let mut done = 0;
-        for (id, _) in &pending {
-            done += c.store.meta(*id).await.ok()??.done;
-        }
-        (done >= 6).then_some(())
-    })
+    eventually(
+        "the worker process busy",
+        Duration::from_secs(20),
+        || async {
+            let mut done = 0;
+            for (id, _) in &pending {
+                done += c.store.meta(*id).await.ok()??.done;
+            }
+            (done >= 6).then_some(())
+        },
+    )
     .await;
     signal(&proc_worker, "TERM");
     let status = tokio::time::timeout(Duration::from_secs(40), proc_worker.wait())
@@ -53,15 +74,30 @@ async fn sigterm_mid_run_loses_nothing() {
 
     let want = unsharded("synthetic", payload);
     for (id, rx) in pending {
-        let r = c.client().wait(id, rx, Duration::from_secs(60)).await.expect("result");
+        let r = c
+            .client()
+            .wait(id, rx, Duration::from_secs(60))
+            .await
+            .expect("result");
         assert_eq!(completed(&r), want, "request {id}");
     }
     let ch = c.channel().await;
     let gone = ch
-        .queue_declare(c.names.engine_queue("p0").into(), QueueDeclareOptions::default().passive(), Default::default())
+        .queue_declare(
+            c.names.engine_queue("p0").into(),
+            QueueDeclareOptions::default().passive(),
+            Default::default(),
+        )
         .await;
     assert!(gone.is_err(), "the stopped engine's queue was deleted");
-    let live = c.store.live_engines(Duration::from_secs(60)).await.expect("redis");
-    assert!(!live.contains(&"p0".to_string()), "the stopped engine deregistered");
+    let live = c
+        .store
+        .live_engines(Duration::from_secs(60))
+        .await
+        .expect("redis");
+    assert!(
+        !live.contains(&"p0".to_string()),
+        "the stopped engine deregistered"
+    );
     c.shutdown().await;
 }

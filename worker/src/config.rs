@@ -6,7 +6,11 @@ use shardline::config::ConnectArgs;
 
 /// Worker configuration.
 #[derive(Debug, Clone, clap::Parser)]
-#[command(name = "shardline-worker", version, about = "Shardline worker engine: processes shards and resolves requests")]
+#[command(
+    name = "shardline-worker",
+    version,
+    about = "Shardline worker engine: processes shards and resolves requests"
+)]
 pub struct Config {
     /// Broker, Redis and namespace.
     #[command(flatten)]
@@ -67,7 +71,9 @@ impl Config {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
             if !ok {
-                return Err(format!("worker id {id:?} must be 1-128 characters of [A-Za-z0-9._-]"));
+                return Err(format!(
+                    "worker id {id:?} must be 1-128 characters of [A-Za-z0-9._-]"
+                ));
             }
         }
         if self.concurrency == Some(0) {
@@ -94,7 +100,13 @@ fn default_id() -> String {
     let host: String = gethostname::gethostname()
         .to_string_lossy()
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .take(48)
         .collect();
     let suffix: String = rand::rng()
@@ -122,7 +134,10 @@ mod tests {
     /// Ids that would break queue names are refused.
     #[test]
     fn rejects_bad_ids() {
-        let c = Config { id: Some("a b".into()), ..Config::new(ConnectArgs::local()) };
+        let c = Config {
+            id: Some("a b".into()),
+            ..Config::new(ConnectArgs::local())
+        };
         assert!(c.validate().is_err());
     }
 }

@@ -50,7 +50,10 @@ impl Handler {
                 );
                 self.handle_shard(shard, &delivery).instrument(span).await
             }
-            Err(e) => self.dead_letter(&delivery, "malformed_shard", &e.to_string()).await,
+            Err(e) => {
+                self.dead_letter(&delivery, "malformed_shard", &e.to_string())
+                    .await
+            }
         };
         let settled = match settle {
             Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
@@ -80,7 +83,11 @@ impl Handler {
         let elapsed = started.elapsed();
         let partial = match outcome {
             Ok(Ok(partial)) => partial,
-            Ok(Err(e)) => return self.fail(&shard, delivery, "shard_failed", &e.to_string()).await,
+            Ok(Err(e)) => {
+                return self
+                    .fail(&shard, delivery, "shard_failed", &e.to_string())
+                    .await;
+            }
             Err(e) => {
                 let msg = format!("processing panicked: {e}");
                 return self.fail(&shard, delivery, "shard_panicked", &msg).await;
@@ -105,7 +112,12 @@ impl Handler {
                 self.finalize(&shard).await
             }
             Ok(Recorded::Accepted { done, total }) => {
-                debug!(done, total, elapsed_us = elapsed.as_micros() as u64, "partial stored");
+                debug!(
+                    done,
+                    total,
+                    elapsed_us = elapsed.as_micros() as u64,
+                    "partial stored"
+                );
                 Settle::Ack
             }
             Ok(Recorded::Duplicate) => {
@@ -121,7 +133,8 @@ impl Handler {
                 Settle::Ack
             }
             Ok(Recorded::BadIndex) => {
-                self.dead_letter(delivery, "bad_index", "shard index outside 0..total").await
+                self.dead_letter(delivery, "bad_index", "shard index outside 0..total")
+                    .await
             }
             Err(e) => {
                 warn!(error = %e, "storing the partial result failed");
@@ -140,7 +153,13 @@ impl Handler {
         };
         match self
             .store
-            .fail(shard.request_id, shard.index, &self.engine, self.lease, &info)
+            .fail(
+                shard.request_id,
+                shard.index,
+                &self.engine,
+                self.lease,
+                &info,
+            )
             .await
         {
             Ok(true) => {

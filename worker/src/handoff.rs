@@ -17,7 +17,11 @@ const ATTEMPTS: usize = 5;
 ///
 /// # Errors
 /// Broker failures.
-pub async fn handoff(conn: &lapin::Connection, names: &Names, engine: &str) -> Result<usize, Error> {
+pub async fn handoff(
+    conn: &lapin::Connection,
+    names: &Names,
+    engine: &str,
+) -> Result<usize, Error> {
     let queue = names.engine_queue(engine);
     let shared = names.shared_queue();
     let mut moved = 0;

@@ -17,10 +17,10 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: flags and environment;
-//! - [`heartbeat`]: registration;
-//! - [`handler`]: one shard from bytes to ack;
-//! - [`handoff`]: draining the engine queue on shutdown.
+//! - [`config`] — flags and environment;
+//! - [`heartbeat`] — registration;
+//! - [`handler`] — one shard from bytes to ack;
+//! - [`handoff`] — draining the engine queue on shutdown.
 
 #![warn(missing_docs)]
 
@@ -108,7 +108,11 @@ async fn serve(
     let names = config.connect.names()?;
     let concurrency = config.concurrency();
     let store = Store::connect(&config.connect.redis_url, names.clone()).await?;
-    let conn = amqp::connect(&config.connect.amqp_url, &format!("shardline-worker {engine}")).await?;
+    let conn = amqp::connect(
+        &config.connect.amqp_url,
+        &format!("shardline-worker {engine}"),
+    )
+    .await?;
     let setup = conn.create_channel().await?;
     amqp::declare_topology(&setup, &names).await?;
     amqp::declare_engine_queue(&setup, &names, engine).await?;
@@ -178,14 +182,20 @@ async fn serve(
     };
 
     for tag in tags {
-        if let Err(error) = consume.basic_cancel(tag, BasicCancelOptions::default()).await {
+        if let Err(error) = consume
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await
+        {
             warn!(%error, "cancelling a shard consumer failed");
         }
     }
     tracker.close();
     let grace = Duration::from_millis(config.grace_ms);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        error!(?grace, "shards still running after the grace period; they will be redelivered");
+        error!(
+            ?grace,
+            "shards still running after the grace period; they will be redelivered"
+        );
     }
     if outcome.is_ok() {
         // Graceful stop: leave the pool, then hand queued shards to the others.

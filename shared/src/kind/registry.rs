@@ -52,7 +52,8 @@ impl<K: Kind> DynKind for K {
         if size == 0 {
             return Err(KindError::Empty(kind));
         }
-        let want = decide(size, self.shard_size_hint().max(1)).clamp(1, usize::try_from(size).unwrap_or(usize::MAX));
+        let want = decide(size, self.shard_size_hint().max(1))
+            .clamp(1, usize::try_from(size).unwrap_or(usize::MAX));
         let shards = Kind::split(self, input, want);
         if shards.len() != want {
             return Err(KindError::BadSplit {

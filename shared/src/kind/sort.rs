@@ -91,7 +91,8 @@ mod tests {
     fn merge_rejects_unsorted_runs() {
         assert!(Sort.merge(vec![vec![1, 3], vec![5, 2]]).is_err());
         assert_eq!(
-            Sort.merge(vec![vec![1, 4], vec![2, 3], vec![]]).expect("ok"),
+            Sort.merge(vec![vec![1, 4], vec![2, 3], vec![]])
+                .expect("ok"),
             vec![1, 2, 3, 4]
         );
     }

@@ -149,7 +149,12 @@ mod tests {
     /// A shard whose declared cost is absurd fails instead of blocking a worker for hours.
     #[test]
     fn refuses_absurd_costs() {
-        let span = Span { start: 0, end: 1_000_000, unit_cost_us: 1_000_000, spin: false };
+        let span = Span {
+            start: 0,
+            end: 1_000_000,
+            unit_cost_us: 1_000_000,
+            spin: false,
+        };
         assert!(Synthetic.process(span).is_err());
     }
 }

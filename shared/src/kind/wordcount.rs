@@ -135,7 +135,9 @@ mod tests {
     /// Case and surrounding punctuation do not make separate words.
     #[test]
     fn normalises_case_and_punctuation() {
-        let counts = WordCount.process("To be, or not to BE! -- ...".into()).expect("ok");
+        let counts = WordCount
+            .process("To be, or not to BE! -- ...".into())
+            .expect("ok");
         assert_eq!(counts.get("to"), Some(&2));
         assert_eq!(counts.get("be"), Some(&2));
         assert_eq!(counts.len(), 4);
