@@ -49,6 +49,9 @@ pub struct Config {
     /// Routing policy.
     #[arg(long, env = "SHARDLINE_ROUTER", value_enum, default_value_t = RouterKind::LeastInFlight)]
     pub router: RouterKind,
+    /// Finalizer lease the sweeper takes when it re-drives a request, in milliseconds.
+    #[arg(long, env = "SHARDLINE_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
     /// How long shutdown waits for requests being dispatched, in milliseconds.
     #[arg(long, env = "SHARDLINE_GRACE_MS", default_value_t = 10_000)]
     pub grace_ms: u64,
@@ -66,6 +69,7 @@ impl Config {
             default_deadline_ms: 3_600_000,
             engine_ttl_ms: 6_000,
             router: RouterKind::LeastInFlight,
+            lease_ms: 30_000,
             grace_ms: 10_000,
         }
     }
@@ -89,6 +93,10 @@ impl Config {
         }
         self.connect.names().map_err(|e| e.to_string())?;
         Ok(())
+    }
+
+    pub(crate) fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.max(1))
     }
 
     pub(crate) fn engine_ttl(&self) -> Duration {

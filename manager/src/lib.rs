@@ -12,7 +12,8 @@
 //! - [`route`] — routing policies behind the [`route::Router`] trait;
 //! - [`ledger`] — unfinished shards per engine, fed by [`events`];
 //! - [`engines`] — the live-engine view from heartbeats;
-//! - [`dispatch`] — one request from split to confirmed publish.
+//! - [`dispatch`] — one request from split to confirmed publish;
+//! - [`sweep`] — recovery: dead engines' queues, lost finalizers.
 
 #![warn(missing_docs)]
 
@@ -24,6 +25,7 @@ pub mod intake;
 pub mod ledger;
 pub mod plan;
 pub mod route;
+pub mod sweep;
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -32,6 +34,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use shardline::resolve::Resolver;
 use shardline::store::Store;
 use shardline::supervise::{Started, supervise, until_shutdown};
 use shardline::{Registry, amqp};
@@ -103,7 +106,7 @@ async fn serve(
 ) -> Result<(), Error> {
     let names = config.connect.names()?;
     let store = Store::connect(&config.connect.redis_url, names.clone()).await?;
-    let conn = amqp::connect(&config.connect.amqp_url, "shardline-manager").await?;
+    let conn = Arc::new(amqp::connect(&config.connect.amqp_url, "shardline-manager").await?);
     let setup = conn.create_channel().await?;
     amqp::declare_topology(&setup, &names).await?;
     let channel = amqp::confirm_channel(&conn).await?;
@@ -137,6 +140,21 @@ async fn serve(
         ledger.clone(),
         background.clone(),
     ));
+    let holder = format!("manager-{}", uuid::Uuid::new_v4().simple());
+    let sweeper = sweep::Sweeper {
+        store: store.clone(),
+        names: names.clone(),
+        conn: conn.clone(),
+        resolver: Resolver::new(
+            store.clone(),
+            amqp::confirm_channel(&conn).await?,
+            registry.clone(),
+        ),
+        engine_ttl: config.engine_ttl(),
+        lease: config.lease(),
+        holder,
+    };
+    tokio::spawn(sweeper.run(background.clone()));
     let _stop_background = background.drop_guard();
 
     let router: Box<dyn route::Router> = match config.router {

@@ -20,6 +20,7 @@
 pub mod amqp;
 pub mod config;
 mod error;
+pub mod handoff;
 pub mod kind;
 pub mod message;
 pub mod names;

@@ -16,6 +16,7 @@
 //! | live engines (sorted set, score = last heartbeat in ms) | `shardline:engines` |
 //! | one engine's heartbeat (string with a TTL) | `shardline:engine:<worker id>` |
 //! | completion events (pub/sub channel) | `shardline:events` |
+//! | sweeper locks (strings with a TTL) | `shardline:lock:<name>` |
 //!
 //! The `{<uuid>}` hash tag keeps all keys of one request in one Redis Cluster slot.
 
@@ -114,6 +115,10 @@ impl Names {
     /// One engine's heartbeat key.
     pub fn engine_key(&self, engine: &str) -> String {
         format!("{}:engine:{engine}", self.ns)
+    }
+    /// A short-lived lock shared by every manager of the namespace (the sweeper's).
+    pub fn lock_key(&self, name: &str) -> String {
+        format!("{}:lock:{name}", self.ns)
     }
     /// Pub/sub channel of shard completions (`<engine> <request> <index> <micros>`).
     pub fn events_channel(&self) -> String {

@@ -367,6 +367,55 @@ impl Store {
         Ok(released == 1)
     }
 
+    /// A request's `state` alone (cheap), or `None` when it does not exist.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn state(&self, id: Uuid) -> Result<Option<String>, Error> {
+        let mut c = self.conn().await?;
+        Ok(c.hget(self.names.meta_key(id), "state").await?)
+    }
+
+    /// Take the finalizer lease of a request that is closing (`finalizing` or `failing`) and
+    /// whose lease is free: its finalizer died or gave up. True when taken.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn claim_lease(
+        &self,
+        id: Uuid,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<bool, Error> {
+        let mut c = self.conn().await?;
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.names.lease_key(id))
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(lease.as_millis() as u64)
+            .query_async(&mut *c)
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Take a namespace-wide lock for `ttl` (so that one manager of several does a sweep step).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
+        let mut c = self.conn().await?;
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(self.names.lock_key(name))
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut *c)
+            .await?;
+        Ok(taken.is_some())
+    }
+
     /// Read a request's metadata, or `None` when it does not exist (any more).
     ///
     /// # Errors
@@ -514,6 +563,19 @@ impl Store {
             .await?;
         ids.sort();
         Ok(ids)
+    }
+
+    /// Engines whose last heartbeat is older than `ttl`: dead, or cut off.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn dead_engines(&self, ttl: Duration) -> Result<Vec<String>, Error> {
+        let mut c = self.conn().await?;
+        let before = now_ms().saturating_sub(ttl.as_millis() as u64);
+        Ok(
+            c.zrangebyscore(self.names.engines_key(), "-inf", format!("({before}"))
+                .await?,
+        )
     }
 
     /// A fresh pub/sub connection for completion events (see [`Names::events_channel`]).

@@ -223,6 +223,14 @@ impl Cluster {
         running.stop().await.expect("worker stopped cleanly");
     }
 
+    /// Start a manager (for clusters built `without_manager`), adjusting its configuration.
+    pub fn start_manager(&mut self, tweak: impl FnOnce(&mut shardline_manager::Config)) {
+        assert!(self.manager.is_none(), "a manager is already running");
+        let mut cfg = shardline_manager::Config::new(self.connect.clone());
+        tweak(&mut cfg);
+        self.manager = Some(spawn_manager(cfg, self.registry.clone()));
+    }
+
     /// Stop the manager gracefully.
     pub async fn stop_manager(&mut self) {
         if let Some(m) = self.manager.take() {

@@ -19,14 +19,13 @@
 //!
 //! - [`config`] — flags and environment;
 //! - [`heartbeat`] — registration;
-//! - [`handler`] — one shard from bytes to ack;
-//! - [`handoff`] — draining the engine queue on shutdown.
+//! - [`handler`] — one shard from bytes to ack (queue hand-off on shutdown is
+//!   [`shardline::handoff`]).
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod handler;
-pub mod handoff;
 pub mod heartbeat;
 
 use std::future::Future;
@@ -203,7 +202,7 @@ async fn serve(
         if let Err(error) = store.deregister(engine).await {
             warn!(%error, "deregistering failed; the heartbeat will expire");
         }
-        if let Err(error) = handoff::handoff(&conn, &names, engine).await {
+        if let Err(error) = shardline::handoff::handoff(&conn, &names, engine).await {
             warn!(%error, "handing off queued shards failed; they stay in the engine queue");
         }
     }

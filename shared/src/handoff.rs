@@ -1,19 +1,25 @@
-//! Handing a stopping engine's queued shards to the shared queue, so nothing is stranded in a
-//! queue nobody will consume again.
+//! Handing an engine's queued shards to the shared queue, so nothing is stranded in a queue
+//! nobody will consume again. A stopping worker does it for itself; the manager's sweeper does
+//! it for an engine whose heartbeat expired.
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
-use shardline::amqp::{self, Published};
-use shardline::{Error, Names};
 use tracing::{info, warn};
+
+use crate::amqp::{self, Published};
+use crate::{Error, Names};
 
 /// Attempts at draining and deleting the queue (a shard may land between the two).
 const ATTEMPTS: usize = 5;
 
 /// Move every ready message of the engine's queue to the shared queue (confirmed before each
-/// ack), then delete the engine queue if it is empty. Returns how many shards moved.
+/// ack), then delete the engine queue if it is empty and has no consumer. Returns how many
+/// shards moved, and whether the queue is gone.
 ///
 /// Call it after the engine has deregistered, so managers stop routing to it; a manager's
 /// publish that arrives after the delete comes back as unroutable and goes to the shared queue.
+/// A queue that still has a consumer (an engine alive after all, or one whose connection the
+/// broker has not yet noticed is dead) is left in place: deleting it would drop the deliveries
+/// that consumer has not acked.
 ///
 /// # Errors
 /// Broker failures.
@@ -21,7 +27,7 @@ pub async fn handoff(
     conn: &lapin::Connection,
     names: &Names,
     engine: &str,
-) -> Result<usize, Error> {
+) -> Result<(usize, bool), Error> {
     let queue = names.engine_queue(engine);
     let shared = names.shared_queue();
     let mut moved = 0;
@@ -42,17 +48,21 @@ pub async fn handoff(
         }
         let delete = QueueDeleteOptions {
             if_empty: true,
+            if_unused: true,
             ..Default::default()
         };
         match ch.queue_delete(queue.as_str().into(), delete).await {
             Ok(_) => {
                 info!(moved, %queue, "engine queue handed off and deleted");
-                return Ok(moved);
+                return Ok((moved, true));
             }
-            // A shard arrived after the drain: the channel is closed; drain again on a new one.
-            Err(error) => warn!(%error, "engine queue not empty yet; draining again"),
+            // A shard arrived after the drain, or a consumer is still attached: the channel is
+            // closed; try again on a new one.
+            Err(error) => {
+                warn!(%error, %queue, "engine queue not empty or still consumed; retrying")
+            }
         }
     }
-    warn!(moved, %queue, "engine queue kept receiving shards; leaving it in place");
-    Ok(moved)
+    warn!(moved, %queue, "engine queue kept receiving shards or has a consumer; leaving it");
+    Ok((moved, false))
 }

@@ -1,0 +1,113 @@
+//! The sweeper: recovery work no single delivery triggers. Every manager runs one; each step
+//! takes a short Redis lock or lease first, so several managers never do the same work twice.
+//!
+//! - **Dead engines.** An engine whose heartbeat is older than the engine TTL gets its queue
+//!   drained into the shared queue (every worker consumes it) and deleted, and leaves the
+//!   engine set. A worker killed with SIGKILL has its unacked shards put back in its queue by
+//!   the broker, so they move too. A queue that still has a consumer is left alone (its worker
+//!   may only be slow to beat), since deleting it would drop that consumer's unacked shards.
+//! - **Stuck finalizers.** A request that is `finalizing` or `failing` with no lease holder (its
+//!   finalizer crashed, or gave up and released the lease) is assembled and published here. The
+//!   result keeps `message_id` = request id, so if the dead finalizer had already published
+//!   before it could mark the request, consumers see the same message twice and can drop one.
+//! - **Stale index entries.** Ids in the in-flight index whose record is published or gone are
+//!   removed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardline::handoff::handoff;
+use shardline::resolve::Resolver;
+use shardline::store::Store;
+use shardline::{Error, Names};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Time between sweeps.
+pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// In-flight requests examined per sweep.
+const SCAN: usize = 1_000;
+/// How long a dead engine's reaping lock holds.
+const REAP_LOCK: Duration = Duration::from_secs(30);
+
+/// Recovery work of one manager.
+pub struct Sweeper {
+    pub(crate) store: Store,
+    pub(crate) names: Names,
+    pub(crate) conn: Arc<lapin::Connection>,
+    pub(crate) resolver: Resolver,
+    pub(crate) engine_ttl: Duration,
+    pub(crate) lease: Duration,
+    pub(crate) holder: String,
+}
+
+impl Sweeper {
+    /// Sweep every [`SWEEP_EVERY`] until cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {
+                    if let Err(error) = self.reap_dead_engines().await {
+                        warn!(%error, "reaping dead engines failed");
+                    }
+                    if let Err(error) = self.redrive().await {
+                        warn!(%error, "re-driving stuck requests failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hand the queues of engines with an expired heartbeat to the shared queue.
+    ///
+    /// # Errors
+    /// Redis or broker failures.
+    pub async fn reap_dead_engines(&self) -> Result<usize, Error> {
+        let mut reaped = 0;
+        for engine in self.store.dead_engines(self.engine_ttl).await? {
+            let lock = format!("reap:{engine}");
+            if !self.store.try_lock(&lock, &self.holder, REAP_LOCK).await? {
+                continue;
+            }
+            let (moved, gone) = handoff(&self.conn, &self.names, &engine).await?;
+            if gone {
+                self.store.deregister(&engine).await?;
+                info!(%engine, moved, "reaped a dead engine: its shards went to the shared queue");
+                reaped += 1;
+            } else {
+                debug!(%engine, moved, "engine queue still consumed; not reaped yet");
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Finalize requests whose finalizer is gone; drop finished ids from the index.
+    ///
+    /// # Errors
+    /// Redis or broker failures.
+    pub async fn redrive(&self) -> Result<usize, Error> {
+        let mut redriven = 0;
+        for (id, _) in self.store.inflight(SCAN).await? {
+            match self.store.state(id).await?.as_deref() {
+                None | Some("published") => self.store.forget(id).await?,
+                Some("finalizing" | "failing") => {
+                    if !self.store.claim_lease(id, &self.holder, self.lease).await? {
+                        continue;
+                    }
+                    warn!(request.id = %id, "finalizer lost; re-driving assembly");
+                    match self.resolver.finalize(id).await {
+                        Ok(_) => redriven += 1,
+                        Err(error) => {
+                            warn!(request.id = %id, %error, "re-driven finalization failed");
+                            self.store.release(id, &self.holder).await?;
+                        }
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(redriven)
+    }
+}

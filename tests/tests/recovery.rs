@@ -1,0 +1,329 @@
+//! Recovery without a graceful stop: killed workers, vanished engines, dead finalizers.
+//! Every scenario checks exactly one result per request and completion within a bound.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use shardline::amqp::{self, ReplyTo};
+use shardline::message::{Format, RequestBody, Status};
+use shardline::store::{NewRequest, Recorded};
+use shardline::{Registry, now_ms};
+use shardline_tests::process::{signal, spawn_worker};
+use shardline_tests::raw::{Replies, publish_request};
+use shardline_tests::{Cluster, completed, eventually, unsharded};
+use uuid::Uuid;
+
+/// Engine TTL of the manager in these tests: an engine silent this long is dead.
+const ENGINE_TTL_MS: u64 = 1_500;
+
+fn synthetic(units: u64, unit_cost_us: u64) -> rmpv::Value {
+    let w = shardline::kind::synthetic::Work {
+        units,
+        unit_cost_us,
+        spin: false,
+    };
+    shardline::message::to_named_value(&w).expect("value")
+}
+
+fn body(kind: &str, payload: rmpv::Value, max_shards: Option<u32>) -> Vec<u8> {
+    let options = max_shards.map(|n| rmpv::Value::Map(vec![("max_shards".into(), n.into())]));
+    Format::MsgPack
+        .encode(&RequestBody {
+            kind: kind.into(),
+            payload,
+            options,
+        })
+        .expect("encode")
+}
+
+async fn queue_gone(c: &Cluster, engine: &str) -> bool {
+    let ch = c.channel().await;
+    ch.queue_declare(
+        c.names.engine_queue(engine).into(),
+        QueueDeclareOptions::default().passive(),
+        Default::default(),
+    )
+    .await
+    .is_err()
+}
+
+/// Collect one result per id, then make sure no id gets a second one.
+async fn exactly_one_each(
+    replies: &mut Replies,
+    ids: &[Uuid],
+    within: Duration,
+) -> HashMap<Uuid, shardline::message::FinalResult> {
+    let mut got = HashMap::new();
+    while got.len() < ids.len() {
+        let r = replies.next(within).await;
+        assert!(
+            ids.contains(&r.request_id),
+            "unexpected result {}",
+            r.request_id
+        );
+        assert!(
+            got.insert(r.request_id, r).is_none(),
+            "a request got two results"
+        );
+    }
+    assert!(
+        !replies.another_within(Duration::from_millis(500)).await,
+        "an extra result arrived"
+    );
+    got
+}
+
+/// SIGKILL a worker process holding unacked shards: its shards are finished elsewhere, every
+/// request completes exactly once, and its queue is reaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_worker_shards_finish_elsewhere() {
+    let c = Cluster::builder()
+        .workers(2)
+        .manager(|m| m.engine_ttl_ms = ENGINE_TTL_MS)
+        .start()
+        .await;
+    let mut killed = spawn_worker(env!("CARGO_BIN_EXE_worker-under-test"), &c, "p0", 2);
+    c.wait_registered("p0").await;
+    let mut replies = Replies::new(&c).await;
+    let payload = synthetic(100, 10_000); // 10 shards of 100 ms
+    let request = body("synthetic", payload.clone(), None);
+    let ids = std::sync::Mutex::new(Vec::new());
+    eventually(
+        "a request routed to the worker process",
+        Duration::from_secs(20),
+        || async {
+            let id = Uuid::new_v4();
+            publish_request(&c, &request, None, &id.to_string(), Some(&replies.queue)).await;
+            ids.lock().expect("lock").push(id);
+            let meta = eventually("request recorded", Duration::from_secs(10), || async {
+                c.store.meta(id).await.ok()?
+            })
+            .await;
+            meta.engines.values().any(|e| e == "p0").then_some(())
+        },
+    )
+    .await;
+    let mut ids = ids.into_inner().expect("lock");
+    for _ in 0..6 {
+        let id = Uuid::new_v4();
+        publish_request(&c, &request, None, &id.to_string(), Some(&replies.queue)).await;
+        ids.push(id);
+    }
+    eventually(
+        "the worker process mid-shard",
+        Duration::from_secs(20),
+        || async {
+            let mut done = 0;
+            for id in &ids {
+                done += c.store.meta(*id).await.ok()??.done;
+            }
+            (done >= 6).then_some(())
+        },
+    )
+    .await;
+    signal(&killed, "KILL");
+    let _ = killed.wait().await;
+
+    let results = exactly_one_each(&mut replies, &ids, Duration::from_secs(60)).await;
+    let want = unsharded("synthetic", payload);
+    for r in results.values() {
+        assert_eq!(completed(r), want);
+    }
+    eventually(
+        "the killed engine reaped",
+        Duration::from_secs(15),
+        || async { queue_gone(&c, "p0").await.then_some(()) },
+    )
+    .await;
+    c.shutdown().await;
+}
+
+/// An engine that vanishes for good with 50 shards queued: its queue moves to the shared queue
+/// and the request completes on another worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_engine_with_fifty_queued_shards() {
+    let mut c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    // A "ghost" engine: registered and beating, with a queue, but nothing consumes it.
+    let ch = c.channel().await;
+    amqp::declare_engine_queue(&ch, &c.names, "ghost")
+        .await
+        .expect("queue");
+    let store = c.store.clone();
+    let beat = tokio::spawn(async move {
+        loop {
+            let _ = store
+                .heartbeat("ghost", "fake", Duration::from_millis(ENGINE_TTL_MS))
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    c.wait_registered("ghost").await;
+    c.start_manager(|m| {
+        m.engine_ttl_ms = ENGINE_TTL_MS;
+        m.shard_size_scale = 1e-9;
+    });
+    let mut replies = Replies::new(&c).await;
+    let payload = rmpv::Value::Array((0..500i64).rev().map(rmpv::Value::from).collect());
+    let id = Uuid::new_v4();
+    publish_request(
+        &c,
+        &body("sort", payload.clone(), Some(50)),
+        None,
+        &id.to_string(),
+        Some(&replies.queue),
+    )
+    .await;
+    eventually(
+        "50 shards queued on the ghost engine",
+        Duration::from_secs(15),
+        || async {
+            let q = ch
+                .queue_declare(
+                    c.names.engine_queue("ghost").into(),
+                    QueueDeclareOptions::default().passive(),
+                    Default::default(),
+                )
+                .await
+                .ok()?;
+            (q.message_count() == 50).then_some(())
+        },
+    )
+    .await;
+    beat.abort(); // the ghost vanishes
+    c.add_worker("w0").await;
+    let results = exactly_one_each(&mut replies, &[id], Duration::from_secs(30)).await;
+    assert_eq!(completed(&results[&id]), unsharded("sort", payload));
+    assert!(
+        queue_gone(&c, "ghost").await,
+        "the ghost's queue was deleted"
+    );
+    let live = c
+        .store
+        .live_engines(Duration::from_secs(3600))
+        .await
+        .expect("redis");
+    assert!(!live.contains(&"ghost".to_string()));
+    c.shutdown().await;
+}
+
+/// Write every part of a 3-shard sort request as a worker would, the last write claiming the
+/// finalizer lease for a holder that then "crashes" (never finalizes).
+async fn stage_claimed_request(c: &Cluster, reply_queue: &str) -> (Uuid, rmpv::Value) {
+    let kind = Registry::builtin().get("sort").expect("sort");
+    let payload = rmpv::Value::Array(vec![
+        9.into(),
+        4.into(),
+        7.into(),
+        1.into(),
+        8.into(),
+        2.into(),
+    ]);
+    let shards = kind.split(payload.clone(), &mut |_, _| 3).expect("split");
+    let id = Uuid::new_v4();
+    c.store
+        .create(&NewRequest {
+            id,
+            kind: "sort".into(),
+            total: 3,
+            created: now_ms(),
+            deadline: now_ms() + 60_000,
+            reply_to: Some(reply_queue.to_owned()),
+            correlation_id: None,
+            format: Format::MsgPack,
+        })
+        .await
+        .expect("create");
+    let mut last = Recorded::Duplicate;
+    for (i, s) in shards.iter().enumerate() {
+        let part = kind.process(s).expect("process");
+        last = c
+            .store
+            .record(
+                id,
+                i as u32,
+                &part,
+                now_ms() + 60_000,
+                "crashed",
+                Duration::from_millis(300),
+                "w",
+                Duration::ZERO,
+            )
+            .await
+            .expect("record");
+    }
+    assert!(matches!(last, Recorded::Claimed { .. }), "{last:?}");
+    (id, payload)
+}
+
+/// A finalizer that dies after its claim and before publishing: the sweeper publishes the
+/// result once its lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizer_killed_before_publishing() {
+    let mut c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let mut replies = Replies::new(&c).await;
+    let (id, payload) = stage_claimed_request(&c, &replies.queue).await;
+    c.start_manager(|_| {});
+    let results = exactly_one_each(&mut replies, &[id], Duration::from_secs(15)).await;
+    assert_eq!(completed(&results[&id]), unsharded("sort", payload));
+    let meta = c.store.meta(id).await.expect("redis").expect("meta");
+    assert_eq!(meta.state, "published");
+    c.shutdown().await;
+}
+
+/// A finalizer that dies after publishing but before marking the request: the sweeper
+/// publishes again with the same `message_id` and the same content, so consumers deduplicate,
+/// and the request ends `published`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalizer_killed_after_publishing() {
+    let mut c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let mut replies = Replies::new(&c).await;
+    let (id, payload) = stage_claimed_request(&c, &replies.queue).await;
+    // What the dead finalizer managed to publish before dying.
+    let first = shardline::message::FinalResult {
+        request_id: id,
+        kind: "sort".into(),
+        status: Status::Completed,
+        shards: 3,
+        output: Some(unsharded("sort", payload.clone())),
+        error: None,
+    };
+    let ch = c.channel().await;
+    let to = ReplyTo {
+        reply_to: Some(replies.queue.clone()),
+        correlation_id: None,
+        format: Format::MsgPack,
+    };
+    amqp::publish_result(&ch, &c.names, &to, &first)
+        .await
+        .expect("publish");
+    c.start_manager(|_| {});
+    let a = replies.next_raw(Duration::from_secs(15)).await;
+    let b = replies.next_raw(Duration::from_secs(15)).await;
+    assert_eq!(
+        a.properties.message_id(),
+        b.properties.message_id(),
+        "same message_id to deduplicate on"
+    );
+    assert_eq!(a.data, b.data, "same content");
+    assert!(!replies.another_within(Duration::from_millis(500)).await);
+    eventually(
+        "the request marked published",
+        Duration::from_secs(5),
+        || async { (c.store.state(id).await.ok()?? == "published").then_some(()) },
+    )
+    .await;
+    c.shutdown().await;
+}
