@@ -235,6 +235,20 @@ impl Client {
         self.store.meta(id).await.map_err(Error::Redis)
     }
 
+    /// Cancel a running request. True when it was running and is now ending; its one
+    /// `cancelled` result goes where its result would have gone.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn cancel(&self, id: Uuid) -> Result<bool, Error> {
+        let ended = self
+            .store
+            .cancel(id, "cancelled by a client")
+            .await
+            .map_err(Error::Redis)?;
+        Ok(ended != shardline::store::Ended::NotRunning)
+    }
+
     /// In-flight requests (id and deadline in epoch ms), earliest deadline first.
     ///
     /// # Errors

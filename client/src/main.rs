@@ -84,6 +84,11 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout_secs: u64,
     },
+    /// Cancel a running request: one `cancelled` result is published to its reply target.
+    Cancel {
+        /// Request id.
+        id: Uuid,
+    },
     /// In-flight requests, earliest deadline first.
     List {
         /// At most this many.
@@ -222,6 +227,18 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 ExitCode::FAILURE
             })
         }
+        Command::Cancel { id } => {
+            let client = Client::connect(&cli.connect).await?;
+            let ended = client.cancel(id).await?;
+            client.close().await;
+            if ended {
+                println!("{id}: cancelled; its cancelled result will be published");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("shardline: {id} is not running (finished, unknown or already ending)");
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Command::List { limit } => {
             let client = Client::connect(&cli.connect).await?;
             for (id, deadline) in client.list(limit).await? {
@@ -299,6 +316,8 @@ fn print_result(result: &FinalResult) -> ExitCode {
     let _ = writeln!(std::io::stdout().lock(), "{text}");
     match result.status {
         Status::Completed => ExitCode::SUCCESS,
-        Status::Failed | Status::Rejected => ExitCode::FAILURE,
+        Status::Failed | Status::Rejected | Status::TimedOut | Status::Cancelled => {
+            ExitCode::FAILURE
+        }
     }
 }

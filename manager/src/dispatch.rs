@@ -32,6 +32,9 @@ use crate::route::Router;
 const PUBLISH_CONCURRENCY: usize = 256;
 /// Pause before a request that hit a transient error is put back on the queue.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// AMQP `type` of a message on the request exchange that cancels the request named by its
+/// `message_id`.
+pub const CANCEL_TYPE: &str = "cancel";
 /// Route recorded for shards sent to the shared queue.
 pub const SHARED_ROUTE: &str = "(shared)";
 
@@ -92,6 +95,14 @@ impl Dispatcher {
     }
 
     async fn dispatch(&self, id: uuid::Uuid, delivery: &Delivery) -> Result<(), Error> {
+        if delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(CANCEL_TYPE) {
+            let ended = self
+                .store
+                .cancel(id, "cancelled by an AMQP message")
+                .await?;
+            info!(?ended, "cancel requested");
+            return Ok(());
+        }
         let accepted = match intake::accept(
             id,
             &delivery.data,

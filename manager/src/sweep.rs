@@ -10,6 +10,10 @@
 //!   finalizer crashed, or gave up and released the lease) is assembled and published here. The
 //!   result keeps `message_id` = request id, so if the dead finalizer had already published
 //!   before it could mark the request, consumers see the same message twice and can drop one.
+//! - **Deadlines.** A running request whose deadline passed ends `timed_out` (workers skip
+//!   shards past their deadline, so a lost shard cannot hold a request forever).
+//! - **Cancelled requests** are marked `failing` by `shardline cancel`; the sweeper publishes
+//!   their one `cancelled` result like any request without a finalizer.
 //! - **Stale index entries.** Ids in the in-flight index whose record is published or gone are
 //!   removed.
 
@@ -17,9 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline::handoff::handoff;
+use shardline::message::{ErrorInfo, Status};
 use shardline::resolve::Resolver;
-use shardline::store::Store;
-use shardline::{Error, Names};
+use shardline::store::{Ended, Store};
+use shardline::{Error, Names, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -52,6 +57,9 @@ impl Sweeper {
                     if let Err(error) = self.reap_dead_engines().await {
                         warn!(%error, "reaping dead engines failed");
                     }
+                    if let Err(error) = self.time_out_overdue().await {
+                        warn!(%error, "timing out overdue requests failed");
+                    }
                     if let Err(error) = self.redrive().await {
                         warn!(%error, "re-driving stuck requests failed");
                     }
@@ -83,6 +91,55 @@ impl Sweeper {
         Ok(reaped)
     }
 
+    /// End running requests whose deadline passed with a `timed_out` result.
+    ///
+    /// # Errors
+    /// Redis or broker failures.
+    pub async fn time_out_overdue(&self) -> Result<usize, Error> {
+        let mut ended = 0;
+        for id in self.store.overdue(now_ms(), SCAN).await? {
+            let Some(meta) = self.store.meta(id).await? else {
+                self.store.forget(id).await?;
+                continue;
+            };
+            if meta.state != "running" {
+                continue;
+            }
+            let info = ErrorInfo {
+                code: "timed_out".into(),
+                message: format!(
+                    "deadline passed with {} of {} shards done",
+                    meta.done, meta.total
+                ),
+            };
+            let claimed = self
+                .store
+                .fail(
+                    id,
+                    None,
+                    Some(&self.holder),
+                    self.lease,
+                    Status::TimedOut,
+                    &info,
+                )
+                .await?;
+            if claimed == Ended::Claimed {
+                warn!(request.id = %id, done = meta.done, total = meta.total, "deadline passed; timing out");
+                self.finish(id).await?;
+                ended += 1;
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn finish(&self, id: uuid::Uuid) -> Result<(), Error> {
+        if let Err(error) = self.resolver.finalize(id).await {
+            warn!(request.id = %id, %error, "publishing the terminal result failed; retrying later");
+            self.store.release(id, &self.holder).await?;
+        }
+        Ok(())
+    }
+
     /// Finalize requests whose finalizer is gone; drop finished ids from the index.
     ///
     /// # Errors
@@ -96,14 +153,9 @@ impl Sweeper {
                     if !self.store.claim_lease(id, &self.holder, self.lease).await? {
                         continue;
                     }
-                    warn!(request.id = %id, "finalizer lost; re-driving assembly");
-                    match self.resolver.finalize(id).await {
-                        Ok(_) => redriven += 1,
-                        Err(error) => {
-                            warn!(request.id = %id, %error, "re-driven finalization failed");
-                            self.store.release(id, &self.holder).await?;
-                        }
-                    }
+                    warn!(request.id = %id, "no finalizer holds this request; finalizing here");
+                    self.finish(id).await?;
+                    redriven += 1;
                 }
                 Some(_) => {}
             }

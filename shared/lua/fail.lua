@@ -1,16 +1,23 @@
--- A shard failed for good: claim the finalizer lease to publish one failed result.
+-- End a running request early: a shard failed for good, its deadline passed, or it was
+-- cancelled. The request becomes 'failing' with an outcome and an error; then the caller either
+-- claims the finalizer lease to publish that terminal result itself, or leaves it to the
+-- sweeper (empty holder).
 -- KEYS[1] meta hash, KEYS[2] finalizer lease
--- ARGV[1] lease holder, ARGV[2] lease ms, ARGV[3] error code, ARGV[4] error message,
--- ARGV[5] shard index
--- Returns 1 when this caller must publish the failure, 0 when the request is already closing.
+-- ARGV[1] lease holder ('' = do not claim), ARGV[2] lease ms, ARGV[3] error code,
+-- ARGV[4] error message, ARGV[5] shard index ('' = none), ARGV[6] outcome
+-- Returns 1 when the caller holds the lease and must publish, 2 when marked for the sweeper,
+-- 0 when the request is not running (finished, or already ending for another reason).
 -- A request already 'failing' whose lease was released or expired is claimed again, so a
 -- finalizer that could not publish the failure is re-driven by the shard's redelivery.
 local state = redis.call('HGET', KEYS[1], 'state')
-if state ~= 'running' and state ~= 'failing' then return 0 end
-if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 if state == 'running' then
-  redis.call('HSET', KEYS[1], 'state', 'failing', 'error_code', ARGV[3], 'error', ARGV[4],
-    'failed_shard', ARGV[5])
+  redis.call('HSET', KEYS[1], 'state', 'failing', 'outcome', ARGV[6],
+    'error_code', ARGV[3], 'error', ARGV[4])
+  if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'failed_shard', ARGV[5]) end
+elseif state ~= 'failing' then
+  return 0
 end
+if ARGV[1] == '' then return 2 end
+if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
 redis.call('HSET', KEYS[1], 'finalizer', ARGV[1])
 return 1

@@ -190,6 +190,10 @@ pub enum Status {
     Failed,
     /// The request was refused before any shard was cut; `error` says why.
     Rejected,
+    /// The deadline passed before every shard was done.
+    TimedOut,
+    /// The request was cancelled.
+    Cancelled,
 }
 
 impl Status {
@@ -199,6 +203,19 @@ impl Status {
             Status::Completed => "completed",
             Status::Failed => "failed",
             Status::Rejected => "rejected",
+            Status::TimedOut => "timed_out",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parse [`Status::as_str`]; anything unknown is `Failed`.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "completed" => Status::Completed,
+            "rejected" => Status::Rejected,
+            "timed_out" => Status::TimedOut,
+            "cancelled" => Status::Cancelled,
+            _ => Status::Failed,
         }
     }
 }

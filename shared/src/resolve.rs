@@ -56,7 +56,9 @@ impl Resolver {
             return Ok(None);
         }
         let result = if meta.state == "failing" {
-            failed(&meta, meta.error.clone())
+            let mut r = failed(&meta, meta.error.clone());
+            r.status = Status::parse(meta.outcome.as_deref().unwrap_or("failed"));
+            r
         } else {
             self.assemble(&meta).await?
         };

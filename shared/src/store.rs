@@ -9,7 +9,7 @@ use deadpool_redis::{Pool, Runtime};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
-use crate::message::{ErrorInfo, Format};
+use crate::message::{ErrorInfo, Format, Status};
 use crate::{Error, Names, now_ms};
 
 static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/create.lua")));
@@ -84,6 +84,17 @@ pub enum Recorded {
     BadIndex,
 }
 
+/// What [`Store::fail`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The caller holds the finalizer lease: it must publish the terminal result.
+    Claimed,
+    /// Marked as ending; the sweeper publishes the terminal result.
+    Marked,
+    /// The request is not running (finished, unknown, or already ending).
+    NotRunning,
+}
+
 /// A request's metadata, as stored in its `meta` hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Meta {
@@ -93,8 +104,10 @@ pub struct Meta {
     pub kind: String,
     /// `running`, `finalizing`, `failing` or `published`.
     pub state: String,
-    /// `completed` or `failed` once published.
+    /// `completed`, `failed`, `timed_out` or `cancelled` once published.
     pub status: Option<String>,
+    /// How a `failing` request ends: `failed`, `timed_out` or `cancelled`.
+    pub outcome: Option<String>,
     /// Number of shards.
     pub total: u32,
     /// Shards with a stored result.
@@ -144,6 +157,7 @@ impl Meta {
             kind: f.remove("kind").unwrap_or_default(),
             state: f.remove("state").unwrap_or_default(),
             status: f.remove("status"),
+            outcome: f.remove("outcome"),
             total,
             done,
             created,
@@ -324,32 +338,64 @@ impl Store {
         })
     }
 
-    /// Mark a running request as failing; returns true when the caller holds the finalizer
-    /// lease and must publish the failed result.
+    /// End a running request early with `outcome` (a failed shard, a passed deadline, a
+    /// cancel). With a `holder`, try to take the finalizer lease too.
     ///
     /// # Errors
     /// Redis failures.
     pub async fn fail(
         &self,
         id: Uuid,
-        index: u32,
-        holder: &str,
+        shard: Option<u32>,
+        holder: Option<&str>,
         lease: Duration,
+        outcome: Status,
         error: &ErrorInfo,
-    ) -> Result<bool, Error> {
+    ) -> Result<Ended, Error> {
         let n = &self.names;
         let mut c = self.conn().await?;
-        let claimed: i64 = FAIL
+        let code: i64 = FAIL
             .key(n.meta_key(id))
             .key(n.lease_key(id))
-            .arg(holder)
+            .arg(holder.unwrap_or(""))
             .arg(lease.as_millis() as u64)
             .arg(&error.code)
             .arg(&error.message)
-            .arg(index)
+            .arg(shard.map(|i| i.to_string()).unwrap_or_default())
+            .arg(outcome.as_str())
             .invoke_async(&mut *c)
             .await?;
-        Ok(claimed == 1)
+        Ok(match code {
+            1 => Ended::Claimed,
+            2 => Ended::Marked,
+            _ => Ended::NotRunning,
+        })
+    }
+
+    /// Cancel a running request: it is marked, and the sweeper publishes one `cancelled`
+    /// result. Shards not yet started are skipped; running ones finish but are not counted.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn cancel(&self, id: Uuid, reason: &str) -> Result<Ended, Error> {
+        let info = ErrorInfo {
+            code: "cancelled".into(),
+            message: reason.to_owned(),
+        };
+        self.fail(id, None, None, Duration::ZERO, Status::Cancelled, &info)
+            .await
+    }
+
+    /// In-flight ids whose deadline is at or before `now` (epoch ms).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn overdue(&self, now: u64, limit: usize) -> Result<Vec<Uuid>, Error> {
+        let mut c = self.conn().await?;
+        let ids: Vec<String> = c
+            .zrangebyscore_limit(self.names.inflight_key(), "-inf", now, 0, limit as isize)
+            .await?;
+        Ok(ids.iter().filter_map(|s| s.parse().ok()).collect())
     }
 
     /// Give back a finalizer lease this holder could not complete, so that the next delivery of

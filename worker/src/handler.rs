@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use shardline::message::{ErrorInfo, Shard};
+use shardline::message::{ErrorInfo, Shard, Status};
 use shardline::resolve::Resolver;
-use shardline::store::{Recorded, Store};
-use shardline::{Names, Registry, amqp};
+use shardline::store::{Ended, Recorded, Store};
+use shardline::{Names, Registry, amqp, now_ms};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// Pause before a shard that hit a transient error is put back on its queue.
@@ -73,6 +73,23 @@ impl Handler {
     }
 
     async fn handle_shard(&self, shard: Shard, delivery: &Delivery) -> Settle {
+        // Skip work nobody will use: a request that ended (cancelled, failed, timed out) or
+        // whose deadline passed (the manager's sweeper times it out).
+        if now_ms() > shard.deadline {
+            debug!("deadline passed; skipping the shard");
+            return Settle::Ack;
+        }
+        match self.store.state(shard.request_id).await {
+            Ok(Some(state)) if state == "running" => {}
+            Ok(state) => {
+                debug!(?state, "request is not running; skipping the shard");
+                return Settle::Ack;
+            }
+            Err(e) => {
+                warn!(error = %e, "reading the request state failed");
+                return Settle::Requeue;
+            }
+        }
         let Some(kind) = self.registry.get(&shard.kind) else {
             let msg = format!("worker {} has no kind {:?}", self.engine, shard.kind);
             return self.fail(&shard, delivery, "unknown_kind", &msg).await;
@@ -155,19 +172,20 @@ impl Handler {
             .store
             .fail(
                 shard.request_id,
-                shard.index,
-                &self.engine,
+                Some(shard.index),
+                Some(&self.engine),
                 self.lease,
+                Status::Failed,
                 &info,
             )
             .await
         {
-            Ok(true) => {
+            Ok(Ended::Claimed) => {
                 if self.finalize(shard).await == Settle::Requeue {
                     return Settle::Requeue;
                 }
             }
-            Ok(false) => {}
+            Ok(Ended::Marked | Ended::NotRunning) => {}
             Err(e) => {
                 warn!(error = %e, "recording the failure failed");
                 return Settle::Requeue;
