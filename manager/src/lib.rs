@@ -106,7 +106,13 @@ async fn serve(
 ) -> Result<(), Error> {
     let names = config.connect.names()?;
     let store = Store::connect(&config.connect.redis_url, names.clone()).await?;
-    let conn = Arc::new(amqp::connect(&config.connect.amqp_url, "shardline-manager").await?);
+    let conn = Arc::new(
+        amqp::connect(
+            &config.connect.amqp_url,
+            &format!("shardline-manager {}", names.namespace()),
+        )
+        .await?,
+    );
     let setup = conn.create_channel().await?;
     amqp::declare_topology(&setup, &names).await?;
     let channel = amqp::confirm_channel(&conn).await?;

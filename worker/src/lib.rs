@@ -109,7 +109,7 @@ async fn serve(
     let store = Store::connect(&config.connect.redis_url, names.clone()).await?;
     let conn = amqp::connect(
         &config.connect.amqp_url,
-        &format!("shardline-worker {engine}"),
+        &format!("shardline-worker {} {engine}", names.namespace()),
     )
     .await?;
     let setup = conn.create_channel().await?;
