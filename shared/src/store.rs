@@ -14,6 +14,7 @@ use crate::{Error, Names, now_ms};
 
 static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/create.lua")));
 static RECORD: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/record.lua")));
+static BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/begin.lua")));
 static FAIL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/fail.lua")));
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
@@ -411,6 +412,21 @@ impl Store {
             .invoke_async(&mut *c)
             .await?;
         Ok(released == 1)
+    }
+
+    /// Before processing a shard: the request's state (`None` when unknown or expired) and,
+    /// when it is running, the number of this attempt at the shard (1 for the first).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn begin(&self, id: Uuid, index: u32) -> Result<(Option<String>, u32), Error> {
+        let mut c = self.conn().await?;
+        let (state, attempt): (String, u32) = BEGIN
+            .key(self.names.meta_key(id))
+            .arg(index)
+            .invoke_async(&mut *c)
+            .await?;
+        Ok(((!state.is_empty()).then_some(state), attempt))
     }
 
     /// A request's `state` alone (cheap), or `None` when it does not exist.

@@ -14,6 +14,12 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 /// Pause before a shard that hit a transient error is put back on its queue.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// Pause before retry `attempt` + 1 of a failed shard: 100 ms doubling, at most 5 s.
+pub fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)))
+        .min(Duration::from_secs(5))
+}
+
 /// What to do with a delivery once handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Settle {
@@ -79,9 +85,9 @@ impl Handler {
             debug!("deadline passed; skipping the shard");
             return Settle::Ack;
         }
-        match self.store.state(shard.request_id).await {
-            Ok(Some(state)) if state == "running" => {}
-            Ok(state) => {
+        let attempt = match self.store.begin(shard.request_id, shard.index).await {
+            Ok((Some(state), attempt)) if state == "running" => attempt,
+            Ok((state, _)) => {
                 debug!(?state, "request is not running; skipping the shard");
                 return Settle::Ack;
             }
@@ -89,33 +95,52 @@ impl Handler {
                 warn!(error = %e, "reading the request state failed");
                 return Settle::Requeue;
             }
-        }
+        };
         let Some(kind) = self.registry.get(&shard.kind) else {
             let msg = format!("worker {} has no kind {:?}", self.engine, shard.kind);
             return self.fail(&shard, delivery, "unknown_kind", &msg).await;
         };
+        let limit = kind.max_attempts();
+        if attempt > limit {
+            let msg = format!("started {attempt} times without finishing (limit {limit})");
+            return self.fail(&shard, delivery, "poison_shard", &msg).await;
+        }
         let started = Instant::now();
         let payload = shard.payload.clone();
         let outcome = tokio::task::spawn_blocking(move || kind.process(&payload)).await;
         let elapsed = started.elapsed();
-        let partial = match outcome {
-            Ok(Ok(partial)) => partial,
-            Ok(Err(e)) => {
+        let (code, msg) = match outcome {
+            Ok(Ok(partial)) => {
                 return self
-                    .fail(&shard, delivery, "shard_failed", &e.to_string())
+                    .store_partial(&shard, delivery, &partial, elapsed)
                     .await;
             }
-            Err(e) => {
-                let msg = format!("processing panicked: {e}");
-                return self.fail(&shard, delivery, "shard_panicked", &msg).await;
-            }
+            Ok(Err(e)) => ("shard_failed", e.to_string()),
+            Err(e) => ("shard_panicked", format!("processing panicked: {e}")),
         };
+        if attempt < limit {
+            let pause = backoff(attempt);
+            warn!(code, error = %msg, attempt, limit, ?pause, "shard failed; retrying after a pause");
+            tokio::time::sleep(pause).await;
+            return Settle::Requeue;
+        }
+        let msg = format!("{msg} (attempt {attempt} of {limit})");
+        self.fail(&shard, delivery, code, &msg).await
+    }
+
+    async fn store_partial(
+        &self,
+        shard: &Shard,
+        delivery: &Delivery,
+        partial: &[u8],
+        elapsed: Duration,
+    ) -> Settle {
         let recorded = self
             .store
             .record(
                 shard.request_id,
                 shard.index,
-                &partial,
+                partial,
                 shard.deadline,
                 &self.engine,
                 self.lease,
@@ -126,7 +151,7 @@ impl Handler {
         match recorded {
             Ok(Recorded::Claimed { total, .. }) => {
                 info!(total, "last shard in: finalizing");
-                self.finalize(&shard).await
+                self.finalize(shard).await
             }
             Ok(Recorded::Accepted { done, total }) => {
                 debug!(

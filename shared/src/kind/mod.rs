@@ -116,6 +116,12 @@ pub trait Kind: Send + Sync + 'static {
     fn shard_size_hint(&self) -> u64 {
         1
     }
+    /// How many times a shard may be tried before it counts as poison and its request fails.
+    /// A try that returns an error, panics, or kills the worker counts; tries are spaced by an
+    /// exponential backoff.
+    fn max_attempts(&self) -> u32 {
+        3
+    }
     /// Cut the input into exactly `n` shards (1 ≤ n ≤ size), deterministically.
     fn split(&self, input: Self::Input, n: usize) -> Vec<Self::Shard>;
     /// Process one shard.

@@ -20,6 +20,8 @@ pub trait DynKind: Send + Sync {
         payload: rmpv::Value,
         decide: &mut dyn FnMut(u64, u64) -> usize,
     ) -> Result<Vec<Vec<u8>>, KindError>;
+    /// See [`Kind::max_attempts`].
+    fn max_attempts(&self) -> u32;
     /// Process one encoded shard into an encoded partial.
     ///
     /// # Errors
@@ -66,6 +68,10 @@ impl<K: Kind> DynKind for K {
             .iter()
             .map(|s| rmp_serde::to_vec_named(s).map_err(|e| KindError::Failed(e.to_string())))
             .collect()
+    }
+
+    fn max_attempts(&self) -> u32 {
+        Kind::max_attempts(self).max(1)
     }
 
     fn process(&self, shard: &[u8]) -> Result<Vec<u8>, KindError> {
