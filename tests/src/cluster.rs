@@ -30,6 +30,7 @@ impl Running {
 
 /// Configures a [`Cluster`].
 pub struct ClusterBuilder {
+    redis_url: Option<String>,
     workers: usize,
     manager: bool,
     manager_tweak: ManagerTweak,
@@ -42,6 +43,13 @@ impl ClusterBuilder {
     #[must_use]
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// Use this Redis instead of the shared test Redis.
+    #[must_use]
+    pub fn redis_url(mut self, url: String) -> Self {
+        self.redis_url = Some(url);
         self
     }
 
@@ -83,7 +91,10 @@ impl ClusterBuilder {
         let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let connect = ConnectArgs {
             amqp_url: services.amqp_url.clone(),
-            redis_url: services.redis_url.clone(),
+            redis_url: self
+                .redis_url
+                .clone()
+                .unwrap_or_else(|| services.redis_url.clone()),
             namespace,
         };
         let names = connect.names().expect("namespace");
@@ -156,6 +167,7 @@ impl Cluster {
     /// A builder with 3 workers and a manager.
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder {
+            redis_url: None,
             workers: 3,
             manager: true,
             manager_tweak: Box::new(|_| {}),
