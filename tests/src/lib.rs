@@ -85,3 +85,48 @@ pub fn unsharded(kind: &str, payload: rmpv::Value) -> rmpv::Value {
 }
 
 pub mod process;
+
+/// A request body (MessagePack) with optional integer options such as `max_shards`.
+pub fn request_body(kind: &str, payload: rmpv::Value, options: &[(&str, u64)]) -> Vec<u8> {
+    let options = (!options.is_empty()).then(|| {
+        rmpv::Value::Map(
+            options
+                .iter()
+                .map(|(k, v)| ((*k).into(), (*v).into()))
+                .collect(),
+        )
+    });
+    shardline::message::Format::MsgPack
+        .encode(&shardline::message::RequestBody {
+            kind: kind.into(),
+            payload,
+            options,
+        })
+        .expect("encode request")
+}
+
+/// The payload of a `synthetic` request.
+pub fn synthetic(units: u64, unit_cost_us: u64) -> rmpv::Value {
+    let w = shardline::kind::synthetic::Work {
+        units,
+        unit_cost_us,
+        spin: false,
+    };
+    shardline::message::to_named_value(&w).expect("value")
+}
+
+/// Wait until the requests together have at least `shards` shards done.
+pub async fn wait_progress(cluster: &Cluster, ids: &[uuid::Uuid], shards: u32) {
+    eventually(
+        &format!("{shards} shards done"),
+        Duration::from_secs(20),
+        || async {
+            let mut done = 0;
+            for id in ids {
+                done += cluster.store.meta(*id).await.ok()?.map_or(0, |m| m.done);
+            }
+            (done >= shards).then_some(())
+        },
+    )
+    .await;
+}

@@ -67,6 +67,33 @@ impl Replies {
         fmt.decode(&d.data).expect("a decodable result")
     }
 
+    /// Exactly one result for each of `ids` (each within `within`), and no extra result right
+    /// after.
+    pub async fn exactly_one_each(
+        &mut self,
+        ids: &[uuid::Uuid],
+        within: Duration,
+    ) -> std::collections::HashMap<uuid::Uuid, FinalResult> {
+        let mut got = std::collections::HashMap::new();
+        while got.len() < ids.len() {
+            let r = self.next(within).await;
+            assert!(
+                ids.contains(&r.request_id),
+                "unexpected result {}",
+                r.request_id
+            );
+            assert!(
+                got.insert(r.request_id, r).is_none(),
+                "a request got two results"
+            );
+        }
+        assert!(
+            !self.another_within(Duration::from_millis(500)).await,
+            "an extra result arrived"
+        );
+        got
+    }
+
     /// Whether another reply arrives within `within`.
     pub async fn another_within(&mut self, within: Duration) -> bool {
         tokio::time::timeout(within, self.consumer.next())

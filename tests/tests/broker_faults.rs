@@ -4,9 +4,8 @@
 
 use std::time::Duration;
 
-use shardline::message::{Format, RequestBody};
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, completed, eventually, unsharded};
+use shardline_tests::{Cluster, completed, request_body, synthetic, unsharded, wait_progress};
 use uuid::Uuid;
 
 /// Close, from the broker side, every connection whose client name mentions `namespace`.
@@ -50,31 +49,13 @@ fn close_connections(namespace: &str) -> usize {
 async fn connections_closed_by_the_broker_mid_request() {
     let c = Cluster::builder().start().await;
     let mut replies = Replies::new(&c).await;
-    let work = shardline::kind::synthetic::Work {
-        units: 200,
-        unit_cost_us: 5_000,
-        spin: false,
-    };
-    let payload = shardline::message::to_named_value(&work).expect("value");
-    let body = Format::MsgPack
-        .encode(&RequestBody {
-            kind: "synthetic".into(),
-            payload: payload.clone(),
-            options: None,
-        })
-        .expect("encode");
+    let payload = synthetic(200, 5_000);
+    let body = request_body("synthetic", payload.clone(), &[]);
     let ids: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
     }
-    eventually("work under way", Duration::from_secs(20), || async {
-        let mut done = 0;
-        for id in &ids {
-            done += c.store.meta(*id).await.ok()?.map_or(0, |m| m.done);
-        }
-        (done >= 10).then_some(())
-    })
-    .await;
+    wait_progress(&c, &ids, 10).await;
     let closed = close_connections(c.names.namespace());
     assert_eq!(
         closed, 4,
@@ -82,16 +63,12 @@ async fn connections_closed_by_the_broker_mid_request() {
     );
 
     let want = unsharded("synthetic", payload);
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < ids.len() {
-        let r = replies.next(Duration::from_secs(60)).await;
-        assert!(
-            seen.insert(r.request_id),
-            "two results for {}",
-            r.request_id
-        );
-        assert_eq!(completed(&r), want);
+    for r in replies
+        .exactly_one_each(&ids, Duration::from_secs(60))
+        .await
+        .values()
+    {
+        assert_eq!(completed(r), want);
     }
-    assert!(!replies.another_within(Duration::from_millis(500)).await);
     c.shutdown().await;
 }

@@ -5,37 +5,10 @@ use std::time::{Duration, Instant};
 use lapin::BasicProperties;
 use lapin::options::QueueDeclareOptions;
 use shardline::amqp;
-use shardline::message::{Format, RequestBody, Status};
+use shardline::message::Status;
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, eventually};
+use shardline_tests::{Cluster, eventually, request_body, synthetic};
 use uuid::Uuid;
-
-fn request(kind: &str, payload: rmpv::Value, options: &[(&str, u64)]) -> Vec<u8> {
-    let options = (!options.is_empty()).then(|| {
-        rmpv::Value::Map(
-            options
-                .iter()
-                .map(|(k, v)| ((*k).into(), (*v).into()))
-                .collect(),
-        )
-    });
-    Format::MsgPack
-        .encode(&RequestBody {
-            kind: kind.into(),
-            payload,
-            options,
-        })
-        .expect("encode")
-}
-
-fn synthetic(units: u64, unit_cost_us: u64) -> rmpv::Value {
-    let w = shardline::kind::synthetic::Work {
-        units,
-        unit_cost_us,
-        spin: false,
-    };
-    shardline::message::to_named_value(&w).expect("value")
-}
 
 /// A request whose shards are never processed (no worker at all) ends `timed_out` at its
 /// deadline instead of hanging.
@@ -44,7 +17,7 @@ async fn deadline_ends_a_request_whose_shards_are_lost() {
     let c = Cluster::builder().workers(0).start().await;
     let mut replies = Replies::new(&c).await;
     let id = Uuid::new_v4();
-    let body = request(
+    let body = request_body(
         "sort",
         rmpv::Value::Array((0..10i64).map(Into::into).collect()),
         &[("deadline_ms", 1_000)],
@@ -79,7 +52,7 @@ async fn cancel_a_ten_thousand_shard_request() {
         .await;
     let mut replies = Replies::new(&c).await;
     let id = Uuid::new_v4();
-    let body = request(
+    let body = request_body(
         "synthetic",
         synthetic(10_000, 2_000),
         &[("max_shards", 10_000)],
@@ -154,7 +127,7 @@ async fn cancel_by_amqp_message() {
     let id = Uuid::new_v4();
     publish_request(
         &c,
-        &request("sort", vec![rmpv::Value::from(2), 1.into()].into(), &[]),
+        &request_body("sort", vec![rmpv::Value::from(2), 1.into()].into(), &[]),
         None,
         &id.to_string(),
         Some(&replies.queue),
@@ -184,7 +157,7 @@ async fn cancel_from_the_cli() {
     let id = Uuid::new_v4();
     publish_request(
         &c,
-        &request("sort", vec![rmpv::Value::from(2), 1.into()].into(), &[]),
+        &request_body("sort", vec![rmpv::Value::from(2), 1.into()].into(), &[]),
         None,
         &id.to_string(),
         Some(&replies.queue),

@@ -1,41 +1,22 @@
 //! Recovery without a graceful stop: killed workers, vanished engines, dead finalizers.
 //! Every scenario checks exactly one result per request and completion within a bound.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
 use shardline::amqp::{self, ReplyTo};
-use shardline::message::{Format, RequestBody, Status};
+use shardline::message::{Format, Status};
 use shardline::store::{NewRequest, Recorded};
 use shardline::{Registry, now_ms};
 use shardline_tests::process::{signal, spawn_worker};
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, completed, eventually, unsharded};
+use shardline_tests::{
+    Cluster, completed, eventually, request_body, synthetic, unsharded, wait_progress,
+};
 use uuid::Uuid;
 
 /// Engine TTL of the manager in these tests: an engine silent this long is dead.
 const ENGINE_TTL_MS: u64 = 1_500;
-
-fn synthetic(units: u64, unit_cost_us: u64) -> rmpv::Value {
-    let w = shardline::kind::synthetic::Work {
-        units,
-        unit_cost_us,
-        spin: false,
-    };
-    shardline::message::to_named_value(&w).expect("value")
-}
-
-fn body(kind: &str, payload: rmpv::Value, max_shards: Option<u32>) -> Vec<u8> {
-    let options = max_shards.map(|n| rmpv::Value::Map(vec![("max_shards".into(), n.into())]));
-    Format::MsgPack
-        .encode(&RequestBody {
-            kind: kind.into(),
-            payload,
-            options,
-        })
-        .expect("encode")
-}
 
 async fn queue_gone(c: &Cluster, engine: &str) -> bool {
     let ch = c.channel().await;
@@ -46,32 +27,6 @@ async fn queue_gone(c: &Cluster, engine: &str) -> bool {
     )
     .await
     .is_err()
-}
-
-/// Collect one result per id, then make sure no id gets a second one.
-async fn exactly_one_each(
-    replies: &mut Replies,
-    ids: &[Uuid],
-    within: Duration,
-) -> HashMap<Uuid, shardline::message::FinalResult> {
-    let mut got = HashMap::new();
-    while got.len() < ids.len() {
-        let r = replies.next(within).await;
-        assert!(
-            ids.contains(&r.request_id),
-            "unexpected result {}",
-            r.request_id
-        );
-        assert!(
-            got.insert(r.request_id, r).is_none(),
-            "a request got two results"
-        );
-    }
-    assert!(
-        !replies.another_within(Duration::from_millis(500)).await,
-        "an extra result arrived"
-    );
-    got
 }
 
 /// SIGKILL a worker process holding unacked shards: its shards are finished elsewhere, every
@@ -87,7 +42,7 @@ async fn sigkill_worker_shards_finish_elsewhere() {
     c.wait_registered("p0").await;
     let mut replies = Replies::new(&c).await;
     let payload = synthetic(100, 10_000); // 10 shards of 100 ms
-    let request = body("synthetic", payload.clone(), None);
+    let request = request_body("synthetic", payload.clone(), &[]);
     let ids = std::sync::Mutex::new(Vec::new());
     eventually(
         "a request routed to the worker process",
@@ -110,22 +65,13 @@ async fn sigkill_worker_shards_finish_elsewhere() {
         publish_request(&c, &request, None, &id.to_string(), Some(&replies.queue)).await;
         ids.push(id);
     }
-    eventually(
-        "the worker process mid-shard",
-        Duration::from_secs(20),
-        || async {
-            let mut done = 0;
-            for id in &ids {
-                done += c.store.meta(*id).await.ok()??.done;
-            }
-            (done >= 6).then_some(())
-        },
-    )
-    .await;
+    wait_progress(&c, &ids, 6).await; // the worker process is mid-shard
     signal(&killed, "KILL");
     let _ = killed.wait().await;
 
-    let results = exactly_one_each(&mut replies, &ids, Duration::from_secs(60)).await;
+    let results = replies
+        .exactly_one_each(&ids, Duration::from_secs(60))
+        .await;
     let want = unsharded("synthetic", payload);
     for r in results.values() {
         assert_eq!(completed(r), want);
@@ -172,7 +118,7 @@ async fn vanished_engine_with_fifty_queued_shards() {
     let id = Uuid::new_v4();
     publish_request(
         &c,
-        &body("sort", payload.clone(), Some(50)),
+        &request_body("sort", payload.clone(), &[("max_shards", 50)]),
         None,
         &id.to_string(),
         Some(&replies.queue),
@@ -196,7 +142,9 @@ async fn vanished_engine_with_fifty_queued_shards() {
     .await;
     beat.abort(); // the ghost vanishes
     c.add_worker("w0").await;
-    let results = exactly_one_each(&mut replies, &[id], Duration::from_secs(30)).await;
+    let results = replies
+        .exactly_one_each(&[id], Duration::from_secs(30))
+        .await;
     assert_eq!(completed(&results[&id]), unsharded("sort", payload));
     assert!(
         queue_gone(&c, "ghost").await,
@@ -272,7 +220,9 @@ async fn finalizer_killed_before_publishing() {
     let mut replies = Replies::new(&c).await;
     let (id, payload) = stage_claimed_request(&c, &replies.queue).await;
     c.start_manager(|_| {});
-    let results = exactly_one_each(&mut replies, &[id], Duration::from_secs(15)).await;
+    let results = replies
+        .exactly_one_each(&[id], Duration::from_secs(15))
+        .await;
     assert_eq!(completed(&results[&id]), unsharded("sort", payload));
     let meta = c.store.meta(id).await.expect("redis").expect("meta");
     assert_eq!(meta.state, "published");

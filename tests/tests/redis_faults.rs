@@ -9,9 +9,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
-use shardline::message::{Format, RequestBody};
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, completed, eventually, unsharded};
+use shardline_tests::{
+    Cluster, completed, eventually, request_body, synthetic, unsharded, wait_progress,
+};
 use tokio::process::{Child, Command};
 use uuid::Uuid;
 
@@ -69,48 +70,26 @@ async fn redis_restarted_mid_request() {
     let url = format!("redis://127.0.0.1:{port}");
     let c = Cluster::builder().redis_url(url).start().await;
     let mut replies = Replies::new(&c).await;
-    let work = shardline::kind::synthetic::Work {
-        units: 200,
-        unit_cost_us: 5_000,
-        spin: false,
-    };
-    let payload = shardline::message::to_named_value(&work).expect("value");
-    let body = Format::MsgPack
-        .encode(&RequestBody {
-            kind: "synthetic".into(),
-            payload: payload.clone(),
-            options: None,
-        })
-        .expect("encode");
+    let payload = synthetic(200, 5_000);
+    let body = request_body("synthetic", payload.clone(), &[]);
     let ids: Vec<Uuid> = (0..8).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
     }
-    eventually("work under way", Duration::from_secs(20), || async {
-        let mut done = 0;
-        for id in &ids {
-            done += c.store.meta(*id).await.ok()?.map_or(0, |m| m.done);
-        }
-        (done >= 10).then_some(())
-    })
-    .await;
+    wait_progress(&c, &ids, 10).await;
     redis.start_kill().expect("kill redis");
     let _ = redis.wait().await;
     let _redis = start_redis(port, &dir);
     wait_up(port).await;
 
     let want = unsharded("synthetic", payload);
-    let mut seen = std::collections::HashSet::new();
-    while seen.len() < ids.len() {
-        let r = replies.next(Duration::from_secs(90)).await;
-        assert!(
-            seen.insert(r.request_id),
-            "two results for {}",
-            r.request_id
-        );
-        assert_eq!(completed(&r), want);
+    for r in replies
+        .exactly_one_each(&ids, Duration::from_secs(90))
+        .await
+        .values()
+    {
+        assert_eq!(completed(r), want);
     }
-    assert!(!replies.another_within(Duration::from_millis(500)).await);
     c.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
