@@ -114,7 +114,7 @@ impl ClusterBuilder {
             store,
             conn,
             client: None,
-            manager: None,
+            managers: Vec::new(),
             workers: Vec::new(),
             worker_tweak: self.worker_tweak,
             registry: self.registry,
@@ -123,7 +123,9 @@ impl ClusterBuilder {
         if self.manager {
             let mut cfg = shardline_manager::Config::new(cluster.connect.clone());
             (self.manager_tweak)(&mut cfg);
-            cluster.manager = Some(spawn_manager(cfg, cluster.registry.clone()));
+            cluster
+                .managers
+                .push(spawn_manager(cfg, cluster.registry.clone()));
         }
         for i in 0..self.workers {
             cluster.add_worker(&format!("w{i}")).await;
@@ -156,7 +158,7 @@ pub struct Cluster {
     /// A raw broker connection for tests that publish or inspect by hand.
     pub conn: lapin::Connection,
     client: Option<Client>,
-    manager: Option<Running>,
+    managers: Vec<Running>,
     workers: Vec<(String, Running)>,
     worker_tweak: WorkerTweak,
     registry: Registry,
@@ -235,17 +237,18 @@ impl Cluster {
         running.stop().await.expect("worker stopped cleanly");
     }
 
-    /// Start a manager (for clusters built `without_manager`), adjusting its configuration.
+    /// Start one more manager (competing with any already running), adjusting its
+    /// configuration.
     pub fn start_manager(&mut self, tweak: impl FnOnce(&mut shardline_manager::Config)) {
-        assert!(self.manager.is_none(), "a manager is already running");
         let mut cfg = shardline_manager::Config::new(self.connect.clone());
         tweak(&mut cfg);
-        self.manager = Some(spawn_manager(cfg, self.registry.clone()));
+        self.managers
+            .push(spawn_manager(cfg, self.registry.clone()));
     }
 
-    /// Stop the manager gracefully.
+    /// Stop every manager gracefully.
     pub async fn stop_manager(&mut self) {
-        if let Some(m) = self.manager.take() {
+        for m in std::mem::take(&mut self.managers) {
             m.stop().await.expect("manager stopped cleanly");
         }
     }

@@ -27,7 +27,27 @@ pub fn spawn_worker(bin: &str, cluster: &Cluster, id: &str, concurrency: u16) ->
         .expect("start the worker binary")
 }
 
-/// Send a signal by number to a child.
+/// Start the real manager binary (pass `env!("CARGO_BIN_EXE_manager-under-test")`) as a
+/// process on the cluster's namespace, with extra environment settings.
+pub fn spawn_manager(bin: &str, cluster: &Cluster, env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(bin);
+    cmd.env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
+        .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
+        .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)
+        .env(
+            "RUST_LOG",
+            std::env::var("WORKER_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start the manager binary")
+}
+
+/// Send a signal by name (TERM, KILL) to a child.
 pub fn signal(child: &Child, sig: &str) {
     let pid = child.id().expect("child is running");
     let status = std::process::Command::new("kill")
