@@ -124,11 +124,12 @@ impl Dispatcher {
         let created = now_ms();
         let deadline = existing.as_ref().map_or_else(
             || {
-                created
-                    + accepted
+                created.saturating_add(
+                    accepted
                         .options
                         .deadline_ms
-                        .unwrap_or(self.config.default_deadline_ms)
+                        .unwrap_or(self.config.default_deadline_ms),
+                )
             },
             |m| m.deadline,
         );
@@ -190,10 +191,15 @@ impl Dispatcher {
             Created::New => HashSet::new(),
             Created::Existing { state, total: t } => {
                 if t != total {
-                    return Err(Error::Corrupt {
-                        id,
-                        detail: format!("recorded with {t} shards, split into {total}"),
-                    });
+                    // Another copy of this request (same message_id) is being dispatched
+                    // concurrently with another shard count; that copy owns it. Publishing any
+                    // result here could contradict its result, so drop this copy quietly.
+                    info!(
+                        recorded = t,
+                        split = total,
+                        "another copy owns this request; dropping this one"
+                    );
+                    return Ok(());
                 }
                 if state != "running" {
                     info!(%state, "request is already closing; nothing to publish");

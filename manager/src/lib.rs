@@ -159,6 +159,7 @@ async fn serve(
         engine_ttl: config.engine_ttl(),
         lease: config.lease(),
         holder,
+        cursor: Default::default(),
     };
     tokio::spawn(sweeper.run(background.clone()));
     let _stop_background = background.drop_guard();

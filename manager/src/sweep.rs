@@ -18,6 +18,7 @@
 //!   removed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use shardline::handoff::handoff;
@@ -44,6 +45,8 @@ pub struct Sweeper {
     pub(crate) engine_ttl: Duration,
     pub(crate) lease: Duration,
     pub(crate) holder: String,
+    /// Where the next pass over the in-flight index starts.
+    pub(crate) cursor: AtomicUsize,
 }
 
 impl Sweeper {
@@ -146,7 +149,17 @@ impl Sweeper {
     /// Redis or broker failures.
     pub async fn redrive(&self) -> Result<usize, Error> {
         let mut redriven = 0;
-        for (id, _) in self.store.inflight(SCAN).await? {
+        // Page through the whole index, SCAN ids a pass, so that a long index cannot starve
+        // requests far from its head.
+        let start = self.cursor.load(Ordering::Relaxed);
+        let page = self.store.inflight_page(start, SCAN).await?;
+        let next = if page.len() < SCAN {
+            0
+        } else {
+            start + page.len()
+        };
+        self.cursor.store(next, Ordering::Relaxed);
+        for (id, _) in page {
             match self.store.state(id).await?.as_deref() {
                 None | Some("published") => self.store.forget(id).await?,
                 Some("finalizing" | "failing") => {

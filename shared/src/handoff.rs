@@ -10,6 +10,19 @@ use crate::{Error, Names};
 
 /// Attempts at draining and deleting the queue (a shard may land between the two).
 const ATTEMPTS: usize = 5;
+/// Pause between attempts: longer than a manager's engine refresh, so that managers that
+/// still routed to the engine have stopped.
+const PAUSE: std::time::Duration = std::time::Duration::from_millis(700);
+
+/// True for the broker's 404: the queue does not exist.
+fn is_not_found(e: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(err)
+            if *err.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND)
+    )
+}
 
 /// Move every ready message of the engine's queue to the shared queue (confirmed before each
 /// ack), then delete the engine queue if it is empty and has no consumer. Returns how many
@@ -31,12 +44,21 @@ pub async fn handoff(
     let queue = names.engine_queue(engine);
     let shared = names.shared_queue();
     let mut moved = 0;
-    for _ in 0..ATTEMPTS {
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(PAUSE).await;
+        }
         let ch = amqp::confirm_channel(conn).await?;
-        while let Some(msg) = ch
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-            .await?
-        {
+        loop {
+            let msg = match ch
+                .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
+                .await
+            {
+                Ok(Some(msg)) => msg,
+                Ok(None) => break,
+                Err(e) if is_not_found(&e) => return Ok((moved, true)),
+                Err(e) => return Err(e.into()),
+            };
             let d = msg.delivery;
             match amqp::publish(&ch, "", &shared, &d.data, d.properties.clone(), true).await? {
                 Published::Stored => {

@@ -106,6 +106,9 @@ pub struct RequestBody {
     pub options: Option<rmpv::Value>,
 }
 
+/// Longest deadline a request may ask for: 7 days.
+pub const MAX_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
+
 /// Per-request options.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options {
@@ -134,10 +137,12 @@ impl Options {
                 "max_shards must be at least 1",
             ));
         }
-        if opts.deadline_ms == Some(0) {
+        if let Some(d) = opts.deadline_ms
+            && !(1..=MAX_DEADLINE_MS).contains(&d)
+        {
             return Err(Error::rejected(
                 RejectReason::BadOptions,
-                "deadline_ms must be at least 1",
+                format!("deadline_ms must be between 1 and {MAX_DEADLINE_MS} (7 days), not {d}"),
             ));
         }
         Ok(opts)
@@ -327,6 +332,7 @@ mod tests {
             rmpv::Value::Map(vec![("max_shards".into(), 0.into())]),
             rmpv::Value::Map(vec![("max_shards".into(), (-3).into())]),
             rmpv::Value::Map(vec![("deadline_ms".into(), "soon".into())]),
+            rmpv::Value::Map(vec![("deadline_ms".into(), u64::MAX.into())]),
         ] {
             match Options::from_value(Some(v)) {
                 Err(Error::Rejected { reason, .. }) => assert_eq!(reason, RejectReason::BadOptions),

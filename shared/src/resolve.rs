@@ -1,11 +1,13 @@
 //! The resolver's last step: assemble a request's partial results in shard order, merge them,
 //! publish the one final result, then mark the request published.
 //!
-//! Only the holder of the finalizer lease (handed out by [`Store::record`] or [`Store::fail`])
-//! calls [`Resolver::finalize`]. The result is published with confirms *before* the request is
-//! marked `published`; a finalizer that dies in between leaves the lease to expire, and the next
-//! delivery of any shard of that request re-claims it and publishes again with the same
-//! `message_id`, so downstream consumers can deduplicate.
+//! Only the holder of the finalizer lease (handed out by [`Store::record`], [`Store::fail`] or
+//! [`Store::claim_lease`]) calls [`Resolver::finalize`]. The result is published with confirms
+//! *before* the request is marked `published`; a finalizer that dies in between, or fails on a
+//! transient error and releases its lease, leaves the request `finalizing`/`failing` with no
+//! lease holder, and the manager's sweeper finalizes it again (same `message_id`, so downstream
+//! consumers can deduplicate). Failures that would repeat forever (a panicking merge, an output
+//! the request's encoding cannot carry) become a `failed` result instead.
 
 use tracing::{debug, warn};
 use uuid::Uuid;
@@ -67,7 +69,19 @@ impl Resolver {
             correlation_id: meta.correlation_id.clone(),
             format: meta.format,
         };
-        publish_result(&self.channel, self.store.names(), &to, &result).await?;
+        let result = match publish_result(&self.channel, self.store.names(), &to, &result).await {
+            Ok(()) => result,
+            Err(e @ (Error::Json(_) | Error::Encode(_))) => {
+                let info = ErrorInfo {
+                    code: "unencodable_result".into(),
+                    message: format!("the output cannot be sent as {}: {e}", to.format.as_str()),
+                };
+                let failed = failed(&meta, Some(info));
+                publish_result(&self.channel, self.store.names(), &to, &failed).await?;
+                failed
+            }
+            Err(e) => return Err(e),
+        };
         self.store.finish(id, result.status.as_str()).await?;
         debug!(request.id = %id, status = result.status.as_str(), "final result published");
         Ok(Some(result))
@@ -84,9 +98,9 @@ impl Resolver {
             ));
         };
         let parts = self.store.parts(meta.id, meta.total).await?;
-        let merged = tokio::task::spawn_blocking(move || kind.merge(parts)).await?;
+        let merged = tokio::task::spawn_blocking(move || kind.merge(parts)).await;
         Ok(match merged {
-            Ok(output) => FinalResult {
+            Ok(Ok(output)) => FinalResult {
                 request_id: meta.id,
                 kind: meta.kind.clone(),
                 status: Status::Completed,
@@ -94,10 +108,17 @@ impl Resolver {
                 output: Some(output),
                 error: None,
             },
-            Err(e) => failed(
+            Ok(Err(e)) => failed(
                 meta,
                 Some(ErrorInfo {
                     code: "merge_failed".into(),
+                    message: e.to_string(),
+                }),
+            ),
+            Err(e) => failed(
+                meta,
+                Some(ErrorInfo {
+                    code: "merge_panicked".into(),
                     message: e.to_string(),
                 }),
             ),

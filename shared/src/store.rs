@@ -414,8 +414,9 @@ impl Store {
         Ok(released == 1)
     }
 
-    /// Before processing a shard: the request's state (`None` when unknown or expired) and,
-    /// when it is running, the number of this attempt at the shard (1 for the first).
+    /// Before processing a shard: the request's state (`None` when unknown or expired; `stored`
+    /// when this shard's result is already stored) and, when it is running, the number of this
+    /// attempt at the shard (1 for the first).
     ///
     /// # Errors
     /// Redis failures.
@@ -423,6 +424,7 @@ impl Store {
         let mut c = self.conn().await?;
         let (state, attempt): (String, u32) = BEGIN
             .key(self.names.meta_key(id))
+            .key(self.names.parts_key(id))
             .arg(index)
             .invoke_async(&mut *c)
             .await?;
@@ -552,12 +554,25 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn inflight(&self, limit: usize) -> Result<Vec<(Uuid, u64)>, Error> {
+        self.inflight_page(0, limit).await
+    }
+
+    /// Like [`Store::inflight`], from rank `start` on (for paging through a large index).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn inflight_page(
+        &self,
+        start: usize,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, u64)>, Error> {
         let mut c = self.conn().await?;
-        let stop = isize::try_from(limit)
-            .unwrap_or(isize::MAX)
+        let first = isize::try_from(start).unwrap_or(isize::MAX);
+        let stop = first
+            .saturating_add(isize::try_from(limit).unwrap_or(isize::MAX))
             .saturating_sub(1);
         let rows: Vec<(String, f64)> = c
-            .zrange_withscores(self.names.inflight_key(), 0, stop)
+            .zrange_withscores(self.names.inflight_key(), first, stop)
             .await?;
         Ok(rows
             .into_iter()
@@ -584,14 +599,28 @@ impl Store {
     pub async fn heartbeat(&self, engine: &str, info: &str, ttl: Duration) -> Result<(), Error> {
         let n = &self.names;
         let mut c = self.conn().await?;
+        // Not MULTI: the two keys live in different Redis Cluster slots.
         let _: () = redis::pipe()
-            .atomic()
             .pset_ex(n.engine_key(engine), info, ttl.as_millis() as u64)
             .ignore()
             .zadd(n.engines_key(), engine, now_ms())
             .ignore()
             .query_async(&mut *c)
             .await?;
+        Ok(())
+    }
+
+    /// Take an engine out of routing at once, but keep it known as dead, so that if it cannot
+    /// finish handing off its queue the manager's sweeper does it.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn retire(&self, engine: &str) -> Result<(), Error> {
+        let n = &self.names;
+        let mut c = self.conn().await?;
+        // Two slots in a Redis Cluster: two plain commands, not one MULTI.
+        let _: () = c.zadd(n.engines_key(), engine, 0).await?;
+        let _: () = c.del(n.engine_key(engine)).await?;
         Ok(())
     }
 
@@ -603,7 +632,6 @@ impl Store {
         let n = &self.names;
         let mut c = self.conn().await?;
         let _: () = redis::pipe()
-            .atomic()
             .del(n.engine_key(engine))
             .ignore()
             .zrem(n.engines_key(), engine)

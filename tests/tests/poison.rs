@@ -65,9 +65,37 @@ summing_kind!(
     |_shard: Vec<i64>| -> Result<i64, KindError> { panic!("poison") }
 );
 
+/// Sums numbers, but its merge panics.
+struct BadMerge;
+
+impl Kind for BadMerge {
+    type Input = Vec<i64>;
+    type Shard = Vec<i64>;
+    type Partial = i64;
+    type Output = i64;
+    fn name(&self) -> &'static str {
+        "badmerge"
+    }
+    fn size(&self, input: &Vec<i64>) -> u64 {
+        input.len() as u64
+    }
+    fn split(&self, input: Vec<i64>, n: usize) -> Vec<Vec<i64>> {
+        even_chunks(&input, n)
+            .into_iter()
+            .map(<[i64]>::to_vec)
+            .collect()
+    }
+    fn process(&self, shard: Vec<i64>) -> Result<i64, KindError> {
+        Ok(shard.iter().sum())
+    }
+    fn merge(&self, _parts: Vec<i64>) -> Result<i64, KindError> {
+        panic!("merge bug")
+    }
+}
+
 async fn cluster() -> Cluster {
     Cluster::builder()
-        .registry(Registry::builtin().with(Flaky).with(Panicky))
+        .registry(Registry::builtin().with(Flaky).with(Panicky).with(BadMerge))
         .start()
         .await
 }
@@ -117,6 +145,22 @@ async fn poison_shards_fail_the_request_after_the_limit() {
     .await;
     let shard: Shard = rmp_serde::from_slice(&dead.data).expect("a shard");
     assert_eq!(shard.request_id, id);
+    assert!(
+        !replies.another_within(Duration::from_secs(2)).await,
+        "one terminal result"
+    );
+    c.shutdown().await;
+}
+
+/// A merge that panics ends the request `failed` (once) instead of being retried forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_merge_fails_the_request_once() {
+    let c = cluster().await;
+    let mut replies = Replies::new(&c).await;
+    let id = send(&c, &replies, "badmerge", vec![1, 2, 3]).await;
+    let r = replies.next(Duration::from_secs(30)).await;
+    assert_eq!((r.request_id, r.status), (id, Status::Failed));
+    assert_eq!(r.error.expect("error").code, "merge_panicked");
     assert!(
         !replies.another_within(Duration::from_secs(2)).await,
         "one terminal result"

@@ -101,3 +101,38 @@ async fn sigterm_mid_run_loses_nothing() {
     );
     c.shutdown().await;
 }
+
+/// Stopping the only worker mid-request (with shards running, prefetched and queued) hands
+/// every unfinished shard to the shared queue: a worker started afterwards finishes the
+/// request, so none was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_of_the_only_worker_loses_nothing() {
+    let mut c = Cluster::builder()
+        .workers(1)
+        .manager(|m| m.shard_size_scale = 1e-9)
+        .worker(|w| w.concurrency = Some(4))
+        .start()
+        .await;
+    let payload = shardline_tests::synthetic(60, 50_000); // 60 shards of 50 ms
+    let opts = Options {
+        max_shards: Some(60),
+        deadline_ms: None,
+    };
+    let (id, rx) = c
+        .client()
+        .send("synthetic", payload.clone(), opts)
+        .await
+        .expect("send");
+    shardline_tests::wait_progress(&c, &[id], 8).await;
+    c.stop_worker("w0").await;
+    let done = c.store.meta(id).await.expect("redis").expect("meta").done;
+    assert!(done < 60, "the stop landed mid-request ({done} done)");
+    c.add_worker("w1").await;
+    let r = c
+        .client()
+        .wait(id, rx, Duration::from_secs(60))
+        .await
+        .expect("result");
+    assert_eq!(completed(&r), unsharded("synthetic", payload));
+    c.shutdown().await;
+}

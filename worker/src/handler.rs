@@ -88,7 +88,10 @@ impl Handler {
         let attempt = match self.store.begin(shard.request_id, shard.index).await {
             Ok((Some(state), attempt)) if state == "running" => attempt,
             Ok((state, _)) => {
-                debug!(?state, "request is not running; skipping the shard");
+                debug!(
+                    ?state,
+                    "result already stored or request not running; skipping"
+                );
                 return Settle::Ack;
             }
             Err(e) => {
@@ -227,12 +230,13 @@ impl Handler {
             }
             Ok(None) => Settle::Ack,
             Err(e) => {
-                // Give the lease back and retry via redelivery of this shard.
-                warn!(error = %e, "finalizing failed; releasing the lease and retrying");
+                // This shard's result is stored; give the lease back so that the manager's
+                // sweeper finalizes the request on its next pass.
+                warn!(error = %e, "finalizing failed; releasing the lease for the sweeper");
                 if let Err(error) = self.store.release(shard.request_id, &self.engine).await {
                     warn!(%error, "releasing the lease failed; it will expire");
                 }
-                Settle::Requeue
+                Settle::Ack
             }
         }
     }

@@ -196,14 +196,27 @@ async fn serve(
             "shards still running after the grace period; they will be redelivered"
         );
     }
+    // Closing the consuming channel puts every delivery it still holds (prefetched, returned
+    // on shutdown, or still running past the grace period) back in its queue as ready, where
+    // the hand-off below can see it: a queue delete does not wait for unacked messages.
+    if let Err(error) = consume.close(200, "worker stopping".into()).await {
+        warn!(%error, "closing the consuming channel failed");
+    }
     if outcome.is_ok() {
-        // Graceful stop: leave the pool, then hand queued shards to the others.
+        // Graceful stop: leave routing at once, then hand queued shards to the others. If the
+        // hand-off cannot finish, the engine stays known as dead and the sweeper finishes it.
         beat.cancel();
-        if let Err(error) = store.deregister(engine).await {
-            warn!(%error, "deregistering failed; the heartbeat will expire");
+        if let Err(error) = store.retire(engine).await {
+            warn!(%error, "retiring failed; the heartbeat will expire");
         }
-        if let Err(error) = shardline::handoff::handoff(&conn, &names, engine).await {
-            warn!(%error, "handing off queued shards failed; they stay in the engine queue");
+        match shardline::handoff::handoff(&conn, &names, engine).await {
+            Ok((_, true)) => {
+                if let Err(error) = store.deregister(engine).await {
+                    warn!(%error, "deregistering failed");
+                }
+            }
+            Ok((_, false)) => warn!("engine queue left for the manager's sweeper"),
+            Err(error) => warn!(%error, "handing off queued shards failed; the sweeper will"),
         }
     }
     if let Err(error) = conn.close(200, "worker stopping".into()).await {
