@@ -451,16 +451,8 @@ impl Store {
         holder: &str,
         lease: Duration,
     ) -> Result<bool, Error> {
-        let mut c = self.conn().await?;
-        let taken: Option<String> = redis::cmd("SET")
-            .arg(self.names.lease_key(id))
-            .arg(holder)
-            .arg("NX")
-            .arg("PX")
-            .arg(lease.as_millis() as u64)
-            .query_async(&mut *c)
-            .await?;
-        Ok(taken.is_some())
+        self.set_nx_px(&self.names.lease_key(id), holder, lease)
+            .await
     }
 
     /// Take a namespace-wide lock for `ttl` (so that one manager of several does a sweep step).
@@ -468,9 +460,15 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
+        self.set_nx_px(&self.names.lock_key(name), holder, ttl)
+            .await
+    }
+
+    /// `SET key holder NX PX ttl`: true when the key was free and is now ours.
+    async fn set_nx_px(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
         let mut c = self.conn().await?;
         let taken: Option<String> = redis::cmd("SET")
-            .arg(self.names.lock_key(name))
+            .arg(key)
             .arg(holder)
             .arg("NX")
             .arg("PX")
