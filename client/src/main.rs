@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardline::config::ConnectArgs;
-use shardline::message::{FinalResult, Options, Status};
+use shardline::message::{FailurePolicy, FinalResult, Options, Status};
 use shardline_client::{Client, Error, InputFormat, parse_payload};
 use uuid::Uuid;
 
@@ -50,6 +50,12 @@ enum Command {
         /// Request deadline in milliseconds.
         #[arg(long)]
         deadline_ms: Option<u64>,
+        /// What a failed shard does: fail-fast (default), partial, or quorum.
+        #[arg(long, value_parser = ["fail-fast", "partial", "quorum"])]
+        failure_policy: Option<String>,
+        /// With --failure-policy quorum: shards that must succeed.
+        #[arg(long)]
+        quorum: Option<u32>,
         /// Give up waiting after this many seconds.
         #[arg(long, default_value_t = 120)]
         timeout_secs: u64,
@@ -125,6 +131,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             input,
             max_shards,
             deadline_ms,
+            failure_policy,
+            quorum,
             timeout_secs,
             quiet,
             summary,
@@ -135,6 +143,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let options = Options {
                 max_shards,
                 deadline_ms,
+                failure_policy: failure_policy.map(|p| FailurePolicy::parse(&p.replace('-', "_"))),
+                quorum,
             };
             let (id, rx) = client.send(&kind, payload, options).await?;
             eprintln!("request {id}");
@@ -315,7 +325,7 @@ fn print_result(result: &FinalResult) -> ExitCode {
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = writeln!(std::io::stdout().lock(), "{text}");
     match result.status {
-        Status::Completed => ExitCode::SUCCESS,
+        Status::Completed | Status::Partial => ExitCode::SUCCESS,
         Status::Failed | Status::Rejected | Status::TimedOut | Status::Cancelled => {
             ExitCode::FAILURE
         }

@@ -144,6 +144,7 @@ impl Dispatcher {
             kind: kind_name,
             payload,
             reply,
+            options,
             ..
         } = accepted;
         let kind = self
@@ -175,6 +176,20 @@ impl Dispatcher {
         };
         let total =
             u32::try_from(payloads.len()).map_err(|_| Error::Config("too many shards".into()))?;
+        if let Some(q) = options.quorum
+            && q > total
+        {
+            let rej = Rejection {
+                id,
+                kind: kind_name,
+                reason: RejectReason::BadOptions,
+                message: format!(
+                    "quorum {q} is more than the {total} shards the request was cut into"
+                ),
+                reply,
+            };
+            return self.reject(delivery, rej).await;
+        }
         let routes = self.route(total, &engines);
 
         let record = NewRequest {
@@ -186,6 +201,8 @@ impl Dispatcher {
             reply_to: reply.reply_to.clone(),
             correlation_id: reply.correlation_id.clone(),
             format: reply.format,
+            policy: options.failure_policy.unwrap_or_default(),
+            quorum: options.quorum,
         };
         let skip: HashSet<u32> = match self.store.create(&record).await? {
             Created::New => HashSet::new(),

@@ -109,6 +109,60 @@ pub struct RequestBody {
 /// Longest deadline a request may ask for: 7 days.
 pub const MAX_DEADLINE_MS: u64 = 7 * 24 * 3600 * 1000;
 
+/// What a request does when a shard fails for good (after its retries). On the wire it is one
+/// of the strings `fail_fast`, `partial`, `quorum`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum FailurePolicy {
+    /// The request fails at once; its remaining shards are skipped (the default).
+    #[default]
+    FailFast,
+    /// Wait for every shard; the result merges the shards that succeeded and lists the others.
+    Partial,
+    /// Like `partial`, but at least `quorum` shards must succeed; the request fails as soon as
+    /// that is impossible.
+    Quorum,
+}
+
+impl FailurePolicy {
+    /// Stable name stored in Redis.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::FailFast => "fail_fast",
+            FailurePolicy::Partial => "partial",
+            FailurePolicy::Quorum => "quorum",
+        }
+    }
+
+    /// Parse [`FailurePolicy::as_str`]; anything unknown is fail-fast.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "partial" => FailurePolicy::Partial,
+            "quorum" => FailurePolicy::Quorum,
+            _ => FailurePolicy::FailFast,
+        }
+    }
+}
+
+impl TryFrom<String> for FailurePolicy {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "fail_fast" | "partial" | "quorum" => Ok(FailurePolicy::parse(&s)),
+            other => Err(format!(
+                "unknown failure_policy {other:?}; use fail_fast, partial or quorum"
+            )),
+        }
+    }
+}
+
+impl From<FailurePolicy> for String {
+    fn from(p: FailurePolicy) -> String {
+        p.as_str().to_owned()
+    }
+}
+
 /// Per-request options.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Options {
@@ -118,6 +172,12 @@ pub struct Options {
     /// Milliseconds from acceptance until the request should have ended (≥ 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadline_ms: Option<u64>,
+    /// What a failed shard does to the request (default `fail_fast`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+    /// With `failure_policy: quorum`: shards that must succeed (1 ≤ quorum ≤ shards).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
 }
 
 impl Options {
@@ -136,6 +196,21 @@ impl Options {
                 RejectReason::BadOptions,
                 "max_shards must be at least 1",
             ));
+        }
+        match (opts.failure_policy, opts.quorum) {
+            (Some(FailurePolicy::Quorum), None | Some(0)) => {
+                return Err(Error::rejected(
+                    RejectReason::BadOptions,
+                    "failure_policy quorum needs quorum ≥ 1",
+                ));
+            }
+            (Some(FailurePolicy::Quorum), Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(Error::rejected(
+                    RejectReason::BadOptions,
+                    "quorum is only valid with failure_policy quorum",
+                ));
+            }
         }
         if let Some(d) = opts.deadline_ms
             && !(1..=MAX_DEADLINE_MS).contains(&d)
@@ -199,6 +274,9 @@ pub enum Status {
     TimedOut,
     /// The request was cancelled.
     Cancelled,
+    /// Some shards failed and the request's failure policy allowed it: the output merges the
+    /// shards that succeeded; `failed_shards` lists the others.
+    Partial,
 }
 
 impl Status {
@@ -210,6 +288,7 @@ impl Status {
             Status::Rejected => "rejected",
             Status::TimedOut => "timed_out",
             Status::Cancelled => "cancelled",
+            Status::Partial => "partial",
         }
     }
 
@@ -220,6 +299,7 @@ impl Status {
             "rejected" => Status::Rejected,
             "timed_out" => Status::TimedOut,
             "cancelled" => Status::Cancelled,
+            "partial" => Status::Partial,
             _ => Status::Failed,
         }
     }
@@ -252,6 +332,9 @@ pub struct FinalResult {
     /// Why it did not complete.
     #[serde(default)]
     pub error: Option<ErrorInfo>,
+    /// Shards that failed, when the failure policy let the request go on without them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_shards: Vec<u32>,
 }
 
 impl FinalResult {
@@ -267,6 +350,7 @@ impl FinalResult {
                 code: reason.code().to_owned(),
                 message: message.to_owned(),
             }),
+            failed_shards: Vec::new(),
         }
     }
 }
@@ -333,6 +417,9 @@ mod tests {
             rmpv::Value::Map(vec![("max_shards".into(), (-3).into())]),
             rmpv::Value::Map(vec![("deadline_ms".into(), "soon".into())]),
             rmpv::Value::Map(vec![("deadline_ms".into(), u64::MAX.into())]),
+            rmpv::Value::Map(vec![("failure_policy".into(), "quorum".into())]),
+            rmpv::Value::Map(vec![("quorum".into(), 2.into())]),
+            rmpv::Value::Map(vec![("failure_policy".into(), "sometimes".into())]),
         ] {
             match Options::from_value(Some(v)) {
                 Err(Error::Rejected { reason, .. }) => assert_eq!(reason, RejectReason::BadOptions),
@@ -347,6 +434,7 @@ mod tests {
         let o = Options {
             max_shards: None,
             deadline_ms: Some(5),
+            ..Options::default()
         };
         let v = o.to_value().expect("some");
         assert_eq!(v, rmpv::Value::Map(vec![("deadline_ms".into(), 5.into())]));

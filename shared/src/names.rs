@@ -11,6 +11,7 @@
 //! | one engine's queue | `shardline.engine.<worker id>` |
 //! | request metadata hash | `shardline:{<uuid>}:meta` |
 //! | partial results hash (shard index → MessagePack) | `shardline:{<uuid>}:parts` |
+//! | failed shards (shard index → reason), `partial`/`quorum` policies | `shardline:{<uuid>}:failed` |
 //! | finalizer lease | `shardline:{<uuid>}:lease` |
 //! | in-flight index (sorted set, score = deadline in ms) | `shardline:inflight` |
 //! | live engines (sorted set, score = last heartbeat in ms) | `shardline:engines` |
@@ -100,6 +101,10 @@ impl Names {
     pub fn parts_key(&self, id: Uuid) -> String {
         format!("{}:{{{id}}}:parts", self.ns)
     }
+    /// Failed shards hash (shard index → reason), for requests whose policy tolerates failures.
+    pub fn failures_key(&self, id: Uuid) -> String {
+        format!("{}:{{{id}}}:failed", self.ns)
+    }
     /// Finalizer lease.
     pub fn lease_key(&self, id: Uuid) -> String {
         format!("{}:{{{id}}}:lease", self.ns)
@@ -144,7 +149,12 @@ mod tests {
         let n = Names::default();
         let id = Uuid::nil();
         let tag = format!("{{{id}}}");
-        for key in [n.meta_key(id), n.parts_key(id), n.lease_key(id)] {
+        for key in [
+            n.meta_key(id),
+            n.parts_key(id),
+            n.lease_key(id),
+            n.failures_key(id),
+        ] {
             assert!(key.contains(&tag), "{key}");
             assert!(key.starts_with("shardline:"), "{key}");
         }

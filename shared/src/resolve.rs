@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::amqp::{ReplyTo, publish_result};
-use crate::message::{ErrorInfo, FinalResult, Status};
+use crate::message::{ErrorInfo, FailurePolicy, FinalResult, Status};
 use crate::store::{Meta, Store};
 use crate::{Error, Registry};
 
@@ -97,16 +97,39 @@ impl Resolver {
                 }),
             ));
         };
-        let parts = self.store.parts(meta.id, meta.total).await?;
+        let failures = self.store.failures(meta.id).await?;
+        let ok: Vec<u32> = (0..meta.total)
+            .filter(|i| !failures.contains_key(i))
+            .collect();
+        let needed = match meta.policy {
+            FailurePolicy::Quorum => meta.quorum.unwrap_or(meta.total).max(1),
+            _ => 1,
+        };
+        if !failures.is_empty() && (ok.len() as u32) < needed {
+            let mut r = failed(meta, Some(failures_error(&failures, meta.total)));
+            r.failed_shards = failures.keys().copied().collect();
+            return Ok(r);
+        }
+        let parts = self.store.parts_of(meta.id, &ok).await?;
         let merged = tokio::task::spawn_blocking(move || kind.merge(parts)).await;
         Ok(match merged {
-            Ok(Ok(output)) => FinalResult {
+            Ok(Ok(output)) if failures.is_empty() => FinalResult {
                 request_id: meta.id,
                 kind: meta.kind.clone(),
                 status: Status::Completed,
                 shards: meta.total,
                 output: Some(output),
                 error: None,
+                failed_shards: Vec::new(),
+            },
+            Ok(Ok(output)) => FinalResult {
+                request_id: meta.id,
+                kind: meta.kind.clone(),
+                status: Status::Partial,
+                shards: meta.total,
+                output: Some(output),
+                error: Some(failures_error(&failures, meta.total)),
+                failed_shards: failures.keys().copied().collect(),
             },
             Ok(Err(e)) => failed(
                 meta,
@@ -126,6 +149,18 @@ impl Resolver {
     }
 }
 
+fn failures_error(failures: &std::collections::BTreeMap<u32, String>, total: u32) -> ErrorInfo {
+    let first = failures
+        .iter()
+        .next()
+        .map(|(i, why)| format!("; shard {i}: {why}"))
+        .unwrap_or_default();
+    ErrorInfo {
+        code: "shards_failed".into(),
+        message: format!("{} of {total} shards failed{first}", failures.len()),
+    }
+}
+
 fn failed(meta: &Meta, error: Option<ErrorInfo>) -> FinalResult {
     FinalResult {
         request_id: meta.id,
@@ -133,6 +168,7 @@ fn failed(meta: &Meta, error: Option<ErrorInfo>) -> FinalResult {
         status: Status::Failed,
         shards: meta.total,
         output: None,
+        failed_shards: Vec::new(),
         error: Some(error.unwrap_or_else(|| ErrorInfo {
             code: "failed".into(),
             message: "the request failed".into(),

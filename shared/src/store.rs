@@ -9,7 +9,7 @@ use deadpool_redis::{Pool, Runtime};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
-use crate::message::{ErrorInfo, Format, Status};
+use crate::message::{ErrorInfo, FailurePolicy, Format, Status};
 use crate::{Error, Names, now_ms};
 
 static CREATE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/create.lua")));
@@ -42,6 +42,10 @@ pub struct NewRequest {
     pub correlation_id: Option<String>,
     /// Encoding of the result.
     pub format: Format,
+    /// What a failed shard does to the request.
+    pub policy: FailurePolicy,
+    /// Shards that must succeed, with [`FailurePolicy::Quorum`].
+    pub quorum: Option<u32>,
 }
 
 /// What [`Store::create`] found.
@@ -83,6 +87,12 @@ pub enum Recorded {
     Closed,
     /// The shard index is outside `0..total`.
     BadIndex,
+    /// (Failures only.) This failure makes the quorum unreachable: the request is now failing
+    /// and the caller holds the lease to publish that.
+    QuorumLost,
+    /// (Failures only.) The request's policy is fail-fast: nothing was recorded; fail the
+    /// request with [`Store::fail`].
+    FailFast,
 }
 
 /// What [`Store::fail`] did.
@@ -94,6 +104,17 @@ pub enum Ended {
     Marked,
     /// The request is not running (finished, unknown, or already ending).
     NotRunning,
+}
+
+/// Where one shard settles (arguments of the resolver script).
+struct Settle<'a> {
+    id: Uuid,
+    index: u32,
+    deadline: u64,
+    holder: &'a str,
+    lease: Duration,
+    engine: &'a str,
+    elapsed: Duration,
 }
 
 /// A request's metadata, as stored in its `meta` hash.
@@ -127,6 +148,10 @@ pub struct Meta {
     pub error: Option<ErrorInfo>,
     /// Engine each shard was routed to (index → engine).
     pub engines: HashMap<u32, String>,
+    /// What a failed shard does to the request.
+    pub policy: FailurePolicy,
+    /// Shards that must succeed, with [`FailurePolicy::Quorum`].
+    pub quorum: Option<u32>,
 }
 
 impl Meta {
@@ -168,6 +193,8 @@ impl Meta {
             format: Format::parse(f.get("format").map_or("", String::as_str)),
             error,
             engines,
+            policy: FailurePolicy::parse(f.get("policy").map_or("", String::as_str)),
+            quorum: f.get("quorum").and_then(|q| q.parse().ok()),
         })
     }
 }
@@ -259,7 +286,12 @@ impl Store {
             .arg("deadline")
             .arg(req.deadline)
             .arg("format")
-            .arg(req.format.as_str());
+            .arg(req.format.as_str())
+            .arg("policy")
+            .arg(req.policy.as_str());
+        if let Some(q) = req.quorum {
+            inv.arg("quorum").arg(q);
+        }
         if let Some(r) = &req.reply_to {
             inv.arg("reply_to").arg(r);
         }
@@ -312,27 +344,72 @@ impl Store {
         engine: &str,
         elapsed: Duration,
     ) -> Result<Recorded, Error> {
-        let n = &self.names;
+        let settle = Settle {
+            id,
+            index,
+            deadline,
+            holder,
+            lease,
+            engine,
+            elapsed,
+        };
+        self.settle(&settle, partial, "ok").await
+    }
+
+    /// Record that a shard failed for good, when the request's failure policy tolerates it
+    /// (`partial`, `quorum`); with `fail_fast` nothing is recorded ([`Recorded::FailFast`]).
+    ///
+    /// # Errors
+    /// Redis failures.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_failure(
+        &self,
+        id: Uuid,
+        index: u32,
+        reason: &str,
+        deadline: u64,
+        holder: &str,
+        lease: Duration,
+        engine: &str,
+    ) -> Result<Recorded, Error> {
+        let settle = Settle {
+            id,
+            index,
+            deadline,
+            holder,
+            lease,
+            engine,
+            elapsed: Duration::ZERO,
+        };
+        self.settle(&settle, reason.as_bytes(), "failed").await
+    }
+
+    async fn settle(&self, s: &Settle<'_>, value: &[u8], mode: &str) -> Result<Recorded, Error> {
+        let (id, n) = (s.id, &self.names);
         let mut c = self.conn().await?;
         let (code, done, total): (i64, u32, u32) = RECORD
             .key(n.meta_key(id))
             .key(n.parts_key(id))
             .key(n.lease_key(id))
-            .arg(index)
-            .arg(partial)
-            .arg(self.live_ttl_ms(deadline))
-            .arg(lease.as_millis() as u64)
-            .arg(holder)
-            .arg(engine)
-            .arg(elapsed.as_micros() as u64)
+            .key(n.failures_key(id))
+            .arg(s.index)
+            .arg(value)
+            .arg(self.live_ttl_ms(s.deadline))
+            .arg(s.lease.as_millis() as u64)
+            .arg(s.holder)
+            .arg(s.engine)
+            .arg(s.elapsed.as_micros() as u64)
             .arg(n.events_channel())
             .arg(id.to_string())
+            .arg(mode)
             .invoke_async(&mut *c)
             .await?;
         Ok(match code {
             1 => Recorded::Claimed { done, total },
             0 => Recorded::Accepted { done, total },
             2 => Recorded::Duplicate,
+            4 => Recorded::QuorumLost,
+            5 => Recorded::FailFast,
             -1 => Recorded::Unknown,
             -2 => Recorded::Closed,
             _ => Recorded::BadIndex,
@@ -425,6 +502,7 @@ impl Store {
         let (state, attempt): (String, u32) = BEGIN
             .key(self.names.meta_key(id))
             .key(self.names.parts_key(id))
+            .key(self.names.failures_key(id))
             .arg(index)
             .invoke_async(&mut *c)
             .await?;
@@ -501,15 +579,39 @@ impl Store {
         Ok(keys.iter().filter_map(|k| k.parse().ok()).collect())
     }
 
+    /// Failed shards (index → reason) of a request whose policy tolerates failures.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn failures(
+        &self,
+        id: Uuid,
+    ) -> Result<std::collections::BTreeMap<u32, String>, Error> {
+        let mut c = self.conn().await?;
+        let raw: HashMap<String, String> = c.hgetall(self.names.failures_key(id)).await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.parse().ok()?, v)))
+            .collect())
+    }
+
     /// Read all partial results in shard order.
     ///
     /// # Errors
     /// Redis failures, or a missing part ([`Error::Corrupt`]).
     pub async fn parts(&self, id: Uuid, total: u32) -> Result<Vec<Vec<u8>>, Error> {
+        let indices: Vec<u32> = (0..total).collect();
+        self.parts_of(id, &indices).await
+    }
+
+    /// Read the partial results of `indices`, in that order.
+    ///
+    /// # Errors
+    /// Redis failures, or a missing part ([`Error::Corrupt`]).
+    pub async fn parts_of(&self, id: Uuid, indices: &[u32]) -> Result<Vec<Vec<u8>>, Error> {
         let key = self.names.parts_key(id);
         let mut c = self.conn().await?;
-        let mut out = Vec::with_capacity(total as usize);
-        let indices: Vec<u32> = (0..total).collect();
+        let mut out = Vec::with_capacity(indices.len());
         for chunk in indices.chunks(BATCH) {
             let got: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
                 .arg(&key)
@@ -538,6 +640,7 @@ impl Store {
             .key(n.meta_key(id))
             .key(n.parts_key(id))
             .key(n.lease_key(id))
+            .key(n.failures_key(id))
             .arg(status)
             .arg(now_ms())
             .arg(self.grace.as_millis() as u64)

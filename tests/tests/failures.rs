@@ -22,6 +22,7 @@ async fn failing_shard_fails_the_request() {
     let opts = Options {
         max_shards: Some(1),
         deadline_ms: None,
+        ..Options::default()
     };
     let r = c
         .client()

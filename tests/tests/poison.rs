@@ -65,6 +65,17 @@ summing_kind!(
     |_shard: Vec<i64>| -> Result<i64, KindError> { panic!("poison") }
 );
 
+/// Sums numbers, but a shard holding a negative number always fails.
+struct Picky;
+
+summing_kind!(Picky, "picky", |shard: Vec<i64>| {
+    if shard.iter().any(|x| *x < 0) {
+        Err(KindError::Failed("negative number".into()))
+    } else {
+        Ok(shard.iter().sum())
+    }
+});
+
 /// Sums numbers, but its merge panics.
 struct BadMerge;
 
@@ -95,17 +106,34 @@ impl Kind for BadMerge {
 
 async fn cluster() -> Cluster {
     Cluster::builder()
-        .registry(Registry::builtin().with(Flaky).with(Panicky).with(BadMerge))
+        .registry(
+            Registry::builtin()
+                .with(Flaky)
+                .with(Panicky)
+                .with(BadMerge)
+                .with(Picky),
+        )
         .start()
         .await
 }
 
 async fn send(c: &Cluster, replies: &Replies, kind: &str, payload: Vec<i64>) -> Uuid {
+    send_with(c, replies, kind, payload, vec![]).await
+}
+
+async fn send_with(
+    c: &Cluster,
+    replies: &Replies,
+    kind: &str,
+    payload: Vec<i64>,
+    mut options: Vec<(rmpv::Value, rmpv::Value)>,
+) -> Uuid {
+    options.push(("max_shards".into(), 3.into()));
     let body = Format::MsgPack
         .encode(&RequestBody {
             kind: kind.into(),
             payload: rmpv::Value::Array(payload.into_iter().map(Into::into).collect()),
-            options: Some(rmpv::Value::Map(vec![("max_shards".into(), 3.into())])),
+            options: Some(rmpv::Value::Map(options)),
         })
         .expect("encode");
     let id = Uuid::new_v4();
@@ -163,6 +191,66 @@ async fn panicking_merge_fails_the_request_once() {
     assert_eq!(r.error.expect("error").code, "merge_panicked");
     assert!(
         !replies.another_within(Duration::from_secs(2)).await,
+        "one terminal result"
+    );
+    c.shutdown().await;
+}
+
+/// Shards [1, 2], [-3, 4], [5, 6]: the middle one fails for good.
+const MIXED: [i64; 6] = [1, 2, -3, 4, 5, 6];
+
+/// With `failure_policy: partial`, the request waits for every shard and returns the merge of
+/// the ones that succeeded, listing the failed one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_policy_returns_what_succeeded() {
+    let c = cluster().await;
+    let mut replies = Replies::new(&c).await;
+    let opts = vec![("failure_policy".into(), "partial".into())];
+    let id = send_with(&c, &replies, "picky", MIXED.to_vec(), opts).await;
+    let r = replies.next(Duration::from_secs(30)).await;
+    assert_eq!((r.request_id, r.status), (id, Status::Partial));
+    assert_eq!(r.output, Some(rmpv::Value::from(14)));
+    assert_eq!(r.failed_shards, vec![1]);
+    assert_eq!(r.error.expect("error").code, "shards_failed");
+    assert!(
+        !replies.another_within(Duration::from_secs(1)).await,
+        "one terminal result"
+    );
+    c.shutdown().await;
+}
+
+/// With `quorum: 2` of 3 shards, one failure still gives a (partial) answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_met_returns_a_partial_answer() {
+    let c = cluster().await;
+    let mut replies = Replies::new(&c).await;
+    let opts = vec![
+        ("failure_policy".into(), "quorum".into()),
+        ("quorum".into(), 2.into()),
+    ];
+    let id = send_with(&c, &replies, "picky", MIXED.to_vec(), opts).await;
+    let r = replies.next(Duration::from_secs(30)).await;
+    assert_eq!((r.request_id, r.status), (id, Status::Partial));
+    assert_eq!(r.output, Some(rmpv::Value::from(14)));
+    c.shutdown().await;
+}
+
+/// With `quorum: 3` of 3 shards, the first failure makes the quorum unreachable: the request
+/// fails at once, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_unreachable_fails_the_request() {
+    let c = cluster().await;
+    let mut replies = Replies::new(&c).await;
+    let opts = vec![
+        ("failure_policy".into(), "quorum".into()),
+        ("quorum".into(), 3.into()),
+    ];
+    let id = send_with(&c, &replies, "picky", MIXED.to_vec(), opts).await;
+    let r = replies.next(Duration::from_secs(30)).await;
+    assert_eq!((r.request_id, r.status), (id, Status::Failed));
+    assert_eq!(r.error.expect("error").code, "quorum_unreachable");
+    assert!(
+        !replies.another_within(Duration::from_secs(1)).await,
         "one terminal result"
     );
     c.shutdown().await;

@@ -183,6 +183,8 @@ async fn stage_claimed_request(c: &Cluster, reply_queue: &str) -> (Uuid, rmpv::V
             reply_to: Some(reply_queue.to_owned()),
             correlation_id: None,
             format: Format::MsgPack,
+            policy: Default::default(),
+            quorum: None,
         })
         .await
         .expect("create");
@@ -249,6 +251,7 @@ async fn finalizer_killed_after_publishing() {
         shards: 3,
         output: Some(unsharded("sort", payload.clone())),
         error: None,
+        failed_shards: Vec::new(),
     };
     let ch = c.channel().await;
     let to = ReplyTo {

@@ -29,6 +29,8 @@ async fn request(store: &Store, total: u32) -> Uuid {
             reply_to: None,
             correlation_id: None,
             format: Format::MsgPack,
+            policy: Default::default(),
+            quorum: None,
         })
         .await
         .expect("create");

@@ -13,6 +13,7 @@ async fn one_shard_request() {
     let opts = Options {
         max_shards: Some(1),
         deadline_ms: None,
+        ..Options::default()
     };
     let r = c
         .client()
@@ -36,6 +37,7 @@ async fn thousand_shard_request() {
     let opts = Options {
         max_shards: Some(1_000),
         deadline_ms: None,
+        ..Options::default()
     };
     let r = c
         .client()

@@ -117,6 +117,7 @@ async fn graceful_stop_of_the_only_worker_loses_nothing() {
     let opts = Options {
         max_shards: Some(60),
         deadline_ms: None,
+        ..Options::default()
     };
     let (id, rx) = c
         .client()

@@ -177,6 +177,7 @@ impl Handler {
                 warn!("no record of this request (expired or never created); dropping the shard");
                 Settle::Ack
             }
+            Ok(Recorded::QuorumLost | Recorded::FailFast) => Settle::Ack, // failures only
             Ok(Recorded::BadIndex) => {
                 self.dead_letter(delivery, "bad_index", "shard index outside 0..total")
                     .await
@@ -188,10 +189,36 @@ impl Handler {
         }
     }
 
-    /// The work failed for good: mark the request failing and, if this worker wins the lease,
-    /// publish the failed result; the shard itself is dead-lettered with the reason.
+    /// The work failed for good. Under a tolerant failure policy the failure settles the shard
+    /// like a result would; under fail-fast the request fails now and, if this worker wins the
+    /// lease, it publishes the failed result. The shard is dead-lettered with the reason.
     async fn fail(&self, shard: &Shard, delivery: &Delivery, code: &str, message: &str) -> Settle {
         error!(code, message, "shard failed");
+        let reason = format!("{code}: {message}");
+        let settled = self
+            .store
+            .record_failure(
+                shard.request_id,
+                shard.index,
+                &reason,
+                shard.deadline,
+                &self.engine,
+                self.lease,
+                &self.engine,
+            )
+            .await;
+        match settled {
+            Ok(Recorded::FailFast) => {}
+            Ok(Recorded::Claimed { .. } | Recorded::QuorumLost) => {
+                self.finalize(shard).await;
+                return self.dead_letter(delivery, code, message).await;
+            }
+            Ok(_) => return self.dead_letter(delivery, code, message).await,
+            Err(e) => {
+                warn!(error = %e, "recording the failure failed");
+                return Settle::Requeue;
+            }
+        }
         let info = ErrorInfo {
             code: code.to_owned(),
             message: format!("shard {}: {message}", shard.index),
