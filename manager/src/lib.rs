@@ -47,36 +47,8 @@ use dispatch::Dispatcher;
 use engines::Engines;
 use ledger::Ledger;
 
-/// The manager's error type.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A setting is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// Broker, Redis or encoding failure.
-    #[error(transparent)]
-    Shared(#[from] shardline::Error),
-    /// The broker closed the request consumer.
-    #[error("the request consumer was closed by the broker")]
-    ConsumerClosed,
-}
-
-impl Error {
-    /// True for failures worth reconnecting after.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Shared(e) => e.is_transient(),
-            Error::ConsumerClosed => true,
-            Error::Config(_) => false,
-        }
-    }
-}
-
-impl From<lapin::Error> for Error {
-    fn from(e: lapin::Error) -> Self {
-        Error::Shared(e.into())
-    }
-}
+/// The manager's error type (shared with the other service).
+pub use shardline::service::ServiceError as Error;
 
 /// Run a manager until `shutdown` resolves.
 ///

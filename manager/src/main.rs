@@ -2,21 +2,12 @@
 
 use clap::Parser;
 use shardline::Registry;
-use shardline_manager::{Config, Error, run};
+use shardline_manager::{Config, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     shardline::telemetry::init();
     let config = Config::parse();
-    match run(config, Registry::builtin(), shardline::signal::shutdown()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(Error::Config(msg)) => {
-            eprintln!("shardline-manager: invalid configuration: {msg}");
-            std::process::ExitCode::from(64)
-        }
-        Err(e) => {
-            eprintln!("shardline-manager: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let outcome = run(config, Registry::builtin(), shardline::signal::shutdown()).await;
+    shardline::service::exit_code("shardline-manager", outcome)
 }

@@ -13,6 +13,7 @@
 //! - [`config`] — the connection flags every process takes;
 //! - [`amqp`] — connecting, declaring the topology, confirmed publishing;
 //! - [`resolve`] — assembling and publishing a request's final result.
+//! - [`service`] — the services' error type and exit codes;
 //! - [`signal`], [`telemetry`] — shutdown signals and logging for the binaries.
 
 #![warn(missing_docs)]
@@ -25,6 +26,7 @@ pub mod kind;
 pub mod message;
 pub mod names;
 pub mod resolve;
+pub mod service;
 pub mod signal;
 pub mod store;
 pub mod supervise;

@@ -48,36 +48,8 @@ use tracing::{error, info, warn};
 pub use config::Config;
 use handler::Handler;
 
-/// The worker's error type.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A setting is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-    /// Broker, Redis or encoding failure.
-    #[error(transparent)]
-    Shared(#[from] shardline::Error),
-    /// The broker closed a shard consumer.
-    #[error("a shard consumer was closed by the broker")]
-    ConsumerClosed,
-}
-
-impl Error {
-    /// True for failures worth reconnecting after.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Shared(e) => e.is_transient(),
-            Error::ConsumerClosed => true,
-            Error::Config(_) => false,
-        }
-    }
-}
-
-impl From<lapin::Error> for Error {
-    fn from(e: lapin::Error) -> Self {
-        Error::Shared(e.into())
-    }
-}
+/// The worker's error type (shared with the other service).
+pub use shardline::service::ServiceError as Error;
 
 /// Run a worker until `shutdown` resolves, then shut down gracefully.
 ///

@@ -2,21 +2,12 @@
 
 use clap::Parser;
 use shardline::Registry;
-use shardline_worker::{Config, Error, run};
+use shardline_worker::{Config, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     shardline::telemetry::init();
     let config = Config::parse();
-    match run(config, Registry::builtin(), shardline::signal::shutdown()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(Error::Config(msg)) => {
-            eprintln!("shardline-worker: invalid configuration: {msg}");
-            std::process::ExitCode::from(64)
-        }
-        Err(e) => {
-            eprintln!("shardline-worker: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    let outcome = run(config, Registry::builtin(), shardline::signal::shutdown()).await;
+    shardline::service::exit_code("shardline-worker", outcome)
 }
