@@ -53,6 +53,7 @@ pub fn generate(kind: &str, size: usize, rng: &mut StdRng) -> Result<rmpv::Value
             units: size as u64,
             unit_cost_us: 1_000,
             spin: false,
+            noise_seed: None,
         })
         .map_err(|e| Error::Input(e.to_string()))?,
         other => return Err(Error::Input(format!("no generator for kind {other:?}"))),

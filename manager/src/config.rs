@@ -1,16 +1,111 @@
 //! Manager settings, from flags or the environment.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use shardline::config::ConnectArgs;
 
-/// Which routing policy places shards on engines.
+use crate::plan::ShardCount;
+use crate::route::{self, Router};
+
+/// Which routing policy places shards on engines (see [`crate::route`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum RouterKind {
-    /// Engine with the fewest unfinished shards in the manager's ledger (ties rotate).
-    LeastInFlight,
     /// Engines in turn.
     RoundRobin,
+    /// Engines in proportion to static weights (`--weights`).
+    WeightedRoundRobin,
+    /// A uniformly random engine.
+    Random,
+    /// Join the shortest queue by sampled broker depth.
+    JsqDepth,
+    /// Sampled broker depth plus the shards sent since the sample.
+    JsqDepthLedger,
+    /// Power of two choices on the ledger's in-flight count.
+    P2c,
+    /// Least expected delay: ledger × learned speed × per-kind cost.
+    LeastExpectedDelay,
+    /// Least expected delay plus the depth forecast and an in-flight cap.
+    Predictive,
+    /// The predictive policy without the forecast (the ablation).
+    PredictiveNoForecast,
+    /// Every shard to the shared queue: late binding.
+    Pull,
+}
+
+impl RouterKind {
+    /// Every policy, in the order reports list them.
+    pub const ALL: [RouterKind; 10] = [
+        RouterKind::RoundRobin,
+        RouterKind::WeightedRoundRobin,
+        RouterKind::Random,
+        RouterKind::JsqDepth,
+        RouterKind::JsqDepthLedger,
+        RouterKind::P2c,
+        RouterKind::LeastExpectedDelay,
+        RouterKind::Predictive,
+        RouterKind::PredictiveNoForecast,
+        RouterKind::Pull,
+    ];
+
+    /// A fresh router of this kind.
+    pub fn build(self, weights: &HashMap<String, f64>, cap: f64) -> Box<dyn Router> {
+        match self {
+            RouterKind::RoundRobin => Box::new(route::RoundRobin::default()),
+            RouterKind::WeightedRoundRobin => {
+                Box::new(route::WeightedRoundRobin::new(weights.clone()))
+            }
+            RouterKind::Random => Box::new(route::Random::default()),
+            RouterKind::JsqDepth => Box::new(route::JoinShortestDepth::new(false)),
+            RouterKind::JsqDepthLedger => Box::new(route::JoinShortestDepth::new(true)),
+            RouterKind::P2c => Box::new(route::PowerOfTwo::default()),
+            RouterKind::LeastExpectedDelay => Box::new(route::LeastExpectedDelay::plain()),
+            RouterKind::Predictive => Box::new(route::LeastExpectedDelay::predictive(cap, true)),
+            RouterKind::PredictiveNoForecast => {
+                Box::new(route::LeastExpectedDelay::predictive(cap, false))
+            }
+            RouterKind::Pull => Box::new(route::Pull),
+        }
+    }
+
+    /// The flag value (`round-robin`, `predictive`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouterKind::RoundRobin => "round-robin",
+            RouterKind::WeightedRoundRobin => "weighted-round-robin",
+            RouterKind::Random => "random",
+            RouterKind::JsqDepth => "jsq-depth",
+            RouterKind::JsqDepthLedger => "jsq-depth-ledger",
+            RouterKind::P2c => "p2c",
+            RouterKind::LeastExpectedDelay => "least-expected-delay",
+            RouterKind::Predictive => "predictive",
+            RouterKind::PredictiveNoForecast => "predictive-no-forecast",
+            RouterKind::Pull => "pull",
+        }
+    }
+}
+
+/// Parse `id=weight,id=weight`.
+///
+/// # Errors
+/// A message naming the bad entry.
+pub fn parse_weights(s: &str) -> Result<HashMap<String, f64>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| {
+            let (id, w) = p
+                .split_once('=')
+                .ok_or_else(|| format!("weight {p:?} is not id=weight"))?;
+            let w: f64 = w
+                .trim()
+                .parse()
+                .map_err(|_| format!("weight {p:?} is not a number"))?;
+            if !(w.is_finite() && w > 0.0) {
+                return Err(format!("weight {p:?} must be positive"));
+            }
+            Ok((id.trim().to_owned(), w))
+        })
+        .collect()
 }
 
 /// Manager configuration.
@@ -47,8 +142,33 @@ pub struct Config {
     #[arg(long, env = "SHARDLINE_ENGINE_TTL_MS", default_value_t = 6_000)]
     pub engine_ttl_ms: u64,
     /// Routing policy.
-    #[arg(long, env = "SHARDLINE_ROUTER", value_enum, default_value_t = RouterKind::LeastInFlight)]
+    #[arg(long, env = "SHARDLINE_ROUTER", value_enum, default_value_t = RouterKind::Predictive)]
     pub router: RouterKind,
+    /// Static weights for weighted round robin: `id=weight,id=weight` (others weigh 1).
+    #[arg(long, env = "SHARDLINE_ROUTER_WEIGHTS", value_parser = parse_weights, default_value = "")]
+    pub weights: HashMap<String, f64>,
+    /// Predictive policy: unfinished shards allowed per engine slot before the engine is
+    /// skipped (every engine full: the shared queue).
+    #[arg(long, env = "SHARDLINE_IN_FLIGHT_CAP", default_value_t = 8.0)]
+    pub in_flight_cap: f64,
+    /// Shard count: `adaptive`, `size` (the kind's preferred size) or a fixed number.
+    #[arg(long, env = "SHARDLINE_SHARD_COUNT", default_value = "adaptive")]
+    pub shard_count: ShardCount,
+    /// Expected shard time before anything is learned, in microseconds.
+    #[arg(long, env = "SHARDLINE_DEFAULT_SHARD_US", default_value_t = 10_000.0)]
+    pub default_shard_us: f64,
+    /// Broker depth sampling period, in milliseconds.
+    #[arg(long, env = "SHARDLINE_DEPTH_SAMPLE_MS", default_value_t = 250)]
+    pub depth_sample_ms: u64,
+    /// Depth samples kept per engine (the forecast's window).
+    #[arg(long, env = "SHARDLINE_DEPTH_WINDOW", default_value_t = 600)]
+    pub depth_window: usize,
+    /// Time between forecast fits, in milliseconds.
+    #[arg(long, env = "SHARDLINE_FORECAST_MS", default_value_t = 300)]
+    pub forecast_ms: u64,
+    /// Seasonal period of the depth series, in samples; 0 detects it with a periodogram.
+    #[arg(long, env = "SHARDLINE_FORECAST_PERIOD", default_value_t = 0)]
+    pub forecast_period: usize,
     /// Finalizer lease the sweeper takes when it re-drives a request, in milliseconds.
     #[arg(long, env = "SHARDLINE_LEASE_MS", default_value_t = 30_000)]
     pub lease_ms: u64,
@@ -68,7 +188,15 @@ impl Config {
             max_payload_bytes: 16 * 1024 * 1024,
             default_deadline_ms: 3_600_000,
             engine_ttl_ms: 6_000,
-            router: RouterKind::LeastInFlight,
+            router: RouterKind::Predictive,
+            weights: HashMap::new(),
+            in_flight_cap: 8.0,
+            shard_count: ShardCount::Adaptive,
+            default_shard_us: 10_000.0,
+            depth_sample_ms: 250,
+            depth_window: 600,
+            forecast_ms: 300,
+            forecast_period: 0,
             lease_ms: 30_000,
             grace_ms: 10_000,
         }
@@ -88,6 +216,15 @@ impl Config {
         if !(self.shard_size_scale.is_finite() && self.shard_size_scale > 0.0) {
             return Err("shard size scale must be a positive number".into());
         }
+        if !(self.in_flight_cap.is_finite() && self.in_flight_cap > 0.0) {
+            return Err("in-flight cap must be a positive number".into());
+        }
+        if !(self.default_shard_us.is_finite() && self.default_shard_us > 0.0) {
+            return Err("default shard time must be a positive number".into());
+        }
+        if self.depth_sample_ms == 0 || self.forecast_ms == 0 || self.depth_window < 2 {
+            return Err("depth sampling and forecast periods must be positive".into());
+        }
         if self.max_payload_bytes == 0 {
             return Err("max payload bytes must be at least 1".into());
         }
@@ -101,5 +238,37 @@ impl Config {
 
     pub(crate) fn engine_ttl(&self) -> Duration {
         Duration::from_millis(self.engine_ttl_ms)
+    }
+
+    pub(crate) fn depth_sample(&self) -> Duration {
+        Duration::from_millis(self.depth_sample_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    /// Every policy's name is its flag value and builds a router of that name.
+    #[test]
+    fn policy_names_match_flags_and_routers() {
+        for k in RouterKind::ALL {
+            let flag = k.to_possible_value().map(|v| v.get_name().to_owned());
+            assert_eq!(flag.as_deref(), Some(k.as_str()));
+            let name = k.build(&HashMap::new(), 4.0).name();
+            assert_eq!(name, k.as_str());
+        }
+    }
+
+    /// Weights parse from `id=w` lists and refuse nonsense.
+    #[test]
+    fn parses_weights() {
+        let w = parse_weights("a=1, b=0.25").expect("parses");
+        assert_eq!(w.get("b"), Some(&0.25));
+        assert!(parse_weights("").expect("empty is fine").is_empty());
+        assert!(parse_weights("a").is_err());
+        assert!(parse_weights("a=0").is_err());
+        assert!(parse_weights("a=x").is_err());
     }
 }

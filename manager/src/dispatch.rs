@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use lapin::BasicProperties;
@@ -22,10 +22,11 @@ use shardline::{Error, Names, Registry, RejectReason, now_ms};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::Config;
-use crate::engines::Engines;
+use crate::engines::{Engine, Engines};
 use crate::intake::{self, Accepted, Rejection};
-use crate::ledger::Ledger;
+use crate::ledger::Sent;
 use crate::plan::Plan;
+use crate::predictor::Predictor;
 use crate::route::Router;
 
 /// Shard publishes in flight at once for one request.
@@ -46,7 +47,7 @@ pub struct Dispatcher {
     pub(crate) channel: lapin::Channel,
     pub(crate) registry: Registry,
     pub(crate) engines: Engines,
-    pub(crate) ledger: Arc<Ledger>,
+    pub(crate) predictor: Predictor,
     pub(crate) router: Mutex<Box<dyn Router>>,
 }
 
@@ -139,6 +140,8 @@ impl Dispatcher {
             request_max: accepted.options.max_shards,
             manager_max: self.config.max_shards,
             scale: self.config.shard_size_scale,
+            mode: self.config.shard_count,
+            model: self.predictor.model(&accepted.kind, &engines),
         };
         let Accepted {
             kind: kind_name,
@@ -151,10 +154,13 @@ impl Dispatcher {
             .registry
             .get(&kind_name)
             .ok_or_else(|| Error::Config(format!("kind {kind_name} vanished")))?;
-        let split = tokio::task::spawn_blocking(move || {
-            kind.split(payload, &mut |size, hint| {
+        let (split, size) = tokio::task::spawn_blocking(move || {
+            let mut request_size = 0;
+            let split = kind.split(payload, &mut |size, hint| {
+                request_size = size;
                 fixed.unwrap_or_else(|| plan.shards(size, hint))
-            })
+            });
+            (split, request_size)
         })
         .await?;
         let payloads = match split {
@@ -190,7 +196,12 @@ impl Dispatcher {
             };
             return self.reject(delivery, rej).await;
         }
-        let routes = self.route(total, &engines);
+        let routes = self.route(
+            &kind_name,
+            size as f64 / f64::from(total.max(1)),
+            total,
+            &engines,
+        );
 
         let record = NewRequest {
             id,
@@ -228,11 +239,17 @@ impl Dispatcher {
         let pairs: Vec<(u32, &str)> = routes
             .iter()
             .enumerate()
-            .map(|(i, r)| (i as u32, r.as_deref().unwrap_or(SHARED_ROUTE)))
+            .map(|(i, r)| {
+                (
+                    i as u32,
+                    r.as_ref().map_or(SHARED_ROUTE, |s| s.engine.as_str()),
+                )
+            })
             .collect();
         self.store.set_routes(id, &pairs).await?;
 
         let attempt = if existing.is_some() { 2 } else { 1 };
+        let started = Instant::now();
         let publishes = payloads
             .into_iter()
             .zip(routes)
@@ -254,38 +271,61 @@ impl Dispatcher {
             .buffer_unordered(PUBLISH_CONCURRENCY)
             .try_fold(0usize, |n, ()| async move { Ok(n + 1) })
             .await?;
+        if sent > 0 {
+            let per_shard = started.elapsed().as_secs_f64() * 1e6 / sent as f64;
+            self.predictor.history.observe_publish(per_shard);
+        }
         info!(kind = %kind_name, total, sent, "request dispatched");
         Ok(())
     }
 
-    fn route(&self, total: u32, engines: &[String]) -> Vec<Option<String>> {
+    /// Place every shard: the engine (and what the ledger will record) or `None` for the
+    /// shared queue.
+    fn route(&self, kind: &str, size: f64, total: u32, engines: &[Engine]) -> Vec<Option<Sent>> {
         if engines.is_empty() {
             warn!("no live engines; shards go to the shared queue");
             return vec![None; total as usize];
         }
+        let mut candidates = self.predictor.candidates(kind, size, engines);
+        let kind: Arc<str> = kind.into();
         let mut router = self
             .router
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         (0..total)
-            .map(|_| Some(engines[router.choose(engines, &self.ledger)].clone()))
+            .map(|_| {
+                let i = router.choose(&candidates)?;
+                let c = &mut candidates[i];
+                let sent = Sent {
+                    engine: c.id.clone(),
+                    kind: kind.clone(),
+                    size,
+                    expected_us: c.shard_us,
+                    idle: c.in_flight < c.slots as usize,
+                    at: Instant::now(),
+                };
+                c.assign();
+                Some(sent)
+            })
             .collect()
     }
 
-    async fn publish_shard(&self, shard: Shard, engine: Option<String>) -> Result<(), Error> {
+    async fn publish_shard(&self, shard: Shard, sent: Option<Sent>) -> Result<(), Error> {
         let body = rmp_serde::to_vec_named(&shard)?;
         let props = BasicProperties::default()
             .with_message_id(shard.message_id().into())
             .with_content_type(shardline::message::CONTENT_TYPE_MSGPACK.into())
             .with_type(shard.kind.clone().into());
-        if let Some(engine) = &engine {
-            self.ledger.sent(shard.request_id, shard.index, engine);
-            let queue = self.names.engine_queue(engine);
+        let ledger = &self.predictor.ledger;
+        if let Some(sent) = sent {
+            let queue = self.names.engine_queue(&sent.engine);
+            let engine = sent.engine.clone();
+            ledger.sent(shard.request_id, shard.index, sent);
             match amqp::publish(&self.channel, "", &queue, &body, props.clone(), true).await? {
                 Published::Stored => return Ok(()),
                 Published::Returned => {
                     debug!(%engine, shard.index = shard.index, "engine queue is gone; using the shared queue");
-                    self.ledger.finished(shard.request_id, shard.index);
+                    ledger.finished(shard.request_id, shard.index);
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! The manager's ledger: shards it sent and that have not finished yet, per engine.
+//! The manager's ledger: shards it sent that have not finished yet, per engine, with the work
+//! they are expected to take there.
 //!
 //! # When does a shard count as finished?
 //!
@@ -9,7 +10,7 @@
 //! forever.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -17,12 +18,38 @@ use uuid::Uuid;
 /// Entries older than this are dropped from the ledger.
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
 
+/// One shard sent and not finished.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    /// Engine it was sent to.
+    pub engine: String,
+    /// Kind of the request.
+    pub kind: Arc<str>,
+    /// Shard size in the kind's units.
+    pub size: f64,
+    /// Expected processing time on that engine, µs.
+    pub expected_us: f64,
+    /// Whether the engine had a free slot when the shard was sent (no queueing expected).
+    pub idle: bool,
+    /// When it was sent.
+    pub at: Instant,
+}
+
+/// Per-engine totals.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Load {
+    /// Unfinished shards.
+    pub in_flight: usize,
+    /// Their expected processing time, µs.
+    pub work_us: f64,
+    /// Shards ever sent (a counter, for "sent since the last depth sample").
+    pub sent_total: u64,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    /// (request, shard) → engine it was sent to and when.
-    sent: HashMap<(Uuid, u32), (String, Instant)>,
-    /// engine → number of entries in `sent` for it.
-    per_engine: HashMap<String, usize>,
+    sent: HashMap<(Uuid, u32), Sent>,
+    per_engine: HashMap<String, Load>,
 }
 
 /// Unfinished shards per engine. Shared by the dispatcher and the event listener.
@@ -32,39 +59,49 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Record that a shard was sent to an engine.
-    pub fn sent(&self, request: Uuid, index: u32, engine: &str) {
+    /// Record that a shard was sent to `entry.engine`.
+    pub fn sent(&self, request: Uuid, index: u32, entry: Sent) {
         let mut g = self.lock();
-        if let Some((old, _)) = g
-            .sent
-            .insert((request, index), (engine.to_owned(), Instant::now()))
-        {
-            decrement(&mut g.per_engine, &old);
+        let load = g.per_engine.entry(entry.engine.clone()).or_default();
+        load.in_flight += 1;
+        load.work_us += entry.expected_us;
+        load.sent_total += 1;
+        if let Some(old) = g.sent.insert((request, index), entry) {
+            release(&mut g.per_engine, &old);
         }
-        *g.per_engine.entry(engine.to_owned()).or_default() += 1;
     }
 
-    /// Record that a shard finished (wherever it ran).
-    pub fn finished(&self, request: Uuid, index: u32) {
+    /// Record that a shard finished (wherever it ran); returns what was recorded when it was
+    /// sent, the first time only.
+    pub fn finished(&self, request: Uuid, index: u32) -> Option<Sent> {
         let mut g = self.lock();
-        if let Some((engine, _)) = g.sent.remove(&(request, index)) {
-            decrement(&mut g.per_engine, &engine);
-        }
+        let old = g.sent.remove(&(request, index))?;
+        release(&mut g.per_engine, &old);
+        Some(old)
     }
 
     /// Unfinished shards sent to `engine`.
     pub fn in_flight(&self, engine: &str) -> usize {
-        self.lock().per_engine.get(engine).copied().unwrap_or(0)
+        self.load(engine).in_flight
+    }
+
+    /// Totals of `engine`.
+    pub fn load(&self, engine: &str) -> Load {
+        self.lock()
+            .per_engine
+            .get(engine)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Forget entries older than `age`.
     pub fn expire(&self, age: Duration) {
         let mut g = self.lock();
         let Inner { sent, per_engine } = &mut *g;
-        sent.retain(|_, (engine, at)| {
-            let keep = at.elapsed() < age;
+        sent.retain(|_, s| {
+            let keep = s.at.elapsed() < age;
             if !keep {
-                decrement(per_engine, engine);
+                release(per_engine, s);
             }
             keep
         });
@@ -78,12 +115,26 @@ impl Ledger {
     }
 }
 
-fn decrement(per_engine: &mut HashMap<String, usize>, engine: &str) {
-    if let Some(n) = per_engine.get_mut(engine) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            per_engine.remove(engine);
-        }
+fn release(per_engine: &mut HashMap<String, Load>, s: &Sent) {
+    if let Some(load) = per_engine.get_mut(&s.engine) {
+        load.in_flight = load.in_flight.saturating_sub(1);
+        load.work_us = if load.in_flight == 0 {
+            0.0
+        } else {
+            (load.work_us - s.expected_us).max(0.0)
+        };
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn entry(engine: &str, expected_us: f64) -> Sent {
+    Sent {
+        engine: engine.into(),
+        kind: "k".into(),
+        size: 1.0,
+        expected_us,
+        idle: false,
+        at: Instant::now(),
     }
 }
 
@@ -96,22 +147,24 @@ mod tests {
     fn counts_sent_and_finished() {
         let l = Ledger::default();
         let r = Uuid::new_v4();
-        l.sent(r, 0, "a");
-        l.sent(r, 1, "a");
-        l.sent(r, 2, "b");
+        l.sent(r, 0, entry("a", 10.0));
+        l.sent(r, 1, entry("a", 20.0));
+        l.sent(r, 2, entry("b", 5.0));
         assert_eq!((l.in_flight("a"), l.in_flight("b")), (2, 1));
-        l.finished(r, 0);
-        l.finished(r, 0);
-        assert_eq!(l.in_flight("a"), 1);
-        l.sent(r, 1, "b"); // re-routed
+        assert_eq!(l.load("a").work_us, 30.0);
+        assert!(l.finished(r, 0).is_some());
+        assert!(l.finished(r, 0).is_none());
+        assert_eq!((l.in_flight("a"), l.load("a").work_us), (1, 20.0));
+        l.sent(r, 1, entry("b", 5.0)); // re-routed
         assert_eq!((l.in_flight("a"), l.in_flight("b")), (0, 2));
+        assert_eq!(l.load("b").sent_total, 2);
     }
 
     /// Old entries are forgotten so lost events cannot pin an engine as busy forever.
     #[test]
     fn expires_stale_entries() {
         let l = Ledger::default();
-        l.sent(Uuid::new_v4(), 0, "a");
+        l.sent(Uuid::new_v4(), 0, entry("a", 1.0));
         l.expire(Duration::ZERO);
         assert_eq!(l.in_flight("a"), 0);
     }

@@ -8,9 +8,13 @@
 //!
 //! - [`config`] — flags and environment;
 //! - [`intake`] — delivery → accepted request or typed rejection;
-//! - [`plan`] — the shard count;
+//! - [`plan`] — the shard count (adaptive by default);
 //! - [`route`] — routing policies behind the [`route::Router`] trait;
-//! - [`ledger`] — unfinished shards per engine, fed by [`events`];
+//! - [`predictor`] — the Load Prediction Engine, combining:
+//!   - [`ledger`] — unfinished shards per engine and their expected work, fed by [`events`];
+//!   - [`history`] — learned per-kind costs, per-engine speeds and overheads, saved in Redis;
+//!   - [`depth`] — sampled broker depth per engine queue;
+//!   - [`forecast`] — `augurs` forecasts of that depth;
 //! - [`engines`] — the live-engine view from heartbeats;
 //! - [`dispatch`] — one request from split to confirmed publish;
 //! - [`sweep`] — recovery: dead engines' queues, lost finalizers.
@@ -18,12 +22,16 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod depth;
 pub mod dispatch;
 pub mod engines;
 pub mod events;
+pub mod forecast;
+pub mod history;
 pub mod intake;
 pub mod ledger;
 pub mod plan;
+pub mod predictor;
 pub mod route;
 pub mod sweep;
 
@@ -45,7 +53,7 @@ use tracing::{error, info, warn};
 pub use config::{Config, RouterKind};
 use dispatch::Dispatcher;
 use engines::Engines;
-use ledger::Ledger;
+use predictor::Predictor;
 
 /// The manager's error type (shared with the other service).
 pub use shardline::service::ServiceError as Error;
@@ -105,7 +113,14 @@ async fn serve(
 
     let engines = Engines::default();
     engines.refresh(&store, config.engine_ttl()).await?;
-    let ledger = Arc::new(Ledger::default());
+    let predictor = Predictor::new(
+        config.depth_sample(),
+        config.depth_window,
+        config.default_shard_us,
+    );
+    if let Err(error) = predictor.history.load(&store).await {
+        warn!(%error, "loading the saved history failed; starting cold");
+    }
     let background = CancellationToken::new();
     tokio::spawn(engines.clone().keep_fresh(
         store.clone(),
@@ -115,7 +130,7 @@ async fn serve(
     tokio::spawn(events::listen(
         Store::raw_client(&config.connect.redis_url).await?,
         names.events_channel(),
-        ledger.clone(),
+        predictor.clone(),
         background.clone(),
     ));
     let holder = format!("manager-{}", uuid::Uuid::new_v4().simple());
@@ -134,12 +149,37 @@ async fn serve(
         cursor: Default::default(),
     };
     tokio::spawn(sweeper.run(background.clone()));
-    let _stop_background = background.drop_guard();
 
-    let router: Box<dyn route::Router> = match config.router {
-        RouterKind::LeastInFlight => Box::new(route::LeastInFlight::default()),
-        RouterKind::RoundRobin => Box::new(route::RoundRobin::default()),
-    };
+    tokio::spawn(
+        depth::Sampler {
+            conn: conn.clone(),
+            names: names.clone(),
+            engines: engines.clone(),
+            ledger: predictor.ledger.clone(),
+            depths: predictor.depths.clone(),
+            every: config.depth_sample(),
+        }
+        .run(background.clone()),
+    );
+    tokio::spawn(forecast::run(
+        predictor.depths.clone(),
+        predictor.forecasts.clone(),
+        forecast::Settings {
+            every: Duration::from_millis(config.forecast_ms),
+            horizon: 40,
+            period: (config.forecast_period > 0).then_some(config.forecast_period),
+        },
+        background.clone(),
+    ));
+    tokio::spawn(
+        predictor
+            .history
+            .clone()
+            .keep_saved(store.clone(), background.clone()),
+    );
+    let router = config.router.build(&config.weights, config.in_flight_cap);
+    info!(router = router.name(), shard_count = %config.shard_count, "routing");
+    let _stop_background = background.drop_guard();
     let dispatcher = Arc::new(Dispatcher {
         config: config.clone(),
         names: names.clone(),
@@ -147,7 +187,7 @@ async fn serve(
         channel,
         registry: registry.clone(),
         engines,
-        ledger,
+        predictor,
         router: Mutex::new(router),
     });
     info!(namespace = names.namespace(), queue = %names.requests_queue(), "manager consuming requests");

@@ -129,6 +129,11 @@ impl Names {
     pub fn events_channel(&self) -> String {
         format!("{}:events", self.ns)
     }
+    /// The managers' learned service times, shared so that a restarted or second manager
+    /// starts warm.
+    pub fn history_key(&self) -> String {
+        format!("{}:history", self.ns)
+    }
 }
 
 impl Default for Names {

@@ -111,7 +111,13 @@ impl Resolver {
             return Ok(r);
         }
         let parts = self.store.parts_of(meta.id, &ok).await?;
+        let started = std::time::Instant::now();
         let merged = tokio::task::spawn_blocking(move || kind.merge(parts)).await;
+        // Tell the managers what merging cost, for the shard-count decision. Best effort.
+        let line = merged_event(&meta.kind, ok.len(), started.elapsed());
+        if let Err(error) = self.store.publish_event(&line).await {
+            debug!(%error, "publishing the merge cost failed");
+        }
         Ok(match merged {
             Ok(Ok(output)) if failures.is_empty() => FinalResult {
                 request_id: meta.id,
@@ -174,4 +180,10 @@ fn failed(meta: &Meta, error: Option<ErrorInfo>) -> FinalResult {
             message: "the request failed".into(),
         })),
     }
+}
+
+/// The event line telling managers how long merging `parts` partial results took:
+/// `merged <kind> <parts> <micros>`.
+pub fn merged_event(kind: &str, parts: usize, took: std::time::Duration) -> String {
+    format!("merged {kind} {parts} {}", took.as_micros())
 }

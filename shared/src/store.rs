@@ -756,6 +756,51 @@ impl Store {
         Ok(ids)
     }
 
+    /// The heartbeat details (`concurrency=<n> pid=<p>`) of each engine, `None` for an engine
+    /// whose heartbeat key expired.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn engine_details(&self, engines: &[String]) -> Result<Vec<Option<String>>, Error> {
+        if engines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = self.conn().await?;
+        let keys: Vec<String> = engines.iter().map(|e| self.names.engine_key(e)).collect();
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut *c).await?)
+    }
+
+    /// Publish a line on the namespace's events channel (see [`Names::events_channel`]).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn publish_event(&self, line: &str) -> Result<(), Error> {
+        let mut c = self.conn().await?;
+        let _: i64 = c.publish(self.names.events_channel(), line).await?;
+        Ok(())
+    }
+
+    /// The stored history blob, if any.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn load_history(&self) -> Result<Option<Vec<u8>>, Error> {
+        let mut c = self.conn().await?;
+        Ok(c.get(self.names.history_key()).await?)
+    }
+
+    /// Replace the stored history blob; it expires after `ttl` without a save.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn save_history(&self, blob: &[u8], ttl: Duration) -> Result<(), Error> {
+        let mut c = self.conn().await?;
+        let _: () = c
+            .pset_ex(self.names.history_key(), blob, ttl.as_millis() as u64)
+            .await?;
+        Ok(())
+    }
+
     /// Engines whose last heartbeat is older than `ttl`: dead, or cut off.
     ///
     /// # Errors

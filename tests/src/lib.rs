@@ -111,6 +111,7 @@ pub fn synthetic(units: u64, unit_cost_us: u64) -> rmpv::Value {
         units,
         unit_cost_us,
         spin: false,
+        noise_seed: None,
     };
     shardline::message::to_named_value(&w).expect("value")
 }

@@ -42,6 +42,7 @@ async fn two_hundred_concurrent_requests() {
                     units: 20,
                     unit_cost_us: 100,
                     spin: false,
+                    noise_seed: None,
                 };
                 (
                     "synthetic",

@@ -17,6 +17,7 @@ async fn failing_shard_fails_the_request() {
         units: 1_000,
         unit_cost_us: 1_000_000,
         spin: false,
+        noise_seed: None,
     };
     let payload = shardline::message::to_named_value(&w).expect("value");
     let opts = Options {

@@ -79,6 +79,7 @@ async fn synthetic_end_to_end() {
         units: 120,
         unit_cost_us: 500,
         spin: false,
+        noise_seed: None,
     };
     let payload = shardline::message::to_named_value(&work).expect("value");
     check("synthetic", payload, 1.0).await;
@@ -90,8 +91,9 @@ async fn shards_spread_over_all_workers() {
     let c = Cluster::builder().start().await;
     let work = shardline::kind::synthetic::Work {
         units: 30,
-        unit_cost_us: 100,
+        unit_cost_us: 5_000,
         spin: false,
+        noise_seed: None,
     };
     let payload = shardline::message::to_named_value(&work).expect("value");
     // The manager learns of new engines within its refresh period; retry until it has.

@@ -103,7 +103,11 @@ async fn vanished_engine_with_fifty_queued_shards() {
     let beat = tokio::spawn(async move {
         loop {
             let _ = store
-                .heartbeat("ghost", "fake", Duration::from_millis(ENGINE_TTL_MS))
+                .heartbeat(
+                    "ghost",
+                    "concurrency=64 pid=0",
+                    Duration::from_millis(ENGINE_TTL_MS),
+                )
                 .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

@@ -20,6 +20,7 @@ async fn sigterm_mid_run_loses_nothing() {
         units: 100,
         unit_cost_us: 10_000,
         spin: false,
+        noise_seed: None,
     };
     let payload = shardline::message::to_named_value(&work).expect("value");
     let pending = std::sync::Mutex::new(Vec::new());

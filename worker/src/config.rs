@@ -31,6 +31,10 @@ pub struct Config {
     /// How long shutdown waits for running shards, in milliseconds.
     #[arg(long, env = "SHARDLINE_GRACE_MS", default_value_t = 30_000)]
     pub grace_ms: u64,
+    /// Speed of the `synthetic` kind on this engine (0.25 = four times slower), for load
+    /// experiments.
+    #[arg(long, env = "SHARDLINE_SYNTHETIC_SPEED", default_value_t = 1.0)]
+    pub synthetic_speed: f64,
 }
 
 impl Config {
@@ -43,6 +47,7 @@ impl Config {
             heartbeat_ms: 2_000,
             lease_ms: 30_000,
             grace_ms: 30_000,
+            synthetic_speed: 1.0,
         }
     }
 
@@ -78,6 +83,9 @@ impl Config {
         }
         if self.concurrency == Some(0) {
             return Err("concurrency must be at least 1".into());
+        }
+        if !(self.synthetic_speed.is_finite() && self.synthetic_speed > 0.0) {
+            return Err("synthetic speed must be a positive number".into());
         }
         if self.heartbeat_ms == 0 || self.lease_ms == 0 {
             return Err("heartbeat and lease must be at least 1 ms".into());

@@ -2,12 +2,15 @@
 
 use clap::Parser;
 use shardline::Registry;
+use shardline::kind::synthetic::{Speed, Synthetic};
 use shardline_worker::{Config, run};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     shardline::telemetry::init();
     let config = Config::parse();
-    let outcome = run(config, Registry::builtin(), shardline::signal::shutdown()).await;
+    let speed = Speed::new(config.synthetic_speed);
+    let registry = Registry::builtin().with(Synthetic::with_speed(speed));
+    let outcome = run(config, registry, shardline::signal::shutdown()).await;
     shardline::service::exit_code("shardline-worker", outcome)
 }

@@ -126,7 +126,7 @@ impl Registry {
             .with(WordCount)
             .with(Sort)
             .with(Checksum::default())
-            .with(Synthetic)
+            .with(Synthetic::default())
     }
 
     /// Add (or replace) a kind.

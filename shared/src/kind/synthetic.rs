@@ -3,7 +3,16 @@
 //! The input says how many units of work there are and what each costs in microseconds; a
 //! shard sleeps (or spins the CPU, with `spin: true`) for its units' cost and returns a digest
 //! of its unit numbers, so the merged output still proves every unit ran exactly once.
+//!
+//! Two knobs exist for benchmarks:
+//! - `noise_seed` multiplies each shard's cost by an exponential factor (mean 1) derived from
+//!   the seed and the shard's first unit, so every run of the same trace faces identical work
+//!   (common random numbers);
+//! - an engine's [`Speed`] divides the cost, and can change while the worker runs, to model a
+//!   slower or slowing machine.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -14,8 +23,56 @@ use super::{Kind, KindError};
 pub const MAX_SHARD_COST_US: u64 = 600_000_000;
 
 /// Sleeps or spins for a declared cost.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Synthetic;
+#[derive(Debug, Clone, Default)]
+pub struct Synthetic {
+    speed: Speed,
+}
+
+impl Synthetic {
+    /// A synthetic kind whose shards run at `speed` (shared: changing it later takes effect on
+    /// the next shard).
+    pub fn with_speed(speed: Speed) -> Self {
+        Synthetic { speed }
+    }
+}
+
+/// How fast an engine runs synthetic work: a shard's cost is divided by it. Cheap to clone;
+/// clones share the value.
+#[derive(Debug, Clone)]
+pub struct Speed(Arc<AtomicU64>);
+
+impl Default for Speed {
+    fn default() -> Self {
+        Speed::new(1.0)
+    }
+}
+
+impl Speed {
+    /// Slowest speed accepted; lower values are raised to it.
+    pub const MIN: f64 = 0.001;
+
+    /// A speed of `factor` (1.0 is nominal).
+    pub fn new(factor: f64) -> Self {
+        let s = Speed(Arc::new(AtomicU64::new(0)));
+        s.set(factor);
+        s
+    }
+
+    /// Change the speed; non-finite or tiny values become [`Speed::MIN`].
+    pub fn set(&self, factor: f64) {
+        let f = if factor.is_finite() {
+            factor.max(Self::MIN)
+        } else {
+            Self::MIN
+        };
+        self.0.store(f.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The current speed.
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
 
 /// Input of a synthetic request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +85,9 @@ pub struct Work {
     /// Burn CPU instead of sleeping.
     #[serde(default)]
     pub spin: bool,
+    /// Seed of a per-shard exponential cost factor (mean 1); none means exact costs.
+    #[serde(default)]
+    pub noise_seed: Option<u64>,
 }
 
 fn default_unit_cost() -> u64 {
@@ -45,6 +105,28 @@ pub struct Span {
     pub unit_cost_us: u64,
     /// Burn CPU instead of sleeping.
     pub spin: bool,
+    /// Seed of the shard's cost factor.
+    #[serde(default)]
+    pub noise_seed: Option<u64>,
+}
+
+impl Span {
+    /// The shard's nominal cost at speed 1, noise included.
+    pub fn cost_us(&self) -> f64 {
+        let units = self.end.saturating_sub(self.start);
+        let base = units.saturating_mul(self.unit_cost_us) as f64;
+        match self.noise_seed {
+            Some(seed) => base * exponential(mix(seed ^ mix(self.start))),
+            None => base,
+        }
+    }
+}
+
+/// An exponential variate with mean 1 from 64 random bits.
+fn exponential(bits: u64) -> f64 {
+    // 53 bits into (0, 1]: never 0, so the logarithm is finite (at most about 36.7).
+    let u = ((bits >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    -u.ln()
 }
 
 /// Units done and their digest.
@@ -82,13 +164,14 @@ impl Kind for Synthetic {
                 end: input.units * (i + 1) / n,
                 unit_cost_us: input.unit_cost_us,
                 spin: input.spin,
+                noise_seed: input.noise_seed,
             })
             .collect()
     }
 
     fn process(&self, span: Span) -> Result<Tally, KindError> {
         let units = span.end.saturating_sub(span.start);
-        let cost = units.saturating_mul(span.unit_cost_us);
+        let cost = (span.cost_us() / self.speed.get()).round() as u64;
         if cost > MAX_SHARD_COST_US {
             return Err(KindError::Failed(format!(
                 "synthetic shard would run {cost} µs, over the {MAX_SHARD_COST_US} µs limit"
@@ -139,10 +222,10 @@ mod tests {
         /// Any number of shards covers every unit exactly once.
         fn sharded_equals_unsharded(units: u16, n: u8) -> bool {
             if units == 0 { return true; }
-            let work = Work { units: u64::from(units), unit_cost_us: 0, spin: false };
+            let work = Work { units: u64::from(units), unit_cost_us: 0, spin: false, noise_seed: Some(7) };
             let n = usize::from(n).clamp(1, usize::from(units));
             let v = crate::message::to_named_value(&work).expect("value");
-            run_sharded(Synthetic, v.clone(), n) == run_sharded(Synthetic, v, 1)
+            run_sharded(Synthetic::default(), v.clone(), n) == run_sharded(Synthetic::default(), v, 1)
         }
     }
 
@@ -154,7 +237,46 @@ mod tests {
             end: 1_000_000,
             unit_cost_us: 1_000_000,
             spin: false,
+            noise_seed: None,
         };
-        assert!(Synthetic.process(span).is_err());
+        assert!(Synthetic::default().process(span).is_err());
+    }
+
+    /// Noise is a pure function of the seed and the shard, with mean close to 1.
+    #[test]
+    fn noise_is_reproducible_with_mean_one() {
+        let span = |start| Span {
+            start,
+            end: start + 1,
+            unit_cost_us: 1_000,
+            spin: false,
+            noise_seed: Some(42),
+        };
+        assert_eq!(span(5).cost_us(), span(5).cost_us());
+        let mean = (0..20_000).map(|i| span(i).cost_us()).sum::<f64>() / 20_000.0;
+        assert!((mean - 1_000.0).abs() < 40.0, "mean {mean}");
+    }
+
+    /// A slower engine takes proportionally longer on the same shard.
+    #[test]
+    fn speed_divides_the_cost() {
+        let speed = Speed::new(0.25);
+        let kind = Synthetic::with_speed(speed.clone());
+        let span = Span {
+            start: 0,
+            end: 2,
+            unit_cost_us: 5_000,
+            spin: false,
+            noise_seed: None,
+        };
+        let t = Instant::now();
+        kind.process(span).expect("runs");
+        assert!(
+            t.elapsed() >= Duration::from_millis(40),
+            "{:?}",
+            t.elapsed()
+        );
+        speed.set(f64::NAN);
+        assert_eq!(speed.get(), Speed::MIN);
     }
 }

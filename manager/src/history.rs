@@ -1,0 +1,425 @@
+//! What the manager has learned about how long work takes.
+//!
+//! - **Per kind**, shard service time as a function of shard size: an exponentially weighted
+//!   least-squares line `time = a + b × size` over the shards of that kind, whichever engine
+//!   ran them.
+//! - **Per engine**, a learned speed: the ratio of averages EWMA(predicted time) / EWMA(measured
+//!   time), so 0.25 means "takes four times what the kind's line predicts". An engine that
+//!   stops getting shards drifts back towards the fleet's mean speed (time constant
+//!   [`SPEED_DECAY`]), so an engine that was slow is tried again after it recovers.
+//! - **Per-shard overhead**: the manager's publish cost, the transport and bookkeeping cost
+//!   seen on idle engines (time from send to completion minus processing), and the merge cost
+//!   per partial result. These feed the shard-count decision in [`crate::plan`].
+//!
+//! The whole history is saved in Redis ([`shardline::Names::history_key`]) every few seconds
+//! and loaded at start, so a restarted manager, or a second one, starts warm. Several managers
+//! overwrite each other's saves; each keeps learning from its own shards, so the stored copy is
+//! always a recent one.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use shardline::store::Store;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+/// Weight of the newest observation in the per-engine and overhead averages.
+pub const ALPHA: f64 = 0.1;
+/// Per-observation decay of the per-kind regression (an effective window of 100 shards).
+pub const REGRESSION_DECAY: f64 = 0.99;
+/// Observations of a kind before its line is trusted.
+pub const MIN_OBSERVATIONS: u32 = 10;
+/// Time constant with which an engine without news drifts back to the fleet's mean speed.
+pub const SPEED_DECAY: Duration = Duration::from_secs(5);
+/// How often the history is saved to Redis.
+pub const SAVE_EVERY: Duration = Duration::from_secs(2);
+/// A stored history nobody saved for this long expires.
+pub const KEEP_FOR: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// An exponentially weighted moving average that knows whether it has seen anything.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Ewma {
+    value: f64,
+    seen: u32,
+}
+
+impl Ewma {
+    /// Blend in `x` with weight [`ALPHA`] (the first observation is taken as is).
+    pub fn observe(&mut self, x: f64) {
+        if !x.is_finite() {
+            return;
+        }
+        self.value = if self.seen == 0 {
+            x
+        } else {
+            ALPHA * x + (1.0 - ALPHA) * self.value
+        };
+        self.seen = self.seen.saturating_add(1);
+    }
+
+    /// The average, if anything was observed.
+    pub fn get(&self) -> Option<f64> {
+        (self.seen > 0).then_some(self.value)
+    }
+}
+
+/// Exponentially weighted least squares of time (µs) on size.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct CostLine {
+    w: f64,
+    sx: f64,
+    sy: f64,
+    sxx: f64,
+    sxy: f64,
+    n: u32,
+}
+
+impl CostLine {
+    /// Add one observation.
+    pub fn observe(&mut self, size: f64, micros: f64) {
+        if !(size.is_finite() && micros.is_finite() && size >= 0.0 && micros >= 0.0) {
+            return;
+        }
+        let d = REGRESSION_DECAY;
+        self.w = self.w * d + 1.0;
+        self.sx = self.sx * d + size;
+        self.sy = self.sy * d + micros;
+        self.sxx = self.sxx * d + size * size;
+        self.sxy = self.sxy * d + size * micros;
+        self.n = self.n.saturating_add(1);
+    }
+
+    /// `(a, b)` of `time = a + b × size`, once [`MIN_OBSERVATIONS`] were seen. When sizes
+    /// barely vary, the line goes through the origin and the mean (time proportional to size).
+    pub fn coefficients(&self) -> Option<(f64, f64)> {
+        if self.n < MIN_OBSERVATIONS || self.w <= 0.0 {
+            return None;
+        }
+        let (mx, my) = (self.sx / self.w, self.sy / self.w);
+        let var = self.sxx / self.w - mx * mx;
+        let cov = self.sxy / self.w - mx * my;
+        if var > 1e-9 * (mx * mx).max(1e-9) {
+            let b = (cov / var).max(0.0);
+            let a = (my - b * mx).max(0.0);
+            return Some((a, b));
+        }
+        if mx > 0.0 {
+            Some((0.0, my / mx))
+        } else {
+            Some((my, 0.0))
+        }
+    }
+
+    /// Predicted time of a shard of `size`, in µs.
+    pub fn predict(&self, size: f64) -> Option<f64> {
+        self.coefficients().map(|(a, b)| a + b * size)
+    }
+}
+
+/// One engine's learned speed.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct EngineSpeed {
+    predicted: Ewma,
+    measured: Ewma,
+    /// Mean processing time of any shard on this engine, in µs.
+    shard: Ewma,
+    #[serde(skip)]
+    updated: Option<Instant>,
+}
+
+impl EngineSpeed {
+    fn raw(&self) -> Option<f64> {
+        let (p, m) = (self.predicted.get()?, self.measured.get()?);
+        (p > 0.0 && m > 0.0).then(|| (p / m).clamp(0.001, 1000.0))
+    }
+}
+
+/// Everything learned, as saved in Redis.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Learned {
+    kinds: HashMap<String, CostLine>,
+    engines: HashMap<String, EngineSpeed>,
+    /// Manager-side publish cost per shard, µs.
+    publish: Ewma,
+    /// Send-to-completion minus processing, on engines that had a free slot, µs.
+    transport: Ewma,
+    /// Merge cost per partial result, per kind, µs.
+    merge: HashMap<String, Ewma>,
+}
+
+/// The shared, thread-safe history.
+#[derive(Debug, Default)]
+pub struct History {
+    inner: Mutex<(Learned, bool)>,
+}
+
+/// Per-shard costs that do not scale with shard size, in µs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overheads {
+    /// Paid once per shard, one after another, by the manager and the finalizer (publish,
+    /// merge).
+    pub serial_us: f64,
+    /// Paid by each shard on its engine, in parallel (delivery, Redis writes).
+    pub parallel_us: f64,
+}
+
+impl History {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Learned, bool)> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Predicted processing time of a shard of `size` of `kind` at speed 1, in µs.
+    pub fn predict(&self, kind: &str, size: f64) -> Option<f64> {
+        self.lock().0.kinds.get(kind)?.predict(size)
+    }
+
+    /// `(a, b)` of the kind's line, when trusted.
+    pub fn line(&self, kind: &str) -> Option<(f64, f64)> {
+        self.lock().0.kinds.get(kind)?.coefficients()
+    }
+
+    /// Learned speeds of `engines` (1.0 when unknown), each decayed towards the fleet mean
+    /// by the time since its last observation.
+    pub fn speeds(&self, engines: &[&str]) -> Vec<f64> {
+        let g = self.lock();
+        let known: Vec<f64> = g.0.engines.values().filter_map(EngineSpeed::raw).collect();
+        let mean = if known.is_empty() {
+            1.0
+        } else {
+            known.iter().sum::<f64>() / known.len() as f64
+        };
+        engines
+            .iter()
+            .map(|e| match g.0.engines.get(*e) {
+                Some(s) => match s.raw() {
+                    Some(raw) => {
+                        let age = s.updated.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                        let keep = (-age / SPEED_DECAY.as_secs_f64()).exp();
+                        keep * raw + (1.0 - keep) * mean
+                    }
+                    None => mean,
+                },
+                None => mean,
+            })
+            .collect()
+    }
+
+    /// Mean processing time of a shard on `engine` (any kind), µs.
+    pub fn mean_shard_us(&self, engine: &str) -> Option<f64> {
+        self.lock().0.engines.get(engine)?.shard.get()
+    }
+
+    /// Learn from one finished shard: `micros` measured on `engine`.
+    pub fn observe(&self, kind: &str, size: f64, engine: &str, micros: f64) {
+        let mut g = self.lock();
+        let line = g.0.kinds.entry(kind.to_owned()).or_default();
+        let predicted = line.predict(size);
+        line.observe(size, micros);
+        let speed = g.0.engines.entry(engine.to_owned()).or_default();
+        speed.shard.observe(micros);
+        if let Some(p) = predicted {
+            speed.predicted.observe(p);
+            speed.measured.observe(micros);
+        }
+        speed.updated = Some(Instant::now());
+        g.1 = true;
+    }
+
+    /// Learn the manager's publish cost per shard.
+    pub fn observe_publish(&self, micros_per_shard: f64) {
+        let mut g = self.lock();
+        g.0.publish.observe(micros_per_shard);
+        g.1 = true;
+    }
+
+    /// Learn the transport and bookkeeping cost of one shard that found a free slot.
+    pub fn observe_transport(&self, micros: f64) {
+        let mut g = self.lock();
+        g.0.transport.observe(micros.max(0.0));
+        g.1 = true;
+    }
+
+    /// Learn a merge of `parts` partial results of `kind` that took `micros`.
+    pub fn observe_merge(&self, kind: &str, parts: u32, micros: f64) {
+        if parts == 0 {
+            return;
+        }
+        let mut g = self.lock();
+        g.0.merge
+            .entry(kind.to_owned())
+            .or_default()
+            .observe(micros / f64::from(parts));
+        g.1 = true;
+    }
+
+    /// Per-shard overheads of `kind`; unmeasured parts default to 1 ms of transport.
+    pub fn overheads(&self, kind: &str) -> Overheads {
+        let g = self.lock();
+        let merge = g.0.merge.get(kind).and_then(Ewma::get).unwrap_or(0.0);
+        Overheads {
+            serial_us: g.0.publish.get().unwrap_or(0.0) + merge,
+            parallel_us: g.0.transport.get().unwrap_or(1_000.0),
+        }
+    }
+
+    /// A copy of everything learned.
+    pub fn learned(&self) -> Learned {
+        self.lock().0.clone()
+    }
+
+    /// Replace what is known with a saved copy (at start).
+    pub fn restore(&self, learned: Learned) {
+        let mut g = self.lock();
+        g.0 = learned;
+        let now = Instant::now();
+        for s in g.0.engines.values_mut() {
+            s.updated = Some(now);
+        }
+    }
+
+    /// Load the saved history from Redis, if there is one.
+    ///
+    /// # Errors
+    /// Redis failures. A blob that does not parse is ignored with a warning.
+    pub async fn load(&self, store: &Store) -> Result<bool, shardline::Error> {
+        let Some(blob) = store.load_history().await? else {
+            return Ok(false);
+        };
+        match serde_json::from_slice::<Learned>(&blob) {
+            Ok(learned) => {
+                info!(
+                    kinds = learned.kinds.len(),
+                    engines = learned.engines.len(),
+                    "loaded the saved history"
+                );
+                self.restore(learned);
+                Ok(true)
+            }
+            Err(error) => {
+                warn!(%error, "ignoring a saved history that does not parse");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Save to Redis if anything changed since the last save.
+    ///
+    /// # Errors
+    /// Redis or encoding failures.
+    pub async fn save(&self, store: &Store) -> Result<(), shardline::Error> {
+        let learned = {
+            let mut g = self.lock();
+            if !g.1 {
+                return Ok(());
+            }
+            g.1 = false;
+            g.0.clone()
+        };
+        let blob = serde_json::to_vec(&learned)?;
+        store.save_history(&blob, KEEP_FOR).await
+    }
+
+    /// Save every [`SAVE_EVERY`] until cancelled, and once more at the end.
+    pub async fn keep_saved(self: std::sync::Arc<Self>, store: Store, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SAVE_EVERY);
+        loop {
+            let last = tokio::select! {
+                () = stop.cancelled() => true,
+                _ = tick.tick() => false,
+            };
+            if let Err(error) = self.save(&store).await {
+                debug!(%error, "saving the history failed; will retry");
+            }
+            if last {
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The regression recovers a line with an intercept from exact points.
+    #[test]
+    fn cost_line_fits_intercept_and_slope() {
+        let mut l = CostLine::default();
+        for i in 0..50 {
+            let size = f64::from(i % 5 + 1);
+            l.observe(size, 500.0 + 2_000.0 * size);
+        }
+        let (a, b) = l.coefficients().expect("enough points");
+        assert!(
+            (a - 500.0).abs() < 1.0 && (b - 2_000.0).abs() < 1.0,
+            "{a} {b}"
+        );
+        assert!(CostLine::default().coefficients().is_none());
+    }
+
+    /// With one size only, time is taken as proportional to size.
+    #[test]
+    fn cost_line_with_one_size_is_proportional() {
+        let mut l = CostLine::default();
+        for _ in 0..20 {
+            l.observe(4.0, 8_000.0);
+        }
+        let p = l.predict(2.0).expect("trusted");
+        assert!((p - 4_000.0).abs() < 1e-6, "{p}");
+    }
+
+    /// An engine four times slower than its peers is learned as about 0.25 of the others.
+    #[test]
+    fn learns_relative_engine_speed() {
+        let h = History::default();
+        for i in 0..400 {
+            let size = f64::from(i % 4 + 1);
+            let (engine, speed) = match i % 3 {
+                0 => ("slow", 0.25),
+                1 => ("a", 1.0),
+                _ => ("b", 1.0),
+            };
+            h.observe("k", size, engine, 1_000.0 * size / speed);
+        }
+        let s = h.speeds(&["a", "b", "slow", "new"]);
+        let ratio = s[2] / s[0];
+        assert!((ratio - 0.25).abs() < 0.05, "{s:?}");
+        assert!(
+            s[3] > s[2] && s[3] < s[0],
+            "unknown engines get the fleet mean: {s:?}"
+        );
+    }
+
+    /// The saved form round-trips through JSON, so a second manager starts warm.
+    #[test]
+    fn history_round_trips() {
+        let h = History::default();
+        for i in 0..20 {
+            h.observe("k", f64::from(i + 1), "a", 100.0 * f64::from(i + 1));
+        }
+        h.observe_merge("k", 10, 1_000.0);
+        let blob = serde_json::to_vec(&h.learned()).expect("encodes");
+        let back: Learned = serde_json::from_slice(&blob).expect("decodes");
+        assert_eq!(serde_json::to_vec(&back).expect("encodes"), blob);
+        let warm = History::default();
+        warm.restore(back);
+        assert_eq!(warm.predict("k", 3.0), h.predict("k", 3.0));
+        assert_eq!(warm.overheads("k").serial_us, 100.0);
+    }
+
+    /// Garbage observations are ignored instead of poisoning the averages.
+    #[test]
+    fn ignores_non_finite_observations() {
+        let mut e = Ewma::default();
+        e.observe(f64::NAN);
+        assert_eq!(e.get(), None);
+        let mut l = CostLine::default();
+        l.observe(f64::INFINITY, 1.0);
+        l.observe(1.0, -5.0);
+        assert_eq!(l, CostLine::default());
+    }
+}
