@@ -14,7 +14,7 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use shardline::Names;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::engines::Engines;
 use crate::ledger::Ledger;
@@ -121,23 +121,23 @@ impl Sampler {
                 () = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let ch = match &channel {
-                Some(ch) if ch.status().connected() => ch.clone(),
-                _ => match self.conn.create_channel().await {
-                    Ok(ch) => {
-                        channel = Some(ch.clone());
-                        ch
-                    }
-                    Err(error) => {
-                        debug!(%error, "opening the depth probe channel failed; retrying");
-                        continue;
-                    }
-                },
-            };
             let engines = self.engines.snapshot();
             let live: Vec<&str> = engines.iter().map(|e| e.id.as_str()).collect();
             self.depths.retain(&live);
             for engine in live {
+                let ch = match &channel {
+                    Some(ch) if ch.status().connected() => ch.clone(),
+                    _ => match self.conn.create_channel().await {
+                        Ok(ch) => {
+                            channel = Some(ch.clone());
+                            ch
+                        }
+                        Err(error) => {
+                            debug!(%error, "opening the depth probe channel failed; retrying");
+                            break;
+                        }
+                    },
+                };
                 let sent_total = self.ledger.load(engine).sent_total;
                 let passive = QueueDeclareOptions {
                     passive: true,
@@ -157,10 +157,9 @@ impl Sampler {
                         },
                     ),
                     Err(error) => {
-                        // The channel is closed now; rebuild it on the next tick.
-                        warn!(%engine, %error, "depth probe failed; rebuilding its channel");
+                        // That closed the channel; the next engine gets a new one.
+                        debug!(%engine, %error, "depth probe failed; rebuilding its channel");
                         channel = None;
-                        break;
                     }
                 }
             }

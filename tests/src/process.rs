@@ -9,7 +9,19 @@ use crate::Cluster;
 /// Start the real worker binary (pass `env!("CARGO_BIN_EXE_worker-under-test")`) as a process
 /// on the cluster's namespace.
 pub fn spawn_worker(bin: &str, cluster: &Cluster, id: &str, concurrency: u16) -> Child {
+    spawn_worker_with(bin, cluster, id, concurrency, &[])
+}
+
+/// [`spawn_worker`] with extra environment settings.
+pub fn spawn_worker_with(
+    bin: &str,
+    cluster: &Cluster,
+    id: &str,
+    concurrency: u16,
+    env: &[(&str, &str)],
+) -> Child {
     Command::new(bin)
+        .envs(env.iter().copied())
         .env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
         .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
         .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)

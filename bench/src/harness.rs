@@ -1,0 +1,362 @@
+//! One benchmark cell: a fresh namespace, three in-process workers and a manager on the real
+//! broker and Redis, one trace sent open loop, every result checked, everything removed after.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+use shardline::config::ConnectArgs;
+use shardline::kind::synthetic::{Speed, Synthetic, Tally, Work};
+use shardline::message::{Options, Shard, Status};
+use shardline::store::{NewRequest, Store};
+use shardline::{Names, Registry, amqp, now_ms};
+use shardline_client::Client;
+use shardline_manager::RouterKind;
+use shardline_manager::plan::ShardCount;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::workload::{ANTAGONIST_SLOTS, ANTAGONIST_UNITS, Arrival, ENGINES, SLOTS};
+
+/// What varies between cells.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Routing policy.
+    pub policy: RouterKind,
+    /// Shard-count mode.
+    pub shard_count: ShardCount,
+    /// Engine speeds at the start.
+    pub speeds: [f64; ENGINES],
+    /// Engine 0 runs at 0.25× between a third and two thirds of the trace (W3).
+    pub slowdown: bool,
+    /// Square-wave antagonist on engine 2: (period, warm-up before the trace) (W4).
+    pub antagonist: Option<(Duration, Duration)>,
+    /// Cost of one unit of work, µs.
+    pub unit_us: u64,
+    /// How long to wait for the last results after the last arrival.
+    pub drain: Duration,
+}
+
+/// What one cell measured.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// Latency of each request from its scheduled send time, µs, in trace order; `None` for a
+    /// request without a (correct) result within the drain time.
+    pub latencies: Vec<Option<u64>>,
+    /// Results whose output was wrong (units lost or repeated).
+    pub wrong: usize,
+    /// First scheduled send to last result, µs.
+    pub span_us: u64,
+}
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+    }
+}
+
+/// Run `trace` under `setup` on the servers of `base` (its namespace is replaced by a fresh
+/// one).
+///
+/// # Errors
+/// The servers are unreachable or the deployment does not start.
+pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow::Result<Measured> {
+    let connect = ConnectArgs {
+        namespace: format!("bench{}", &Uuid::new_v4().simple().to_string()[..10]),
+        ..base.clone()
+    };
+    let names = connect.names()?;
+    let store = Store::connect(&connect.redis_url, names.clone()).await?;
+    let speeds: Vec<Speed> = setup.speeds.iter().map(|s| Speed::new(*s)).collect();
+    let mut workers = Vec::new();
+    for (i, speed) in speeds.iter().enumerate() {
+        workers.push(start_worker(&connect, i, speed.clone()));
+    }
+    let engines = (0..ENGINES).map(engine_id).collect::<Vec<_>>();
+    wait_until("engines registered", Duration::from_secs(20), || async {
+        let live = store.live_engines(Duration::from_secs(10)).await.ok()?;
+        engines.iter().all(|e| live.contains(e)).then_some(())
+    })
+    .await?;
+    let manager = start_manager(&connect, setup);
+    let client = Arc::new(Client::connect(&connect).await?);
+    // The manager's engine view refreshes every 500 ms; let it see all three.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let start = Instant::now();
+    let mut side = Vec::new();
+    let mut offset = Duration::ZERO;
+    if let Some((period, warmup)) = setup.antagonist {
+        let run = antagonist(
+            connect.clone(),
+            names.clone(),
+            store.clone(),
+            period,
+            setup.unit_us,
+            start,
+            warmup + trace.last().map_or(Duration::ZERO, |a| a.at) + setup.drain,
+        );
+        side.push(tokio::spawn(async move {
+            if let Err(error) = run.await {
+                eprintln!("antagonist stopped: {error:#}");
+            }
+        }));
+        offset = warmup;
+    }
+    let t0 = start + offset;
+    let length = trace.last().map_or(Duration::ZERO, |a| a.at);
+    if setup.slowdown {
+        let s = speeds[0].clone();
+        let nominal = setup.speeds[0];
+        side.push(tokio::spawn(async move {
+            tokio::time::sleep_until((t0 + length / 3).into()).await;
+            s.set(nominal * 0.25);
+            tokio::time::sleep_until((t0 + length * 2 / 3).into()).await;
+            s.set(nominal);
+        }));
+    }
+    let sends = trace.iter().map(|a| {
+        let client = client.clone();
+        let (at, work) = (t0 + a.at, a.work);
+        let deadline = t0 + length + setup.drain;
+        tokio::spawn(async move { one_request(&client, at, work, deadline).await })
+    });
+    let outcomes = futures::future::join_all(sends.collect::<Vec<_>>()).await;
+    let mut m = Measured::default();
+    let mut last = t0;
+    for o in outcomes {
+        match o {
+            Ok(Some((Ok(us), done))) => {
+                m.latencies.push(Some(us));
+                last = last.max(done);
+            }
+            Ok(Some((Err(()), _))) => {
+                m.wrong += 1;
+                m.latencies.push(None);
+            }
+            _ => m.latencies.push(None),
+        }
+    }
+    m.span_us = last.duration_since(t0).as_micros() as u64;
+
+    for s in side {
+        s.abort();
+    }
+    manager.stop().await;
+    for w in workers {
+        w.stop().await;
+    }
+    if let Ok(client) = Arc::try_unwrap(client) {
+        client.close().await;
+    }
+    cleanup(&connect, &names).await;
+    Ok(m)
+}
+
+/// Send one request at `at`; its latency from `at` (µs) and completion time, `Err` for a wrong
+/// or failed result, `None` when nothing came back in time.
+async fn one_request(
+    client: &Client,
+    at: Instant,
+    work: Work,
+    deadline: Instant,
+) -> Option<(Result<u64, ()>, Instant)> {
+    tokio::time::sleep_until(at.into()).await;
+    let payload = shardline::message::to_named_value(&work).ok()?;
+    let (id, rx) = client
+        .send("synthetic", payload, Options::default())
+        .await
+        .ok()?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let result = client.wait(id, rx, left).await.ok()?;
+    let done = Instant::now();
+    let ok = result.status == Status::Completed
+        && result
+            .output
+            .as_ref()
+            .and_then(|v| rmpv::ext::from_value::<Tally>(v.clone()).ok())
+            .is_some_and(|t| t.units == work.units);
+    let latency = done.duration_since(at).as_micros() as u64;
+    Some((if ok { Ok(latency) } else { Err(()) }, done))
+}
+
+fn engine_id(i: usize) -> String {
+    format!("e{i}")
+}
+
+fn start_worker(connect: &ConnectArgs, i: usize, speed: Speed) -> Running {
+    let mut cfg = shardline_worker::Config::new(connect.clone());
+    cfg.id = Some(engine_id(i));
+    cfg.concurrency = Some(SLOTS);
+    cfg.grace_ms = 500;
+    cfg.heartbeat_ms = 500;
+    let registry = Registry::builtin().with(Synthetic::with_speed(speed));
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = rx.await;
+        };
+        if let Err(error) = shardline_worker::run(cfg, registry, shutdown).await {
+            tracing::warn!(%error, "bench worker stopped with an error");
+        }
+    });
+    Running { stop, task }
+}
+
+fn start_manager(connect: &ConnectArgs, setup: &Setup) -> Running {
+    let mut cfg = shardline_manager::Config::new(connect.clone());
+    cfg.router = setup.policy;
+    cfg.shard_count = setup.shard_count;
+    cfg.grace_ms = 500;
+    cfg.engine_ttl_ms = 3_000;
+    // Static weights are the nominal speeds (what an operator would configure).
+    cfg.weights = (0..ENGINES)
+        .map(|i| (engine_id(i), setup.speeds[i]))
+        .collect();
+    let (stop, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async {
+            let _ = rx.await;
+        };
+        if let Err(error) = shardline_manager::run(cfg, Registry::builtin(), shutdown).await {
+            tracing::warn!(%error, "bench manager stopped with an error");
+        }
+    });
+    Running { stop, task }
+}
+
+/// The W4 antagonist: during the first half of every period, shards of
+/// [`ANTAGONIST_UNITS`] units published straight to engine 2's queue, bypassing the manager,
+/// at the rate that keeps [`ANTAGONIST_SLOTS`] of its slots busy. Each is a real one-shard
+/// request recorded in Redis, so the worker processes it.
+async fn antagonist(
+    connect: ConnectArgs,
+    names: Names,
+    store: Store,
+    period: Duration,
+    unit_us: u64,
+    start: Instant,
+    length: Duration,
+) -> anyhow::Result<()> {
+    let conn = amqp::connect(&connect.amqp_url, "shardline-bench antagonist").await?;
+    let ch = amqp::confirm_channel(&conn).await?;
+    let cost = Duration::from_micros(unit_us * ANTAGONIST_UNITS);
+    let gap = cost.div_f64(ANTAGONIST_SLOTS);
+    let queue = names.engine_queue(&engine_id(2));
+    let mut next = start;
+    while next.duration_since(start) < length {
+        let phase = next.duration_since(start).as_secs_f64() % period.as_secs_f64();
+        if phase >= period.as_secs_f64() / 2.0 {
+            next += period
+                .div_f64(2.0)
+                .saturating_sub(Duration::from_secs_f64(phase - period.as_secs_f64() / 2.0));
+            continue;
+        }
+        tokio::time::sleep_until(next.into()).await;
+        let id = Uuid::new_v4();
+        let deadline = now_ms() + 600_000;
+        let record = NewRequest {
+            id,
+            kind: "synthetic".into(),
+            total: 1,
+            created: now_ms(),
+            deadline,
+            reply_to: None,
+            correlation_id: None,
+            format: shardline::message::Format::MsgPack,
+            policy: Default::default(),
+            quorum: None,
+        };
+        store
+            .create(&record)
+            .await
+            .context("recording an antagonist request")?;
+        let span = shardline::kind::synthetic::Span {
+            start: 0,
+            end: ANTAGONIST_UNITS,
+            unit_cost_us: unit_us,
+            spin: false,
+            noise_seed: None,
+        };
+        let shard = Shard {
+            request_id: id,
+            index: 0,
+            total: 1,
+            kind: "synthetic".into(),
+            attempt: 1,
+            deadline,
+            payload: rmp_serde::to_vec_named(&span)?,
+        };
+        let body = rmp_serde::to_vec_named(&shard)?;
+        let props = lapin::BasicProperties::default().with_message_id(shard.message_id().into());
+        amqp::publish(&ch, "", &queue, &body, props, false).await?;
+        next += gap;
+    }
+    Ok(())
+}
+
+async fn wait_until<F, Fut>(what: &str, limit: Duration, mut probe: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<()>>,
+{
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if probe().await.is_some() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::bail!("timed out waiting for {what}")
+}
+
+/// Remove the namespace's queues, exchanges and keys.
+async fn cleanup(connect: &ConnectArgs, names: &Names) {
+    let Ok(conn) = amqp::connect(&connect.amqp_url, "shardline-bench cleanup").await else {
+        return;
+    };
+    if let Ok(ch) = conn.create_channel().await {
+        let queues = [
+            names.requests_queue(),
+            names.dead_queue(),
+            names.shared_queue(),
+        ]
+        .into_iter()
+        .chain((0..ENGINES).map(|i| names.engine_queue(&engine_id(i))));
+        for q in queues {
+            let _ = ch
+                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+        for x in [
+            names.requests_exchange(),
+            names.results_exchange(),
+            names.dead_exchange(),
+        ] {
+            let _ = ch
+                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = conn.close(200, "bench cell done".into()).await;
+    if let Ok(client) = redis::Client::open(connect.redis_url.as_str())
+        && let Ok(mut c) = client.get_multiplexed_async_connection().await
+    {
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", names.namespace()))
+            .query_async(&mut c)
+            .await
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! # Shardline benchmark
+//!
+//! Real manager, real workers (in this process, each with its own broker and Redis
+//! connections), real RabbitMQ and Redis. Engines run the `synthetic` kind, which sleeps for a
+//! seeded cost divided by the engine's speed. Arrivals are open-loop Poisson from a seed and
+//! latency is measured from each request's *scheduled* send time, so a slow system cannot hide
+//! its queueing (no coordinated omission). Every policy runs the same trace, interleaved, each
+//! on a fresh namespace with fresh engines and manager; the first 10% of each run is discarded.
+//!
+//! Suites:
+//! - [`suite::routing`] — policy × workload × load → p50/p99/p99.9, throughput,
+//!   makespan/ideal, and p99 ratios against round robin, sampled-depth JSQ and pull;
+//! - [`suite::sharding`] — fixed shard counts 1/4/16/64 against adaptive, small and large
+//!   requests;
+//! - [`suite::decisions`] — the cost of one routing decision.
+
+#![warn(missing_docs)]
+
+pub mod harness;
+pub mod report;
+pub mod suite;
+pub mod workload;

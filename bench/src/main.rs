@@ -1,0 +1,188 @@
+//! `shardline-bench`: the side-by-side routing and shard-count benchmark.
+//!
+//! `--mode quick` (the default, under 3 minutes) runs W1, W2, W4 and W8 with six policies on
+//! short traces; `--mode full` runs every workload, load level and policy for the record.
+//! Tables go to the terminal and to `--out` (Markdown, CSV, and a PNG of p99 by policy).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use shardline::config::ConnectArgs;
+use shardline_bench::report;
+use shardline_bench::suite::{self, Routing, Sharding};
+use shardline_bench::workload::Workload;
+use shardline_manager::RouterKind;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Mode {
+    /// Short traces, four workloads, six policies.
+    Quick,
+    /// Every workload, load level and policy.
+    Full,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Suite {
+    /// Policy × workload × load.
+    Routing,
+    /// Fixed shard counts against adaptive.
+    Sharding,
+    /// The cost of one routing decision.
+    Decisions,
+    /// All three.
+    All,
+}
+
+/// Side-by-side benchmark of routing policies and shard counts on real RabbitMQ and Redis.
+#[derive(Debug, Parser)]
+#[command(name = "shardline-bench", version)]
+struct Args {
+    /// Broker and Redis (the namespace is replaced by a fresh one per run).
+    #[command(flatten)]
+    connect: ConnectArgs,
+    /// Preset of durations, workloads and policies.
+    #[arg(long, value_enum, default_value_t = Mode::Quick)]
+    mode: Mode,
+    /// Which suite to run.
+    #[arg(long, value_enum, default_value_t = Suite::All)]
+    suite: Suite,
+    /// Seed of every trace.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds of arrivals per run (default: 3 quick, 60 full).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// W4 antagonist period in seconds (default: 3 quick, 60 full).
+    #[arg(long)]
+    period: Option<f64>,
+    /// Repetitions, interleaved (default: 1 quick, 3 full).
+    #[arg(long)]
+    reps: Option<u32>,
+    /// Cost of one unit of work (a light shard), µs.
+    #[arg(long, default_value_t = 20_000)]
+    unit_us: u64,
+    /// Workloads (default depends on the mode).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    workloads: Vec<Workload>,
+    /// Policies (default depends on the mode).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    policies: Vec<RouterKind>,
+    /// Directory for the tables and the plot.
+    #[arg(long, default_value = "bench-results")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let a = Args::parse();
+    let full = a.mode == Mode::Full;
+    let secs = |v: Option<f64>, quick: f64, full_v: f64| {
+        Duration::from_secs_f64(v.unwrap_or(if full { full_v } else { quick }).max(0.5))
+    };
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut summary = String::new();
+
+    if matches!(a.suite, Suite::Decisions | Suite::All) {
+        let ((d50, d99), (b50, b99)) = suite::decisions();
+        let text = format!(
+            "## Routing decision cost\n\n| step | p50 | p99 |\n|---|---:|---:|\n| one predictive decision, 3 engines | {:.2} µs | {:.2} µs |\n| candidates for one request (ledger of 1,000 shards) | {:.2} µs | {:.2} µs |\n",
+            d50 as f64 / 1e3,
+            d99 as f64 / 1e3,
+            b50 as f64 / 1e3,
+            b99 as f64 / 1e3
+        );
+        println!("{text}");
+        summary.push_str(&text);
+    }
+    if matches!(a.suite, Suite::Routing | Suite::All) {
+        let workloads = if a.workloads.is_empty() {
+            if full {
+                vec![
+                    Workload::W1,
+                    Workload::W2,
+                    Workload::W3,
+                    Workload::W4,
+                    Workload::W8,
+                ]
+            } else {
+                vec![Workload::W1, Workload::W2, Workload::W4, Workload::W8]
+            }
+        } else {
+            a.workloads.clone()
+        };
+        let policies = if a.policies.is_empty() {
+            if full {
+                RouterKind::ALL.to_vec()
+            } else {
+                vec![
+                    RouterKind::RoundRobin,
+                    RouterKind::WeightedRoundRobin,
+                    RouterKind::JsqDepth,
+                    RouterKind::Predictive,
+                    RouterKind::PredictiveNoForecast,
+                    RouterKind::Pull,
+                ]
+            }
+        } else {
+            a.policies.clone()
+        };
+        let s = Routing {
+            connect: a.connect.clone(),
+            seed: a.seed,
+            duration: secs(a.duration, 3.0, 60.0),
+            period: secs(a.period, 3.0, 60.0),
+            unit_us: a.unit_us,
+            reps: a.reps.unwrap_or(if full { 3 } else { 1 }).max(1),
+            workloads,
+            policies,
+            full,
+        };
+        let rows = suite::routing(&s).await?;
+        let table = report::markdown(&rows);
+        let text = format!(
+            "## Routing ({} s of arrivals per run, {} rep(s), unit {} µs, W4 period {} s, seed {})\n\n{table}",
+            s.duration.as_secs_f64(),
+            s.reps,
+            s.unit_us,
+            s.period.as_secs_f64(),
+            s.seed
+        );
+        println!("{text}");
+        summary.push_str(&text);
+        std::fs::write(a.out.join("routing.csv"), report::csv(&rows))?;
+        match report::plot(&rows, &a.out.join("routing.png")) {
+            Ok(()) => eprintln!("plot: {}", a.out.join("routing.png").display()),
+            Err(error) => eprintln!("no plot: {error}"),
+        }
+    }
+    if matches!(a.suite, Suite::Sharding | Suite::All) {
+        let s = Sharding {
+            connect: a.connect.clone(),
+            seed: a.seed,
+            duration: secs(a.duration, 4.0, 30.0),
+            load: 0.5,
+        };
+        let rows = suite::sharding(&s).await?;
+        let table = report::markdown(&rows);
+        let text = format!(
+            "\n## Shard count ({} s of arrivals per run, load {}, predictive routing)\n\n{table}",
+            s.duration.as_secs_f64(),
+            s.load
+        );
+        println!("{text}");
+        summary.push_str(&text);
+        std::fs::write(a.out.join("sharding.csv"), report::csv(&rows))?;
+    }
+    let path = a.out.join("report.md");
+    std::fs::write(&path, summary)?;
+    eprintln!("report: {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,268 @@
+//! Turning measurements into rows, ratios, a Markdown table, a CSV file and a PNG plot.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use hdrhistogram::Histogram;
+use plotters::prelude::*;
+
+use crate::harness::Measured;
+
+/// One cell's figures.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Workload (or sharding case) name.
+    pub workload: String,
+    /// Load level, or 0 for batches.
+    pub load: f64,
+    /// Policy (or shard-count mode) name.
+    pub policy: String,
+    /// Requests measured (after warm-up).
+    pub requests: usize,
+    /// Requests without a correct result in time.
+    pub lost: usize,
+    /// Percentiles, ms.
+    pub p50: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
+    /// 99.9th percentile, ms.
+    pub p999: f64,
+    /// Completed requests per second.
+    pub throughput: f64,
+    /// Makespan over ideal (batches), else `None`.
+    pub makespan_ratio: Option<f64>,
+}
+
+impl Row {
+    /// Figures of `m` without its first `warmup` requests (by scheduled time).
+    pub fn new(
+        workload: &str,
+        load: f64,
+        policy: &str,
+        m: &Measured,
+        warmup: usize,
+        ideal_us: Option<f64>,
+    ) -> Row {
+        let kept = &m.latencies[warmup.min(m.latencies.len())..];
+        let mut h = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+            .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!()));
+        for us in kept.iter().flatten() {
+            let _ = h.record((*us).max(1));
+        }
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1_000.0;
+        let done = m.latencies.iter().flatten().count();
+        Row {
+            workload: workload.to_owned(),
+            load,
+            policy: policy.to_owned(),
+            requests: kept.len(),
+            lost: kept.iter().filter(|l| l.is_none()).count(),
+            p50: ms(0.5),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            throughput: done as f64 / (m.span_us.max(1) as f64 / 1e6),
+            makespan_ratio: ideal_us.map(|i| m.span_us as f64 / i.max(1.0)),
+        }
+    }
+}
+
+fn ratio(rows: &[Row], r: &Row, baseline: &str) -> String {
+    rows.iter()
+        .find(|b| b.workload == r.workload && b.load == r.load && b.policy == baseline)
+        .filter(|b| b.lost == 0 && r.lost == 0 && b.p99 > 0.0)
+        .map_or_else(|| "–".into(), |b| format!("{:.2}", r.p99 / b.p99))
+}
+
+/// A Markdown table of every row, with each p99 against round robin, sampled-depth JSQ and
+/// the pull queue of the same workload and load. Cells with lost requests say "unstable".
+pub fn markdown(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "| workload | load | policy | requests | p50 ms | p99 ms | p99.9 ms | req/s | makespan/ideal | p99 / RR | p99 / JSQ-depth | p99 / pull |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in rows {
+        let load = if r.load > 0.0 {
+            format!("{:.2}", r.load)
+        } else {
+            "batch".into()
+        };
+        let (p50, p99, p999) = if r.lost > 0 {
+            let u = format!("unstable ({} of {} late)", r.lost, r.requests);
+            (u, "–".into(), "–".into())
+        } else {
+            (
+                format!("{:.1}", r.p50),
+                format!("{:.1}", r.p99),
+                format!("{:.1}", r.p999),
+            )
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
+            r.workload,
+            load,
+            r.policy,
+            r.requests,
+            p50,
+            p99,
+            p999,
+            r.throughput,
+            r.makespan_ratio.map_or("–".into(), |m| format!("{m:.2}")),
+            ratio(rows, r, "round-robin"),
+            ratio(rows, r, "jsq-depth"),
+            ratio(rows, r, "pull"),
+        );
+    }
+    s
+}
+
+/// The rows as CSV.
+pub fn csv(rows: &[Row]) -> String {
+    let mut s = String::from(
+        "workload,load,policy,requests,lost,p50_ms,p99_ms,p999_ms,throughput,makespan_ratio\n",
+    );
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{}",
+            r.workload,
+            r.load,
+            r.policy,
+            r.requests,
+            r.lost,
+            r.p50,
+            r.p99,
+            r.p999,
+            r.throughput,
+            r.makespan_ratio
+                .map_or(String::new(), |m| format!("{m:.3}"))
+        );
+    }
+    s
+}
+
+const FONTS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/Library/Fonts/Arial.ttf",
+];
+
+/// Draw p99 by policy (bars) for each workload and load (groups) into a PNG.
+///
+/// # Errors
+/// No usable font on this machine, or the file cannot be written.
+pub fn plot(rows: &[Row], path: &Path) -> anyhow::Result<()> {
+    let font = FONTS
+        .iter()
+        .find_map(|p| std::fs::read(p).ok())
+        .ok_or_else(|| anyhow::anyhow!("no DejaVuSans.ttf found for the plot's labels"))?;
+    plotters::style::register_font(
+        "sans-serif",
+        FontStyle::Normal,
+        Box::leak(font.into_boxed_slice()),
+    )
+    .map_err(|_| anyhow::anyhow!("the font did not load"))?;
+    let mut groups: Vec<(String, f64)> = Vec::new();
+    let mut policies: Vec<String> = Vec::new();
+    for r in rows {
+        if !groups.contains(&(r.workload.clone(), r.load)) {
+            groups.push((r.workload.clone(), r.load));
+        }
+        if !policies.contains(&r.policy) {
+            policies.push(r.policy.clone());
+        }
+    }
+    let max = rows
+        .iter()
+        .filter(|r| r.lost == 0)
+        .map(|r| r.p99)
+        .fold(1.0, f64::max);
+    let width = 160 + groups.len() as u32 * (policies.len() as u32 * 14 + 30);
+    let root = BitMapBackend::new(path, (width.max(900), 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let n = groups.len() as f64;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "p99 latency by policy (ms; unstable cells drawn at the top in grey)",
+            ("sans-serif", 20),
+        )
+        .margin(10)
+        .x_label_area_size(60)
+        .y_label_area_size(60)
+        .right_y_label_area_size(0)
+        .build_cartesian_2d(0.0..n, 0.0..max * 1.1)?;
+    let names: Vec<String> = groups
+        .iter()
+        .map(|(w, l)| {
+            if *l > 0.0 {
+                format!("{w} @{l}")
+            } else {
+                w.clone()
+            }
+        })
+        .collect();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups.len().max(1))
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            names.get(i).cloned().unwrap_or_default()
+        })
+        .y_desc("p99 ms")
+        .draw()?;
+    let k = policies.len().max(1) as f64;
+    for (pi, p) in policies.iter().enumerate() {
+        let color = Palette99::pick(pi).to_rgba();
+        let bars = rows.iter().filter(|r| &r.policy == p).filter_map(|r| {
+            let g = groups
+                .iter()
+                .position(|x| x.0 == r.workload && x.1 == r.load)? as f64;
+            let x0 = g + 0.1 + 0.8 * pi as f64 / k;
+            let (h, c) = if r.lost > 0 {
+                (max * 1.05, RGBAColor(160, 160, 160, 1.0))
+            } else {
+                (r.p99, color)
+            };
+            Some(Rectangle::new([(x0, 0.0), (x0 + 0.8 / k, h)], c.filled()))
+        });
+        chart
+            .draw_series(bars)?
+            .label(p.clone())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(lat: &[Option<u64>]) -> Measured {
+        Measured {
+            latencies: lat.to_vec(),
+            wrong: 0,
+            span_us: 1_000_000,
+        }
+    }
+
+    /// Percentiles skip the warm-up; a lost request marks the cell unstable in the table.
+    #[test]
+    fn rows_skip_warmup_and_flag_losses() {
+        let lat: Vec<Option<u64>> = (1..=100).map(|i| Some(i * 1_000)).collect();
+        let r = Row::new("W1", 0.5, "pull", &measured(&lat), 10, None);
+        assert_eq!(r.requests, 90);
+        assert!((r.p50 - 55.0).abs() < 1.0, "{}", r.p50);
+        let mut lost = lat.clone();
+        lost[50] = None;
+        let rr = Row::new("W1", 0.5, "round-robin", &measured(&lost), 10, None);
+        let table = markdown(&[r, rr]);
+        assert!(table.contains("unstable (1 of 90 late)"), "{table}");
+    }
+}

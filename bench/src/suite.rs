@@ -1,0 +1,268 @@
+//! The three suites.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use shardline::config::ConnectArgs;
+use shardline::kind::synthetic::Work;
+use shardline_manager::RouterKind;
+use shardline_manager::engines::Engine;
+use shardline_manager::ledger::Sent;
+use shardline_manager::plan::ShardCount;
+use shardline_manager::predictor::Predictor;
+
+use crate::harness::{self, Measured, Setup};
+use crate::report::Row;
+use crate::workload::{self, Arrival, SHARDS, Workload};
+
+/// Share of each run discarded as warm-up.
+pub const WARMUP: f64 = 0.1;
+
+/// Settings of the routing suite.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// Servers.
+    pub connect: ConnectArgs,
+    /// Trace seed.
+    pub seed: u64,
+    /// Arrivals per run.
+    pub duration: Duration,
+    /// W4 antagonist period (it also runs for two periods before the trace).
+    pub period: Duration,
+    /// Cost of one unit, µs (a light shard is one unit).
+    pub unit_us: u64,
+    /// Repetitions, interleaved.
+    pub reps: u32,
+    /// Workloads.
+    pub workloads: Vec<Workload>,
+    /// Policies.
+    pub policies: Vec<RouterKind>,
+    /// All load levels (full mode) or one per workload.
+    pub full: bool,
+}
+
+#[derive(Default)]
+struct Pool {
+    latencies: Vec<Option<u64>>,
+    span_us: u64,
+    makespans: Vec<f64>,
+}
+
+impl Pool {
+    fn add(&mut self, m: &Measured, ideal_us: Option<f64>) {
+        let skip = (m.latencies.len() as f64 * WARMUP) as usize;
+        self.latencies.extend_from_slice(&m.latencies[skip..]);
+        self.span_us += m.span_us;
+        if let Some(i) = ideal_us {
+            self.makespans.push(m.span_us as f64 / i);
+        }
+    }
+
+    fn row(&self, workload: &str, load: f64, policy: &str) -> Row {
+        let m = Measured {
+            latencies: self.latencies.clone(),
+            wrong: 0,
+            span_us: self.span_us,
+        };
+        let mut r = Row::new(workload, load, policy, &m, 0, None);
+        if !self.makespans.is_empty() {
+            r.makespan_ratio =
+                Some(self.makespans.iter().sum::<f64>() / self.makespans.len() as f64);
+        }
+        r
+    }
+}
+
+/// Run every policy on every workload and load level, interleaved, `reps` times.
+///
+/// # Errors
+/// A cell could not start.
+pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
+    let mut pools: BTreeMap<(usize, usize, usize), Pool> = BTreeMap::new();
+    for rep in 0..s.reps {
+        for (wi, w) in s.workloads.iter().copied().enumerate() {
+            for (li, load) in w.loads(s.full).into_iter().enumerate() {
+                let seed = s.seed ^ (u64::from(rep) << 32) ^ ((wi as u64) << 16) ^ li as u64;
+                let trace = workload::trace(seed, w, load, s.duration, s.unit_us);
+                let ideal = (w == Workload::W8).then(|| ideal_us(&trace, w));
+                for (pi, policy) in s.policies.iter().copied().enumerate() {
+                    let setup = Setup {
+                        policy,
+                        shard_count: ShardCount::Fixed(SHARDS),
+                        speeds: w.speeds(),
+                        slowdown: w == Workload::W3,
+                        antagonist: (w == Workload::W4).then_some((s.period, s.period * 2)),
+                        unit_us: s.unit_us,
+                        drain: s.duration.max(Duration::from_secs(5)),
+                    };
+                    let started = Instant::now();
+                    let m = harness::run(&s.connect, &setup, &trace).await?;
+                    let pool = pools.entry((wi, li, pi)).or_default();
+                    pool.add(&m, ideal);
+                    let row = Row::new(
+                        w.name(),
+                        load,
+                        policy.as_str(),
+                        &m,
+                        (m.latencies.len() as f64 * WARMUP) as usize,
+                        ideal,
+                    );
+                    eprintln!(
+                        "rep {} {:<20} load {:.2} {:<24} n={:<5} lost={:<4} p50={:>8.1}ms p99={:>8.1}ms ({:.1}s)",
+                        rep + 1,
+                        w.name(),
+                        load,
+                        policy.as_str(),
+                        row.requests,
+                        row.lost,
+                        row.p50,
+                        row.p99,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        }
+    }
+    Ok(pools
+        .iter()
+        .map(|(&(wi, li, pi), pool)| {
+            let w = s.workloads[wi];
+            let load = if w == Workload::W8 {
+                0.0
+            } else {
+                w.loads(s.full)[li]
+            };
+            pool.row(w.name(), load, s.policies[pi].as_str())
+        })
+        .collect())
+}
+
+/// Total work over total true capacity, µs.
+fn ideal_us(trace: &[Arrival], w: Workload) -> f64 {
+    trace.iter().map(|a| a.cost_us(SHARDS)).sum::<f64>() / w.capacity()
+}
+
+/// Settings of the sharding suite.
+#[derive(Debug, Clone)]
+pub struct Sharding {
+    /// Servers.
+    pub connect: ConnectArgs,
+    /// Trace seed.
+    pub seed: u64,
+    /// Arrivals per run.
+    pub duration: Duration,
+    /// Load level.
+    pub load: f64,
+}
+
+/// Shard-count modes compared.
+pub const SHARD_MODES: [ShardCount; 5] = [
+    ShardCount::Fixed(1),
+    ShardCount::Fixed(4),
+    ShardCount::Fixed(16),
+    ShardCount::Fixed(64),
+    ShardCount::Adaptive,
+];
+
+/// Small and large requests (units of 2 ms) on homogeneous engines under the predictive
+/// policy, with each shard-count mode.
+///
+/// # Errors
+/// A cell could not start.
+pub async fn sharding(s: &Sharding) -> anyhow::Result<Vec<Row>> {
+    const UNIT_US: u64 = 2_000;
+    let sizes = [
+        ("small (24 ms of work)", 12u64),
+        ("large (1.2 s of work)", 600),
+    ];
+    let capacity = Workload::W1.capacity();
+    let mut rows = Vec::new();
+    for (si, (label, units)) in sizes.into_iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(s.seed ^ si as u64);
+        let rate = s.load * capacity / (units * UNIT_US) as f64;
+        let mut n = 0u64;
+        let trace = workload::poisson(&mut rng, rate, s.duration, |_| {
+            n += 1;
+            Work {
+                units,
+                unit_cost_us: UNIT_US,
+                spin: false,
+                noise_seed: Some(s.seed ^ n),
+            }
+        });
+        for mode in SHARD_MODES {
+            let setup = Setup {
+                policy: RouterKind::Predictive,
+                shard_count: mode,
+                speeds: [1.0; 3],
+                slowdown: false,
+                antagonist: None,
+                unit_us: UNIT_US,
+                drain: s.duration.max(Duration::from_secs(5)),
+            };
+            let m = harness::run(&s.connect, &setup, &trace).await?;
+            let skip = (m.latencies.len() as f64 * WARMUP) as usize;
+            let name = match mode {
+                ShardCount::Fixed(n) => format!("fixed {n}"),
+                other => other.to_string(),
+            };
+            let row = Row::new(label, s.load, &name, &m, skip, None);
+            eprintln!(
+                "{label:<24} {name:<10} n={:<5} lost={:<3} p50={:>8.1}ms p99={:>8.1}ms",
+                row.requests, row.lost, row.p50, row.p99
+            );
+            rows.push(row);
+        }
+    }
+    Ok(rows)
+}
+
+/// Cost of routing, ns: (p50, p99) of one decision of the predictive policy over three
+/// engines, and (p50, p99) of building the candidates for one request (reads of the ledger,
+/// history, depth samples and forecasts) with 1,000 shards in the ledger.
+pub fn decisions() -> ((u64, u64), (u64, u64)) {
+    let predictor = Predictor::new(Duration::from_millis(250), 600, 10_000.0);
+    let engines: Vec<Engine> = (0..3)
+        .map(|i| Engine {
+            id: format!("e{i}"),
+            slots: 4,
+        })
+        .collect();
+    for i in 0..1_000u32 {
+        let e = &engines[i as usize % 3].id;
+        predictor.history.observe("synthetic", 1.0, e, 20_000.0);
+        predictor.ledger.sent(
+            uuid::Uuid::from_u128(u128::from(i)),
+            i,
+            Sent {
+                engine: e.clone(),
+                kind: "synthetic".into(),
+                size: 1.0,
+                expected_us: 20_000.0,
+                idle: false,
+                at: Instant::now(),
+            },
+        );
+    }
+    let mut router = RouterKind::Predictive.build(&Default::default(), 8.0);
+    let mut decide = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
+    let mut build = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
+    for _ in 0..20_000 {
+        let t = Instant::now();
+        let mut c = predictor.candidates("synthetic", 1.0, &engines);
+        let _ = build.record(t.elapsed().as_nanos() as u64);
+        for _ in 0..8 {
+            let t = Instant::now();
+            let i = router.choose(&c);
+            let _ = decide.record(t.elapsed().as_nanos() as u64);
+            if let Some(i) = i {
+                c[i].assign();
+            }
+        }
+    }
+    let q = |h: &Histogram<u64>| (h.value_at_quantile(0.5), h.value_at_quantile(0.99));
+    (q(&decide), q(&build))
+}

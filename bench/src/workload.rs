@@ -1,0 +1,182 @@
+//! Workloads (§9.2 of the load-balancing research) and their seeded arrival traces.
+
+use std::time::Duration;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shardline::kind::Kind;
+use shardline::kind::synthetic::{Synthetic, Work};
+
+/// Engines in every run.
+pub const ENGINES: usize = 3;
+/// Slots (concurrent shards, and prefetch) per engine.
+pub const SLOTS: u16 = 4;
+/// Shards per request in the routing workloads.
+pub const SHARDS: u32 = 8;
+/// Share of requests of the light type (1 unit a shard); the rest weigh 4 units a shard.
+pub const LIGHT_SHARE: f64 = 0.7;
+/// Units per shard of the heavy type.
+pub const HEAVY_UNITS: u64 = 4;
+/// Requests in the closed batch of W8.
+pub const BATCH: usize = 60;
+/// Engine slots the W4 antagonist occupies while on.
+pub const ANTAGONIST_SLOTS: f64 = 2.0;
+/// Cost of one antagonist shard, in units.
+pub const ANTAGONIST_UNITS: u64 = 5;
+
+/// A workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// Homogeneous engines 1/1/1, Poisson arrivals.
+    W1,
+    /// Heterogeneous engines 1/1/0.25.
+    W2,
+    /// Engine 0 slows to 0.25× at T/3 and recovers at 2T/3.
+    W3,
+    /// A periodic antagonist publishes straight to engine 2's queue (square wave, 50% duty,
+    /// two of its four slots).
+    W4,
+    /// A closed batch of requests at t = 0, heterogeneous engines: makespan against ideal.
+    W8,
+}
+
+impl Workload {
+    /// Short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::W1 => "W1 homogeneous",
+            Workload::W2 => "W2 speeds 1/1/0.25",
+            Workload::W3 => "W3 slowdown",
+            Workload::W4 => "W4 antagonist",
+            Workload::W8 => "W8 batch 1/1/0.25",
+        }
+    }
+
+    /// Nominal engine speeds.
+    pub fn speeds(self) -> [f64; ENGINES] {
+        match self {
+            Workload::W2 | Workload::W8 => [1.0, 1.0, 0.25],
+            _ => [1.0, 1.0, 1.0],
+        }
+    }
+
+    /// Load levels to run.
+    pub fn loads(self, full: bool) -> Vec<f64> {
+        match (self, full) {
+            (Workload::W1 | Workload::W2, true) => vec![0.5, 0.8, 0.95],
+            (Workload::W3, true) => vec![0.5, 0.7],
+            (Workload::W3 | Workload::W4, _) => vec![0.7],
+            (Workload::W8, _) => vec![1.0],
+            _ => vec![0.8],
+        }
+    }
+
+    /// Mean capacity in µs of work per µs, the antagonist's share removed.
+    pub fn capacity(self) -> f64 {
+        let nominal: f64 = self.speeds().iter().map(|s| s * f64::from(SLOTS)).sum();
+        match self {
+            Workload::W4 => nominal - ANTAGONIST_SLOTS * 0.5,
+            _ => nominal,
+        }
+    }
+}
+
+/// One request of a trace.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Arrival {
+    /// Scheduled send time from the start of the run.
+    pub at: Duration,
+    /// The request's input.
+    pub work: Work,
+}
+
+impl Arrival {
+    /// The request's true work at speed 1, µs (noise included), for `shards` shards.
+    pub fn cost_us(&self, shards: u32) -> f64 {
+        Synthetic::default()
+            .split(self.work, shards as usize)
+            .iter()
+            .map(shardline::kind::synthetic::Span::cost_us)
+            .sum()
+    }
+}
+
+fn request(rng: &mut StdRng, units_per_shard: u64, shards: u32, unit_us: u64) -> Work {
+    Work {
+        units: units_per_shard * u64::from(shards),
+        unit_cost_us: unit_us,
+        spin: false,
+        noise_seed: Some(rng.random()),
+    }
+}
+
+/// Open-loop Poisson arrivals at load `rho` for `duration` (or the closed batch of W8): 70%
+/// light and 30% heavy requests of [`SHARDS`] shards, every shard's cost seeded.
+pub fn trace(seed: u64, w: Workload, rho: f64, duration: Duration, unit_us: u64) -> Vec<Arrival> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mean_units = LIGHT_SHARE + (1.0 - LIGHT_SHARE) * HEAVY_UNITS as f64;
+    let mean_work_us = f64::from(SHARDS) * mean_units * unit_us as f64;
+    let pick = |rng: &mut StdRng| {
+        if rng.random_bool(LIGHT_SHARE) {
+            1
+        } else {
+            HEAVY_UNITS
+        }
+    };
+    if w == Workload::W8 {
+        return (0..BATCH)
+            .map(|_| {
+                let units = pick(&mut rng);
+                Arrival {
+                    at: Duration::ZERO,
+                    work: request(&mut rng, units, SHARDS, unit_us),
+                }
+            })
+            .collect();
+    }
+    let rate_per_us = rho * w.capacity() / mean_work_us;
+    poisson(&mut rng, rate_per_us, duration, |rng| {
+        let units = pick(rng);
+        request(rng, units, SHARDS, unit_us)
+    })
+}
+
+/// Poisson arrivals at `rate_per_us` for `duration`, each request from `make`.
+pub fn poisson(
+    rng: &mut StdRng,
+    rate_per_us: f64,
+    duration: Duration,
+    mut make: impl FnMut(&mut StdRng) -> Work,
+) -> Vec<Arrival> {
+    let mut out = Vec::new();
+    let mut t_us = 0.0;
+    let end = duration.as_secs_f64() * 1e6;
+    loop {
+        let u: f64 = rng.random_range(f64::MIN_POSITIVE..1.0);
+        t_us += -u.ln() / rate_per_us.max(1e-12);
+        if t_us >= end {
+            return out;
+        }
+        out.push(Arrival {
+            at: Duration::from_secs_f64(t_us / 1e6),
+            work: make(rng),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The same seed gives the same trace; the arrival rate matches the load.
+    #[test]
+    fn traces_are_seeded_and_scaled() {
+        let d = Duration::from_secs(200);
+        let a = trace(7, Workload::W1, 0.8, d, 20_000);
+        assert_eq!(a, trace(7, Workload::W1, 0.8, d, 20_000));
+        let offered: f64 = a.iter().map(|r| r.cost_us(SHARDS)).sum::<f64>() / d.as_secs_f64() / 1e6;
+        let rho = offered / Workload::W1.capacity();
+        assert!((rho - 0.8).abs() < 0.08, "offered load {rho}");
+        assert_eq!(trace(7, Workload::W8, 1.0, d, 20_000).len(), BATCH);
+    }
+}

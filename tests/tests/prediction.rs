@@ -1,0 +1,159 @@
+//! The Load Prediction Engine against the real broker and Redis: learned speeds steer shards,
+//! the history survives the manager, and the depth sampler survives missing queues.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardline::amqp;
+use shardline::message::Options;
+use shardline_manager::depth::{Depths, Sampler};
+use shardline_manager::engines::Engines;
+use shardline_manager::history::History;
+use shardline_manager::ledger::Ledger;
+use shardline_tests::process::spawn_worker_with;
+use shardline_tests::{Cluster, eventually, patience, synthetic};
+use tokio_util::sync::CancellationToken;
+
+const WORKER: &str = env!("CARGO_BIN_EXE_worker-under-test");
+
+/// Shards sent to each engine by the last `n` requests.
+async fn shares(c: &Cluster, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let r = c
+            .client()
+            .submit(
+                "synthetic",
+                synthetic(24, 2_000),
+                Options {
+                    max_shards: Some(6),
+                    ..Options::default()
+                },
+                patience(Duration::from_secs(30)),
+            )
+            .await
+            .expect("request completes");
+        let meta = c
+            .store
+            .meta(r.request_id)
+            .await
+            .expect("redis")
+            .expect("meta");
+        for engine in meta.engines.into_values() {
+            *counts.entry(engine).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// An engine ten times slower than its peers is learned from completions and then gets a
+/// small share of the shards (an even spread would give it a third); the learned speeds are
+/// saved in Redis and load into a fresh history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predictive_routing_learns_a_slow_engine() {
+    let mut c = Cluster::builder().workers(2).start().await;
+    let mut slow = spawn_worker_with(
+        WORKER,
+        &c,
+        "slow",
+        2,
+        &[("SHARDLINE_SYNTHETIC_SPEED", "0.1")],
+    );
+    c.wait_registered("slow").await;
+    let share = eventually(
+        "the slow engine's share falls below 15%",
+        patience(Duration::from_secs(60)),
+        || {
+            let c = &c;
+            async move {
+                let counts = shares(c, 5).await;
+                let total: usize = counts.values().sum();
+                let slow = counts.get("slow").copied().unwrap_or(0);
+                (counts.len() >= 2 && (slow as f64) < 0.15 * total as f64).then_some((slow, total))
+            }
+        },
+    )
+    .await;
+    assert!(share.1 > 0);
+    c.stop_manager().await; // saves the history one last time
+    let warm = History::default();
+    assert!(
+        warm.load(&c.store).await.expect("redis"),
+        "a history was saved"
+    );
+    let speeds = warm.speeds(&["w0", "slow"]);
+    assert!(speeds[1] < 0.5 * speeds[0], "learned speeds {speeds:?}");
+    assert!(
+        warm.line("synthetic").is_some(),
+        "the kind's cost line was saved"
+    );
+    let _ = slow.start_kill();
+    c.shutdown().await;
+}
+
+/// The depth sampler reads ready counts with passive declares, and an engine whose queue is
+/// missing (which closes the probe channel) does not stop the others from being sampled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depth_sampler_survives_a_missing_queue() {
+    let c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let ch = c.channel().await;
+    amqp::declare_engine_queue(&ch, &c.names, "e1")
+        .await
+        .expect("queue");
+    for i in 0..7 {
+        amqp::publish(
+            &ch,
+            "",
+            &c.names.engine_queue("e1"),
+            format!("m{i}").as_bytes(),
+            Default::default(),
+            false,
+        )
+        .await
+        .expect("publish");
+    }
+    // "a-ghost" sorts first and has no queue.
+    for e in ["a-ghost", "e1"] {
+        c.store
+            .heartbeat(e, "concurrency=2", Duration::from_secs(60))
+            .await
+            .expect("heartbeat");
+    }
+    let engines = Engines::default();
+    engines
+        .refresh(&c.store, Duration::from_secs(60))
+        .await
+        .expect("engines");
+    let conn = Arc::new(
+        amqp::connect(&c.connect.amqp_url, "depth test")
+            .await
+            .expect("connect"),
+    );
+    let depths = Arc::new(Depths::new(100));
+    let stop = CancellationToken::new();
+    tokio::spawn(
+        Sampler {
+            conn: conn.clone(),
+            names: c.names.clone(),
+            engines,
+            ledger: Arc::new(Ledger::default()),
+            depths: depths.clone(),
+            every: Duration::from_millis(50),
+        }
+        .run(stop.clone()),
+    );
+    eventually("several samples of e1", Duration::from_secs(10), || async {
+        let series = depths.series();
+        let e1 = series.iter().find(|(e, _)| e == "e1")?;
+        (e1.1.len() >= 3 && e1.1.iter().all(|v| *v == 7.0)).then_some(())
+    })
+    .await;
+    assert!(depths.latest("a-ghost").is_none());
+    stop.cancel();
+    c.shutdown().await;
+}
