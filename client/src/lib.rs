@@ -235,18 +235,23 @@ impl Client {
         self.store.meta(id).await.map_err(Error::Redis)
     }
 
-    /// Cancel a running request. True when it was running and is now ending; its one
-    /// `cancelled` result goes where its result would have gone.
+    /// Cancel a request. A running one ends ([`Ended::Claimed`] or [`Ended::Marked`]) and its
+    /// one `cancelled` result goes where its result would have gone; one not seen yet is
+    /// remembered ([`Ended::Remembered`]) and cancelled when it arrives; one that already
+    /// ended is left alone ([`Ended::NotRunning`]).
+    ///
+    /// [`Ended::Claimed`]: shardline::store::Ended::Claimed
+    /// [`Ended::Marked`]: shardline::store::Ended::Marked
+    /// [`Ended::Remembered`]: shardline::store::Ended::Remembered
+    /// [`Ended::NotRunning`]: shardline::store::Ended::NotRunning
     ///
     /// # Errors
     /// Redis failures.
-    pub async fn cancel(&self, id: Uuid) -> Result<bool, Error> {
-        let ended = self
-            .store
+    pub async fn cancel(&self, id: Uuid) -> Result<shardline::store::Ended, Error> {
+        self.store
             .cancel(id, "cancelled by a client")
             .await
-            .map_err(Error::Redis)?;
-        Ok(ended != shardline::store::Ended::NotRunning)
+            .map_err(Error::Redis)
     }
 
     /// In-flight requests (id and deadline in epoch ms), earliest deadline first.

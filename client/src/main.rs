@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardline::config::ConnectArgs;
 use shardline::message::{FailurePolicy, FinalResult, Options, Status};
+use shardline::store::Ended;
 use shardline_client::{Client, Error, InputFormat, parse_payload};
 use uuid::Uuid;
 
@@ -241,12 +242,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let client = Client::connect(&cli.connect).await?;
             let ended = client.cancel(id).await?;
             client.close().await;
-            if ended {
-                println!("{id}: cancelled; its cancelled result will be published");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                eprintln!("shardline: {id} is not running (finished, unknown or already ending)");
-                Ok(ExitCode::FAILURE)
+            match ended {
+                Ended::NotRunning => {
+                    eprintln!("shardline: {id} is not running (finished or already ending)");
+                    Ok(ExitCode::FAILURE)
+                }
+                Ended::Remembered => {
+                    println!(
+                        "{id}: not seen yet; the cancel is remembered for {} minutes and applies if it arrives",
+                        shardline::store::CANCEL_TOMBSTONE_TTL.as_secs() / 60
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Ended::Claimed | Ended::Marked => {
+                    println!("{id}: cancelled; its cancelled result will be published");
+                    Ok(ExitCode::SUCCESS)
+                }
             }
         }
         Command::List { limit } => {

@@ -102,9 +102,15 @@ pub enum Ended {
     Claimed,
     /// Marked as ending; the sweeper publishes the terminal result.
     Marked,
-    /// The request is not running (finished, unknown, or already ending).
+    /// The request is not running (finished, or already ending).
     NotRunning,
+    /// The request is not known (yet): a tombstone remembers the cancel for
+    /// [`CANCEL_TOMBSTONE_TTL`] and applies it if the request arrives.
+    Remembered,
 }
+
+/// How long a cancel for a request not seen yet is remembered.
+pub const CANCEL_TOMBSTONE_TTL: Duration = Duration::from_secs(3600);
 
 /// Where one shard settles (arguments of the resolver script).
 struct Settle<'a> {
@@ -430,6 +436,21 @@ impl Store {
         outcome: Status,
         error: &ErrorInfo,
     ) -> Result<Ended, Error> {
+        self.end(id, shard, holder, lease, outcome, error, None)
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn end(
+        &self,
+        id: Uuid,
+        shard: Option<u32>,
+        holder: Option<&str>,
+        lease: Duration,
+        outcome: Status,
+        error: &ErrorInfo,
+        tombstone: Option<Duration>,
+    ) -> Result<Ended, Error> {
         let n = &self.names;
         let mut c = self.conn().await?;
         let code: i64 = FAIL
@@ -441,17 +462,26 @@ impl Store {
             .arg(&error.message)
             .arg(shard.map(|i| i.to_string()).unwrap_or_default())
             .arg(outcome.as_str())
+            .arg(
+                tombstone
+                    .map(|t| t.as_millis().to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut *c)
             .await?;
         Ok(match code {
             1 => Ended::Claimed,
             2 => Ended::Marked,
+            3 => Ended::Remembered,
             _ => Ended::NotRunning,
         })
     }
 
     /// Cancel a running request: it is marked, and the sweeper publishes one `cancelled`
     /// result. Shards not yet started are skipped; running ones finish but are not counted.
+    /// A request not known yet gets a tombstone: if it arrives within
+    /// [`CANCEL_TOMBSTONE_TTL`], it is recorded as cancelled, no shard is published, and the
+    /// sweeper publishes its `cancelled` result.
     ///
     /// # Errors
     /// Redis failures.
@@ -460,8 +490,16 @@ impl Store {
             code: "cancelled".into(),
             message: reason.to_owned(),
         };
-        self.fail(id, None, None, Duration::ZERO, Status::Cancelled, &info)
-            .await
+        self.end(
+            id,
+            None,
+            None,
+            Duration::ZERO,
+            Status::Cancelled,
+            &info,
+            Some(CANCEL_TOMBSTONE_TTL),
+        )
+        .await
     }
 
     /// In-flight ids whose deadline is at or before `now` (epoch ms).
@@ -563,7 +601,8 @@ impl Store {
     pub async fn meta(&self, id: Uuid) -> Result<Option<Meta>, Error> {
         let mut c = self.conn().await?;
         let fields: HashMap<String, String> = c.hgetall(self.names.meta_key(id)).await?;
-        if fields.is_empty() {
+        // A tombstone (a cancel waiting for its request) is not a request yet.
+        if fields.is_empty() || fields.contains_key("tombstone") {
             return Ok(None);
         }
         Meta::parse(id, fields).map(Some)

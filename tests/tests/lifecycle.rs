@@ -64,8 +64,9 @@ async fn cancel_a_ten_thousand_shard_request() {
     })
     .await;
     let cancelled_at = Instant::now();
-    assert!(
+    assert_ne!(
         c.client().cancel(id).await.expect("cancel"),
+        shardline::store::Ended::NotRunning,
         "it was running"
     );
     let r = replies.next(Duration::from_secs(10)).await;
@@ -149,7 +150,8 @@ async fn cancel_by_amqp_message() {
     c.shutdown().await;
 }
 
-/// `shardline cancel` cancels a running request (exit 0) and refuses an unknown one (exit 1).
+/// `shardline cancel` cancels a running request (exit 0) and refuses one that already ended
+/// (exit 1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_from_the_cli() {
     let c = Cluster::builder().workers(0).start().await;
@@ -183,10 +185,42 @@ async fn cancel_from_the_cli() {
         Status::Cancelled
     );
     let out = cli()
-        .args(["cancel", &Uuid::new_v4().to_string()])
+        .args(["cancel", &id.to_string()])
         .output()
         .await
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
+    c.shutdown().await;
+}
+
+/// A cancel that overtakes its request (sent before the request is recorded) is remembered:
+/// the request, when it arrives, publishes no shard and ends with exactly one `cancelled`
+/// result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_the_request_arrives() {
+    let c = Cluster::builder().start().await;
+    let mut replies = Replies::new(&c).await;
+    let id = Uuid::new_v4();
+    let ended = c.client().cancel(id).await.expect("redis");
+    assert_eq!(ended, shardline::store::Ended::Remembered);
+    publish_request(
+        &c,
+        &request_body("synthetic", shardline_tests::synthetic(40, 1_000), &[]),
+        None,
+        &id.to_string(),
+        Some(&replies.queue),
+    )
+    .await;
+    let results = replies
+        .exactly_one_each(&[id], Duration::from_secs(15))
+        .await;
+    assert_eq!(
+        results[&id].status,
+        Status::Cancelled,
+        "{:?}",
+        results[&id].error
+    );
+    let meta = c.store.meta(id).await.expect("redis").expect("meta");
+    assert_eq!(meta.done, 0, "no shard was processed");
     c.shutdown().await;
 }

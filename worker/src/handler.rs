@@ -240,7 +240,7 @@ impl Handler {
                     return Settle::Requeue;
                 }
             }
-            Ok(Ended::Marked | Ended::NotRunning) => {}
+            Ok(Ended::Marked | Ended::NotRunning | Ended::Remembered) => {}
             Err(e) => {
                 warn!(error = %e, "recording the failure failed");
                 return Settle::Requeue;
