@@ -136,7 +136,7 @@ impl Sweeper {
     }
 
     async fn finish(&self, id: uuid::Uuid) -> Result<(), Error> {
-        if let Err(error) = self.resolver.finalize(id).await {
+        if let Err(error) = self.resolver.finalize(id, &self.holder, self.lease).await {
             warn!(request.id = %id, %error, "publishing the terminal result failed; retrying later");
             self.store.release(id, &self.holder).await?;
         }

@@ -9,6 +9,8 @@
 //! consumers can deduplicate). Failures that would repeat forever (a panicking merge, an output
 //! the request's encoding cannot carry) become a `failed` result instead.
 
+use std::time::Duration;
+
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -44,12 +46,37 @@ impl Resolver {
         }
     }
 
-    /// Assemble, publish and mark published. Returns the result, or `None` when the request is
-    /// gone or was already published.
+    /// Assemble, publish and mark published, as `holder` of the request's finalizer lease,
+    /// renewing the lease (to `lease` from now, every third of it) while the work runs so that
+    /// a long merge is not taken over. Returns the result, or `None` when the request is gone
+    /// or was already published.
     ///
     /// # Errors
     /// Redis or broker failures; the lease then expires and the work is re-driven.
-    pub async fn finalize(&self, id: Uuid) -> Result<Option<FinalResult>, Error> {
+    pub async fn finalize(
+        &self,
+        id: Uuid,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<FinalResult>, Error> {
+        let work = self.finalize_held(id);
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                r = &mut work => return r,
+                _ = tick.tick() => match self.store.renew(id, holder, lease).await {
+                    Ok(true) => debug!(request.id = %id, "finalizer lease renewed"),
+                    Ok(false) => warn!(request.id = %id, "finalizer lease lost during assembly; another finalizer may publish the same result"),
+                    Err(error) => debug!(request.id = %id, %error, "renewing the finalizer lease failed"),
+                },
+            }
+        }
+    }
+
+    async fn finalize_held(&self, id: Uuid) -> Result<Option<FinalResult>, Error> {
         let Some(meta) = self.store.meta(id).await? else {
             warn!(request.id = %id, "request vanished before it was finalized");
             return Ok(None);

@@ -19,6 +19,7 @@ static FAIL: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lu
 static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/finish.lua")));
+static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
 
 /// How many fields one `HMGET`/`HSET` carries when a request has many shards.
 const BATCH: usize = 1024;
@@ -527,6 +528,22 @@ impl Store {
             .invoke_async(&mut *c)
             .await?;
         Ok(released == 1)
+    }
+
+    /// Extend the finalizer lease `holder` holds to `lease` from now; false when it is not
+    /// held by `holder` any more.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn renew(&self, id: Uuid, holder: &str, lease: Duration) -> Result<bool, Error> {
+        let mut c = self.conn().await?;
+        let renewed: i64 = RENEW
+            .key(self.names.lease_key(id))
+            .arg(holder)
+            .arg(lease.as_millis().max(1) as u64)
+            .invoke_async(&mut *c)
+            .await?;
+        Ok(renewed == 1)
     }
 
     /// Before processing a shard: the request's state (`None` when unknown or expired; `stored`

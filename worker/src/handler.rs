@@ -250,7 +250,11 @@ impl Handler {
     }
 
     async fn finalize(&self, shard: &Shard) -> Settle {
-        match self.resolver.finalize(shard.request_id).await {
+        match self
+            .resolver
+            .finalize(shard.request_id, &self.engine, self.lease)
+            .await
+        {
             Ok(Some(result)) => {
                 info!(status = result.status.as_str(), "final result published");
                 Settle::Ack
