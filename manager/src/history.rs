@@ -33,6 +33,8 @@ pub const REGRESSION_DECAY: f64 = 0.99;
 pub const MIN_OBSERVATIONS: u32 = 10;
 /// Time constant with which an engine without news drifts back to the fleet's mean speed.
 pub const SPEED_DECAY: Duration = Duration::from_secs(5);
+/// Smallest merge whose cost is learned per part.
+pub const MIN_MERGE_PARTS: u32 = 8;
 /// How often the history is saved to Redis.
 pub const SAVE_EVERY: Duration = Duration::from_secs(2);
 /// A stored history nobody saved for this long expires.
@@ -287,9 +289,11 @@ impl History {
         g.1 = true;
     }
 
-    /// Learn a merge of `parts` partial results of `kind` that took `micros`.
+    /// Learn a merge of `parts` partial results of `kind` that took `micros`. Merges of fewer
+    /// than [`MIN_MERGE_PARTS`] parts are ignored: their fixed cost would be taken for a
+    /// per-part cost and push shard counts down for good.
     pub fn observe_merge(&self, kind: &str, parts: u32, micros: f64) {
-        if parts == 0 {
+        if parts < MIN_MERGE_PARTS {
             return;
         }
         let mut g = self.lock();

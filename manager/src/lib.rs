@@ -226,6 +226,10 @@ async fn serve(
             "requests still dispatching after the grace period; they will be redelivered"
         );
     }
+    // What was learned since the last periodic save survives the restart.
+    if let Err(error) = dispatcher.predictor.history.save(&dispatcher.store).await {
+        warn!(%error, "saving the history at shutdown failed");
+    }
     if let Err(error) = conn.close(200, "manager stopping".into()).await {
         warn!(%error, "closing the broker connection failed");
     }
