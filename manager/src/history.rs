@@ -308,9 +308,13 @@ impl History {
     pub fn overheads(&self, kind: &str) -> Overheads {
         let g = self.lock();
         let merge = g.0.merge.get(kind).and_then(Ewma::get).unwrap_or(0.0);
+        let transport = g.0.transport.get().unwrap_or(1_000.0);
+        // Every shard's delivery and Redis writes also load the machines the broker, Redis and
+        // the workers share; counting that cost once per shard keeps a busy deployment from
+        // cutting small requests into more shards than it can carry.
         Overheads {
-            serial_us: g.0.publish.get().unwrap_or(0.0) + merge,
-            parallel_us: g.0.transport.get().unwrap_or(1_000.0),
+            serial_us: g.0.publish.get().unwrap_or(0.0) + merge + transport,
+            parallel_us: transport,
         }
     }
 
@@ -459,7 +463,7 @@ mod tests {
             a.zip(b).is_some_and(|(a, b)| (a - b).abs() < 1e-6),
             "{a:?} {b:?}"
         );
-        assert_eq!(warm.overheads("k").serial_us, 100.0);
+        assert_eq!(warm.overheads("k").serial_us, 100.0 + 1_000.0);
     }
 
     /// Exponential shard times have a coefficient of variation near 1; exact ones near 0.
