@@ -66,7 +66,7 @@ fn reference(registry: &Registry, kind: &str, payload: rmpv::Value) -> Option<rm
     let shards = k.split(payload, &mut |_, _| 1).ok()?;
     let parts = shards
         .iter()
-        .map(|s| k.process(s))
+        .map(|s| k.process(s, &shardline::kind::Stop::new()))
         .collect::<Result<_, _>>()
         .ok()?;
     k.merge(parts).ok()

@@ -79,7 +79,10 @@ pub fn unsharded(kind: &str, payload: rmpv::Value) -> rmpv::Value {
     let shards = k.split(payload, &mut |_, _| 1).expect("split");
     let parts = shards
         .iter()
-        .map(|s| k.process(s).expect("process"))
+        .map(|s| {
+            k.process(s, &shardline::kind::Stop::new())
+                .expect("process")
+        })
         .collect();
     k.merge(parts).expect("merge")
 }

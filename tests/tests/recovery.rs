@@ -194,7 +194,9 @@ async fn stage_claimed_request(c: &Cluster, reply_queue: &str) -> (Uuid, rmpv::V
         .expect("create");
     let mut last = Recorded::Duplicate;
     for (i, s) in shards.iter().enumerate() {
-        let part = kind.process(s).expect("process");
+        let part = kind
+            .process(s, &shardline::kind::Stop::new())
+            .expect("process");
         last = c
             .store
             .record(

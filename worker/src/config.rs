@@ -31,6 +31,15 @@ pub struct Config {
     /// How long shutdown waits for running shards, in milliseconds.
     #[arg(long, env = "SHARDLINE_GRACE_MS", default_value_t = 30_000)]
     pub grace_ms: u64,
+    /// Longest a shard may run, in milliseconds, before it is stopped and counted as a failed
+    /// attempt. Keep it below the broker's `consumer_timeout` (30 minutes by default), or the
+    /// broker closes the channel and redelivers every shard it held.
+    #[arg(long, env = "SHARDLINE_SHARD_TIME_LIMIT_MS", default_value_t = 25 * 60 * 1_000)]
+    pub shard_time_limit_ms: u64,
+    /// How often a running shard checks that its request still wants it, in milliseconds
+    /// (a cancelled or ended request stops its running shards at their next check).
+    #[arg(long, env = "SHARDLINE_STOP_CHECK_MS", default_value_t = 500)]
+    pub stop_check_ms: u64,
     /// Speed of the `synthetic` kind on this engine (0.25 = four times slower), for load
     /// experiments.
     #[arg(long, env = "SHARDLINE_SYNTHETIC_SPEED", default_value_t = 1.0)]
@@ -47,6 +56,8 @@ impl Config {
             heartbeat_ms: 2_000,
             lease_ms: 30_000,
             grace_ms: 30_000,
+            shard_time_limit_ms: 25 * 60 * 1_000,
+            stop_check_ms: 500,
             synthetic_speed: 1.0,
         }
     }
@@ -87,8 +98,14 @@ impl Config {
         if !(self.synthetic_speed.is_finite() && self.synthetic_speed > 0.0) {
             return Err("synthetic speed must be a positive number".into());
         }
-        if self.heartbeat_ms == 0 || self.lease_ms == 0 {
-            return Err("heartbeat and lease must be at least 1 ms".into());
+        if self.heartbeat_ms == 0
+            || self.lease_ms == 0
+            || self.shard_time_limit_ms == 0
+            || self.stop_check_ms == 0
+        {
+            return Err(
+                "heartbeat, lease, shard time limit and stop check must be at least 1 ms".into(),
+            );
         }
         self.connect.names().map_err(|e| e.to_string())?;
         Ok(())
@@ -100,6 +117,14 @@ impl Config {
 
     pub(crate) fn lease(&self) -> Duration {
         Duration::from_millis(self.lease_ms)
+    }
+
+    pub(crate) fn shard_time_limit(&self) -> Duration {
+        Duration::from_millis(self.shard_time_limit_ms)
+    }
+
+    pub(crate) fn stop_check(&self) -> Duration {
+        Duration::from_millis(self.stop_check_ms)
     }
 }
 

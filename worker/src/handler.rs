@@ -1,14 +1,17 @@
 //! One shard delivery, from bytes to ack: decode, process off the async runtime, record the
 //! partial result, finalize when this write completed the set, and only then ack.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use shardline::kind::{DynKind, KindError, Stop};
 use shardline::message::{ErrorInfo, Shard, Status};
 use shardline::resolve::Resolver;
 use shardline::store::{Ended, Recorded, Store};
 use shardline::{Names, Registry, amqp, now_ms};
+use tokio::task::JoinError;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// Pause before a shard that hit a transient error is put back on its queue.
@@ -39,11 +42,25 @@ pub struct Handler {
     pub(crate) resolver: Resolver,
     pub(crate) registry: Registry,
     pub(crate) lease: Duration,
+    /// Longest a shard may run (from its delivery) before it is stopped.
+    pub(crate) time_limit: Duration,
+    /// How often a running shard checks that it is still wanted.
+    pub(crate) stop_check: Duration,
+}
+
+/// Why a running shard was asked to stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Why {
+    /// Its request is no longer running (the state it is in, or why it counts as over).
+    Ended(String),
+    /// It ran past the worker's time limit.
+    TimeLimit,
 }
 
 impl Handler {
-    /// Handle and settle one delivery.
-    pub async fn handle(&self, delivery: Delivery) {
+    /// Handle and settle one delivery, received at `received` (the shard time limit counts
+    /// from then, as the broker's consumer timeout does).
+    pub async fn handle(&self, delivery: Delivery, received: Instant) {
         let settle = match rmp_serde::from_slice::<Shard>(&delivery.data) {
             Ok(shard) => {
                 let span = info_span!(
@@ -54,7 +71,9 @@ impl Handler {
                     attempt = shard.attempt,
                     worker.id = %self.engine,
                 );
-                self.handle_shard(shard, &delivery).instrument(span).await
+                self.handle_shard(shard, &delivery, received)
+                    .instrument(span)
+                    .await
             }
             Err(e) => {
                 self.dead_letter(&delivery, "malformed_shard", &e.to_string())
@@ -78,7 +97,7 @@ impl Handler {
         }
     }
 
-    async fn handle_shard(&self, shard: Shard, delivery: &Delivery) -> Settle {
+    async fn handle_shard(&self, shard: Shard, delivery: &Delivery, received: Instant) -> Settle {
         // Skip work nobody will use: a request that ended (cancelled, failed, timed out) or
         // whose deadline passed (the manager's sweeper times it out).
         if now_ms() > shard.deadline {
@@ -109,17 +128,27 @@ impl Handler {
             return self.fail(&shard, delivery, "poison_shard", &msg).await;
         }
         let started = Instant::now();
-        let payload = shard.payload.clone();
-        let outcome = tokio::task::spawn_blocking(move || kind.process(&payload)).await;
+        let (outcome, why) = self.process_watched(&shard, kind, received).await;
         let elapsed = started.elapsed();
-        let (code, msg) = match outcome {
-            Ok(Ok(partial)) => {
+        let (code, msg) = match (outcome, why) {
+            (Ok(Ok(partial)), _) => {
                 return self
                     .store_partial(&shard, delivery, &partial, elapsed)
                     .await;
             }
-            Ok(Err(e)) => ("shard_failed", e.to_string()),
-            Err(e) => ("shard_panicked", format!("processing panicked: {e}")),
+            (Ok(Err(_)), Some(Why::Ended(state))) => {
+                info!(%state, "request over; the shard stopped without a result");
+                return Settle::Ack;
+            }
+            (Ok(Err(KindError::Stopped)), Some(Why::TimeLimit)) => (
+                "time_limit",
+                format!(
+                    "ran longer than the worker's shard time limit ({} ms)",
+                    self.time_limit.as_millis()
+                ),
+            ),
+            (Ok(Err(e)), _) => ("shard_failed", e.to_string()),
+            (Err(e), _) => ("shard_panicked", format!("processing panicked: {e}")),
         };
         if attempt < limit {
             let pause = backoff(attempt);
@@ -129,6 +158,58 @@ impl Handler {
         }
         let msg = format!("{msg} (attempt {attempt} of {limit})");
         self.fail(&shard, delivery, code, &msg).await
+    }
+
+    /// Process the shard off the async runtime while checking, every `stop_check`, that it is
+    /// still wanted and within its time limit; raise its [`Stop`] flag when it is not. Returns
+    /// the outcome and why the flag was raised, if it was.
+    async fn process_watched(
+        &self,
+        shard: &Shard,
+        kind: Arc<dyn DynKind>,
+        received: Instant,
+    ) -> (Result<Result<Vec<u8>, KindError>, JoinError>, Option<Why>) {
+        let stop = Stop::new();
+        let flag = stop.clone();
+        let payload = shard.payload.clone();
+        let work = tokio::task::spawn_blocking(move || kind.process(&payload, &flag));
+        tokio::pin!(work);
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + self.stop_check,
+            self.stop_check,
+        );
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut why = None;
+        loop {
+            tokio::select! {
+                outcome = &mut work => return (outcome, why),
+                _ = tick.tick(), if why.is_none() => {
+                    why = self.unwanted(shard, received).await;
+                    if let Some(reason) = &why {
+                        info!(?reason, "asking the running shard to stop");
+                        stop.request();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why a running shard should stop now, if it should.
+    async fn unwanted(&self, shard: &Shard, received: Instant) -> Option<Why> {
+        if received.elapsed() >= self.time_limit {
+            return Some(Why::TimeLimit);
+        }
+        if now_ms() > shard.deadline {
+            return Some(Why::Ended("deadline passed".into()));
+        }
+        match self.store.state(shard.request_id).await {
+            Ok(Some(state)) if state == "running" => None,
+            Ok(state) => Some(Why::Ended(state.unwrap_or_else(|| "gone".into()))),
+            Err(error) => {
+                debug!(%error, "checking the request state failed; the shard goes on");
+                None
+            }
+        }
     }
 
     async fn store_partial(

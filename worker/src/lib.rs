@@ -128,6 +128,8 @@ async fn serve(
         resolver: Resolver::new(store.clone(), publish, registry.clone()),
         registry: registry.clone(),
         lease: config.lease(),
+        time_limit: config.shard_time_limit(),
+        stop_check: config.stop_check(),
     });
     info!(worker.id = engine, concurrency, "worker consuming shards");
 
@@ -205,13 +207,14 @@ async fn run_one(
     stop: CancellationToken,
     delivery: Delivery,
 ) {
+    let received = std::time::Instant::now();
     let permit = tokio::select! {
         biased;
         () = stop.cancelled() => None,
         p = permits.acquire_owned() => p.ok(),
     };
     match permit {
-        Some(_permit) => handler.handle(delivery).await,
+        Some(_permit) => handler.handle(delivery, received).await,
         None => {
             let requeue = BasicNackOptions {
                 requeue: true,

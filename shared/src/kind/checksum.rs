@@ -14,7 +14,7 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Kind, KindError};
+use super::{Kind, KindError, Stop};
 
 /// Default block size: 64 KiB.
 pub const DEFAULT_BLOCK_SIZE: usize = 64 * 1024;
@@ -137,12 +137,18 @@ impl Kind for Checksum {
     }
 
     fn process(&self, shard: ChecksumShard) -> Result<Leaves, KindError> {
+        self.process_with(shard, &Stop::new())
+    }
+
+    fn process_with(&self, shard: ChecksumShard, stop: &Stop) -> Result<Leaves, KindError> {
         let block_size = usize::try_from(shard.block_size.max(1)).unwrap_or(DEFAULT_BLOCK_SIZE);
-        let leaves = shard
-            .data
-            .chunks(block_size)
-            .map(|block| serde_bytes::ByteBuf::from(hash(&[&[0x00], block]).to_vec()))
-            .collect();
+        let mut leaves = Vec::with_capacity(shard.data.len().div_ceil(block_size));
+        for (i, block) in shard.data.chunks(block_size).enumerate() {
+            if i % 256 == 0 {
+                stop.check()?;
+            }
+            leaves.push(serde_bytes::ByteBuf::from(hash(&[&[0x00], block]).to_vec()));
+        }
         Ok(Leaves {
             bytes: shard.data.len() as u64,
             leaves,

@@ -8,6 +8,8 @@
 //! - `process` is a pure function of its shard (a redelivered shard may run twice; the first
 //!   stored result wins).
 //! - `merge` receives the partials **in shard order**.
+//! - a long `process` should check a [`Stop`] (override [`Kind::process_with`]), so that a
+//!   cancelled request frees its workers and a shard stops before the worker's time limit.
 //! - `merge(split(x, n).map(process)) == merge([process(split(x, 1)[0])])` for every `n`: the
 //!   shard count never changes the answer. Each built-in kind has a property test for this.
 //!
@@ -45,6 +47,7 @@
 pub mod checksum;
 mod registry;
 pub mod sort;
+mod stop;
 pub mod synthetic;
 pub mod wordcount;
 
@@ -53,6 +56,7 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use checksum::Checksum;
 pub use registry::{DynKind, Registry};
 pub use sort::Sort;
+pub use stop::Stop;
 pub use synthetic::Synthetic;
 pub use wordcount::WordCount;
 
@@ -93,6 +97,9 @@ pub enum KindError {
     /// The work itself failed.
     #[error("{0}")]
     Failed(String),
+    /// The shard stopped at a check because its [`Stop`] flag was raised.
+    #[error("stopped before finishing")]
+    Stopped,
 }
 
 /// A kind of work, in its own types. See the [module docs](self) for the contract.
@@ -129,6 +136,17 @@ pub trait Kind: Send + Sync + 'static {
     /// # Errors
     /// When the work fails; the request then fails.
     fn process(&self, shard: Self::Shard) -> Result<Self::Partial, KindError>;
+    /// Process one shard, returning [`KindError::Stopped`] soon after `stop` is raised (the
+    /// worker raises it when the request ends or the shard outlives the worker's time limit).
+    /// Override it in kinds whose shards run long; the default ignores `stop` and calls
+    /// [`Kind::process`].
+    ///
+    /// # Errors
+    /// When the work fails, or [`KindError::Stopped`].
+    fn process_with(&self, shard: Self::Shard, stop: &Stop) -> Result<Self::Partial, KindError> {
+        let _ = stop;
+        self.process(shard)
+    }
     /// Join the partials, given in shard order.
     ///
     /// # Errors
@@ -165,7 +183,7 @@ pub(crate) mod testing {
         assert_eq!(shards.len(), n);
         let parts = shards
             .iter()
-            .map(|s| dynk.process(s).expect("process"))
+            .map(|s| dynk.process(s, &Stop::new()).expect("process"))
             .collect();
         dynk.merge(parts).expect("merge")
     }

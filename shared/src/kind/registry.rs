@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Checksum, Kind, KindError, Sort, Synthetic, WordCount};
+use super::{Checksum, Kind, KindError, Sort, Stop, Synthetic, WordCount};
 
 /// A kind behind MessagePack bytes, so the manager and worker can hold any kind by name.
 /// Implemented for every [`Kind`]; you never implement it yourself.
@@ -22,11 +22,12 @@ pub trait DynKind: Send + Sync {
     ) -> Result<Vec<Vec<u8>>, KindError>;
     /// See [`Kind::max_attempts`].
     fn max_attempts(&self) -> u32;
-    /// Process one encoded shard into an encoded partial.
+    /// Process one encoded shard into an encoded partial (see [`Kind::process_with`]).
     ///
     /// # Errors
-    /// [`KindError::Corrupt`] for undecodable shards, or the kind's own failure.
-    fn process(&self, shard: &[u8]) -> Result<Vec<u8>, KindError>;
+    /// [`KindError::Corrupt`] for undecodable shards, [`KindError::Stopped`], or the kind's
+    /// own failure.
+    fn process(&self, shard: &[u8], stop: &Stop) -> Result<Vec<u8>, KindError>;
     /// Merge encoded partials, given in shard order, into the output value.
     ///
     /// # Errors
@@ -74,14 +75,14 @@ impl<K: Kind> DynKind for K {
         Kind::max_attempts(self).max(1)
     }
 
-    fn process(&self, shard: &[u8]) -> Result<Vec<u8>, KindError> {
+    fn process(&self, shard: &[u8], stop: &Stop) -> Result<Vec<u8>, KindError> {
         let kind = Kind::name(self);
         let shard: K::Shard = rmp_serde::from_slice(shard).map_err(|e| KindError::Corrupt {
             kind,
             what: "shard",
             detail: e.to_string(),
         })?;
-        let partial = Kind::process(self, shard)?;
+        let partial = Kind::process_with(self, shard, stop)?;
         rmp_serde::to_vec_named(&partial).map_err(|e| KindError::Failed(e.to_string()))
     }
 

@@ -17,10 +17,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, KindError};
+use super::{Kind, KindError, Stop};
 
 /// Longest a single shard may be asked to run (10 minutes), to refuse absurd inputs.
 pub const MAX_SHARD_COST_US: u64 = 600_000_000;
+
+/// How often a sleeping shard checks its [`Stop`] flag.
+const STOP_CHECK: Duration = Duration::from_millis(20);
 
 /// Sleeps or spins for a declared cost.
 #[derive(Debug, Clone, Default)]
@@ -170,6 +173,10 @@ impl Kind for Synthetic {
     }
 
     fn process(&self, span: Span) -> Result<Tally, KindError> {
+        self.process_with(span, &Stop::new())
+    }
+
+    fn process_with(&self, span: Span, stop: &Stop) -> Result<Tally, KindError> {
         let units = span.end.saturating_sub(span.start);
         let cost = (span.cost_us() / self.speed.get()).round() as u64;
         if cost > MAX_SHARD_COST_US {
@@ -177,14 +184,18 @@ impl Kind for Synthetic {
                 "synthetic shard would run {cost} µs, over the {MAX_SHARD_COST_US} µs limit"
             )));
         }
-        let cost = Duration::from_micros(cost);
-        if span.spin {
-            let until = Instant::now() + cost;
-            while Instant::now() < until {
-                std::hint::spin_loop();
+        let until = Instant::now() + Duration::from_micros(cost);
+        loop {
+            stop.check()?;
+            let now = Instant::now();
+            if now >= until {
+                break;
             }
-        } else if !cost.is_zero() {
-            std::thread::sleep(cost);
+            if span.spin {
+                std::hint::spin_loop();
+            } else {
+                std::thread::sleep((until - now).min(STOP_CHECK));
+            }
         }
         let digest = (span.start..span.end).fold(0u64, |acc, u| acc.wrapping_add(mix(u)));
         Ok(Tally { units, digest })
@@ -278,5 +289,32 @@ mod tests {
         );
         speed.set(f64::NAN);
         assert_eq!(speed.get(), Speed::MIN);
+    }
+
+    /// A long shard returns soon after its stop flag is raised, sleeping or spinning.
+    #[test]
+    fn stops_at_the_next_check() {
+        for spin in [false, true] {
+            let span = Span {
+                start: 0,
+                end: 1,
+                unit_cost_us: 60_000_000,
+                spin,
+                noise_seed: None,
+            };
+            let stop = Stop::new();
+            let raise = stop.clone();
+            let t = Instant::now();
+            let raiser = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                raise.request();
+            });
+            assert_eq!(
+                Synthetic::default().process_with(span, &stop),
+                Err(KindError::Stopped)
+            );
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+            raiser.join().expect("raiser");
+        }
     }
 }

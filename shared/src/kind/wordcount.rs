@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Kind, KindError};
+use super::{Kind, KindError, Stop};
 
 /// Counts words in text.
 #[derive(Debug, Clone, Copy, Default)]
@@ -45,8 +45,15 @@ impl Kind for WordCount {
     }
 
     fn process(&self, shard: String) -> Result<Counts, KindError> {
+        self.process_with(shard, &Stop::new())
+    }
+
+    fn process_with(&self, shard: String, stop: &Stop) -> Result<Counts, KindError> {
         let mut counts = Counts::new();
-        for token in shard.split_whitespace() {
+        for (i, token) in shard.split_whitespace().enumerate() {
+            if i % 8192 == 0 {
+                stop.check()?;
+            }
             let word = token.trim_matches(|c: char| !c.is_alphanumeric());
             if !word.is_empty() {
                 *counts.entry(word.to_lowercase()).or_default() += 1;
