@@ -24,7 +24,7 @@
 pub mod load;
 mod payload;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -233,6 +233,15 @@ impl Client {
     /// Redis failures.
     pub async fn status(&self, id: Uuid) -> Result<Option<Meta>, Error> {
         self.store.meta(id).await.map_err(Error::Redis)
+    }
+
+    /// The engine each shard of a request was routed to (index → engine id, `shared` for the
+    /// shared queue); empty when unknown or expired.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn routes(&self, id: Uuid) -> Result<BTreeMap<u32, String>, Error> {
+        self.store.routes(id).await.map_err(Error::Redis)
     }
 
     /// Cancel a request. A running one ends ([`Ended::Claimed`] or [`Ended::Marked`]) and its

@@ -114,10 +114,8 @@ pub async fn run(
         {
             report.correct += 1;
         }
-        if let Some(meta) = client.status(result.request_id).await? {
-            for engine in meta.engines.into_values() {
-                *report.spread.entry(engine).or_default() += 1;
-            }
+        for engine in client.routes(result.request_id).await?.into_values() {
+            *report.spread.entry(engine).or_default() += 1;
         }
     }
     Ok(report)

@@ -1,7 +1,7 @@
 //! Redis state of requests and engines. Every Redis command Shardline sends is in this module
 //! (plus the Lua scripts in `shared/lua/`), so the layout in [`crate::names`] is the whole truth.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -23,6 +23,27 @@ static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../l
 
 /// How many fields one `HMGET`/`HSET` carries when a request has many shards.
 const BATCH: usize = 1024;
+
+/// The fields of a request's `meta` hash that [`Meta`] is made of (the per-shard fields
+/// `shard.<i>` and `attempts.<i>` are read separately), and the cancel tombstone.
+const META_FIELDS: &[&str] = &[
+    "kind",
+    "state",
+    "status",
+    "outcome",
+    "total",
+    "done",
+    "created",
+    "deadline",
+    "reply_to",
+    "correlation_id",
+    "format",
+    "error_code",
+    "error",
+    "policy",
+    "quorum",
+    "tombstone",
+];
 
 /// A new request's record, written before any shard is published.
 #[derive(Debug, Clone)]
@@ -153,8 +174,6 @@ pub struct Meta {
     pub format: Format,
     /// Why the request failed, when it did.
     pub error: Option<ErrorInfo>,
-    /// Engine each shard was routed to (index → engine).
-    pub engines: HashMap<u32, String>,
     /// What a failed shard does to the request.
     pub policy: FailurePolicy,
     /// Shards that must succeed, with [`FailurePolicy::Quorum`].
@@ -174,13 +193,6 @@ impl Meta {
         let done = u32::try_from(num("done")?).map_err(|e| corrupt(e.to_string()))?;
         let created = num("created")?;
         let deadline = num("deadline")?;
-        let engines = f
-            .iter()
-            .filter_map(|(k, v)| {
-                let i = k.strip_prefix("shard.")?.parse().ok()?;
-                Some((i, v.clone()))
-            })
-            .collect();
         let error = f.get("error_code").map(|code| ErrorInfo {
             code: code.clone(),
             message: f.get("error").cloned().unwrap_or_default(),
@@ -199,7 +211,6 @@ impl Meta {
             correlation_id: f.remove("correlation_id").filter(|s| !s.is_empty()),
             format: Format::parse(f.get("format").map_or("", String::as_str)),
             error,
-            engines,
             policy: FailurePolicy::parse(f.get("policy").map_or("", String::as_str)),
             quorum: f.get("quorum").and_then(|q| q.parse().ok()),
         })
@@ -616,13 +627,56 @@ impl Store {
     /// # Errors
     /// Redis failures, or a record without the required fields.
     pub async fn meta(&self, id: Uuid) -> Result<Option<Meta>, Error> {
+        // Only the request's own fields: the hash also holds two fields per shard (route and
+        // attempts), which for a large fan-out would cost megabytes to read.
         let mut c = self.conn().await?;
-        let fields: HashMap<String, String> = c.hgetall(self.names.meta_key(id)).await?;
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.names.meta_key(id))
+            .arg(META_FIELDS)
+            .query_async(&mut *c)
+            .await?;
+        let fields: HashMap<String, String> = META_FIELDS
+            .iter()
+            .zip(values)
+            .filter_map(|(k, v)| Some(((*k).to_owned(), v?)))
+            .collect();
         // A tombstone (a cancel waiting for its request) is not a request yet.
         if fields.is_empty() || fields.contains_key("tombstone") {
             return Ok(None);
         }
         Meta::parse(id, fields).map(Some)
+    }
+
+    /// The engine each shard of a request was routed to (index → engine id; `shared` for the
+    /// shared queue), read in pages so that a large fan-out is never read in one reply.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn routes(&self, id: Uuid) -> Result<BTreeMap<u32, String>, Error> {
+        let key = self.names.meta_key(id);
+        let mut c = self.conn().await?;
+        let mut routes = BTreeMap::new();
+        let mut cursor = String::from("0");
+        loop {
+            let (next, flat): (String, Vec<String>) = redis::cmd("HSCAN")
+                .arg(&key)
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg("shard.*")
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut *c)
+                .await?;
+            for pair in flat.chunks_exact(2) {
+                if let Some(i) = pair[0].strip_prefix("shard.").and_then(|i| i.parse().ok()) {
+                    routes.insert(i, pair[1].clone());
+                }
+            }
+            if next == "0" {
+                return Ok(routes);
+            }
+            cursor = next;
+        }
     }
 
     /// Shard indices that already have a stored result.

@@ -108,8 +108,8 @@ async fn shards_spread_over_all_workers() {
                     .submit("synthetic", payload, Options::default(), WAIT)
                     .await
                     .ok()?;
-                let meta = c.store.meta(r.request_id).await.ok()??;
-                let used: HashSet<String> = meta.engines.into_values().collect();
+                let routes = c.store.routes(r.request_id).await.ok()?;
+                let used: HashSet<String> = routes.into_values().collect();
                 (used.len() == 3).then_some(used)
             }
         },

@@ -35,13 +35,8 @@ async fn shares(c: &Cluster, n: usize) -> HashMap<String, usize> {
             )
             .await
             .expect("request completes");
-        let meta = c
-            .store
-            .meta(r.request_id)
-            .await
-            .expect("redis")
-            .expect("meta");
-        for engine in meta.engines.into_values() {
+        let routes = c.store.routes(r.request_id).await.expect("redis");
+        for engine in routes.into_values() {
             *counts.entry(engine).or_default() += 1;
         }
     }
