@@ -119,6 +119,21 @@ pub fn synthetic(units: u64, unit_cost_us: u64) -> rmpv::Value {
     shardline::message::to_named_value(&w).expect("value")
 }
 
+/// How many times shard `index` of request `id` was started (its `attempts.<i>` field).
+pub async fn attempts(cluster: &Cluster, id: uuid::Uuid, index: u32) -> u32 {
+    use redis::AsyncCommands;
+    let client = redis::Client::open(cluster.connect.redis_url.as_str()).expect("redis url");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let n: Option<u32> = conn
+        .hget(cluster.names.meta_key(id), format!("attempts.{index}"))
+        .await
+        .expect("hget");
+    n.unwrap_or(0)
+}
+
 /// Wait until the requests together have at least `shards` shards done.
 pub async fn wait_progress(cluster: &Cluster, ids: &[uuid::Uuid], shards: u32) {
     eventually(

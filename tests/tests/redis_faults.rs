@@ -9,9 +9,10 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::Duration;
 
+use shardline_manager::plan::ShardCount;
 use shardline_tests::raw::{Replies, publish_request};
 use shardline_tests::{
-    Cluster, completed, eventually, request_body, synthetic, unsharded, wait_progress,
+    Cluster, attempts, completed, eventually, request_body, synthetic, unsharded, wait_progress,
 };
 use tokio::process::{Child, Command};
 use uuid::Uuid;
@@ -90,6 +91,49 @@ async fn redis_restarted_mid_request() {
     {
         assert_eq!(completed(r), want);
     }
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Redis is down when a shard finishes: the worker keeps the result and retries storing it
+/// until Redis is back, instead of giving the shard back. The request completes once and the
+/// outage does not count as an attempt of the shard (a poison shard is one that fails, not
+/// one whose worker could not reach Redis).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_at_the_end_of_a_shard_costs_no_attempt() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("shardline-redis-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let mut redis = start_redis(port, &dir);
+    wait_up(port).await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let c = Cluster::builder()
+        .redis_url(url)
+        .workers(1)
+        .manager(|m| m.shard_count = ShardCount::Fixed(1))
+        .start()
+        .await;
+    let mut replies = Replies::new(&c).await;
+    let payload = synthetic(1, 1_500_000);
+    let id = Uuid::new_v4();
+    let body = request_body("synthetic", payload.clone(), &[]);
+    publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    eventually("the shard started", Duration::from_secs(20), || async {
+        (attempts(&c, id, 0).await == 1).then_some(())
+    })
+    .await;
+    redis.start_kill().expect("kill redis");
+    let _ = redis.wait().await;
+    // The outage: the shard finishes (1.5 s) while Redis is down.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _redis = start_redis(port, &dir);
+    wait_up(port).await;
+
+    let results = replies
+        .exactly_one_each(&[id], Duration::from_secs(60))
+        .await;
+    assert_eq!(completed(&results[&id]), unsharded("synthetic", payload));
+    assert_eq!(attempts(&c, id, 0).await, 1, "the outage cost no attempt");
     c.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

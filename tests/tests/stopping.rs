@@ -3,26 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use redis::AsyncCommands;
 use shardline::message::{Options, Status};
 use shardline_manager::plan::ShardCount;
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, eventually, patience, request_body, synthetic};
+use shardline_tests::{Cluster, attempts, eventually, patience, request_body, synthetic};
 use uuid::Uuid;
-
-/// How many times shard `index` of `id` was started (the `attempts.<i>` field).
-async fn attempts(c: &Cluster, id: Uuid, index: u32) -> u32 {
-    let client = redis::Client::open(c.connect.redis_url.as_str()).expect("redis url");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let n: Option<u32> = conn
-        .hget(c.names.meta_key(id), format!("attempts.{index}"))
-        .await
-        .expect("hget");
-    n.unwrap_or(0)
-}
 
 /// A cluster of one worker with two slots that checks its running shards every 100 ms;
 /// `short_limit` gives shards a one-second time limit.

@@ -17,6 +17,32 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 /// Pause before a shard that hit a transient error is put back on its queue.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// How long a worker keeps retrying to record a finished shard's result (or failure) while
+/// Redis is unreachable before it gives the shard back. Retrying in place keeps the work
+/// done; a requeue would redo it and count another attempt against the shard.
+const STORE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Run a Redis step, retrying transient failures with backoff (100 ms doubling, at most 2 s)
+/// for up to [`STORE_PATIENCE`]. The steps retried this way are idempotent scripts.
+async fn patiently<T, F, Fut>(what: &str, mut step: F) -> Result<T, shardline::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, shardline::Error>>,
+{
+    let give_up = Instant::now() + STORE_PATIENCE;
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match step().await {
+            Err(e) if e.is_transient() && Instant::now() + pause < give_up => {
+                warn!(error = %e, ?pause, "{what} failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Pause before retry `attempt` + 1 of a failed shard: 100 ms doubling, at most 5 s.
 pub fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.saturating_sub(1).min(6)))
@@ -219,9 +245,8 @@ impl Handler {
         partial: &[u8],
         elapsed: Duration,
     ) -> Settle {
-        let recorded = self
-            .store
-            .record(
+        let recorded = patiently("storing the partial result", || {
+            self.store.record(
                 shard.request_id,
                 shard.index,
                 partial,
@@ -231,7 +256,8 @@ impl Handler {
                 &self.engine,
                 elapsed,
             )
-            .await;
+        })
+        .await;
         match recorded {
             Ok(Recorded::Claimed { total, .. }) => {
                 info!(total, "last shard in: finalizing");
@@ -276,9 +302,8 @@ impl Handler {
     async fn fail(&self, shard: &Shard, delivery: &Delivery, code: &str, message: &str) -> Settle {
         error!(code, message, "shard failed");
         let reason = format!("{code}: {message}");
-        let settled = self
-            .store
-            .record_failure(
+        let settled = patiently("recording the failure", || {
+            self.store.record_failure(
                 shard.request_id,
                 shard.index,
                 &reason,
@@ -287,7 +312,8 @@ impl Handler {
                 self.lease,
                 &self.engine,
             )
-            .await;
+        })
+        .await;
         match settled {
             Ok(Recorded::FailFast) => {}
             Ok(Recorded::Claimed { .. } | Recorded::QuorumLost) => {
