@@ -14,7 +14,8 @@
 //! - [`amqp`] — connecting, declaring the topology, confirmed publishing;
 //! - [`resolve`] — assembling and publishing a request's final result.
 //! - [`service`] — the services' error type and exit codes;
-//! - [`signal`], [`telemetry`] — shutdown signals and logging for the binaries.
+//! - [`signal`], [`telemetry`] — shutdown signals and logging for the binaries;
+//! - [`teardown`] — removing a namespace (tests, benchmarks, retired deployments).
 
 #![warn(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod service;
 pub mod signal;
 pub mod store;
 pub mod supervise;
+pub mod teardown;
 pub mod telemetry;
 
 pub use error::{Error, RejectReason};

@@ -852,6 +852,45 @@ impl Store {
         Ok(())
     }
 
+    /// Every engine registered in the namespace, live or not, sorted by id.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn known_engines(&self) -> Result<Vec<String>, Error> {
+        let mut c = self.conn().await?;
+        let mut ids: Vec<String> = c.zrange(self.names.engines_key(), 0, -1).await?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Delete every key of the namespace (`SCAN` and `UNLINK` in pages, so a large namespace
+    /// does not block Redis). Only for a namespace nothing runs on.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn delete_namespace(&self) -> Result<(), Error> {
+        let mut c = self.conn().await?;
+        let pattern = format!("{}:*", self.names.namespace());
+        let mut cursor = String::from("0");
+        loop {
+            let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut *c)
+                .await?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("UNLINK").arg(keys).query_async(&mut *c).await?;
+            }
+            if next == "0" {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
     /// Engines whose heartbeat is younger than `ttl`, sorted by id.
     ///
     /// # Errors

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
+use lapin::options::{BasicAckOptions, BasicGetOptions};
 use shardline::config::ConnectArgs;
 use shardline::store::Store;
-use shardline::{Names, Registry, amqp};
+use shardline::{Names, Registry, amqp, teardown};
 use shardline_client::Client;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -119,6 +119,7 @@ impl ClusterBuilder {
             worker_tweak: self.worker_tweak,
             registry: self.registry,
             _services: services,
+            cleaned: false,
         };
         if self.manager {
             let mut cfg = shardline_manager::Config::new(cluster.connect.clone());
@@ -163,6 +164,7 @@ pub struct Cluster {
     worker_tweak: WorkerTweak,
     registry: Registry,
     _services: Services,
+    cleaned: bool,
 }
 
 impl Cluster {
@@ -291,46 +293,54 @@ impl Cluster {
     }
 
     /// Delete the namespace's queues (plus `extra` queues), exchanges and Redis keys.
-    pub async fn cleanup(&self, extra: &[String]) {
-        let ch = self.conn.create_channel().await.expect("channel");
-        let n = &self.names;
-        let engines: Vec<String> = self
-            .store
-            .live_engines(Duration::from_secs(3600))
-            .await
-            .unwrap_or_default()
-            .iter()
-            .map(|e| n.engine_queue(e))
-            .collect();
-        for q in [n.requests_queue(), n.dead_queue(), n.shared_queue()]
-            .into_iter()
-            .chain(engines)
-            .chain(extra.iter().cloned())
-        {
-            let _ = ch
-                .queue_delete(q.into(), QueueDeleteOptions::default())
-                .await;
+    pub async fn cleanup(&mut self, extra: &[String]) {
+        if let Err(error) = teardown::remove_namespace(&self.conn, &self.store, extra).await {
+            eprintln!("cleaning up namespace {}: {error}", self.names.namespace());
         }
-        for x in [
-            n.requests_exchange(),
-            n.results_exchange(),
-            n.dead_exchange(),
-        ] {
-            let _ = ch
-                .exchange_delete(x.into(), ExchangeDeleteOptions::default())
-                .await;
-        }
-        let client = redis::Client::open(self.connect.redis_url.as_str()).expect("redis url");
-        if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("{}:*", n.namespace()))
-                .query_async(&mut c)
-                .await
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
-            }
-        }
+        self.cleaned = true;
         let _ = self.conn.close(200, "test done".into()).await;
+    }
+}
+
+impl Drop for Cluster {
+    /// A test that panicked before [`Cluster::shutdown`] still removes its namespace, so the
+    /// shared broker and Redis do not collect leftovers (on its own thread and runtime: the
+    /// test's runtime is unwinding).
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        // Stop the services at once (a graceful stop would hand queued shards off and could
+        // declare queues again behind the cleanup).
+        for (_, running) in self.workers.drain(..) {
+            running.task.abort();
+        }
+        for running in self.managers.drain(..) {
+            running.task.abort();
+        }
+        let (connect, names) = (self.connect.clone(), self.names.clone());
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                let work = async {
+                    let conn = amqp::connect(&connect.amqp_url, "shardline-tests cleanup").await?;
+                    let store = Store::connect(&connect.redis_url, names).await?;
+                    teardown::remove_namespace(&conn, &store, &[]).await?;
+                    let _ = conn.close(200, "test cleanup".into()).await;
+                    Ok::<_, shardline::Error>(())
+                };
+                match tokio::time::timeout(Duration::from_secs(10), work).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => eprintln!("cleaning up after a failed test: {error}"),
+                    Err(_) => eprintln!("cleaning up after a failed test timed out"),
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
