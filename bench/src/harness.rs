@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use shardline::config::ConnectArgs;
 use shardline::kind::synthetic::{Speed, Synthetic, Tally, Work};
 use shardline::message::{Options, Shard, Status};
@@ -318,45 +317,19 @@ where
     anyhow::bail!("timed out waiting for {what}")
 }
 
-/// Remove the namespace's queues, exchanges and keys.
-async fn cleanup(connect: &ConnectArgs, names: &Names) {
-    let Ok(conn) = amqp::connect(&connect.amqp_url, "shardline-bench cleanup").await else {
-        return;
+/// Remove the namespace's queues, exchanges and keys (best effort: a failure is logged).
+pub async fn cleanup(connect: &ConnectArgs, names: &Names) {
+    let engines: Vec<String> = (0..ENGINES)
+        .map(|i| names.engine_queue(&engine_id(i)))
+        .collect();
+    let work = async {
+        let conn = amqp::connect(&connect.amqp_url, "shardline-bench cleanup").await?;
+        let store = Store::connect(&connect.redis_url, names.clone()).await?;
+        shardline::teardown::remove_namespace(&conn, &store, &engines).await?;
+        let _ = conn.close(200, "bench cell done".into()).await;
+        Ok::<_, shardline::Error>(())
     };
-    if let Ok(ch) = conn.create_channel().await {
-        let queues = [
-            names.requests_queue(),
-            names.dead_queue(),
-            names.shared_queue(),
-        ]
-        .into_iter()
-        .chain((0..ENGINES).map(|i| names.engine_queue(&engine_id(i))));
-        for q in queues {
-            let _ = ch
-                .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for x in [
-            names.requests_exchange(),
-            names.results_exchange(),
-            names.dead_exchange(),
-        ] {
-            let _ = ch
-                .exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
-    }
-    let _ = conn.close(200, "bench cell done".into()).await;
-    if let Ok(client) = redis::Client::open(connect.redis_url.as_str())
-        && let Ok(mut c) = client.get_multiplexed_async_connection().await
-    {
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}:*", names.namespace()))
-            .query_async(&mut c)
-            .await
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut c).await;
-        }
+    if let Err(error) = work.await {
+        tracing::warn!(%error, namespace = names.namespace(), "cleaning up the namespace failed");
     }
 }
