@@ -166,7 +166,17 @@ impl Sweeper {
                     if !self.store.claim_lease(id, &self.holder, self.lease).await? {
                         continue;
                     }
-                    warn!(request.id = %id, "no finalizer holds this request; finalizing here");
+                    // A cancel leaves its request for the sweeper to publish: not a fault.
+                    let cancelled = self
+                        .store
+                        .meta(id)
+                        .await?
+                        .is_some_and(|m| m.outcome.as_deref() == Some("cancelled"));
+                    if cancelled {
+                        info!(request.id = %id, "publishing the cancelled result");
+                    } else {
+                        warn!(request.id = %id, "no finalizer holds this request; finalizing here");
+                    }
                     self.finish(id).await?;
                     redriven += 1;
                 }
