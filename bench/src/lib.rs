@@ -13,10 +13,14 @@
 //! - [`suite::sharding`] — fixed shard counts 1/4/16/64 against adaptive, small and large
 //!   requests;
 //! - [`suite::decisions`] — the cost of one routing decision.
+//!
+//! [`soak`] is not a benchmark: 30 minutes of mixed load on real manager and worker processes
+//! with random kills and restarts, then a check that every request got exactly one result.
 
 #![warn(missing_docs)]
 
 pub mod harness;
 pub mod report;
+pub mod soak;
 pub mod suite;
 pub mod workload;

@@ -1,0 +1,267 @@
+//! The ledger check: for every submitted id, how many terminal results arrived.
+//!
+//! - **lost**: an id whose publish was confirmed and that got no result;
+//! - **duplicate**: an id with more than one result delivery (whether the copies are identical
+//!   is reported, and whether the broker flagged one as a redelivery to the soak consumer);
+//! - **wrong**: a first delivery whose output differs from the local computation.
+//!
+//! Also: statuses overall and per class, statuses a class should not end in (with error codes
+//! and sample ids), what the cancels answered, and the latency of completed requests from their
+//! scheduled send time.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use shardline::message::Status;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use super::ledger::{Ledger, Stray};
+use super::mix::Class;
+
+/// Statuses in report order.
+pub(crate) const STATUSES: [Status; 6] = [
+    Status::Completed,
+    Status::Partial,
+    Status::Failed,
+    Status::TimedOut,
+    Status::Cancelled,
+    Status::Rejected,
+];
+
+fn slot(s: Status) -> usize {
+    STATUSES.iter().position(|x| *x == s).unwrap_or(0)
+}
+
+/// One class's outcomes.
+#[derive(Debug, Clone)]
+pub(crate) struct ClassRow {
+    pub(crate) class: Class,
+    pub(crate) submitted: usize,
+    /// First-delivery statuses, indexed like [`STATUSES`].
+    pub(crate) statuses: [usize; 6],
+    pub(crate) none: usize,
+    /// Shards of the answered requests: sum and largest.
+    pub(crate) shards: (u64, u32),
+}
+
+/// An id without a result.
+#[derive(Debug, Clone)]
+pub(crate) struct Lost {
+    pub(crate) id: Uuid,
+    pub(crate) class: Class,
+    pub(crate) kind: &'static str,
+    /// Seconds after the start of the load it was sent.
+    pub(crate) sent_s: f64,
+    pub(crate) cancel: Option<String>,
+}
+
+/// An id with several deliveries.
+#[derive(Debug, Clone)]
+pub(crate) struct Duplicate {
+    pub(crate) id: Uuid,
+    pub(crate) class: Class,
+    pub(crate) kind: &'static str,
+    pub(crate) statuses: Vec<&'static str>,
+    /// Every copy has the same body.
+    pub(crate) identical: bool,
+    /// Copies the broker flagged as redelivered to the soak consumer.
+    pub(crate) redelivered: usize,
+    /// Seconds from the first copy to the last.
+    pub(crate) spread_s: f64,
+    pub(crate) sent_s: f64,
+}
+
+/// A request that ended other than `completed` in a class that should complete.
+#[derive(Debug, Clone)]
+pub(crate) struct Odd {
+    pub(crate) id: Uuid,
+    pub(crate) class: Class,
+    pub(crate) kind: &'static str,
+    pub(crate) sent_s: f64,
+    /// Seconds from the scheduled send to the result.
+    pub(crate) took_s: f64,
+    pub(crate) status: &'static str,
+    pub(crate) error: String,
+}
+
+/// An output that differs from the local computation.
+#[derive(Debug, Clone)]
+pub(crate) struct Wrong {
+    pub(crate) id: Uuid,
+    pub(crate) kind: &'static str,
+    pub(crate) status: &'static str,
+    pub(crate) why: String,
+}
+
+/// Latency of completed requests, ms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Latency {
+    pub(crate) n: u64,
+    pub(crate) p50: f64,
+    pub(crate) p90: f64,
+    pub(crate) p99: f64,
+    pub(crate) max: f64,
+}
+
+/// Everything the ledger says.
+#[derive(Debug, Clone)]
+pub(crate) struct Check {
+    pub(crate) submitted: usize,
+    pub(crate) deliveries: usize,
+    /// Publishes that failed: (id, why, got a result anyway).
+    pub(crate) publish_failed: Vec<(Uuid, String, bool)>,
+    pub(crate) by_status: [usize; 6],
+    pub(crate) by_class: Vec<ClassRow>,
+    pub(crate) lost: Vec<Lost>,
+    pub(crate) duplicates: Vec<Duplicate>,
+    pub(crate) wrong: Vec<Wrong>,
+    pub(crate) strays: Vec<Stray>,
+    /// (class, status, error code) a class should not end in → (count, sample ids).
+    pub(crate) unexpected: BTreeMap<(&'static str, &'static str, String), (usize, Vec<Uuid>)>,
+    /// The first of those requests, one by one.
+    pub(crate) odd: Vec<Odd>,
+    /// What cancel calls answered → count.
+    pub(crate) cancel_answers: BTreeMap<String, usize>,
+    pub(crate) latency: Option<Latency>,
+}
+
+impl Check {
+    /// Check the ledger; `t0` is the start of the load.
+    pub(crate) fn of(ledger: &Ledger, t0: Instant) -> Self {
+        let mut c = Check {
+            submitted: 0,
+            deliveries: 0,
+            publish_failed: Vec::new(),
+            by_status: [0; 6],
+            by_class: Class::ALL
+                .iter()
+                .map(|class| ClassRow {
+                    class: *class,
+                    submitted: 0,
+                    statuses: [0; 6],
+                    none: 0,
+                    shards: (0, 0),
+                })
+                .collect(),
+            lost: Vec::new(),
+            duplicates: Vec::new(),
+            wrong: Vec::new(),
+            strays: Vec::new(),
+            unexpected: BTreeMap::new(),
+            odd: Vec::new(),
+            cancel_answers: BTreeMap::new(),
+            latency: None,
+        };
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 24 * 3_600_000_000, 3).ok();
+        let mut strays = Vec::new();
+        ledger.visit(
+            |id, e| {
+                c.submitted += 1;
+                c.deliveries += e.deliveries.len();
+                let sent_s = e.at.saturating_duration_since(t0).as_secs_f64();
+                let row = c.by_class.iter_mut().find(|r| r.class == e.class);
+                if let Some(why) = &e.publish_error {
+                    c.publish_failed
+                        .push((id, why.clone(), !e.deliveries.is_empty()));
+                }
+                if let Some(a) = &e.cancel {
+                    *c.cancel_answers.entry(a.clone()).or_default() += 1;
+                }
+                let Some(first) = e.deliveries.first() else {
+                    if let Some(r) = row {
+                        r.submitted += 1;
+                        r.none += 1;
+                    }
+                    if e.publish_error.is_none() {
+                        c.lost.push(Lost {
+                            id,
+                            class: e.class,
+                            kind: e.kind,
+                            sent_s,
+                            cancel: e.cancel.clone(),
+                        });
+                    }
+                    return;
+                };
+                if let Some(r) = row {
+                    r.submitted += 1;
+                    r.statuses[slot(first.status)] += 1;
+                    r.shards.0 += u64::from(first.shards);
+                    r.shards.1 = r.shards.1.max(first.shards);
+                }
+                c.by_status[slot(first.status)] += 1;
+                if first.status != Status::Completed && e.class.expects_completion() {
+                    let key = (
+                        e.class.name(),
+                        first.status.as_str(),
+                        first.error_code.clone().unwrap_or_default(),
+                    );
+                    let (n, ids) = c.unexpected.entry(key).or_default();
+                    *n += 1;
+                    if ids.len() < 5 {
+                        ids.push(id);
+                    }
+                    if c.odd.len() < 50 {
+                        c.odd.push(Odd {
+                            id,
+                            class: e.class,
+                            kind: e.kind,
+                            sent_s,
+                            took_s: first.at.saturating_duration_since(e.at).as_secs_f64(),
+                            status: first.status.as_str(),
+                            error: format!(
+                                "{}: {}",
+                                first.error_code.as_deref().unwrap_or("-"),
+                                first.error_message.as_deref().unwrap_or("-")
+                            ),
+                        });
+                    }
+                }
+                if let Some(why) = &first.wrong {
+                    c.wrong.push(Wrong {
+                        id,
+                        kind: e.kind,
+                        status: first.status.as_str(),
+                        why: why.clone(),
+                    });
+                }
+                if first.status == Status::Completed
+                    && let Some(h) = hist.as_mut()
+                {
+                    let us = first.at.saturating_duration_since(e.at).as_micros();
+                    let _ = h.record(u64::try_from(us).unwrap_or(u64::MAX).max(1));
+                }
+                if e.deliveries.len() > 1 {
+                    let last = e.deliveries.iter().map(|d| d.at).max().unwrap_or(first.at);
+                    c.duplicates.push(Duplicate {
+                        id,
+                        class: e.class,
+                        kind: e.kind,
+                        statuses: e.deliveries.iter().map(|d| d.status.as_str()).collect(),
+                        identical: e
+                            .deliveries
+                            .iter()
+                            .all(|d| d.fingerprint == first.fingerprint),
+                        redelivered: e.deliveries.iter().filter(|d| d.redelivered).count(),
+                        spread_s: last.saturating_duration_since(first.at).as_secs_f64(),
+                        sent_s,
+                    });
+                }
+            },
+            &mut strays,
+        );
+        c.strays = strays;
+        c.latency = hist.filter(|h| !h.is_empty()).map(|h| {
+            let ms = |v: u64| v as f64 / 1_000.0;
+            Latency {
+                n: h.len(),
+                p50: ms(h.value_at_quantile(0.50)),
+                p90: ms(h.value_at_quantile(0.90)),
+                p99: ms(h.value_at_quantile(0.99)),
+                max: ms(h.max()),
+            }
+        });
+        c
+    }
+}
