@@ -45,6 +45,47 @@ fn start_redis(port: u16, dir: &Path) -> Child {
         .unwrap_or_else(|e| panic!("this test needs {bin} (set TEST_REDIS_SERVER): {e}"))
 }
 
+/// A `redis-server` of this test's own, with an append-only file in a fresh directory.
+struct PrivateRedis {
+    port: u16,
+    dir: std::path::PathBuf,
+    child: Child,
+}
+
+impl PrivateRedis {
+    async fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("shardline-redis-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let child = start_redis(port, &dir);
+        wait_up(port).await;
+        PrivateRedis { port, dir, child }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL the server and wait until it is gone.
+    async fn kill(&mut self) {
+        self.child.start_kill().expect("kill redis");
+        let _ = self.child.wait().await;
+    }
+
+    /// Start the server again on the same port and data.
+    async fn restart(&mut self) {
+        self.child = start_redis(self.port, &self.dir);
+        wait_up(self.port).await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 async fn wait_up(port: u16) {
     eventually(
         "the private Redis answering",
@@ -63,13 +104,8 @@ async fn wait_up(port: u16) {
 /// request completes exactly once with the right answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_mid_request() {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("shardline-redis-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let mut redis = start_redis(port, &dir);
-    wait_up(port).await;
-    let url = format!("redis://127.0.0.1:{port}");
-    let c = Cluster::builder().redis_url(url).start().await;
+    let mut redis = PrivateRedis::start().await;
+    let c = Cluster::builder().redis_url(redis.url()).start().await;
     let mut replies = Replies::new(&c).await;
     let payload = synthetic(200, 5_000);
     let body = request_body("synthetic", payload.clone(), &[]);
@@ -78,10 +114,8 @@ async fn redis_restarted_mid_request() {
         publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
     }
     wait_progress(&c, &ids, 10).await;
-    redis.start_kill().expect("kill redis");
-    let _ = redis.wait().await;
-    let _redis = start_redis(port, &dir);
-    wait_up(port).await;
+    redis.kill().await;
+    redis.restart().await;
 
     let want = unsharded("synthetic", payload);
     for r in replies
@@ -92,7 +126,6 @@ async fn redis_restarted_mid_request() {
         assert_eq!(completed(r), want);
     }
     c.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Redis is down when a shard finishes: the worker keeps the result and retries storing it
@@ -101,14 +134,9 @@ async fn redis_restarted_mid_request() {
 /// one whose worker could not reach Redis).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_at_the_end_of_a_shard_costs_no_attempt() {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(format!("shardline-redis-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("data dir");
-    let mut redis = start_redis(port, &dir);
-    wait_up(port).await;
-    let url = format!("redis://127.0.0.1:{port}");
+    let mut redis = PrivateRedis::start().await;
     let c = Cluster::builder()
-        .redis_url(url)
+        .redis_url(redis.url())
         .workers(1)
         .manager(|m| m.shard_count = ShardCount::Fixed(1))
         .start()
@@ -122,12 +150,10 @@ async fn redis_outage_at_the_end_of_a_shard_costs_no_attempt() {
         (attempts(&c, id, 0).await == 1).then_some(())
     })
     .await;
-    redis.start_kill().expect("kill redis");
-    let _ = redis.wait().await;
+    redis.kill().await;
     // The outage: the shard finishes (1.5 s) while Redis is down.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let _redis = start_redis(port, &dir);
-    wait_up(port).await;
+    redis.restart().await;
 
     let results = replies
         .exactly_one_each(&[id], Duration::from_secs(60))
@@ -135,5 +161,4 @@ async fn redis_outage_at_the_end_of_a_shard_costs_no_attempt() {
     assert_eq!(completed(&results[&id]), unsharded("synthetic", payload));
     assert_eq!(attempts(&c, id, 0).await, 1, "the outage cost no attempt");
     c.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
