@@ -32,7 +32,7 @@ use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
-use shardline::amqp::{self, Published};
+use shardline::amqp;
 use shardline::message::{FinalResult, Format, Options, RequestBody};
 use shardline::store::{Meta, Store};
 use shardline::{Names, config::ConnectArgs};
@@ -178,8 +178,8 @@ impl Client {
         )
         .await;
         match sent {
-            Ok(Published::Stored) => Ok((id, rx)),
-            Ok(Published::Returned) => {
+            Ok(p) if !p.is_returned(&id.to_string()) => Ok((id, rx)),
+            Ok(_) => {
                 self.lock_pending().remove(&id);
                 Err(Error::Broker(shardline::Error::Nacked(
                     self.names.requests_exchange(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
 use lapin::BasicProperties;
-use lapin::message::Delivery;
+use lapin::message::{BasicReturnMessage, Delivery};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shardline::amqp::{self, Published};
 use shardline::kind::KindError;
@@ -316,28 +316,66 @@ impl Dispatcher {
 
     async fn publish_shard(&self, shard: Shard, sent: Option<Sent>) -> Result<(), Error> {
         let body = rmp_serde::to_vec_named(&shard)?;
+        let id = shard.message_id();
         let props = BasicProperties::default()
-            .with_message_id(shard.message_id().into())
+            .with_message_id(id.as_str().into())
             .with_content_type(shardline::message::CONTENT_TYPE_MSGPACK.into())
             .with_type(shard.kind.clone().into());
-        let ledger = &self.predictor.ledger;
         if let Some(sent) = sent {
             let queue = self.names.engine_queue(&sent.engine);
             let engine = sent.engine.clone();
-            ledger.sent(shard.request_id, shard.index, sent);
-            match amqp::publish(&self.channel, "", &queue, &body, props.clone(), true).await? {
-                Published::Stored => return Ok(()),
-                Published::Returned => {
-                    debug!(%engine, shard.index = shard.index, "engine queue is gone; using the shared queue");
-                    ledger.finished(shard.request_id, shard.index);
+            self.predictor
+                .ledger
+                .sent(shard.request_id, shard.index, sent);
+            let published =
+                amqp::publish(&self.channel, "", &queue, &body, props.clone(), true).await?;
+            if !published.is_returned(&id) {
+                // Stored, or another shard came back with this confirm (AMQP returns carry no
+                // delivery tag): send that one on.
+                if let Published::Returned(other) = published {
+                    self.to_shared(vec![*other]).await?;
                 }
+                return Ok(());
             }
+            debug!(%engine, shard.index = shard.index, "engine queue is gone; using the shared queue");
+            self.predictor
+                .ledger
+                .finished(shard.request_id, shard.index);
         }
         let queue = self.names.shared_queue();
         match amqp::publish(&self.channel, "", &queue, &body, props, true).await? {
             Published::Stored => Ok(()),
-            Published::Returned => Err(Error::Nacked(queue)),
+            p if p.is_returned(&id) => Err(Error::Nacked(queue)),
+            Published::Returned(other) => self.to_shared(vec![*other]).await,
         }
+    }
+
+    /// Send shards the broker returned as unroutable (their engine queue was gone) to the
+    /// shared queue, whichever publish their return came with; a return that comes with one of
+    /// these publishes is sent on too.
+    async fn to_shared(&self, mut returned: Vec<BasicReturnMessage>) -> Result<(), Error> {
+        let queue = self.names.shared_queue();
+        while let Some(message) = returned.pop() {
+            let id = message
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            if let Some((request, index)) = Shard::parse_message_id(&id) {
+                debug!(request.id = %request, shard.index = index, "returned shard; using the shared queue");
+                self.predictor.ledger.finished(request, index);
+            }
+            let Delivery {
+                data, properties, ..
+            } = message.delivery;
+            match amqp::publish(&self.channel, "", &queue, &data, properties, true).await? {
+                Published::Stored => {}
+                p if p.is_returned(&id) => return Err(Error::Nacked(queue)),
+                Published::Returned(other) => returned.push(*other),
+            }
+        }
+        Ok(())
     }
 
     /// Answer a rejected request with an error result and dead-letter it with the reason.

@@ -147,12 +147,27 @@ pub async fn declare_engine_queue(ch: &Channel, names: &Names, engine: &str) -> 
 }
 
 /// What happened to a confirmed publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Published {
     /// The broker stored it.
     Stored,
-    /// A mandatory publish had no queue to go to and came back.
-    Returned,
+    /// The broker returned a mandatory message as unroutable, and the return came with this
+    /// confirm. An AMQP return carries no delivery tag, so on a channel with several publishes
+    /// in flight it may be **another** publish's message: compare [`Published::is_returned`]
+    /// and handle the message itself. Each returned message comes with exactly one confirm.
+    Returned(Box<lapin::message::BasicReturnMessage>),
+}
+
+impl Published {
+    /// Whether the message with this `message_id` is the one that came back.
+    pub fn is_returned(&self, message_id: &str) -> bool {
+        match self {
+            Published::Stored => false,
+            Published::Returned(m) => {
+                m.properties.message_id().as_ref().map(|s| s.as_str()) == Some(message_id)
+            }
+        }
+    }
 }
 
 /// Publish on a confirm-mode channel and wait for the broker's confirm.
@@ -182,7 +197,7 @@ pub async fn publish(
         .await?;
     match confirm {
         Confirmation::Ack(None) | Confirmation::NotRequested => Ok(Published::Stored),
-        Confirmation::Ack(Some(_)) => Ok(Published::Returned),
+        Confirmation::Ack(Some(returned)) => Ok(Published::Returned(Box::new(returned))),
         Confirmation::Nack(_) => Err(Error::Nacked(format!("{exchange}/{routing_key}"))),
     }
 }

@@ -64,7 +64,8 @@ pub async fn handoff(
                 Published::Stored => {
                     d.ack(BasicAckOptions::default()).await?;
                 }
-                Published::Returned => return Err(Error::Nacked(shared)),
+                // One publish at a time on this channel: the return is this message's.
+                Published::Returned(_) => return Err(Error::Nacked(shared)),
             }
             moved += 1;
         }

@@ -258,6 +258,12 @@ impl Shard {
     pub fn message_id(&self) -> String {
         format!("{}:{}", self.request_id, self.index)
     }
+
+    /// The request id and shard index in a shard's `message_id`, if it is one.
+    pub fn parse_message_id(message_id: &str) -> Option<(Uuid, u32)> {
+        let (id, index) = message_id.rsplit_once(':')?;
+        Some((id.parse().ok()?, index.parse().ok()?))
+    }
 }
 
 /// How a request ended.

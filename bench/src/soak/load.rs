@@ -11,7 +11,7 @@ use std::time::Duration;
 use lapin::{BasicProperties, Channel};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shardline::amqp::{self, Published};
+use shardline::amqp;
 use shardline::message::{Format, RequestBody};
 use shardline_client::Client;
 use tokio::sync::watch;
@@ -82,8 +82,8 @@ async fn send(target: Target, ledger: Arc<Ledger>, id: Uuid, plan: Planned) {
         .with_reply_to(target.reply_queue.as_str().into())
         .with_content_type(Format::MsgPack.content_type().into());
     match amqp::publish(&target.channel, &target.exchange, "", &body, props, true).await {
-        Ok(Published::Stored) => {}
-        Ok(Published::Returned) => {
+        Ok(p) if !p.is_returned(&id.to_string()) => {}
+        Ok(_) => {
             ledger.publish_failed(id, "returned by the broker (no queue bound)".into());
             return;
         }
@@ -106,8 +106,8 @@ async fn send(target: Target, ledger: Arc<Ledger>, id: Uuid, plan: Planned) {
                 .with_type("cancel".into())
                 .with_message_id(id.to_string().into());
             match amqp::publish(&target.channel, &target.exchange, "", b"", props, true).await {
-                Ok(Published::Stored) => "message: sent".to_owned(),
-                Ok(Published::Returned) => "message: returned".to_owned(),
+                Ok(p) if !p.is_returned(&id.to_string()) => "message: sent".to_owned(),
+                Ok(_) => "message: returned".to_owned(),
                 Err(e) => format!("message: error {e}"),
             }
         }
