@@ -89,8 +89,12 @@ async fn serve(
     amqp::declare_engine_queue(&setup, &names, engine).await?;
     let publish = amqp::confirm_channel(&conn).await?;
     let consume = conn.create_channel().await?;
+    // One prefetch window for both consumers (global QoS is per channel in RabbitMQ): the
+    // worker holds no more shards than it has slots, so a shard it cannot start yet stays
+    // ready in its queue, where the managers' depth samples see it and, on the shared queue,
+    // another worker can take it.
     consume
-        .basic_qos(concurrency, BasicQosOptions::default())
+        .basic_qos(concurrency, BasicQosOptions { global: true })
         .await?;
     let mut consumers = Vec::new();
     for queue in [names.engine_queue(engine), names.shared_queue()] {
