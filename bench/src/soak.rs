@@ -113,8 +113,10 @@ pub struct Outcome {
     pub submitted: usize,
     /// Ids without any terminal result.
     pub lost: usize,
-    /// Ids with more than one result delivery.
+    /// Ids with more than one result a consumer would accept.
     pub duplicates: usize,
+    /// Ids with extra copies marked re-driven and identical, which consumers deduplicate.
+    pub redriven: usize,
     /// Results whose output differs from the local computation.
     pub wrong: usize,
 }
@@ -226,6 +228,7 @@ pub async fn run(cfg: &Config) -> anyhow::Result<Outcome> {
         submitted: check.submitted,
         lost: check.lost.len(),
         duplicates: check.duplicates.len(),
+        redriven: check.redriven.len(),
         wrong: check.wrong.len(),
     })
 }

@@ -382,7 +382,7 @@ impl Dispatcher {
     async fn reject(&self, delivery: &Delivery, rej: Rejection) -> Result<(), Error> {
         warn!(reason = %rej.reason, message = %rej.message, "request rejected");
         let result = FinalResult::rejected(rej.id, &rej.kind, rej.reason, &rej.message);
-        amqp::publish_result(&self.channel, &self.names, &rej.reply, &result).await?;
+        amqp::publish_result(&self.channel, &self.names, &rej.reply, &result, None).await?;
         amqp::dead_letter(
             &self.channel,
             &self.names,

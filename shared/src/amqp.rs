@@ -19,6 +19,10 @@ pub const REASON_HEADER: &str = "x-shardline-reason";
 pub const DETAIL_HEADER: &str = "x-shardline-detail";
 /// Header carrying a result's status on result messages.
 pub const STATUS_HEADER: &str = "x-shardline-status";
+/// Header carrying which publication of an accepted request's final result a message is: `1`
+/// is the first and never repeats an earlier copy; a higher number comes from a re-driven
+/// finalizer and may repeat one (deduplicate on `message_id`). Rejections carry no attempt.
+pub const ATTEMPT_HEADER: &str = "x-shardline-attempt";
 
 /// Connect to the broker with lapin's automatic recovery on (it reconnects, then replays
 /// exchanges, queues, bindings, consumers, QoS and confirm mode).
@@ -214,7 +218,8 @@ pub struct ReplyTo {
 }
 
 /// Publish a request's final result, confirmed, with `message_id` = request id so that
-/// consumers can deduplicate.
+/// consumers can deduplicate, and the publication `attempt` (from [`crate::Store::publication`])
+/// in [`ATTEMPT_HEADER`] when there is one.
 ///
 /// # Errors
 /// Broker failures or an unencodable result.
@@ -223,6 +228,7 @@ pub async fn publish_result(
     names: &Names,
     to: &ReplyTo,
     result: &FinalResult,
+    attempt: Option<u64>,
 ) -> Result<(), Error> {
     let body = to.format.encode(result)?;
     let mut headers = FieldTable::default();
@@ -230,6 +236,12 @@ pub async fn publish_result(
         STATUS_HEADER.into(),
         AMQPValue::LongString(result.status.as_str().into()),
     );
+    if let Some(n) = attempt {
+        headers.insert(
+            ATTEMPT_HEADER.into(),
+            AMQPValue::LongLongInt(i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+    }
     let mut props = BasicProperties::default()
         .with_message_id(result.request_id.to_string().into())
         .with_content_type(to.format.content_type().into())
@@ -252,6 +264,15 @@ pub async fn publish_result(
     // Not mandatory: a client that gave up waiting must not block the result.
     publish(ch, &exchange, &key, &body, props, false).await?;
     Ok(())
+}
+
+/// The publication attempt a result message carries in [`ATTEMPT_HEADER`]: `Some(1)` for a
+/// first copy, more for a re-driven one that may repeat it, `None` when absent (rejections).
+pub fn attempt(props: &BasicProperties) -> Option<u64> {
+    match props.headers().as_ref()?.inner().get(ATTEMPT_HEADER)? {
+        AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
+        _ => None,
+    }
 }
 
 /// Publish a copy of a message to the dead-letter exchange with the reason in headers.

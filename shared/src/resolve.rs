@@ -6,7 +6,8 @@
 //! *before* the request is marked `published`; a finalizer that dies in between, or fails on a
 //! transient error and releases its lease, leaves the request `finalizing`/`failing` with no
 //! lease holder, and the manager's sweeper finalizes it again (same `message_id`, so downstream
-//! consumers can deduplicate). Failures that would repeat forever (a panicking merge, an output
+//! consumers can deduplicate; its `x-shardline-attempt` header is then above 1, so only such
+//! copies need checking). Failures that would repeat forever (a panicking merge, an output
 //! the request's encoding cannot carry) become a `failed` result instead.
 
 use std::time::Duration;
@@ -96,7 +97,18 @@ impl Resolver {
             correlation_id: meta.correlation_id.clone(),
             format: meta.format,
         };
-        let result = match publish_result(&self.channel, self.store.names(), &to, &result).await {
+        // Counted before sending: a finalizer that dies after this point makes the next
+        // publication say that it may repeat this one.
+        let Some(attempt) = self.store.publication(id).await? else {
+            return Ok(None);
+        };
+        if attempt > 1 {
+            warn!(request.id = %id, attempt, "publishing a re-driven final result; it may repeat an earlier copy (same message_id)");
+        }
+        let attempt = Some(attempt);
+        let result = match publish_result(&self.channel, self.store.names(), &to, &result, attempt)
+            .await
+        {
             Ok(()) => result,
             Err(e @ (Error::Json(_) | Error::Encode(_))) => {
                 let info = ErrorInfo {
@@ -104,7 +116,7 @@ impl Resolver {
                     message: format!("the output cannot be sent as {}: {e}", to.format.as_str()),
                 };
                 let failed = failed(&meta, Some(info));
-                publish_result(&self.channel, self.store.names(), &to, &failed).await?;
+                publish_result(&self.channel, self.store.names(), &to, &failed, attempt).await?;
                 failed
             }
             Err(e) => return Err(e),

@@ -20,6 +20,8 @@ static RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/finish.lua")));
 static RENEW: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/renew.lua")));
+static PUBLICATION: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/publication.lua")));
 
 /// How many fields one `HMGET`/`HSET` carries when a request has many shards.
 const BATCH: usize = 1024;
@@ -736,6 +738,21 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Count a publication of a request's final result, just before it is sent: `Some(1)` for
+    /// the first one ever, `Some(n)` for a re-driven one that may repeat an earlier copy, `None`
+    /// when the request is gone or already published (send nothing).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn publication(&self, id: Uuid) -> Result<Option<u64>, Error> {
+        let mut c = self.conn().await?;
+        let n: u64 = PUBLICATION
+            .key(self.names.meta_key(id))
+            .invoke_async(&mut *c)
+            .await?;
+        Ok((n > 0).then_some(n))
     }
 
     /// Mark a request published (its result is confirmed by the broker), drop its partials and

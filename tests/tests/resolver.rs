@@ -170,6 +170,19 @@ async fn release_and_finish() {
     );
 }
 
+/// Publications of a final result are numbered from 1, and none is counted for a request that
+/// is already published or does not exist.
+#[tokio::test]
+async fn publications_are_numbered_until_published() {
+    let s = store().await;
+    let id = request(&s, 1).await;
+    assert_eq!(s.publication(id).await.expect("redis"), Some(1));
+    assert_eq!(s.publication(id).await.expect("redis"), Some(2));
+    s.finish(id, "completed").await.expect("finish");
+    assert_eq!(s.publication(id).await.expect("redis"), None);
+    assert_eq!(s.publication(Uuid::new_v4()).await.expect("redis"), None);
+}
+
 /// Writes for unknown requests or out-of-range indices are refused, not stored.
 #[tokio::test]
 async fn unknown_requests_and_bad_indices_are_refused() {

@@ -27,10 +27,12 @@ async fn main() -> anyhow::Result<std::process::ExitCode> {
     std::fs::write(&outcome.out, &outcome.markdown)
         .with_context(|| format!("writing {}", outcome.out.display()))?;
     eprintln!(
-        "soak: {} requests, {} lost, {} duplicated, {} wrong: {}; report {}, logs {}",
+        "soak: {} requests, {} lost, {} duplicated ({} re-driven copies deduplicated), {} wrong: \
+         {}; report {}, logs {}",
         outcome.submitted,
         outcome.lost,
         outcome.duplicates,
+        outcome.redriven,
         outcome.wrong,
         if outcome.passed() { "PASS" } else { "FAIL" },
         outcome.out.display(),

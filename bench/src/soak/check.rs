@@ -1,8 +1,10 @@
 //! The ledger check: for every submitted id, how many terminal results arrived.
 //!
 //! - **lost**: an id whose publish was confirmed and that got no result;
-//! - **duplicate**: an id with more than one result delivery (whether the copies are identical
-//!   is reported, and whether the broker flagged one as a redelivery to the soak consumer);
+//! - **duplicate**: an id with more than one result a consumer would accept: any second copy,
+//!   except copies that say they may repeat an earlier one (`x-shardline-attempt` above 1) and
+//!   repeat it byte for byte, which a consumer deduplicates on `message_id` (those are counted
+//!   apart as **re-driven copies**, with the same detail);
 //! - **wrong**: a first delivery whose output differs from the local computation.
 //!
 //! Also: statuses overall and per class, statuses a class should not end in (with error codes
@@ -16,7 +18,7 @@ use shardline::message::Status;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::ledger::{Ledger, Stray};
+use super::ledger::{Delivery, Ledger, Stray};
 use super::mix::Class;
 
 /// Statuses in report order.
@@ -28,6 +30,17 @@ pub(crate) const STATUSES: [Status; 6] = [
     Status::Cancelled,
     Status::Rejected,
 ];
+
+/// Whether a consumer following the contract keeps exactly one of these copies: they are all
+/// the same bytes, and all but at most one say they may repeat an earlier copy.
+fn deduplicable(copies: &[Delivery], identical: bool) -> bool {
+    identical
+        && copies
+            .iter()
+            .filter(|d| d.attempt.is_none_or(|n| n <= 1))
+            .count()
+            <= 1
+}
 
 fn slot(s: Status) -> usize {
     STATUSES.iter().position(|x| *x == s).unwrap_or(0)
@@ -67,6 +80,8 @@ pub(crate) struct Duplicate {
     pub(crate) identical: bool,
     /// Copies the broker flagged as redelivered to the soak consumer.
     pub(crate) redelivered: usize,
+    /// The publication attempt each copy carried (`-` for none).
+    pub(crate) attempts: Vec<String>,
     /// Seconds from the first copy to the last.
     pub(crate) spread_s: f64,
     pub(crate) sent_s: f64,
@@ -115,6 +130,8 @@ pub(crate) struct Check {
     pub(crate) by_class: Vec<ClassRow>,
     pub(crate) lost: Vec<Lost>,
     pub(crate) duplicates: Vec<Duplicate>,
+    /// Ids whose extra copies are all marked re-driven and identical (deduplicable).
+    pub(crate) redriven: Vec<Duplicate>,
     pub(crate) wrong: Vec<Wrong>,
     pub(crate) strays: Vec<Stray>,
     /// (class, status, error code) a class should not end in → (count, sample ids).
@@ -146,6 +163,7 @@ impl Check {
                 .collect(),
             lost: Vec::new(),
             duplicates: Vec::new(),
+            redriven: Vec::new(),
             wrong: Vec::new(),
             strays: Vec::new(),
             unexpected: BTreeMap::new(),
@@ -234,19 +252,30 @@ impl Check {
                 }
                 if e.deliveries.len() > 1 {
                     let last = e.deliveries.iter().map(|d| d.at).max().unwrap_or(first.at);
-                    c.duplicates.push(Duplicate {
+                    let identical = e
+                        .deliveries
+                        .iter()
+                        .all(|d| d.fingerprint == first.fingerprint);
+                    let dup = Duplicate {
                         id,
                         class: e.class,
                         kind: e.kind,
                         statuses: e.deliveries.iter().map(|d| d.status.as_str()).collect(),
-                        identical: e
+                        identical,
+                        redelivered: e.deliveries.iter().filter(|d| d.redelivered).count(),
+                        attempts: e
                             .deliveries
                             .iter()
-                            .all(|d| d.fingerprint == first.fingerprint),
-                        redelivered: e.deliveries.iter().filter(|d| d.redelivered).count(),
+                            .map(|d| d.attempt.map_or("-".to_owned(), |n| n.to_string()))
+                            .collect(),
                         spread_s: last.saturating_duration_since(first.at).as_secs_f64(),
                         sent_s,
-                    });
+                    };
+                    if deduplicable(&e.deliveries, identical) {
+                        c.redriven.push(dup);
+                    } else {
+                        c.duplicates.push(dup);
+                    }
                 }
             },
             &mut strays,
@@ -263,5 +292,39 @@ impl Check {
             }
         });
         c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(attempt: Option<u64>, fingerprint: u64) -> Delivery {
+        Delivery {
+            status: Status::Completed,
+            at: Instant::now(),
+            redelivered: false,
+            fingerprint,
+            attempt,
+            error_code: None,
+            error_message: None,
+            shards: 1,
+            wrong: None,
+        }
+    }
+
+    /// A first copy plus identical copies marked re-driven is what a consumer deduplicates.
+    #[test]
+    fn marked_identical_copies_are_deduplicable() {
+        let copies = [copy(Some(1), 7), copy(Some(2), 7), copy(Some(3), 7)];
+        assert!(deduplicable(&copies, true));
+    }
+
+    /// Two copies that both claim to be first, or that differ, are real duplicates.
+    #[test]
+    fn unmarked_or_different_copies_are_duplicates() {
+        assert!(!deduplicable(&[copy(Some(1), 7), copy(Some(1), 7)], true));
+        assert!(!deduplicable(&[copy(Some(1), 7), copy(None, 7)], true));
+        assert!(!deduplicable(&[copy(Some(1), 7), copy(Some(2), 8)], false));
     }
 }

@@ -40,6 +40,8 @@ pub(crate) struct Delivery {
     pub(crate) redelivered: bool,
     /// Hash of the delivery body.
     pub(crate) fingerprint: u64,
+    /// The publication attempt the result says it is (`x-shardline-attempt`).
+    pub(crate) attempt: Option<u64>,
     pub(crate) error_code: Option<String>,
     pub(crate) error_message: Option<String>,
     /// Shards the request was cut into.
@@ -125,7 +127,13 @@ impl Ledger {
     }
 
     /// Record one decoded result delivery.
-    pub(crate) fn result(&self, r: &FinalResult, redelivered: bool, fingerprint: u64) {
+    pub(crate) fn result(
+        &self,
+        r: &FinalResult,
+        redelivered: bool,
+        fingerprint: u64,
+        attempt: Option<u64>,
+    ) {
         let at = Instant::now();
         // Take what the check needs, then check without holding the lock.
         let first = {
@@ -148,6 +156,7 @@ impl Ledger {
             at,
             redelivered,
             fingerprint,
+            attempt,
             error_code: r.error.as_ref().map(|e| e.code.clone()),
             error_message: r.error.as_ref().map(|e| e.message.clone()),
             shards: r.shards,

@@ -62,7 +62,12 @@ pub(crate) async fn start(
             let mut h = std::hash::DefaultHasher::new();
             d.data.hash(&mut h);
             match format.decode::<FinalResult>(&d.data) {
-                Ok(r) => ledger.result(&r, d.redelivered, h.finish()),
+                Ok(r) => ledger.result(
+                    &r,
+                    d.redelivered,
+                    h.finish(),
+                    shardline::amqp::attempt(&d.properties),
+                ),
                 Err(e) => ledger.undecodable(
                     d.properties.message_id().as_ref().map(|m| m.to_string()),
                     e.to_string(),

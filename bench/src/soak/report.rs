@@ -103,6 +103,10 @@ fn summary(s: &mut String, i: &Input<'_>) {
             format!("**{}**", c.duplicates.len()),
         ),
         (
+            "re-driven copies (marked, identical; deduplicated on message_id)",
+            c.redriven.len().to_string(),
+        ),
+        (
             "wrong outputs (must be 0)",
             format!("**{}**", c.wrong.len()),
         ),
@@ -234,19 +238,26 @@ fn details(s: &mut String, i: &Input<'_>) {
             );
         }
     }
-    if !c.duplicates.is_empty() {
-        let _ = writeln!(s, "\n## Duplicated ids\n");
-        for x in c.duplicates.iter().take(LIST) {
+    for (title, list) in [
+        ("Duplicated ids", &c.duplicates),
+        ("Re-driven copies", &c.redriven),
+    ] {
+        if list.is_empty() {
+            continue;
+        }
+        let _ = writeln!(s, "\n## {title}\n");
+        for x in list.iter().take(LIST) {
             let _ = writeln!(
                 s,
-                "- `{}` {} {} sent at +{:.1}s: {} deliveries [{}] over {:.1} s, {}, {} flagged \
-                 redelivered; Redis: {}",
+                "- `{}` {} {} sent at +{:.1}s: {} deliveries [{}] attempts [{}] over {:.1} s, {}, \
+                 {} flagged redelivered; Redis: {}",
                 x.id,
                 x.class.name(),
                 x.kind,
                 x.sent_s,
                 x.statuses.len(),
                 x.statuses.join(", "),
+                x.attempts.join(", "),
                 x.spread_s,
                 if x.identical {
                     "identical bodies"
