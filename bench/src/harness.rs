@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::workload::{ANTAGONIST_SLOTS, ANTAGONIST_UNITS, Arrival, ENGINES, SLOTS};
+use crate::workload::{ANTAGONIST_SLOTS, ANTAGONIST_UNITS, Arrival, ENGINES, SHARDS, SLOTS};
 
 /// What varies between cells.
 #[derive(Debug, Clone)]
@@ -34,6 +34,9 @@ pub struct Setup {
     pub antagonist: Option<(Duration, Duration)>,
     /// Cost of one unit of work, µs.
     pub unit_us: u64,
+    /// Requests of [`SHARDS`] light shards each run and awaited before the trace, unmeasured
+    /// (they teach the manager the engines' speeds).
+    pub prime: usize,
     /// How long to wait for the last results after the last arrival.
     pub drain: Duration,
 }
@@ -90,6 +93,29 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     // The manager's engine view refreshes every 500 ms; let it see all three.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
+    if setup.prime > 0 {
+        let by = Instant::now() + Duration::from_secs(30);
+        let work = Work {
+            units: u64::from(SHARDS),
+            unit_cost_us: setup.unit_us,
+            spin: false,
+            noise_seed: None,
+        };
+        let primed = (0..setup.prime).map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { one_request(&client, Instant::now(), work, by).await })
+        });
+        let done = futures::future::join_all(primed.collect::<Vec<_>>()).await;
+        let ok = done
+            .iter()
+            .filter(|d| matches!(d, Ok(Some((Ok(_), _)))))
+            .count();
+        anyhow::ensure!(
+            ok == setup.prime,
+            "priming: {ok} of {} requests completed",
+            setup.prime
+        );
+    }
     let start = Instant::now();
     let mut side = Vec::new();
     let mut offset = Duration::ZERO;

@@ -111,9 +111,16 @@ async fn main() -> anyhow::Result<()> {
                     Workload::W3,
                     Workload::W4,
                     Workload::W8,
+                    Workload::W8w,
                 ]
             } else {
-                vec![Workload::W1, Workload::W2, Workload::W4, Workload::W8]
+                vec![
+                    Workload::W1,
+                    Workload::W2,
+                    Workload::W4,
+                    Workload::W8,
+                    Workload::W8w,
+                ]
             }
         } else {
             a.workloads.clone()

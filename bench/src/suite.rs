@@ -87,7 +87,7 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
             for (li, load) in w.loads(s.full).into_iter().enumerate() {
                 let seed = s.seed ^ (u64::from(rep) << 32) ^ ((wi as u64) << 16) ^ li as u64;
                 let trace = workload::trace(seed, w, load, s.duration, s.unit_us);
-                let ideal = (w == Workload::W8).then(|| ideal_us(&trace, w));
+                let ideal = w.is_batch().then(|| ideal_us(&trace, w));
                 for (pi, policy) in s.policies.iter().copied().enumerate() {
                     let setup = Setup {
                         policy,
@@ -97,7 +97,8 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
                         antagonist: (w == Workload::W4).then_some((s.period, s.period * 2)),
                         unit_us: s.unit_us,
                         // Round robin's batch takes about three times the ideal.
-                        drain: if w == Workload::W8 {
+                        prime: w.prime(),
+                        drain: if w.is_batch() {
                             Duration::from_secs(30)
                         } else {
                             s.duration.max(Duration::from_secs(5))
@@ -135,7 +136,7 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
         .iter()
         .map(|(&(wi, li, pi), pool)| {
             let w = s.workloads[wi];
-            let load = if w == Workload::W8 {
+            let load = if w.is_batch() {
                 0.0
             } else {
                 w.loads(s.full)[li]
@@ -206,6 +207,7 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Vec<Row>> {
                 slowdown: false,
                 antagonist: None,
                 unit_us: UNIT_US,
+                prime: 0,
                 drain: s.duration.max(Duration::from_secs(5)),
             };
             let m = harness::run(&s.connect, &setup, &trace).await?;

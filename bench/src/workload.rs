@@ -19,6 +19,9 @@ pub const LIGHT_SHARE: f64 = 0.7;
 pub const HEAVY_UNITS: u64 = 4;
 /// Requests in the closed batch of W8.
 pub const BATCH: usize = 60;
+/// Requests run (and awaited, unmeasured) before the batch of W8w, so the manager has learned
+/// the engines' speeds: about 15 measured shards per slot.
+pub const PRIME: usize = 20;
 /// Engine slots the W4 antagonist occupies while on.
 pub const ANTAGONIST_SLOTS: f64 = 2.0;
 /// Cost of one antagonist shard, in units.
@@ -37,7 +40,11 @@ pub enum Workload {
     /// two of its four slots).
     W4,
     /// A closed batch of requests at t = 0, heterogeneous engines: makespan against ideal.
+    /// The manager starts cold: it learns the speeds during the batch.
     W8,
+    /// W8 after a priming batch, so the manager knows the speeds (as a running deployment
+    /// does from its saved history).
+    W8w,
 }
 
 impl Workload {
@@ -49,13 +56,14 @@ impl Workload {
             Workload::W3 => "W3 slowdown",
             Workload::W4 => "W4 antagonist",
             Workload::W8 => "W8 batch 1/1/0.25",
+            Workload::W8w => "W8w warm batch",
         }
     }
 
     /// Nominal engine speeds.
     pub fn speeds(self) -> [f64; ENGINES] {
         match self {
-            Workload::W2 | Workload::W8 => [1.0, 1.0, 0.25],
+            Workload::W2 | Workload::W8 | Workload::W8w => [1.0, 1.0, 0.25],
             _ => [1.0, 1.0, 1.0],
         }
     }
@@ -66,9 +74,19 @@ impl Workload {
             (Workload::W1 | Workload::W2, true) => vec![0.5, 0.8, 0.95],
             (Workload::W3, true) => vec![0.5, 0.7],
             (Workload::W3 | Workload::W4, _) => vec![0.7],
-            (Workload::W8, _) => vec![1.0],
+            (Workload::W8 | Workload::W8w, _) => vec![1.0],
             _ => vec![0.8],
         }
+    }
+
+    /// A closed batch, measured by makespan.
+    pub fn is_batch(self) -> bool {
+        matches!(self, Workload::W8 | Workload::W8w)
+    }
+
+    /// Requests run before the trace, unmeasured.
+    pub fn prime(self) -> usize {
+        if self == Workload::W8w { PRIME } else { 0 }
     }
 
     /// Mean capacity in µs of work per µs, the antagonist's share removed.
@@ -123,7 +141,7 @@ pub fn trace(seed: u64, w: Workload, rho: f64, duration: Duration, unit_us: u64)
             HEAVY_UNITS
         }
     };
-    if w == Workload::W8 {
+    if w.is_batch() {
         return (0..BATCH)
             .map(|_| {
                 let units = pick(&mut rng);

@@ -87,9 +87,12 @@ impl Router for PowerOfTwo {
 /// (`wait + shard time on that engine`, see [`Candidate::expected_wait_us`]).
 ///
 /// The predictive variant adds two things: the forecast of queued load the ledger cannot see
-/// (shards other managers or other producers put on the queue), and an in-flight cap per
-/// engine (`cap × slots`) that takes an engine out of the choice; with every engine at its
-/// cap, the shard goes to the shared queue.
+/// (shards other managers or other producers put on the queue), and a cap per engine that
+/// takes it out of the choice; with every engine at its cap, the shard goes to the shared
+/// queue. The cap is `cap × slots` unfinished shards, and also a backlog of at most `cap`
+/// shard times of the *fastest* engine per slot: a slow engine closes after proportionally
+/// fewer shards, so a burst does not park a long backlog on it while faster engines could
+/// take the surplus from the shared queue.
 #[derive(Debug, Default)]
 pub struct LeastExpectedDelay {
     cap: Option<f64>,
@@ -127,8 +130,13 @@ impl Router for LeastExpectedDelay {
         self.start = self.start.wrapping_add(1);
         let forecast = self.forecast;
         let cap = self.cap;
-        let open =
-            |e: &Candidate| cap.is_none_or(|k| (e.in_flight as f64) < k * f64::from(e.slots));
+        let fastest = c.iter().map(|e| e.shard_us).fold(f64::INFINITY, f64::min);
+        let open = |e: &Candidate| {
+            cap.is_none_or(|k| {
+                let slots = f64::from(e.slots);
+                (e.in_flight as f64) < k * slots && e.backlog_us(forecast) / slots < k * fastest
+            })
+        };
         let finish = |i: usize| {
             let e = &c[i];
             if open(e) {
@@ -226,6 +234,16 @@ mod tests {
         let without = place(&mut LeastExpectedDelay::predictive(8.0, false), &mut c, 30);
         assert_eq!(with[0], 0, "{with:?}");
         assert!(without[0] >= 8, "{without:?}");
+    }
+
+    /// A slow engine reaches its cap after proportionally fewer shards (a backlog of `cap`
+    /// fastest-shard times per slot), the surplus goes to the shared queue.
+    #[test]
+    fn slow_engine_caps_after_fewer_shards() {
+        let mut c = three(10_000.0);
+        c[2].shard_us = 40_000.0;
+        let counts = place(&mut LeastExpectedDelay::predictive(2.0, false), &mut c, 30);
+        assert_eq!(counts, vec![8, 8, 2, 12]);
     }
 
     /// With every engine at its cap, shards go to the shared queue.

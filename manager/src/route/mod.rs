@@ -69,18 +69,19 @@ impl Candidate {
         self.sent_since_sample += 1;
     }
 
+    /// Expected work queued or running here, µs; with `forecast`, hidden load counts too.
+    pub fn backlog_us(&self, forecast: bool) -> f64 {
+        self.work_us + if forecast { self.hidden_us } else { 0.0 }
+    }
+
     /// Expected time before a new shard starts here, µs: 0 while a slot is free, otherwise the
     /// queued work spread over the slots. With `forecast`, hidden load counts too.
     pub fn expected_wait_us(&self, forecast: bool) -> f64 {
-        let (hidden, hidden_us) = if forecast {
-            (self.hidden, self.hidden_us)
-        } else {
-            (0.0, 0.0)
-        };
+        let hidden = if forecast { self.hidden } else { 0.0 };
         if (self.in_flight as f64 + hidden) < f64::from(self.slots) {
             0.0
         } else {
-            (self.work_us + hidden_us) / f64::from(self.slots)
+            self.backlog_us(forecast) / f64::from(self.slots)
         }
     }
 }
