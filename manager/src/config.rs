@@ -147,8 +147,9 @@ pub struct Config {
     /// Static weights for weighted round robin: `id=weight,id=weight` (others weigh 1).
     #[arg(long, env = "SHARDLINE_ROUTER_WEIGHTS", value_parser = parse_weights, default_value = "")]
     pub weights: HashMap<String, f64>,
-    /// Predictive policy: unfinished shards allowed per engine slot before the engine is
-    /// skipped (every engine full: the shared queue).
+    /// Predictive policy: unfinished shards allowed per engine slot, and backlog per slot in
+    /// shard times of the fastest engine, before the engine is skipped (every engine full:
+    /// the shared queue).
     #[arg(long, env = "SHARDLINE_IN_FLIGHT_CAP", default_value_t = 8.0)]
     pub in_flight_cap: f64,
     /// Shard count: `adaptive`, `size` (the kind's preferred size) or a fixed number.
