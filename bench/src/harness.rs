@@ -34,6 +34,8 @@ pub struct Setup {
     pub antagonist: Option<(Duration, Duration)>,
     /// Cost of one unit of work, µs.
     pub unit_us: u64,
+    /// The predictive policies' in-flight cap.
+    pub in_flight_cap: f64,
     /// Requests of [`SHARDS`] light shards each run and awaited before the trace, unmeasured
     /// (they teach the manager the engines' speeds).
     pub prime: usize,
@@ -240,6 +242,7 @@ fn start_manager(connect: &ConnectArgs, setup: &Setup) -> Running {
     let mut cfg = shardline_manager::Config::new(connect.clone());
     cfg.router = setup.policy;
     cfg.shard_count = setup.shard_count;
+    cfg.in_flight_cap = setup.in_flight_cap;
     cfg.grace_ms = 500;
     cfg.engine_ttl_ms = 3_000;
     // Static weights are the nominal speeds (what an operator would configure).

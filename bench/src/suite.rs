@@ -42,6 +42,8 @@ pub struct Routing {
     pub policies: Vec<RouterKind>,
     /// All load levels (full mode) or one per workload.
     pub full: bool,
+    /// The predictive policies' in-flight cap.
+    pub in_flight_cap: f64,
 }
 
 #[derive(Default)]
@@ -96,6 +98,7 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
                         slowdown: w == Workload::W3,
                         antagonist: (w == Workload::W4).then_some((s.period, s.period * 2)),
                         unit_us: s.unit_us,
+                        in_flight_cap: s.in_flight_cap,
                         // Round robin's batch takes about three times the ideal.
                         prime: w.prime(),
                         drain: if w.is_batch() {
@@ -207,6 +210,7 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Vec<Row>> {
                 slowdown: false,
                 antagonist: None,
                 unit_us: UNIT_US,
+                in_flight_cap: shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP,
                 prime: 0,
                 drain: s.duration.max(Duration::from_secs(5)),
             };

@@ -150,7 +150,7 @@ pub struct Config {
     /// Predictive policy: unfinished shards allowed per engine slot, and backlog per slot in
     /// shard times of the fastest engine, before the engine is skipped (every engine full:
     /// the shared queue).
-    #[arg(long, env = "SHARDLINE_IN_FLIGHT_CAP", default_value_t = 8.0)]
+    #[arg(long, env = "SHARDLINE_IN_FLIGHT_CAP", default_value_t = Config::DEFAULT_IN_FLIGHT_CAP)]
     pub in_flight_cap: f64,
     /// Shard count: `adaptive`, `size` (the kind's preferred size) or a fixed number.
     #[arg(long, env = "SHARDLINE_SHARD_COUNT", default_value = "adaptive")]
@@ -179,6 +179,9 @@ pub struct Config {
 }
 
 impl Config {
+    /// Default of `--in-flight-cap`.
+    pub const DEFAULT_IN_FLIGHT_CAP: f64 = 8.0;
+
     /// Defaults with the given connection settings (for tests and embedding).
     pub fn new(connect: ConnectArgs) -> Self {
         Config {
@@ -191,7 +194,7 @@ impl Config {
             engine_ttl_ms: 6_000,
             router: RouterKind::Predictive,
             weights: HashMap::new(),
-            in_flight_cap: 8.0,
+            in_flight_cap: Config::DEFAULT_IN_FLIGHT_CAP,
             shard_count: ShardCount::Adaptive,
             default_shard_us: 10_000.0,
             depth_sample_ms: 250,
