@@ -64,6 +64,23 @@ pub(crate) struct Fault {
     pub(crate) note: Option<String>,
 }
 
+impl std::fmt::Display for Fault {
+    /// `kind: target → replacement (note)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: {} → {}",
+            self.kind.short(),
+            self.target,
+            self.replacement
+        )?;
+        match &self.note {
+            Some(n) => write!(f, " ({n})"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Faults so far, shared with the progress lines and the report.
 pub(crate) type FaultLog = Arc<Mutex<Vec<Fault>>>;
 
@@ -106,17 +123,7 @@ pub(crate) async fn inject(
         };
         let at = t0.elapsed();
         if let Some(f) = one(&fleet, kind, &mut rng, at).await {
-            eprintln!(
-                "soak: +{:.0}s fault {}: {} -> {}{}",
-                at.as_secs_f64(),
-                kind.short(),
-                f.target,
-                f.replacement,
-                f.note
-                    .as_deref()
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default()
-            );
+            eprintln!("soak: +{:.0}s fault {f}", at.as_secs_f64());
             log.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .push(f);

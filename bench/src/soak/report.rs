@@ -282,18 +282,7 @@ fn details(s: &mut String, i: &Input<'_>) {
         let _ = writeln!(s, "None.");
     }
     for f in &d.faults {
-        let _ = writeln!(
-            s,
-            "- +{:.0}s {}: {} → {}{}",
-            f.at.as_secs_f64(),
-            f.kind.short(),
-            f.target,
-            f.replacement,
-            f.note
-                .as_deref()
-                .map(|n| format!(" ({n})"))
-                .unwrap_or_default()
-        );
+        let _ = writeln!(s, "- +{:.0}s {f}", f.at.as_secs_f64());
     }
 }
 
