@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::workload::{ANTAGONIST_SLOTS, ANTAGONIST_UNITS, Arrival, ENGINES, SHARDS, SLOTS};
+use crate::workload::{ANTAGONIST_SLOTS, ANTAGONIST_UNITS, Arrival, ENGINES, SLOTS};
 
 /// What varies between cells.
 #[derive(Debug, Clone)]
@@ -36,9 +36,9 @@ pub struct Setup {
     pub unit_us: u64,
     /// The predictive policies' in-flight cap.
     pub in_flight_cap: f64,
-    /// Requests of [`SHARDS`] light shards each run and awaited before the trace, unmeasured
-    /// (they teach the manager the engines' speeds).
-    pub prime: usize,
+    /// Requests sent one after another and awaited before the trace, unmeasured (they teach the
+    /// manager the kind's costs and the engines' speeds).
+    pub prime: Vec<Work>,
     /// How long to wait for the last results after the last arrival.
     pub drain: Duration,
 }
@@ -53,6 +53,22 @@ pub struct Measured {
     pub wrong: usize,
     /// First scheduled send to last result, µs.
     pub span_us: u64,
+    /// Shards each answered request was cut into, in trace order (0 when unanswered).
+    pub shards: Vec<u32>,
+}
+
+impl Measured {
+    /// Mean shard count of the answered requests after the first `skip`.
+    pub fn mean_shards(&self, skip: usize) -> f64 {
+        let counted: Vec<f64> = self
+            .shards
+            .iter()
+            .skip(skip)
+            .filter(|&&n| n > 0)
+            .map(|&n| f64::from(n))
+            .collect();
+        counted.iter().sum::<f64>() / counted.len().max(1) as f64
+    }
 }
 
 struct Running {
@@ -95,27 +111,15 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     // The manager's engine view refreshes every 500 ms; let it see all three.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
-    if setup.prime > 0 {
-        let by = Instant::now() + Duration::from_secs(30);
-        let work = Work {
-            units: u64::from(SHARDS),
-            unit_cost_us: setup.unit_us,
-            spin: false,
-            noise_seed: None,
-        };
-        let primed = (0..setup.prime).map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move { one_request(&client, Instant::now(), work, by).await })
-        });
-        let done = futures::future::join_all(primed.collect::<Vec<_>>()).await;
-        let ok = done
-            .iter()
-            .filter(|d| matches!(d, Ok(Some((Ok(_), _)))))
-            .count();
+    // One after another, so each is cut with what the ones before it taught.
+    let by = Instant::now() + Duration::from_secs(60);
+    for (i, &work) in setup.prime.iter().enumerate() {
+        let done = one_request(&client, Instant::now(), work, by).await;
         anyhow::ensure!(
-            ok == setup.prime,
-            "priming: {ok} of {} requests completed",
-            setup.prime
+            matches!(done, Some((Ok(_), _, _))),
+            "priming request {} of {} did not complete",
+            i + 1,
+            setup.prime.len()
         );
     }
     let start = Instant::now();
@@ -161,15 +165,20 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     let mut last = t0;
     for o in outcomes {
         match o {
-            Ok(Some((Ok(us), done))) => {
+            Ok(Some((Ok(us), done, shards))) => {
                 m.latencies.push(Some(us));
+                m.shards.push(shards);
                 last = last.max(done);
             }
-            Ok(Some((Err(()), _))) => {
+            Ok(Some((Err(()), _, shards))) => {
                 m.wrong += 1;
                 m.latencies.push(None);
+                m.shards.push(shards);
             }
-            _ => m.latencies.push(None),
+            _ => {
+                m.latencies.push(None);
+                m.shards.push(0);
+            }
         }
     }
     m.span_us = last.duration_since(t0).as_micros() as u64;
@@ -188,14 +197,14 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     Ok(m)
 }
 
-/// Send one request at `at`; its latency from `at` (µs) and completion time, `Err` for a wrong
-/// or failed result, `None` when nothing came back in time.
+/// Send one request at `at`; its latency from `at` (µs) (`Err` for a wrong or failed result),
+/// completion time and shard count, `None` when nothing came back in time.
 async fn one_request(
     client: &Client,
     at: Instant,
     work: Work,
     deadline: Instant,
-) -> Option<(Result<u64, ()>, Instant)> {
+) -> Option<(Result<u64, ()>, Instant, u32)> {
     tokio::time::sleep_until(at.into()).await;
     let payload = shardline::message::to_named_value(&work).ok()?;
     let (id, rx) = client
@@ -212,7 +221,8 @@ async fn one_request(
             .and_then(|v| rmpv::ext::from_value::<Tally>(v.clone()).ok())
             .is_some_and(|t| t.units == work.units);
     let latency = done.duration_since(at).as_micros() as u64;
-    Some((if ok { Ok(latency) } else { Err(()) }, done))
+    let verdict = if ok { Ok(latency) } else { Err(()) };
+    Some((verdict, done, result.shards))
 }
 
 fn engine_id(i: usize) -> String {

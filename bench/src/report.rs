@@ -250,8 +250,8 @@ mod tests {
     fn measured(lat: &[Option<u64>]) -> Measured {
         Measured {
             latencies: lat.to_vec(),
-            wrong: 0,
             span_us: 1_000_000,
+            ..Measured::default()
         }
     }
 

@@ -68,6 +68,7 @@ impl Pool {
             latencies: self.latencies.clone(),
             wrong: 0,
             span_us: self.span_us,
+            shards: Vec::new(),
         };
         let mut r = Row::new(workload, load, policy, &m, 0, None);
         if !self.makespans.is_empty() {
@@ -100,7 +101,7 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
                         unit_us: s.unit_us,
                         in_flight_cap: s.in_flight_cap,
                         // Round robin's batch takes about three times the ideal.
-                        prime: w.prime(),
+                        prime: w.prime(s.unit_us),
                         drain: if w.is_batch() {
                             Duration::from_secs(30)
                         } else {
@@ -176,15 +177,20 @@ pub const SHARD_MODES: [ShardCount; 5] = [
     ShardCount::Adaptive,
 ];
 
-/// Small and large requests (units of 2 ms) on homogeneous engines under the predictive
+/// Small, medium and large requests (units of 2 ms) on homogeneous engines under the predictive
 /// policy, with each shard-count mode.
 ///
 /// # Errors
 /// A cell could not start.
 pub async fn sharding(s: &Sharding) -> anyhow::Result<Vec<Row>> {
     const UNIT_US: u64 = 2_000;
+    /// Fewest requests a cell's trace is stretched to hold.
+    const MIN_REQUESTS: f64 = 40.0;
+    /// Requests run before each cell's trace.
+    const PRIME_REQUESTS: u64 = 6;
     let sizes = [
         ("small (24 ms of work)", 12u64),
+        ("medium (120 ms of work)", 60),
         ("large (1.2 s of work)", 600),
     ];
     let capacity = Workload::W1.capacity();
@@ -192,8 +198,21 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Vec<Row>> {
     for (si, (label, units)) in sizes.into_iter().enumerate() {
         let mut rng = StdRng::seed_from_u64(s.seed ^ si as u64);
         let rate = s.load * capacity / (units * UNIT_US) as f64;
+        // A few requests like the trace's, so every mode starts on a manager that knows the
+        // kind (as one that loaded its history from Redis would).
+        let prime: Vec<Work> = (0..PRIME_REQUESTS)
+            .map(|i| Work {
+                units,
+                unit_cost_us: UNIT_US,
+                spin: false,
+                noise_seed: Some(!(s.seed ^ i)),
+            })
+            .collect();
+        let duration = s
+            .duration
+            .max(Duration::from_micros((MIN_REQUESTS / rate) as u64));
         let mut n = 0u64;
-        let trace = workload::poisson(&mut rng, rate, s.duration, |_| {
+        let trace = workload::poisson(&mut rng, rate, duration, |_| {
             n += 1;
             Work {
                 units,
@@ -211,14 +230,19 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Vec<Row>> {
                 antagonist: None,
                 unit_us: UNIT_US,
                 in_flight_cap: shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP,
-                prime: 0,
-                drain: s.duration.max(Duration::from_secs(5)),
+                prime: prime.clone(),
+                drain: duration.max(Duration::from_secs(5)),
             };
             let m = harness::run(&s.connect, &setup, &trace).await?;
             let skip = (m.latencies.len() as f64 * WARMUP) as usize;
             let name = match mode {
                 ShardCount::Fixed(n) => format!("fixed {n}"),
                 other => other.to_string(),
+            };
+            let mean = m.mean_shards(skip);
+            let name = match mode {
+                ShardCount::Adaptive => format!("{name} (mean {mean:.1} shards)"),
+                _ => name,
             };
             let row = Row::new(label, s.load, &name, &m, skip, None);
             eprintln!(

@@ -84,9 +84,20 @@ impl Workload {
         matches!(self, Workload::W8 | Workload::W8w)
     }
 
-    /// Requests run before the trace, unmeasured.
-    pub fn prime(self) -> usize {
-        if self == Workload::W8w { PRIME } else { 0 }
+    /// Requests run before the trace, unmeasured: for W8w, [`PRIME`] requests of [`SHARDS`]
+    /// light shards each.
+    pub fn prime(self, unit_us: u64) -> Vec<Work> {
+        let light = Work {
+            units: u64::from(SHARDS),
+            unit_cost_us: unit_us,
+            spin: false,
+            noise_seed: None,
+        };
+        if self == Workload::W8w {
+            vec![light; PRIME]
+        } else {
+            Vec::new()
+        }
     }
 
     /// Mean capacity in µs of work per µs, the antagonist's share removed.

@@ -136,6 +136,7 @@ impl Dispatcher {
             },
             |m| m.deadline,
         );
+        let begun = Instant::now();
         let engines = self.engines.snapshot();
         let plan = Plan {
             engines: engines.len(),
@@ -145,6 +146,21 @@ impl Dispatcher {
             mode: self.config.shard_count,
             model: self.predictor.model(&accepted.kind, &engines),
         };
+        if let Some(m) = &plan.model {
+            debug!(
+                a_us = m.a_us,
+                b_us = m.b_us,
+                serial_us = m.serial_us,
+                latency_us = m.latency_us,
+                path_us = m.path_us,
+                load = m.load,
+                shard_rate = m.traffic.shard_rate,
+                request_rate = m.traffic.request_rate,
+                mean_shards = m.traffic.mean_shards,
+                cv = m.cv,
+                "shard-count model"
+            );
+        }
         let Accepted {
             kind: kind_name,
             payload,
@@ -279,6 +295,12 @@ impl Dispatcher {
             let per_shard = started.elapsed().as_secs_f64() * 1e6 / sent as f64;
             self.predictor.history.observe_publish(per_shard);
         }
+        self.predictor
+            .flow
+            .dispatched(&kind_name, u32::try_from(sent).unwrap_or(u32::MAX));
+        self.predictor
+            .history
+            .observe_dispatch(begun.elapsed().as_secs_f64() * 1e6, sent);
         info!(kind = %kind_name, total, sent, "request dispatched");
         Ok(())
     }

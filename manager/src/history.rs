@@ -7,9 +7,10 @@
 //!   time), so 0.25 means "takes four times what the kind's line predicts". An engine that
 //!   stops getting shards drifts back towards the fleet's mean speed (time constant
 //!   [`SPEED_DECAY`]), so an engine that was slow is tried again after it recovers.
-//! - **Per-shard overhead**: the manager's publish cost, the transport and bookkeeping cost
-//!   seen on idle engines (time from send to completion minus processing), and the merge cost
-//!   per partial result. These feed the shard-count decision in [`crate::plan`].
+//! - **Per-shard overhead**: the manager's publish cost, the merge cost per partial result, and
+//!   the transport latency seen on idle engines (time from send to completion minus
+//!   processing, [`crate::latency`]), with the load it reveals. These feed the shard-count
+//!   decision in [`crate::plan`].
 //!
 //! The whole history is saved in Redis ([`shardline::Names::history_key`]) every few seconds
 //! and loaded at start, so a restarted manager, or a second one, starts warm. Several managers
@@ -25,6 +26,8 @@ use shardline::store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::latency::Latency;
+
 /// Weight of the newest observation in the per-engine and overhead averages.
 pub const ALPHA: f64 = 0.1;
 /// Per-observation decay of the per-kind regression (an effective window of 100 shards).
@@ -35,6 +38,9 @@ pub const MIN_OBSERVATIONS: u32 = 10;
 pub const SPEED_DECAY: Duration = Duration::from_secs(5);
 /// Smallest merge whose cost is learned per part.
 pub const MIN_MERGE_PARTS: u32 = 8;
+/// Most shards of a request whose dispatch time reads as a load sample: up to this many,
+/// the publishes overlap and the time does not grow with the count.
+pub const FEW_SHARDS: usize = 16;
 /// How often the history is saved to Redis.
 pub const SAVE_EVERY: Duration = Duration::from_secs(2);
 /// A stored history nobody saved for this long expires.
@@ -171,7 +177,15 @@ pub struct Learned {
     /// Manager-side publish cost per shard, µs.
     publish: Ewma,
     /// Send-to-completion minus processing, on engines that had a free slot, µs.
-    transport: Ewma,
+    #[serde(default)]
+    latency: Latency,
+    /// The manager's time to dispatch one request (split, record, publish, confirms), µs.
+    #[serde(default)]
+    dispatch: Ewma,
+    /// The same, for requests of few shards (whose publishes overlap), as a second reading of
+    /// the load on the broker and Redis.
+    #[serde(default)]
+    dispatch_latency: Latency,
     /// Merge cost per partial result, per kind, µs.
     merge: HashMap<String, Ewma>,
 }
@@ -188,8 +202,14 @@ pub struct Overheads {
     /// Paid once per shard, one after another, by the manager and the finalizer (publish,
     /// merge).
     pub serial_us: f64,
-    /// Paid by each shard on its engine, in parallel (delivery, Redis writes).
-    pub parallel_us: f64,
+    /// Transport latency on an idle path, paid by each shard in parallel (delivery, Redis
+    /// writes).
+    pub latency_us: f64,
+    /// Paid once per request on an idle path: its dispatch, and the way back of its result.
+    pub path_us: f64,
+    /// Utilisation of that path now, from how far its latency (or the manager's dispatch
+    /// time) rose above the idle one.
+    pub load: f64,
 }
 
 impl History {
@@ -282,10 +302,20 @@ impl History {
         g.1 = true;
     }
 
-    /// Learn the transport and bookkeeping cost of one shard that found a free slot.
+    /// Learn how long dispatching one request of `shards` shards took, µs.
+    pub fn observe_dispatch(&self, micros: f64, shards: usize) {
+        let mut g = self.lock();
+        g.0.dispatch.observe(micros);
+        if shards <= FEW_SHARDS {
+            g.0.dispatch_latency.observe(micros, Instant::now());
+        }
+        g.1 = true;
+    }
+
+    /// Learn the transport latency of one shard that found a free slot.
     pub fn observe_transport(&self, micros: f64) {
         let mut g = self.lock();
-        g.0.transport.observe(micros.max(0.0));
+        g.0.latency.observe(micros, Instant::now());
         g.1 = true;
     }
 
@@ -304,17 +334,18 @@ impl History {
         g.1 = true;
     }
 
-    /// Per-shard overheads of `kind`; unmeasured parts default to 1 ms of transport.
+    /// Per-shard overheads of `kind`; an unmeasured latency defaults to 1 ms.
     pub fn overheads(&self, kind: &str) -> Overheads {
         let g = self.lock();
         let merge = g.0.merge.get(kind).and_then(Ewma::get).unwrap_or(0.0);
-        let transport = g.0.transport.get().unwrap_or(1_000.0);
-        // Every shard's delivery and Redis writes also load the machines the broker, Redis and
-        // the workers share; counting that cost once per shard keeps a busy deployment from
-        // cutting small requests into more shards than it can carry.
+        let latency_us = g.0.latency.base().unwrap_or(1_000.0);
+        let load = g.0.latency.load().max(g.0.dispatch_latency.load());
         Overheads {
-            serial_us: g.0.publish.get().unwrap_or(0.0) + merge + transport,
-            parallel_us: transport,
+            serial_us: g.0.publish.get().unwrap_or(0.0) + merge,
+            latency_us,
+            // The dispatch was measured on the path as loaded now; its idle cost is smaller.
+            path_us: g.0.dispatch.get().unwrap_or(0.0) * (1.0 - load) + latency_us,
+            load,
         }
     }
 
@@ -463,7 +494,7 @@ mod tests {
             a.zip(b).is_some_and(|(a, b)| (a - b).abs() < 1e-6),
             "{a:?} {b:?}"
         );
-        assert_eq!(warm.overheads("k").serial_us, 100.0 + 1_000.0);
+        assert_eq!(warm.overheads("k").serial_us, 100.0);
     }
 
     /// Exponential shard times have a coefficient of variation near 1; exact ones near 0.

@@ -13,6 +13,8 @@
 //! - [`predictor`] — the Load Prediction Engine, combining:
 //!   - [`ledger`] — unfinished shards per engine and their expected work, fed by [`events`];
 //!   - [`history`] — learned per-kind costs, per-engine speeds and overheads, saved in Redis;
+//!   - [`latency`] — shards' transport latency and the load on the shared path it reveals;
+//!   - [`flow`] — request and shard rates;
 //!   - [`depth`] — sampled broker depth per engine queue;
 //!   - [`forecast`] — `augurs` forecasts of that depth;
 //! - [`engines`] — the live-engine view from heartbeats;
@@ -26,9 +28,11 @@ pub mod depth;
 pub mod dispatch;
 pub mod engines;
 pub mod events;
+pub mod flow;
 pub mod forecast;
 pub mod history;
 pub mod intake;
+pub mod latency;
 pub mod ledger;
 pub mod plan;
 pub mod predictor;

@@ -12,6 +12,8 @@
 
 use std::str::FromStr;
 
+use crate::latency::MAX_LOAD;
+
 /// How the shard count is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardCount {
@@ -61,6 +63,27 @@ pub struct Capacity {
     pub backlog_us: f64,
 }
 
+/// This manager's traffic, as the shard-count model sees it ([`crate::flow::Flow`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Traffic {
+    /// Shards sent per second, every kind.
+    pub shard_rate: f64,
+    /// Requests of this kind per second.
+    pub request_rate: f64,
+    /// Mean shards per request of this kind lately.
+    pub mean_shards: f64,
+}
+
+impl Default for Traffic {
+    fn default() -> Self {
+        Traffic {
+            shard_rate: 0.0,
+            request_rate: 0.0,
+            mean_shards: 1.0,
+        }
+    }
+}
+
 /// What the adaptive count is computed from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Model {
@@ -72,8 +95,16 @@ pub struct Model {
     pub engines: Vec<Capacity>,
     /// Per-shard cost paid one after another (publish, merge), µs.
     pub serial_us: f64,
-    /// Per-shard cost paid on the engine (delivery, Redis writes), µs.
-    pub parallel_us: f64,
+    /// Transport latency of a shard on an idle path (delivery, Redis writes, completion
+    /// event), paid once per round of shards on a slot, µs.
+    pub latency_us: f64,
+    /// Once per request on an idle path: dispatch and the result's way back, µs.
+    pub path_us: f64,
+    /// Utilisation of that shared path now ([`crate::latency::Latency::load`]): its latency
+    /// is `latency_us / (1 - load)`, and it grows with the shard rate.
+    pub load: f64,
+    /// The traffic that load comes from.
+    pub traffic: Traffic,
     /// Coefficient of variation of shard times: the request waits for the slowest of its
     /// shards, which grows with the count as about `cv × √(2 ln n)` shard times.
     pub cv: f64,
@@ -83,9 +114,45 @@ pub struct Model {
 pub const MAX_SIMULATED: u64 = 4096;
 
 impl Model {
+    /// Predicted utilisation of the shared path if every request of this kind were cut into
+    /// `n` shards: the present load scaled by the shard rate that would give.
+    pub fn load_with(&self, n: u64) -> f64 {
+        let t = &self.traffic;
+        if self.load <= 0.0 || t.shard_rate <= 0.0 {
+            return self.load.max(0.0);
+        }
+        let rate = t.shard_rate + t.request_rate * (n as f64 - t.mean_shards);
+        self.load * rate.max(0.0) / t.shard_rate
+    }
+
+    /// Predicted utilisation of the engines' slots by this kind if its requests (of about
+    /// `size`) were cut into `n` shards: every shard holds a slot for its fixed cost and its
+    /// way out (the result write and the ack) besides its share of the work. The way in
+    /// overlaps the slot's previous shard (prefetch); not measuring the two apart, the way out
+    /// is taken as half the transport latency.
+    pub fn slot_load_with(&self, size: f64, n: u64) -> f64 {
+        let capacity: f64 = self
+            .engines
+            .iter()
+            .map(|e| f64::from(e.slots.max(1)) * e.speed.max(1e-3))
+            .sum();
+        if capacity <= 0.0 {
+            return 0.0;
+        }
+        let per_request = self.b_us * size + n as f64 * (self.a_us + self.latency_us / 2.0);
+        self.traffic.request_rate * per_request * 1e-6 / capacity
+    }
+
     /// Predicted completion time, µs, of a request of `size` cut into `n` shards placed
-    /// greedily where each finishes first.
+    /// greedily where each finishes first; infinite when that many shards would saturate the
+    /// shared path or the slots. The request's own path and each round's transport are slowed
+    /// by the load `n` shards per request would put on them.
     pub fn completion_us(&self, size: f64, n: u64) -> f64 {
+        let load = self.load_with(n).max(self.slot_load_with(size, n));
+        if load >= MAX_LOAD {
+            return f64::INFINITY;
+        }
+        let per_round = self.latency_us / (1.0 - load);
         let shard_us = self.a_us + self.b_us * size / n as f64;
         let mut placed = vec![0u64; self.engines.len()];
         let mut last: f64 = 0.0;
@@ -93,7 +160,7 @@ impl Model {
             let finish = |(e, k): (&Capacity, u64)| {
                 let slots = f64::from(e.slots.max(1));
                 let rounds = ((k + 1) as f64 / slots).ceil();
-                e.backlog_us / slots + rounds * (shard_us / e.speed.max(1e-3) + self.parallel_us)
+                e.backlog_us / slots + rounds * (shard_us / e.speed.max(1e-3) + per_round)
             };
             let Some((i, t)) = self
                 .engines
@@ -109,7 +176,7 @@ impl Model {
             last = last.max(t);
         }
         let straggler = shard_us * self.cv * (2.0 * (n as f64).ln()).max(0.0).sqrt();
-        last + straggler + n as f64 * self.serial_us
+        last + straggler + self.path_us / (1.0 - load) + n as f64 * self.serial_us
     }
 
     /// The count in `1..=cap` with the least predicted completion time (the smaller on a tie
@@ -213,7 +280,10 @@ mod tests {
                 },
             ],
             serial_us,
-            parallel_us: 1_000.0,
+            latency_us: 1_000.0,
+            path_us: 2_000.0,
+            load: 0.0,
+            traffic: Traffic::default(),
             cv: 0.0,
         }
     }
@@ -286,6 +356,79 @@ mod tests {
         let busy = model(0.0, 1_000_000.0).completion_us(100.0, 12);
         assert!(busy > idle);
         assert!(model(0.0, 0.0).completion_us(100.0, 1) > idle);
+    }
+
+    /// On a busy shared path, a kind whose requests come often is cut into fewer shards: more
+    /// would saturate the path for everyone.
+    #[test]
+    fn frequent_requests_on_a_busy_path_get_fewer_shards() {
+        let idle = Model {
+            cv: 1.0,
+            ..model(50.0, 0.0)
+        };
+        let busy = Model {
+            load: 0.5,
+            traffic: Traffic {
+                shard_rate: 1_000.0,
+                request_rate: 250.0,
+                mean_shards: 4.0,
+            },
+            ..idle.clone()
+        };
+        let (calm, loaded) = (idle.best(24.0, 1_000), busy.best(24.0, 1_000));
+        assert!(loaded < calm, "busy {loaded}, idle {calm}");
+        assert!(busy.load_with(loaded) < MAX_LOAD);
+        assert!(busy.completion_us(24.0, 12).is_infinite());
+    }
+
+    /// A rare request is barely slowed by the load its own shards add, so a busy path does not
+    /// stop a large one from spreading.
+    #[test]
+    fn rare_large_requests_still_spread() {
+        let busy = Model {
+            cv: 1.0,
+            load: 0.3,
+            traffic: Traffic {
+                shard_rate: 1_000.0,
+                request_rate: 0.5,
+                mean_shards: 32.0,
+            },
+            ..model(50.0, 0.0)
+        };
+        assert!(
+            busy.best(2_000.0, 1_000) >= 48,
+            "{}",
+            busy.best(2_000.0, 1_000)
+        );
+    }
+
+    /// Each shard holds a slot for its transport too, so cutting a frequent kind finer fills
+    /// the slots.
+    #[test]
+    fn finer_cuts_fill_the_slots() {
+        let m = Model {
+            traffic: Traffic {
+                shard_rate: 240.0,
+                request_rate: 240.0,
+                mean_shards: 1.0,
+            },
+            ..model(0.0, 0.0)
+        };
+        // 240 requests/s of 12 ms work on 9 slot-equivalents: about a third busy.
+        let one = m.slot_load_with(12.0, 1);
+        assert!((0.3..0.4).contains(&one), "{one}");
+        assert!(m.slot_load_with(12.0, 12) > one + 0.15);
+    }
+
+    /// With nothing measured the load is taken as it is, whatever the count.
+    #[test]
+    fn load_without_traffic_is_flat() {
+        let m = Model {
+            load: 0.2,
+            ..model(0.0, 0.0)
+        };
+        assert_eq!(m.load_with(1), 0.2);
+        assert_eq!(m.load_with(500), 0.2);
     }
 
     /// Modes parse from flags.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::depth::Depths;
 use crate::engines::Engine;
+use crate::flow::Flow;
 use crate::forecast::Forecasts;
 use crate::history::History;
 use crate::ledger::Ledger;
@@ -20,6 +21,8 @@ pub struct Predictor {
     pub ledger: Arc<Ledger>,
     /// Learned costs and speeds.
     pub history: Arc<History>,
+    /// Request and shard rates.
+    pub flow: Arc<Flow>,
     /// Sampled broker depths.
     pub depths: Arc<Depths>,
     /// Their forecasts.
@@ -36,6 +39,7 @@ impl Predictor {
         Predictor {
             ledger: Arc::default(),
             history: Arc::default(),
+            flow: Arc::default(),
             depths: Arc::new(Depths::new(window)),
             forecasts: Arc::default(),
             step,
@@ -62,7 +66,10 @@ impl Predictor {
                 })
                 .collect(),
             serial_us: overheads.serial_us,
-            parallel_us: overheads.parallel_us,
+            latency_us: overheads.latency_us,
+            path_us: overheads.path_us,
+            load: overheads.load,
+            traffic: self.flow.traffic(kind),
             cv: self.history.cv(kind),
         })
     }
