@@ -1,7 +1,8 @@
 //! `shardline-bench`: the side-by-side routing and shard-count benchmark.
 //!
-//! `--mode quick` (the default, under 3 minutes) runs W1, W2, W4 and W8 with six policies on
-//! short traces; `--mode full` runs every workload, load level and policy for the record.
+//! `--mode quick` (the default, under 3 minutes) runs the routing suite on W1, W2, W3, W4 and W8
+//! with six policies on short traces, and the decision cost; `--suite sharding` (about two
+//! minutes) compares shard counts; `--mode full` runs every workload, load level and policy for the record.
 //! Tables go to the terminal and to `--out` (Markdown, CSV, and a PNG of p99 by policy).
 
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use shardline_manager::RouterKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
-    /// Short traces, four workloads, six policies.
+    /// Short traces, five workloads, six policies.
     Quick,
     /// Every workload, load level and policy.
     Full,
@@ -45,9 +46,10 @@ struct Args {
     /// Preset of durations, workloads and policies.
     #[arg(long, value_enum, default_value_t = Mode::Quick)]
     mode: Mode,
-    /// Which suite to run.
-    #[arg(long, value_enum, default_value_t = Suite::All)]
-    suite: Suite,
+    /// Which suite to run (default: routing and decisions in quick mode, under 3 minutes;
+    /// all three in full mode).
+    #[arg(long, value_enum)]
+    suite: Option<Suite>,
     /// Seed of every trace.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -87,13 +89,20 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let a = Args::parse();
     let full = a.mode == Mode::Full;
+    let (routing, sharding, decisions) = match a.suite {
+        Some(Suite::Routing) => (true, false, false),
+        Some(Suite::Sharding) => (false, true, false),
+        Some(Suite::Decisions) => (false, false, true),
+        Some(Suite::All) => (true, true, true),
+        None => (true, full, true),
+    };
     let secs = |v: Option<f64>, quick: f64, full_v: f64| {
         Duration::from_secs_f64(v.unwrap_or(if full { full_v } else { quick }).max(0.5))
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let mut summary = String::new();
 
-    if matches!(a.suite, Suite::Decisions | Suite::All) {
+    if decisions {
         let ((d50, d99), (b50, b99)) = suite::decisions();
         let text = format!(
             "## Routing decision cost\n\n| step | p50 | p99 |\n|---|---:|---:|\n| one predictive decision, 3 engines | {:.2} µs | {:.2} µs |\n| candidates for one request (ledger of 1,000 shards) | {:.2} µs | {:.2} µs |\n",
@@ -105,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         println!("{text}");
         summary.push_str(&text);
     }
-    if matches!(a.suite, Suite::Routing | Suite::All) {
+    if routing {
         let workloads = if a.workloads.is_empty() {
             if full {
                 vec![
@@ -117,8 +126,14 @@ async fn main() -> anyhow::Result<()> {
                     Workload::W8w,
                 ]
             } else {
-                // W8w stays out of quick mode to keep it under 3 minutes.
-                vec![Workload::W1, Workload::W2, Workload::W4, Workload::W8]
+                // W8w stays out of quick mode to keep it short.
+                vec![
+                    Workload::W1,
+                    Workload::W2,
+                    Workload::W3,
+                    Workload::W4,
+                    Workload::W8,
+                ]
             }
         } else {
             a.workloads.clone()
@@ -169,7 +184,7 @@ async fn main() -> anyhow::Result<()> {
             Err(error) => eprintln!("no plot: {error}"),
         }
     }
-    if matches!(a.suite, Suite::Sharding | Suite::All) {
+    if sharding {
         let s = Sharding {
             connect: a.connect.clone(),
             seed: a.seed,
