@@ -116,25 +116,18 @@ async fn main() -> anyhow::Result<()> {
     }
     if routing {
         let workloads = if a.workloads.is_empty() {
+            let mut all = vec![
+                Workload::W1,
+                Workload::W2,
+                Workload::W3,
+                Workload::W4,
+                Workload::W8,
+            ];
+            // W8w stays out of quick mode to keep it short.
             if full {
-                vec![
-                    Workload::W1,
-                    Workload::W2,
-                    Workload::W3,
-                    Workload::W4,
-                    Workload::W8,
-                    Workload::W8w,
-                ]
-            } else {
-                // W8w stays out of quick mode to keep it short.
-                vec![
-                    Workload::W1,
-                    Workload::W2,
-                    Workload::W3,
-                    Workload::W4,
-                    Workload::W8,
-                ]
+                all.push(Workload::W8w);
             }
+            all
         } else {
             a.workloads.clone()
         };
