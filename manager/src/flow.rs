@@ -11,6 +11,10 @@ use crate::plan::Traffic;
 
 /// Time constant of the rates.
 pub const WINDOW: Duration = Duration::from_secs(2);
+/// Largest weight of one request in a kind's averages: a kind too rare to fill [`WINDOW`]
+/// with requests is averaged over about `2 / MAX_WEIGHT` of them instead (a 2 s window of a
+/// 5 per second kind holds 10, and read its rate 50% high in a measured burst).
+pub const MAX_WEIGHT: f64 = 1.0 / 16.0;
 
 /// Events per second, decayed exponentially with time constant [`WINDOW`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -49,10 +53,77 @@ impl Rate {
     }
 }
 
+/// One kind's requests: the mean gap between them and their mean shard count, averaged over
+/// [`WINDOW`] or, for a rare kind, over about 30 requests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Arrivals {
+    last: Option<Instant>,
+    /// Mean gap, s (`None` until a second request).
+    gap: Option<f64>,
+    shards: Option<f64>,
+    /// Requests seen (saturating).
+    seen: u32,
+}
+
+impl Arrivals {
+    /// A request of `shards` at `now`.
+    pub fn add(&mut self, shards: f64, now: Instant) {
+        if let Some(last) = self.last {
+            let gap = now.saturating_duration_since(last).as_secs_f64();
+            let mean = self.gap.unwrap_or(gap);
+            let w = self.weight(mean);
+            self.gap = Some(mean + w * (gap - mean));
+            self.shards = self.shards.map(|m| m + w * (shards - m));
+        } else {
+            self.shards = Some(shards);
+        }
+        self.last = Some(now);
+        self.seen = self.seen.saturating_add(1);
+    }
+
+    /// Requests per second at `now` (0 until two were seen). The time since the last request,
+    /// if longer than the mean gap, counts as a gap ending now (a kind that stops slows down
+    /// gradually, and a manager's own stall of a few gaps barely moves a busy kind); a new kind
+    /// reads at most its count per tenth of [`WINDOW`] (as [`Rate`]: a first burst is not a
+    /// flood).
+    pub fn per_sec(&self, now: Instant) -> f64 {
+        let (Some(mean), Some(last)) = (self.gap, self.last) else {
+            return 0.0;
+        };
+        let quiet = now.saturating_duration_since(last).as_secs_f64();
+        let gap = if quiet > mean {
+            mean + self.weight(mean) * (quiet - mean)
+        } else {
+            mean
+        };
+        let most = f64::from(self.seen) / (0.1 * WINDOW.as_secs_f64());
+        if gap > 0.0 {
+            (1.0 / gap).min(most)
+        } else {
+            most
+        }
+    }
+
+    /// Weight of one gap in the averages, given the mean gap: a [`WINDOW`] of requests, at
+    /// least the last `1 / MAX_WEIGHT`, and every one alike until that many were seen. The
+    /// weight follows the mean gap, not each gap: weighting a gap by its own length would
+    /// average the long ones in twice (and read a Poisson stream at half its rate).
+    fn weight(&self, mean: f64) -> f64 {
+        (mean / WINDOW.as_secs_f64())
+            .min(MAX_WEIGHT)
+            .max(1.0 / f64::from(self.seen.max(1)))
+    }
+
+    /// Mean shards per request lately (1 before any).
+    pub fn mean_shards(&self) -> f64 {
+        self.shards.unwrap_or(1.0)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Rates {
     shards: Rate,
-    kinds: HashMap<String, (Rate, Rate)>,
+    kinds: HashMap<String, Arrivals>,
 }
 
 /// Request and shard rates of this manager.
@@ -74,27 +145,25 @@ impl Flow {
         let n = f64::from(shards);
         let mut g = self.lock();
         g.shards.add(n, now);
-        let (requests, kind_shards) = g.kinds.entry(kind.to_owned()).or_default();
-        requests.add(1.0, now);
-        kind_shards.add(n, now);
+        if let Some(a) = g.kinds.get_mut(kind) {
+            a.add(n, now);
+        } else {
+            g.kinds.entry(kind.to_owned()).or_default().add(n, now);
+        }
     }
 
     /// The rates seen by a new request of `kind`.
     pub fn traffic(&self, kind: &str) -> Traffic {
         let now = Instant::now();
         let g = self.lock();
-        let (requests, shards) = g
+        let (request_rate, mean_shards) = g
             .kinds
             .get(kind)
-            .map_or((0.0, 0.0), |(r, s)| (r.per_sec(now), s.per_sec(now)));
+            .map_or((0.0, 1.0), |a| (a.per_sec(now), a.mean_shards()));
         Traffic {
             shard_rate: g.shards.per_sec(now),
-            request_rate: requests,
-            mean_shards: if requests > 0.0 {
-                shards / requests
-            } else {
-                1.0
-            },
+            request_rate,
+            mean_shards,
         }
     }
 }
@@ -127,6 +196,57 @@ mod tests {
         let now = r.per_sec(end);
         assert!((now - 100.0).abs() < 5.0, "{now}");
         assert!(r.per_sec(end + WINDOW * 5) < 1.0);
+    }
+
+    /// A rare kind's rate is averaged over enough requests to be steady, and a kind that
+    /// stopped reads slower as it stays quiet, while a short stall does not.
+    #[test]
+    fn rare_kinds_average_over_requests() {
+        let t0 = Instant::now();
+        let mut a = Arrivals::default();
+        assert_eq!(a.per_sec(t0), 0.0);
+        // Five a second, alternating gaps of 100 and 300 ms: a 2 s window would swing by
+        // about a third from one request to the next.
+        let mut at = t0;
+        let mut readings = Vec::new();
+        for i in 0..200u32 {
+            at += Duration::from_millis(if i % 2 == 0 { 100 } else { 300 });
+            a.add(4.0, at);
+            if i > 100 {
+                readings.push(a.per_sec(at));
+            }
+        }
+        let (lo, hi) = readings
+            .iter()
+            .fold((f64::MAX, 0.0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+        assert!(lo > 4.5 && hi < 5.5, "{lo} {hi}");
+        assert_eq!(a.mean_shards(), 4.0);
+        assert!(a.per_sec(at + Duration::from_secs(60)) < 0.5);
+        // A stall of a few gaps in a busy stream barely moves it.
+        assert!(a.per_sec(at + Duration::from_millis(600)) > 4.0);
+    }
+
+    /// A Poisson stream reads at its rate, after a slow start is forgotten.
+    #[test]
+    fn poisson_stream_reads_at_its_rate() {
+        let t0 = Instant::now();
+        let mut a = Arrivals::default();
+        let mut at = t0;
+        for _ in 0..6 {
+            at += Duration::from_millis(40);
+            a.add(1.0, at);
+        }
+        let mut bits = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2_000 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            let u = (bits >> 11) as f64 / (1u64 << 53) as f64;
+            at += Duration::from_secs_f64(-(1.0 - u).ln() / 240.0);
+            a.add(1.0, at);
+        }
+        let r = a.per_sec(at);
+        assert!((200.0..280.0).contains(&r), "{r}");
     }
 
     /// Per-kind traffic carries the kind's request rate and mean shard count; the shard rate
