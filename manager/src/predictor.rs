@@ -11,6 +11,7 @@ use crate::flow::Flow;
 use crate::forecast::Forecasts;
 use crate::history::History;
 use crate::ledger::Ledger;
+use crate::outcome::Outcomes;
 use crate::plan::{Capacity, Model};
 use crate::route::Candidate;
 
@@ -23,6 +24,8 @@ pub struct Predictor {
     pub history: Arc<History>,
     /// Request and shard rates.
     pub flow: Arc<Flow>,
+    /// Measured against predicted completion times.
+    pub outcomes: Arc<Outcomes>,
     /// Sampled broker depths.
     pub depths: Arc<Depths>,
     /// Their forecasts.
@@ -40,6 +43,7 @@ impl Predictor {
             ledger: Arc::default(),
             history: Arc::default(),
             flow: Arc::default(),
+            outcomes: Arc::default(),
             depths: Arc::new(Depths::new(window)),
             forecasts: Arc::default(),
             step,
@@ -71,6 +75,7 @@ impl Predictor {
             load: overheads.load,
             traffic: self.flow.traffic(kind),
             cv: self.history.cv(kind),
+            corrections: self.outcomes.corrections(kind),
         })
     }
 
