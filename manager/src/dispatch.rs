@@ -172,28 +172,13 @@ impl Dispatcher {
             .registry
             .get(&kind_name)
             .ok_or_else(|| Error::Config(format!("kind {kind_name} vanished")))?;
-        let (split, size, predicted_us) = tokio::task::spawn_blocking(move || {
+        let (split, size) = tokio::task::spawn_blocking(move || {
             let mut request_size = 0;
             let split = kind.split(payload, &mut |size, hint| {
                 request_size = size;
                 fixed.unwrap_or_else(|| plan.shards(size, hint))
             });
-            // The model's raw prediction for the count cut, to learn how it turns out.
-            let predicted = match (&split, &plan.model) {
-                (Ok(parts), Some(m)) if fixed.is_none() && !m.engines.is_empty() => {
-                    let (size, n) = (request_size as f64, parts.len() as u64);
-                    let raw = m.completion_us(size, n);
-                    debug!(
-                        shards = n,
-                        predicted_us = raw,
-                        unseen_us = m.corrections.extra_us(size, n),
-                        "shard count chosen"
-                    );
-                    Some(raw)
-                }
-                _ => None,
-            };
-            (split, request_size, predicted)
+            (split, request_size)
         })
         .await?;
         let payloads = match split {
@@ -280,11 +265,6 @@ impl Dispatcher {
             })
             .collect();
         self.store.set_routes(id, &pairs).await?;
-        if let (Some(predicted), true) = (predicted_us, skip.is_empty()) {
-            self.predictor
-                .outcomes
-                .expect(id, &kind_name, size as f64, total, predicted, begun);
-        }
 
         let attempt = if existing.is_some() { 2 } else { 1 };
         let started = Instant::now();

@@ -3,14 +3,15 @@
 //!   stored (the shard is finished; it took `micros` to process);
 //! - `merged <kind> <parts> <micros>` from the finalizer after a merge.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::ledger::STALE_AFTER;
+use crate::history::History;
+use crate::ledger::{Ledger, STALE_AFTER};
 use crate::predictor::Predictor;
 
 /// One completion: `<engine> <request> <index> <micros>`.
@@ -71,14 +72,10 @@ impl Event {
         Completion::parse(s).map(Event::Completed)
     }
 
-    /// Apply the event to the ledger, the history and the outcomes.
-    pub fn apply(self, predictor: &Predictor) {
-        let (ledger, history) = (&predictor.ledger, &predictor.history);
+    /// Apply the event to the ledger and the history.
+    pub fn apply(self, ledger: &Ledger, history: &History) {
         match self {
             Event::Completed(c) => {
-                predictor
-                    .outcomes
-                    .finished(c.request, c.index, Instant::now());
                 let Some(sent) = ledger.finished(c.request, c.index) else {
                     return;
                 };
@@ -108,7 +105,7 @@ pub async fn listen(
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            r = listen_once(&client, &channel, &predictor) => {
+            r = listen_once(&client, &channel, &predictor.ledger, &predictor.history) => {
                 if let Err(error) = r {
                     warn!(%error, "completion events interrupted; reconnecting");
                 }
@@ -124,7 +121,8 @@ pub async fn listen(
 async fn listen_once(
     client: &redis::Client,
     channel: &str,
-    predictor: &Predictor,
+    ledger: &Ledger,
+    history: &History,
 ) -> Result<(), redis::RedisError> {
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
@@ -133,11 +131,11 @@ async fn listen_once(
     while let Some(msg) = messages.next().await {
         let payload: String = msg.get_payload()?;
         match Event::parse(&payload) {
-            Some(e) => e.apply(predictor),
+            Some(e) => e.apply(ledger, history),
             None => debug!(%payload, "ignoring a malformed event"),
         }
         if last_expire.elapsed() > Duration::from_secs(30) {
-            predictor.ledger.expire(STALE_AFTER);
+            ledger.expire(STALE_AFTER);
             last_expire = tokio::time::Instant::now();
         }
     }
@@ -171,25 +169,21 @@ mod tests {
         assert!(Event::parse("merged sort 12").is_none());
     }
 
-    /// A completion teaches the history only for shards this manager sent, once, and the
-    /// last one the request's outcome.
+    /// A completion teaches the history only for shards this manager sent, once.
     #[test]
     fn completions_feed_the_history_once() {
-        let p = Predictor::new(Duration::from_millis(250), 10, 1_000.0);
+        let (ledger, history) = (Ledger::default(), History::default());
         let id = Uuid::new_v4();
         for i in 0..12 {
-            p.ledger.sent(id, i, crate::ledger::entry("w1", 1_000.0));
+            ledger.sent(id, i, crate::ledger::entry("w1", 1_000.0));
         }
-        p.outcomes
-            .expect(id, "k", 12.0, 12, 1_000.0, Instant::now());
         for i in 0..12 {
             let e = Event::parse(&format!("w1 {id} {i} 2000")).expect("parses");
-            e.clone().apply(&p);
-            e.apply(&p);
+            e.clone().apply(&ledger, &history);
+            e.apply(&ledger, &history);
         }
-        assert_eq!(p.ledger.in_flight("w1"), 0);
-        assert_eq!(p.outcomes.pending(), 0, "the request's outcome was learned");
-        let predicted = p.history.predict("k", 1.0).expect("learned");
+        assert_eq!(ledger.in_flight("w1"), 0);
+        let predicted = history.predict("k", 1.0).expect("learned");
         assert!((predicted - 2_000.0).abs() < 1e-6, "{predicted}");
     }
 }

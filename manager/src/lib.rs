@@ -15,7 +15,6 @@
 //!   - [`history`] — learned per-kind costs, per-engine speeds and overheads, saved in Redis;
 //!   - [`latency`] — shards' transport latency and the load on the shared path it reveals;
 //!   - [`flow`] — request and shard rates;
-//!   - [`outcome`] — measured against predicted completion, per kind, size and count;
 //!   - [`depth`] — sampled broker depth per engine queue;
 //!   - [`forecast`] — `augurs` forecasts of that depth;
 //! - [`engines`] — the live-engine view from heartbeats;
@@ -35,7 +34,6 @@ pub mod history;
 pub mod intake;
 pub mod latency;
 pub mod ledger;
-pub mod outcome;
 pub mod plan;
 pub mod predictor;
 pub mod route;

@@ -13,7 +13,6 @@
 use std::str::FromStr;
 
 use crate::latency::MAX_LOAD;
-use crate::outcome::Corrections;
 
 /// How the shard count is chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,8 +108,6 @@ pub struct Model {
     /// Coefficient of variation of shard times: the request waits for the slowest of its
     /// shards, which grows with the count as about `cv × √(2 ln n)` shard times.
     pub cv: f64,
-    /// The cost per shard the predictions were measured to miss ([`crate::outcome`]).
-    pub corrections: Corrections,
 }
 
 /// Largest count the model simulates shard by shard; beyond it, counts follow the size rule.
@@ -180,12 +177,7 @@ impl Model {
         last + straggler + self.path_us * slow + n as f64 * self.serial_us
     }
 
-    /// [`Model::completion_us`] plus the cost per shard its predictions were measured to miss.
-    pub fn corrected_us(&self, size: f64, n: u64) -> f64 {
-        self.completion_us(size, n) + self.corrections.extra_us(size, n)
-    }
-
-    /// The count in `1..=cap` with the least corrected completion time (the smaller on a tie
+    /// The count in `1..=cap` with the least predicted completion time (the smaller on a tie
     /// within 1%), among powers of two, their 1.5 multiples and multiples of the total slots.
     pub fn best(&self, size: f64, cap: u64) -> u64 {
         let cap = cap.clamp(1, MAX_SIMULATED);
@@ -200,7 +192,7 @@ impl Model {
         candidates.dedup();
         let mut best = (1, f64::INFINITY);
         for n in candidates {
-            let t = self.corrected_us(size, n);
+            let t = self.completion_us(size, n);
             if t < best.1 * 0.99 {
                 best = (n, t);
             }
@@ -267,10 +259,7 @@ impl Plan {
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
-
     use super::*;
-    use crate::outcome::Outcomes;
 
     fn plan(engines: usize, request_max: Option<u32>) -> Plan {
         Plan {
@@ -310,7 +299,6 @@ mod tests {
             load: 0.0,
             traffic: Traffic::default(),
             cv: 0.0,
-            corrections: Corrections::default(),
         }
     }
 
@@ -470,34 +458,6 @@ mod tests {
         let one = m.slot_load_with(12.0, 1);
         assert!((0.3..0.4).contains(&one), "{one}");
         assert!(m.slot_load_with(12.0, 12) > one + 0.15);
-    }
-
-    /// When requests cut finer were measured to overrun their prediction by more, the count
-    /// comes down.
-    #[test]
-    fn measured_overruns_steer_the_count() {
-        let m = model(0.0, 0.0);
-        let size = 12.0;
-        let first = m.best(size, 1_000);
-        assert!(first >= 4, "{first}");
-        let o = Outcomes::default();
-        let t0 = Instant::now();
-        for i in 0..40u64 {
-            let n = [1, 2, 4, first][i as usize % 4];
-            let predicted = m.completion_us(size, n);
-            let id = uuid::Uuid::from_u128(u128::from(i));
-            o.expect(id, "k", size, n as u32, predicted, t0);
-            let end = t0 + Duration::from_secs_f64((predicted + 3_000.0 * n as f64) / 1e6);
-            for s in 0..n as u32 {
-                o.finished(id, s, end);
-            }
-        }
-        let corrected = Model {
-            corrections: o.corrections("k"),
-            ..m.clone()
-        };
-        let now = corrected.best(size, 1_000);
-        assert!(now < first, "{now} vs {first}");
     }
 
     /// With nothing measured the load is taken as it is, whatever the count.

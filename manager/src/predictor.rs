@@ -11,7 +11,6 @@ use crate::flow::Flow;
 use crate::forecast::Forecasts;
 use crate::history::History;
 use crate::ledger::Ledger;
-use crate::outcome::Outcomes;
 use crate::plan::{Capacity, Model};
 use crate::route::Candidate;
 
@@ -24,8 +23,6 @@ pub struct Predictor {
     pub history: Arc<History>,
     /// Request and shard rates.
     pub flow: Arc<Flow>,
-    /// Measured against predicted completion times.
-    pub outcomes: Arc<Outcomes>,
     /// Sampled broker depths.
     pub depths: Arc<Depths>,
     /// Their forecasts.
@@ -43,7 +40,6 @@ impl Predictor {
             ledger: Arc::default(),
             history: Arc::default(),
             flow: Arc::default(),
-            outcomes: Arc::default(),
             depths: Arc::new(Depths::new(window)),
             forecasts: Arc::default(),
             step,
@@ -75,7 +71,6 @@ impl Predictor {
             load: overheads.load,
             traffic: self.flow.traffic(kind),
             cv: self.history.cv(kind),
-            corrections: self.outcomes.corrections(kind),
         })
     }
 
