@@ -139,7 +139,7 @@ impl Model {
         if capacity <= 0.0 {
             return 0.0;
         }
-        let per_request = self.b_us * size + n as f64 * (self.a_us + self.latency_us / 2.0);
+        let per_request = self.b_us * size + n as f64 * (self.a_us + self.latency_us);
         self.traffic.request_rate * per_request * 1e-6 / capacity
     }
 
