@@ -158,7 +158,15 @@ impl Model {
             let finish = |(e, k): (&Capacity, u64)| {
                 let slots = f64::from(e.slots.max(1));
                 let rounds = ((k + 1) as f64 / slots).ceil();
-                e.backlog_us / slots + rounds * (shard_us / e.speed.max(1e-3) + per_round)
+                let shard = shard_us / e.speed.max(1e-3);
+                // On idle slots shards run in lockstep rounds; behind a backlog of other
+                // requests' shards, slots free at scattered times and the shards trickle in
+                // (`k / slots` shard times of queue, then its own). Blend by how deep the
+                // backlog is against one round of these shards.
+                let packed = rounds * shard;
+                let fluid = (k as f64 / slots + 1.0) * shard;
+                let deep = (e.backlog_us / (slots * shard).max(1.0)).min(1.0);
+                e.backlog_us / slots + packed + deep * (fluid - packed) + rounds * per_round
             };
             let Some((i, t)) = self
                 .engines
