@@ -2,7 +2,8 @@
 //!
 //! `--mode quick` (the default, under 3 minutes) runs the routing suite on W1, W2, W3, W4 and W8
 //! with six policies on short traces, and the decision cost; `--suite sharding` (about two
-//! minutes) compares shard counts; `--mode full` runs every workload, load level and policy for the record.
+//! minutes) compares shard counts; `--mode full` (about 40 minutes) runs every workload and
+//! policy, three repetitions of 8 s traces, and the shard counts on 15 s traces, for the record.
 //! Tables go to the terminal and to `--out` (Markdown, CSV, and a PNG of p99 by policy).
 
 use std::path::PathBuf;
@@ -53,10 +54,10 @@ struct Args {
     /// Seed of every trace.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Seconds of arrivals per run (default: 2.5 quick, 60 full; sharding 3 and 30).
+    /// Seconds of arrivals per run (default: 2.5 quick, 8 full; sharding 3 and 15).
     #[arg(long)]
     duration: Option<f64>,
-    /// W4 antagonist period in seconds (default: 2 quick, 60 full).
+    /// W4 antagonist period in seconds (default: 2 quick, 4 full).
     #[arg(long)]
     period: Option<f64>,
     /// Repetitions, interleaved (default: 1 quick, 3 full).
@@ -150,13 +151,12 @@ async fn main() -> anyhow::Result<()> {
         let s = Routing {
             connect: a.connect.clone(),
             seed: a.seed,
-            duration: secs(a.duration, 2.5, 60.0),
-            period: secs(a.period, 2.0, 60.0),
+            duration: secs(a.duration, 2.5, 8.0),
+            period: secs(a.period, 2.0, 4.0),
             unit_us: a.unit_us,
             reps: a.reps.unwrap_or(if full { 3 } else { 1 }).max(1),
             workloads,
             policies,
-            full,
             in_flight_cap: a.in_flight_cap,
         };
         let rows = suite::routing(&s).await?;
@@ -181,7 +181,7 @@ async fn main() -> anyhow::Result<()> {
         let s = Sharding {
             connect: a.connect.clone(),
             seed: a.seed,
-            duration: secs(a.duration, 3.0, 30.0),
+            duration: secs(a.duration, 3.0, 15.0),
             load: 0.5,
         };
         let rows = suite::sharding(&s).await?;

@@ -40,8 +40,6 @@ pub struct Routing {
     pub workloads: Vec<Workload>,
     /// Policies.
     pub policies: Vec<RouterKind>,
-    /// All load levels (full mode) or one per workload.
-    pub full: bool,
     /// The predictive policies' in-flight cap.
     pub in_flight_cap: f64,
 }
@@ -87,7 +85,7 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
     let mut pools: BTreeMap<(usize, usize, usize), Pool> = BTreeMap::new();
     for rep in 0..s.reps {
         for (wi, w) in s.workloads.iter().copied().enumerate() {
-            for (li, load) in w.loads(s.full).into_iter().enumerate() {
+            for (li, load) in w.loads().into_iter().enumerate() {
                 let seed = s.seed ^ (u64::from(rep) << 32) ^ ((wi as u64) << 16) ^ li as u64;
                 let trace = workload::trace(seed, w, load, s.duration, s.unit_us);
                 let ideal = w.is_batch().then(|| ideal_us(&trace, w));
@@ -140,11 +138,7 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
         .iter()
         .map(|(&(wi, li, pi), pool)| {
             let w = s.workloads[wi];
-            let load = if w.is_batch() {
-                0.0
-            } else {
-                w.loads(s.full)[li]
-            };
+            let load = if w.is_batch() { 0.0 } else { w.loads()[li] };
             pool.row(w.name(), load, s.policies[pi].as_str())
         })
         .collect())
