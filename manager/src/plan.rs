@@ -310,6 +310,14 @@ mod tests {
         }
     }
 
+    fn traffic(shard_rate: f64, request_rate: f64, mean_shards: f64) -> Traffic {
+        Traffic {
+            shard_rate,
+            request_rate,
+            mean_shards,
+        }
+    }
+
     /// Large inputs are cut by size; small ones still use every engine.
     #[test]
     fn follows_size_with_one_shard_per_engine_at_least() {
@@ -390,11 +398,7 @@ mod tests {
         };
         let busy = Model {
             load: 0.5,
-            traffic: Traffic {
-                shard_rate: 1_000.0,
-                request_rate: 250.0,
-                mean_shards: 4.0,
-            },
+            traffic: traffic(1_000.0, 250.0, 4.0),
             ..idle.clone()
         };
         let (calm, loaded) = (idle.best(24.0, 1_000), busy.best(24.0, 1_000));
@@ -408,11 +412,7 @@ mod tests {
     #[test]
     fn saturated_slots_still_spread_a_large_request() {
         let m = Model {
-            traffic: Traffic {
-                shard_rate: 800.0,
-                request_rate: 16.0,
-                mean_shards: 50.0,
-            },
+            traffic: traffic(800.0, 16.0, 50.0),
             ..model(0.0, 0.0)
         };
         assert!(m.slot_load_with(600.0, 1) > MAX_LOAD);
@@ -436,11 +436,7 @@ mod tests {
         let busy = Model {
             cv: 1.0,
             load: 0.3,
-            traffic: Traffic {
-                shard_rate: 1_000.0,
-                request_rate: 0.5,
-                mean_shards: 32.0,
-            },
+            traffic: traffic(1_000.0, 0.5, 32.0),
             ..model(50.0, 0.0)
         };
         assert!(
@@ -455,11 +451,7 @@ mod tests {
     #[test]
     fn finer_cuts_fill_the_slots() {
         let m = Model {
-            traffic: Traffic {
-                shard_rate: 240.0,
-                request_rate: 240.0,
-                mean_shards: 1.0,
-            },
+            traffic: traffic(240.0, 240.0, 1.0),
             ..model(0.0, 0.0)
         };
         // 240 requests/s of 12 ms work on 9 slot-equivalents: about a third busy.
