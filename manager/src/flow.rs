@@ -236,12 +236,10 @@ mod tests {
             at += Duration::from_millis(40);
             a.add(1.0, at);
         }
-        let mut bits = 0x2545_f491_4f6c_dd1du64;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         for _ in 0..2_000 {
-            bits ^= bits << 13;
-            bits ^= bits >> 7;
-            bits ^= bits << 17;
-            let u = (bits >> 11) as f64 / (1u64 << 53) as f64;
+            let u: f64 = rng.random();
             at += Duration::from_secs_f64(-(1.0 - u).ln() / 240.0);
             a.add(1.0, at);
         }

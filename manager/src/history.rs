@@ -470,15 +470,12 @@ mod tests {
     /// large fixed cost.
     #[test]
     fn cost_line_shrinks_a_poorly_measured_intercept() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut l = CostLine::default();
-        let mut bits = 0x9e37_79b9_7f4a_7c15u64;
         let mut worst: f64 = 0.0;
         for i in 0..2_000u32 {
-            bits ^= bits << 13;
-            bits ^= bits >> 7;
-            bits ^= bits << 17;
-            let u = (bits >> 11) as f64 / (1u64 << 53) as f64;
-            let noise = -(1.0 - u).ln();
+            let noise = -(1.0 - rng.random::<f64>()).ln();
             let size = f64::from(4 + i % 5);
             l.observe(size, 2_000.0 * size * noise);
             if let Some((a, _)) = l.coefficients().filter(|_| i > 200) {

@@ -127,9 +127,8 @@ impl Model {
 
     /// Predicted utilisation of the engines' slots by this kind if its requests (of about
     /// `size`) were cut into `n` shards: every shard holds a slot for its fixed cost and its
-    /// way out (the result write and the ack) besides its share of the work. The way in
-    /// overlaps the slot's previous shard (prefetch); not measuring the two apart, the way out
-    /// is taken as half the transport latency.
+    /// transport latency besides its share of the work (charging half the latency, for the
+    /// way out only, let frequent small requests swing to 8–12 shards).
     pub fn slot_load_with(&self, size: f64, n: u64) -> f64 {
         let capacity: f64 = self
             .engines
