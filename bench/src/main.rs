@@ -13,9 +13,10 @@ use anyhow::Context;
 use clap::Parser;
 use shardline::config::ConnectArgs;
 use shardline_bench::report;
-use shardline_bench::suite::{self, Routing, Sharding};
+use shardline_bench::suite::{self, Routing, Sharding, Size};
 use shardline_bench::workload::Workload;
 use shardline_manager::RouterKind;
+use shardline_manager::plan::ShardCount;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Mode {
@@ -60,7 +61,7 @@ struct Args {
     /// W4 antagonist period in seconds (default: 2 quick, 4 full).
     #[arg(long)]
     period: Option<f64>,
-    /// Repetitions, interleaved (default: 1 quick, 3 full).
+    /// Repetitions, interleaved (default: 1 quick; 3 full, 2 for shard counts).
     #[arg(long)]
     reps: Option<u32>,
     /// Cost of one unit of work (a light shard), µs.
@@ -72,6 +73,12 @@ struct Args {
     /// Policies (default depends on the mode).
     #[arg(long, value_enum, value_delimiter = ',')]
     policies: Vec<RouterKind>,
+    /// Request sizes of the sharding suite (default: all three).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    sizes: Vec<Size>,
+    /// Shard-count modes of the sharding suite (default: 1,4,16,64,adaptive).
+    #[arg(long, value_delimiter = ',')]
+    shard_counts: Vec<ShardCount>,
     /// The predictive policies' in-flight cap (the manager's `--in-flight-cap`).
     #[arg(long, default_value_t = shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP)]
     in_flight_cap: f64,
@@ -183,12 +190,24 @@ async fn main() -> anyhow::Result<()> {
             seed: a.seed,
             duration: secs(a.duration, 3.0, 15.0),
             load: 0.5,
+            sizes: if a.sizes.is_empty() {
+                Size::ALL.to_vec()
+            } else {
+                a.sizes.clone()
+            },
+            modes: if a.shard_counts.is_empty() {
+                suite::SHARD_MODES.to_vec()
+            } else {
+                a.shard_counts.clone()
+            },
+            reps: a.reps.unwrap_or(if full { 2 } else { 1 }).max(1),
         };
         let rows = suite::sharding(&s).await?;
         let table = report::markdown(&rows);
         let text = format!(
-            "\n## Shard count ({} s of arrivals per run, load {}, predictive routing)\n\n{table}",
+            "\n## Shard count ({} s of arrivals per run, {} rep(s), load {}, predictive routing)\n\n{table}",
             s.duration.as_secs_f64(),
+            s.reps,
             s.load
         );
         println!("{text}");

@@ -21,7 +21,9 @@ pub struct Row {
     pub requests: usize,
     /// Requests without a correct result in time.
     pub lost: usize,
-    /// Percentiles, ms.
+    /// Mean, ms.
+    pub mean: f64,
+    /// Median, ms.
     pub p50: f64,
     /// 99th percentile, ms.
     pub p99: f64,
@@ -57,6 +59,7 @@ impl Row {
             policy: policy.to_owned(),
             requests: kept.len(),
             lost: kept.iter().filter(|l| l.is_none()).count(),
+            mean: h.mean() / 1_000.0,
             p50: ms(0.5),
             p99: ms(0.99),
             p999: ms(0.999),
@@ -77,7 +80,7 @@ fn ratio(rows: &[Row], r: &Row, baseline: &str) -> String {
 /// the pull queue of the same workload and load. Cells with lost requests say "unstable".
 pub fn markdown(rows: &[Row]) -> String {
     let mut s = String::from(
-        "| workload | load | policy | requests | p50 ms | p99 ms | p99.9 ms | req/s | makespan/ideal | p99 / RR | p99 / JSQ-depth | p99 / pull |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | load | policy | requests | mean ms | p50 ms | p99 ms | p99.9 ms | req/s | makespan/ideal | p99 / RR | p99 / JSQ-depth | p99 / pull |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let load = if r.load > 0.0 {
@@ -85,11 +88,12 @@ pub fn markdown(rows: &[Row]) -> String {
         } else {
             "batch".into()
         };
-        let (p50, p99, p999) = if r.lost > 0 {
+        let (mean, p50, p99, p999) = if r.lost > 0 {
             let u = format!("unstable ({} of {} late)", r.lost, r.requests);
-            (u, "–".into(), "–".into())
+            ("–".into(), u, "–".into(), "–".into())
         } else {
             (
+                format!("{:.1}", r.mean),
                 format!("{:.1}", r.p50),
                 format!("{:.1}", r.p99),
                 format!("{:.1}", r.p999),
@@ -97,11 +101,12 @@ pub fn markdown(rows: &[Row]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
             r.workload,
             load,
             r.policy,
             r.requests,
+            mean,
             p50,
             p99,
             p999,
@@ -118,17 +123,18 @@ pub fn markdown(rows: &[Row]) -> String {
 /// The rows as CSV.
 pub fn csv(rows: &[Row]) -> String {
     let mut s = String::from(
-        "workload,load,policy,requests,lost,p50_ms,p99_ms,p999_ms,throughput,makespan_ratio\n",
+        "workload,load,policy,requests,lost,mean_ms,p50_ms,p99_ms,p999_ms,throughput,makespan_ratio\n",
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{}",
+            "{},{},{},{},{},{:.3},{:.3},{:.3},{:.3},{:.3},{}",
             r.workload,
             r.load,
             r.policy,
             r.requests,
             r.lost,
+            r.mean,
             r.p50,
             r.p99,
             r.p999,
@@ -262,6 +268,7 @@ mod tests {
         let r = Row::new("W1", 0.5, "pull", &measured(&lat), 10, None);
         assert_eq!(r.requests, 90);
         assert!((r.p50 - 55.0).abs() < 1.0, "{}", r.p50);
+        assert!((r.mean - 55.0).abs() < 1.0, "{}", r.mean);
         let mut lost = lat.clone();
         lost[50] = None;
         let rr = Row::new("W1", 0.5, "round-robin", &measured(&lost), 10, None);

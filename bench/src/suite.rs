@@ -160,9 +160,15 @@ pub struct Sharding {
     pub duration: Duration,
     /// Load level.
     pub load: f64,
+    /// Request sizes.
+    pub sizes: Vec<Size>,
+    /// Shard-count modes compared.
+    pub modes: Vec<ShardCount>,
+    /// Repetitions, interleaved, each on its own trace.
+    pub reps: u32,
 }
 
-/// Shard-count modes compared.
+/// Shard-count modes compared by default.
 pub const SHARD_MODES: [ShardCount; 5] = [
     ShardCount::Fixed(1),
     ShardCount::Fixed(4),
@@ -171,8 +177,41 @@ pub const SHARD_MODES: [ShardCount; 5] = [
     ShardCount::Adaptive,
 ];
 
-/// Small, medium and large requests (units of 2 ms) on homogeneous engines under the predictive
-/// policy, with each shard-count mode.
+/// Request sizes of the sharding suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Size {
+    /// 24 ms of work.
+    Small,
+    /// 120 ms of work.
+    Medium,
+    /// 1.2 s of work.
+    Large,
+}
+
+impl Size {
+    /// Every size.
+    pub const ALL: [Size; 3] = [Size::Small, Size::Medium, Size::Large];
+
+    fn label(self) -> &'static str {
+        match self {
+            Size::Small => "small (24 ms of work)",
+            Size::Medium => "medium (120 ms of work)",
+            Size::Large => "large (1.2 s of work)",
+        }
+    }
+
+    /// Units of 2 ms.
+    fn units(self) -> u64 {
+        match self {
+            Size::Small => 12,
+            Size::Medium => 60,
+            Size::Large => 600,
+        }
+    }
+}
+
+/// Requests of each size on homogeneous engines under the predictive policy, with each
+/// shard-count mode on the same traces, interleaved, `reps` times.
 ///
 /// # Errors
 /// A cell could not start.
@@ -182,71 +221,85 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Vec<Row>> {
     const MIN_REQUESTS: f64 = 40.0;
     /// Requests run before each cell's trace.
     const PRIME_REQUESTS: u64 = 6;
-    let sizes = [
-        ("small (24 ms of work)", 12u64),
-        ("medium (120 ms of work)", 60),
-        ("large (1.2 s of work)", 600),
-    ];
     let capacity = Workload::W1.capacity();
     let mut rows = Vec::new();
-    for (si, (label, units)) in sizes.into_iter().enumerate() {
-        let mut rng = StdRng::seed_from_u64(s.seed ^ si as u64);
+    for size in s.sizes.iter().copied() {
+        let (label, units) = (size.label(), size.units());
         let rate = s.load * capacity / (units * UNIT_US) as f64;
-        // A few requests like the trace's, so every mode starts on a manager that knows the
-        // kind (as one that loaded its history from Redis would).
-        let prime: Vec<Work> = (0..PRIME_REQUESTS)
-            .map(|i| Work {
-                units,
-                unit_cost_us: UNIT_US,
-                spin: false,
-                noise_seed: Some(!(s.seed ^ i)),
-            })
-            .collect();
         let duration = s
             .duration
             .max(Duration::from_micros((MIN_REQUESTS / rate) as u64));
-        let mut n = 0u64;
-        let trace = workload::poisson(&mut rng, rate, duration, |_| {
-            n += 1;
-            Work {
-                units,
-                unit_cost_us: UNIT_US,
-                spin: false,
-                noise_seed: Some(s.seed ^ n),
+        let mut pools: Vec<(Pool, Vec<f64>)> = s.modes.iter().map(|_| Default::default()).collect();
+        for rep in 0..s.reps {
+            let seed = s.seed ^ (u64::from(rep) << 32) ^ units;
+            let mut rng = StdRng::seed_from_u64(seed);
+            // A few requests like the trace's, so every mode starts on a manager that knows
+            // the kind (as one that loaded its history from Redis would).
+            let prime: Vec<Work> = (0..PRIME_REQUESTS)
+                .map(|i| Work {
+                    units,
+                    unit_cost_us: UNIT_US,
+                    spin: false,
+                    noise_seed: Some(!(seed ^ i)),
+                })
+                .collect();
+            let mut n = 0u64;
+            let trace = workload::poisson(&mut rng, rate, duration, |_| {
+                n += 1;
+                Work {
+                    units,
+                    unit_cost_us: UNIT_US,
+                    spin: false,
+                    noise_seed: Some(seed ^ n),
+                }
+            });
+            for (mode, (pool, shards)) in s.modes.iter().copied().zip(pools.iter_mut()) {
+                let setup = Setup {
+                    policy: RouterKind::Predictive,
+                    shard_count: mode,
+                    speeds: [1.0; 3],
+                    slowdown: false,
+                    antagonist: None,
+                    unit_us: UNIT_US,
+                    in_flight_cap: shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP,
+                    prime: prime.clone(),
+                    drain: duration.max(Duration::from_secs(5)),
+                };
+                let m = harness::run(&s.connect, &setup, &trace).await?;
+                let skip = (m.latencies.len() as f64 * WARMUP) as usize;
+                pool.add(&m, None);
+                shards.push(m.mean_shards(skip));
+                let row = Row::new(label, s.load, &mode_name(mode), &m, skip, None);
+                eprintln!(
+                    "rep {} {label:<24} {:<10} n={:<5} lost={:<3} mean={:>8.1}ms p50={:>8.1}ms p99={:>8.1}ms shards={:.1}",
+                    rep + 1,
+                    mode_name(mode),
+                    row.requests,
+                    row.lost,
+                    row.mean,
+                    row.p50,
+                    row.p99,
+                    m.mean_shards(skip)
+                );
             }
-        });
-        for mode in SHARD_MODES {
-            let setup = Setup {
-                policy: RouterKind::Predictive,
-                shard_count: mode,
-                speeds: [1.0; 3],
-                slowdown: false,
-                antagonist: None,
-                unit_us: UNIT_US,
-                in_flight_cap: shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP,
-                prime: prime.clone(),
-                drain: duration.max(Duration::from_secs(5)),
-            };
-            let m = harness::run(&s.connect, &setup, &trace).await?;
-            let skip = (m.latencies.len() as f64 * WARMUP) as usize;
+        }
+        for (mode, (pool, shards)) in s.modes.iter().copied().zip(&pools) {
+            let mean = shards.iter().sum::<f64>() / shards.len().max(1) as f64;
             let name = match mode {
-                ShardCount::Fixed(n) => format!("fixed {n}"),
-                other => other.to_string(),
+                ShardCount::Adaptive => format!("adaptive (mean {mean:.1} shards)"),
+                other => mode_name(other),
             };
-            let mean = m.mean_shards(skip);
-            let name = match mode {
-                ShardCount::Adaptive => format!("{name} (mean {mean:.1} shards)"),
-                _ => name,
-            };
-            let row = Row::new(label, s.load, &name, &m, skip, None);
-            eprintln!(
-                "{label:<24} {name:<10} n={:<5} lost={:<3} p50={:>8.1}ms p99={:>8.1}ms",
-                row.requests, row.lost, row.p50, row.p99
-            );
-            rows.push(row);
+            rows.push(pool.row(label, s.load, &name));
         }
     }
     Ok(rows)
+}
+
+fn mode_name(mode: ShardCount) -> String {
+    match mode {
+        ShardCount::Fixed(n) => format!("fixed {n}"),
+        other => other.to_string(),
+    }
 }
 
 /// Cost of routing, ns: (p50, p99) of one decision of the predictive policy over three
