@@ -67,6 +67,7 @@ impl Predictor {
                 .collect(),
             serial_us: overheads.serial_us,
             latency_us: overheads.latency_us,
+            hold_us: overheads.hold_us,
             path_us: overheads.path_us,
             load: overheads.load,
             traffic: self.flow.traffic(kind),
