@@ -203,7 +203,11 @@ async fn main() -> anyhow::Result<()> {
             reps: a.reps.unwrap_or(if full { 2 } else { 1 }).max(1),
         };
         let rows = suite::sharding(&s).await?;
-        let table = report::markdown(&rows);
+        let table = format!(
+            "{}\nAcross sizes:\n\n{}",
+            report::markdown(&rows),
+            report::across_sizes(&rows)
+        );
         let text = format!(
             "\n## Shard count ({} s of arrivals per run, {} rep(s), load {}, predictive routing)\n\n{table}",
             s.duration.as_secs_f64(),

@@ -120,6 +120,49 @@ pub fn markdown(rows: &[Row]) -> String {
     s
 }
 
+/// Each shard-count mode over every request size: the geometric means of its p50 and mean
+/// latency across sizes, and their ratio to the adaptive count's (above 1: adaptive is
+/// faster). A mode with lost requests at some size has no figures.
+pub fn across_sizes(rows: &[Row]) -> String {
+    let mode = |r: &Row| r.policy.split(" (").next().unwrap_or_default().to_owned();
+    let mut modes: Vec<String> = Vec::new();
+    for m in rows.iter().map(mode) {
+        if !modes.contains(&m) {
+            modes.push(m);
+        }
+    }
+    let geo = |m: &str, f: fn(&Row) -> f64| -> Option<f64> {
+        let of: Vec<&Row> = rows.iter().filter(|r| mode(r) == m).collect();
+        if of.is_empty() || of.iter().any(|r| r.lost > 0) {
+            return None;
+        }
+        Some((of.iter().map(|r| f(r).max(1e-3).ln()).sum::<f64>() / of.len() as f64).exp())
+    };
+    let p50: fn(&Row) -> f64 = |r| r.p50;
+    let mean: fn(&Row) -> f64 = |r| r.mean;
+    let base = (geo("adaptive", p50), geo("adaptive", mean));
+    let mut s = String::from(
+        "| mode | geo-mean p50 ms | geo-mean mean ms | p50 / adaptive | mean / adaptive |\n|---|---:|---:|---:|---:|\n",
+    );
+    let cell = |v: Option<f64>| v.map_or("–".into(), |v| format!("{v:.1}"));
+    let over = |v: Option<f64>, b: Option<f64>| match (v, b) {
+        (Some(v), Some(b)) if b > 0.0 => format!("{:.2}", v / b),
+        _ => "–".into(),
+    };
+    for m in &modes {
+        let (p, a) = (geo(m, p50), geo(m, mean));
+        let _ = writeln!(
+            s,
+            "| {m} | {} | {} | {} | {} |",
+            cell(p),
+            cell(a),
+            over(p, base.0),
+            over(a, base.1)
+        );
+    }
+    s
+}
+
 /// The rows as CSV.
 pub fn csv(rows: &[Row]) -> String {
     let mut s = String::from(
@@ -274,5 +317,41 @@ mod tests {
         let rr = Row::new("W1", 0.5, "round-robin", &measured(&lost), 10, None);
         let table = markdown(&[r, rr]);
         assert!(table.contains("unstable (1 of 90 late)"), "{table}");
+    }
+
+    /// Modes are compared over every size by geometric mean, against the adaptive count.
+    #[test]
+    fn modes_compare_across_sizes() {
+        let at = |ms: u64| -> Vec<Option<u64>> { vec![Some(ms * 1_000); 10] };
+        let rows = [
+            Row::new("small", 0.5, "fixed 1", &measured(&at(10)), 0, None),
+            Row::new(
+                "small",
+                0.5,
+                "adaptive (mean 1.0 shards)",
+                &measured(&at(10)),
+                0,
+                None,
+            ),
+            Row::new("large", 0.5, "fixed 1", &measured(&at(1_000)), 0, None),
+            Row::new(
+                "large",
+                0.5,
+                "adaptive (mean 60.0 shards)",
+                &measured(&at(250)),
+                0,
+                None,
+            ),
+        ];
+        let table = across_sizes(&rows);
+        assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(
+            table.contains("| fixed 1 | 100.1 | 100.0 | 2.00 | 2.00 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| adaptive | 50.0 | 50.0 | 1.00 | 1.00 |"),
+            "{table}"
+        );
     }
 }
