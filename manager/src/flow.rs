@@ -19,8 +19,9 @@ pub const MAX_WEIGHT: f64 = 1.0 / 16.0;
 /// at once ([`Arrivals::per_sec`]).
 pub const RECENT_WEIGHT: f64 = 1.0 / 8.0;
 /// How far below the mean gap the recent one must fall to be read instead: far enough that a
-/// steady Poisson stream is seldom read fast (its recent mean has a spread of a quarter).
-pub const PEAK: f64 = 1.25;
+/// steady Poisson stream is seldom read fast (its recent mean has a spread of a quarter; at
+/// 1.25, a 5 per second kind of large requests read fast often enough to cost it shards).
+pub const PEAK: f64 = 1.5;
 
 /// Events per second, decayed exponentially with time constant [`WINDOW`].
 #[derive(Debug, Clone, Copy, Default)]
