@@ -150,7 +150,8 @@ impl Dispatcher {
             debug!(
                 a_us = m.a_us,
                 b_us = m.b_us,
-                serial_us = m.serial_us,
+                publish_us = m.publish_us,
+                merge_us = m.merge_us,
                 latency_us = m.latency_us,
                 path_us = m.path_us,
                 load = m.load,
@@ -158,6 +159,7 @@ impl Dispatcher {
                 request_rate = m.traffic.request_rate,
                 mean_shards = m.traffic.mean_shards,
                 cv = m.cv,
+                backlog_us = ?m.engines.iter().map(|e| e.backlog_us.round()).collect::<Vec<_>>(),
                 "shard-count model"
             );
         }
@@ -268,6 +270,7 @@ impl Dispatcher {
 
         let attempt = if existing.is_some() { 2 } else { 1 };
         let started = Instant::now();
+        let prepare_us = started.duration_since(begun).as_secs_f64() * 1e6;
         let publishes = payloads
             .into_iter()
             .zip(routes)
@@ -298,9 +301,11 @@ impl Dispatcher {
         self.predictor
             .flow
             .dispatched(&kind_name, u32::try_from(sent).unwrap_or(u32::MAX));
-        self.predictor
-            .history
-            .observe_dispatch(begun.elapsed().as_secs_f64() * 1e6, sent);
+        self.predictor.history.observe_dispatch(
+            prepare_us,
+            begun.elapsed().as_secs_f64() * 1e6,
+            sent,
+        );
         info!(kind = %kind_name, total, sent, "request dispatched");
         Ok(())
     }

@@ -206,7 +206,9 @@ pub struct Learned {
     /// Send-to-completion minus processing, on engines that had a free slot, µs.
     #[serde(default)]
     latency: Latency,
-    /// The manager's time to dispatch one request (split, record, publish, confirms), µs.
+    /// The manager's time from taking a request to publishing its first shard (split, plan,
+    /// records), µs. Until 2026-11-25 it ran to the last confirm, which counted a large
+    /// fan-out's publishes twice in the shard-count model.
     #[serde(default)]
     dispatch: Ewma,
     /// The same, for requests of few shards (whose publishes overlap), as a second reading of
@@ -226,9 +228,10 @@ pub struct History {
 /// Per-shard costs that do not scale with shard size, in µs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Overheads {
-    /// Paid once per shard, one after another, by the manager and the finalizer (publish,
-    /// merge).
-    pub serial_us: f64,
+    /// The manager's publish of one shard, µs: a request's shards leave one after another.
+    pub publish_us: f64,
+    /// The finalizer's merge of one partial result, µs, paid one after another at the end.
+    pub merge_us: f64,
     /// Transport latency on an idle path, paid by each shard in parallel (delivery, Redis
     /// writes).
     pub latency_us: f64,
@@ -331,12 +334,13 @@ impl History {
         g.1 = true;
     }
 
-    /// Learn how long dispatching one request of `shards` shards took, µs.
-    pub fn observe_dispatch(&self, micros: f64, shards: usize) {
+    /// Learn how long dispatching one request of `shards` shards took, µs: `prepare` until
+    /// its first shard was published, `total` until its last was confirmed.
+    pub fn observe_dispatch(&self, prepare: f64, total: f64, shards: usize) {
         let mut g = self.lock();
-        g.0.dispatch.observe(micros);
+        g.0.dispatch.observe(prepare);
         if shards <= FEW_SHARDS {
-            g.0.dispatch_latency.observe(micros, Instant::now());
+            g.0.dispatch_latency.observe(total, Instant::now());
         }
         g.1 = true;
     }
@@ -370,7 +374,8 @@ impl History {
         let latency_us = g.0.latency.base().unwrap_or(1_000.0);
         let load = g.0.latency.load().max(g.0.dispatch_latency.load());
         Overheads {
-            serial_us: g.0.publish.get().unwrap_or(0.0) + merge,
+            publish_us: g.0.publish.get().unwrap_or(0.0),
+            merge_us: merge,
             latency_us,
             hold_us: latency_us * HOLD_SHARE,
             // The dispatch was measured on the path as loaded now; its idle cost is smaller.
@@ -562,7 +567,7 @@ mod tests {
             a.zip(b).is_some_and(|(a, b)| (a - b).abs() < 1e-6),
             "{a:?} {b:?}"
         );
-        assert_eq!(warm.overheads("k").serial_us, 100.0);
+        assert_eq!(warm.overheads("k").merge_us, 100.0);
     }
 
     /// Exponential shard times have a coefficient of variation near 1; exact ones near 0.

@@ -93,8 +93,10 @@ pub struct Model {
     pub b_us: f64,
     /// Live engines.
     pub engines: Vec<Capacity>,
-    /// Per-shard cost paid one after another (publish, merge), µs.
-    pub serial_us: f64,
+    /// The manager's publish of one shard, µs: shard `i` cannot start before `i + 1` of them.
+    pub publish_us: f64,
+    /// The merge of one partial result, µs, paid one after another at the end.
+    pub merge_us: f64,
     /// Transport latency of a shard on an idle path (delivery, Redis writes, completion
     /// event), µs. A request pays it once, in `path_us`: its shards' transports overlap.
     pub latency_us: f64,
@@ -169,7 +171,8 @@ impl Model {
         let scattered = self.cv.clamp(0.0, 1.0);
         let mut placed = vec![0u64; self.engines.len()];
         let mut last: f64 = 0.0;
-        for _ in 0..n {
+        for sent in 1..=n {
+            let published = sent as f64 * self.publish_us;
             let finish = |(e, k): (&Capacity, u64)| {
                 let slots = f64::from(e.slots.max(1));
                 let speed = e.speed.max(1e-3);
@@ -178,7 +181,8 @@ impl Model {
                 let trickle = ((k + 1) as f64 - slots).max(0.0) / slots * hold;
                 let deep = (e.backlog_us / (slots * hold).max(1.0)).min(1.0);
                 let w = deep.max(scattered);
-                e.backlog_us / slots + lockstep + w * (trickle - lockstep) + hold
+                let free = e.backlog_us / slots + lockstep + w * (trickle - lockstep);
+                free.max(published) + hold
             };
             let Some((i, t)) = self
                 .engines
@@ -196,7 +200,7 @@ impl Model {
         let slots: u64 = self.engines.iter().map(|e| u64::from(e.slots.max(1))).sum();
         let running = n.min(slots.max(1));
         let straggler = shard_us * self.cv * (harmonic(running) - 1.0);
-        last + straggler + self.path_us * slow + n as f64 * self.serial_us
+        last + straggler + self.path_us * slow + n as f64 * self.merge_us
     }
 
     /// The count in `1..=cap` with the least predicted completion time (the smaller on a tie
@@ -299,7 +303,7 @@ mod tests {
         }
     }
 
-    fn model(serial_us: f64, backlog_us: f64) -> Model {
+    fn model(merge_us: f64, backlog_us: f64) -> Model {
         Model {
             a_us: 200.0,
             b_us: 1_000.0,
@@ -320,7 +324,8 @@ mod tests {
                     backlog_us: 0.0,
                 },
             ],
-            serial_us,
+            publish_us: 0.0,
+            merge_us,
             latency_us: 1_000.0,
             hold_us: 1_000.0,
             path_us: 2_000.0,
@@ -389,6 +394,31 @@ mod tests {
             ..exact.clone()
         };
         assert!(noisy.best(2_000.0, 1_000) > exact.best(2_000.0, 1_000));
+    }
+
+    /// A request's shards leave one after another, but the last ones wait for slots anyway:
+    /// a publish far shorter than a shard's work costs a spread request about one publish,
+    /// where the same cost paid per shard at the end (as a merge) costs all of them.
+    #[test]
+    fn publishes_overlap_earlier_shards_work() {
+        let base = model(0.0, 0.0);
+        let publishing = Model {
+            publish_us: 100.0,
+            ..base.clone()
+        };
+        let (none, published, merged) = (
+            base.completion_us(1_200.0, 48),
+            publishing.completion_us(1_200.0, 48),
+            model(100.0, 0.0).completion_us(1_200.0, 48),
+        );
+        assert!(published - none < 500.0, "{none} {published}");
+        assert!((merged - none - 4_800.0).abs() < 1.0, "{none} {merged}");
+        // A publish slower than the slots free up does delay the last shards.
+        let slow = Model {
+            publish_us: 20_000.0,
+            ..base.clone()
+        };
+        assert!(slow.completion_us(1_200.0, 48) > none + 500_000.0);
     }
 
     /// Per-shard serial overhead pushes the count down.
@@ -533,7 +563,8 @@ mod tests {
                 };
                 3
             ],
-            serial_us: 0.0,
+            publish_us: 0.0,
+            merge_us: 0.0,
             latency_us: 0.0,
             hold_us: 0.0,
             path_us: 0.0,

@@ -65,7 +65,8 @@ impl Predictor {
                     backlog_us: self.ledger.load(&e.id).work_us,
                 })
                 .collect(),
-            serial_us: overheads.serial_us,
+            publish_us: overheads.publish_us,
+            merge_us: overheads.merge_us,
             latency_us: overheads.latency_us,
             hold_us: overheads.hold_us,
             path_us: overheads.path_us,
