@@ -10,8 +10,8 @@
 //! Suites:
 //! - [`suite::routing`] — policy × workload × load → p50/p99/p99.9, throughput,
 //!   makespan/ideal, and p99 ratios against round robin, sampled-depth JSQ and pull;
-//! - [`suite::sharding`] — fixed shard counts 1/4/16/64 against adaptive, small and large
-//!   requests;
+//! - [`suite::sharding`] — fixed shard counts (1/4/16/64 by default) against adaptive, on
+//!   small, medium and large requests, and each mode over every size;
 //! - [`suite::decisions`] — the cost of one routing decision.
 //!
 //! [`soak`] is not a benchmark: 30 minutes of mixed load on real manager and worker processes
