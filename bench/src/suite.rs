@@ -272,19 +272,18 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Vec<Row>> {
                 };
                 let m = harness::run(&s.connect, &setup, &trace).await?;
                 let skip = (m.latencies.len() as f64 * WARMUP) as usize;
+                let (name, mean_shards) = (mode_name(mode), m.mean_shards(skip));
                 pool.add(&m, None);
-                shards.push(m.mean_shards(skip));
-                let row = Row::new(label, s.load, &mode_name(mode), &m, skip, None);
+                shards.push(mean_shards);
+                let row = Row::new(label, s.load, &name, &m, skip, None);
                 eprintln!(
-                    "rep {} {label:<24} {:<10} n={:<5} lost={:<3} mean={:>8.1}ms p50={:>8.1}ms p99={:>8.1}ms shards={:.1}",
+                    "rep {} {label:<24} {name:<10} n={:<5} lost={:<3} mean={:>8.1}ms p50={:>8.1}ms p99={:>8.1}ms shards={mean_shards:.1}",
                     rep + 1,
-                    mode_name(mode),
                     row.requests,
                     row.lost,
                     row.mean,
                     row.p50,
                     row.p99,
-                    m.mean_shards(skip)
                 );
             }
         }

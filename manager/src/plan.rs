@@ -119,6 +119,11 @@ pub struct Model {
 pub const MAX_SIMULATED: u64 = 4096;
 
 impl Model {
+    /// Slots over every engine (an engine reporting none counts as one).
+    fn total_slots(&self) -> u64 {
+        self.engines.iter().map(|e| u64::from(e.slots.max(1))).sum()
+    }
+
     /// Predicted utilisation of the shared path if every request of this kind were cut into
     /// `n` shards: the present load scaled by the shard rate that would give.
     pub fn load_with(&self, n: u64) -> f64 {
@@ -155,7 +160,7 @@ impl Model {
     /// are slowed by the load `n` shards per request would put on the shared path or the slots
     /// ([`slowdown`]).
     ///
-    /// A shard holds its slot for its transport and its work. On idle slots with even shard
+    /// A shard holds its slot for its work and `hold_us`. On idle slots with even shard
     /// times, shards run in lockstep rounds; with uneven times (`cv`) or behind a backlog of
     /// other requests' shards, slots free at scattered times and shards trickle in, so the
     /// `k`-th shard on an engine of `s` slots starts after about `(k + 1 - s) / s` holds. The
@@ -167,7 +172,7 @@ impl Model {
         let load = self.load_with(n).max(self.slot_load_with(size, n));
         let slow = slowdown(load);
         let shard_us = self.a_us + self.b_us * size / n as f64;
-        let hold_us = shard_us + self.hold_us * slow;
+        let slot_us = shard_us + self.hold_us * slow;
         let scattered = self.cv.clamp(0.0, 1.0);
         let mut placed = vec![0u64; self.engines.len()];
         let mut last: f64 = 0.0;
@@ -176,7 +181,7 @@ impl Model {
             let finish = |(e, k): (&Capacity, u64)| {
                 let slots = f64::from(e.slots.max(1));
                 let speed = e.speed.max(1e-3);
-                let hold = hold_us / speed;
+                let hold = slot_us / speed;
                 let lockstep = (k as f64 / slots).floor() * hold;
                 let trickle = ((k + 1) as f64 - slots).max(0.0) / slots * hold;
                 let deep = (e.backlog_us / (slots * hold).max(1.0)).min(1.0);
@@ -197,8 +202,7 @@ impl Model {
             placed[i] += 1;
             last = last.max(t);
         }
-        let slots: u64 = self.engines.iter().map(|e| u64::from(e.slots.max(1))).sum();
-        let running = n.min(slots.max(1));
+        let running = n.min(self.total_slots().max(1));
         let straggler = shard_us * self.cv * (harmonic(running) - 1.0);
         last + straggler + self.path_us * slow + n as f64 * self.merge_us
     }
@@ -207,7 +211,7 @@ impl Model {
     /// within 1%), among powers of two, their 1.5 multiples and multiples of the total slots.
     pub fn best(&self, size: f64, cap: u64) -> u64 {
         let cap = cap.clamp(1, MAX_SIMULATED);
-        let slots: u64 = self.engines.iter().map(|e| u64::from(e.slots.max(1))).sum();
+        let slots = self.total_slots();
         let mut candidates: Vec<u64> = (0..13)
             .flat_map(|p| [1u64 << p, 3u64 << p >> 1])
             .chain((1..=8).map(|k| k * slots.max(1)))
