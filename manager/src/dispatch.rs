@@ -7,7 +7,7 @@
 //! deterministic), and only shards without a stored result are published again.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -24,7 +24,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::config::Config;
 use crate::engines::{Engine, Engines};
 use crate::intake::{self, Accepted, Rejection};
-use crate::ledger::Sent;
+use crate::ledger::Reservation;
 use crate::plan::Plan;
 use crate::predictor::Predictor;
 use crate::route::Router;
@@ -216,7 +216,8 @@ impl Dispatcher {
             };
             return self.reject(delivery, rej).await;
         }
-        let routes = self.route(
+        let (routes, mut reserved) = self.route(
+            id,
             &kind_name,
             size as f64 / f64::from(total.max(1)),
             total,
@@ -256,18 +257,19 @@ impl Dispatcher {
                 self.store.recorded(id).await?.into_iter().collect()
             }
         };
+        for &index in &skip {
+            reserved.release(index);
+        }
         let pairs: Vec<(u32, &str)> = routes
             .iter()
             .enumerate()
-            .map(|(i, r)| {
-                (
-                    i as u32,
-                    r.as_ref().map_or(SHARED_ROUTE, |s| s.engine.as_str()),
-                )
-            })
+            .map(|(i, r)| (i as u32, r.as_deref().unwrap_or(SHARED_ROUTE)))
             .collect();
         self.store.set_routes(id, &pairs).await?;
 
+        // From here on the shards are published; a failure part-way leaves their entries until
+        // the redelivered request routes them again (same keys) or they expire.
+        reserved.keep();
         let attempt = if existing.is_some() { 2 } else { 1 };
         let started = Instant::now();
         let prepare_us = started.duration_since(begun).as_secs_f64() * 1e6;
@@ -310,50 +312,40 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Place every shard: the engine (and what the ledger will record) or `None` for the
-    /// shared queue.
-    fn route(&self, kind: &str, size: f64, total: u32, engines: &[Engine]) -> Vec<Option<Sent>> {
+    /// Place every shard on an engine (entered in the ledger at once) or `None` for the
+    /// shared queue, holding the router so that concurrent requests see each other's shards.
+    fn route(
+        &self,
+        id: uuid::Uuid,
+        kind: &str,
+        size: f64,
+        total: u32,
+        engines: &[Engine],
+    ) -> (Vec<Option<String>>, Reservation<'_>) {
         if engines.is_empty() {
             warn!("no live engines; shards go to the shared queue");
-            return vec![None; total as usize];
+            return (
+                vec![None; total as usize],
+                self.predictor.ledger.reservation(id, Vec::new()),
+            );
         }
-        let mut candidates = self.predictor.candidates(kind, size, engines);
-        let kind: Arc<str> = kind.into();
         let mut router = self
             .router
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (0..total)
-            .map(|_| {
-                let i = router.choose(&candidates)?;
-                let c = &mut candidates[i];
-                let sent = Sent {
-                    engine: c.id.clone(),
-                    kind: kind.clone(),
-                    size,
-                    expected_us: c.shard_us,
-                    idle: c.in_flight < c.slots as usize,
-                    at: Instant::now(),
-                };
-                c.assign();
-                Some(sent)
-            })
-            .collect()
+        self.predictor
+            .place(router.as_mut(), id, kind, size, total, engines)
     }
 
-    async fn publish_shard(&self, shard: Shard, sent: Option<Sent>) -> Result<(), Error> {
+    async fn publish_shard(&self, shard: Shard, engine: Option<String>) -> Result<(), Error> {
         let body = rmp_serde::to_vec_named(&shard)?;
         let id = shard.message_id();
         let props = BasicProperties::default()
             .with_message_id(id.as_str().into())
             .with_content_type(shardline::message::CONTENT_TYPE_MSGPACK.into())
             .with_type(shard.kind.clone().into());
-        if let Some(sent) = sent {
-            let queue = self.names.engine_queue(&sent.engine);
-            let engine = sent.engine.clone();
-            self.predictor
-                .ledger
-                .sent(shard.request_id, shard.index, sent);
+        if let Some(engine) = engine {
+            let queue = self.names.engine_queue(&engine);
             let published =
                 amqp::publish(&self.channel, "", &queue, &body, props.clone(), true).await?;
             if !published.is_returned(&id) {

@@ -8,6 +8,15 @@
 //! step, and [`crate::events`] feeds it here. Pub/sub can drop an event (for example while the
 //! manager reconnects), so entries older than [`STALE_AFTER`] are forgotten rather than kept
 //! forever.
+//!
+//! # When does a shard count as sent?
+//!
+//! When it is routed, not when it is published: the dispatcher enters each shard here while it
+//! still holds the router, so a request routed a moment later sees it even though the first
+//! request is still writing its record to Redis. (Entered only at publish time, sixteen
+//! requests of a burst each saw the same empty engines, and the in-flight cap let all of them
+//! through.) A [`Reservation`] takes the entries out again if the dispatch stops before
+//! publishing.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -80,6 +89,17 @@ impl Ledger {
         Some(old)
     }
 
+    /// Take responsibility for entries already made with [`Ledger::sent`] for `indices` of
+    /// `request`: they are released when the reservation drops, unless [`Reservation::keep`]
+    /// is called first.
+    pub fn reservation(&self, request: Uuid, indices: Vec<u32>) -> Reservation<'_> {
+        Reservation {
+            ledger: self,
+            request,
+            indices,
+        }
+    }
+
     /// Unfinished shards sent to `engine`.
     pub fn in_flight(&self, engine: &str) -> usize {
         self.load(engine).in_flight
@@ -112,6 +132,38 @@ impl Ledger {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Ledger entries of shards routed but not yet published; see [`Ledger::reservation`].
+#[derive(Debug)]
+#[must_use = "a reservation dropped at once releases its entries"]
+pub struct Reservation<'a> {
+    ledger: &'a Ledger,
+    request: Uuid,
+    indices: Vec<u32>,
+}
+
+impl Reservation<'_> {
+    /// Release shard `index` now (it will not be published: its result is already stored).
+    pub fn release(&mut self, index: u32) {
+        if let Some(at) = self.indices.iter().position(|&i| i == index) {
+            self.indices.swap_remove(at);
+            self.ledger.finished(self.request, index);
+        }
+    }
+
+    /// The shards are being published: their entries stay until their completions arrive.
+    pub fn keep(mut self) {
+        self.indices.clear();
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        for &index in &self.indices {
+            self.ledger.finished(self.request, index);
+        }
     }
 }
 
@@ -158,6 +210,26 @@ mod tests {
         l.sent(r, 1, entry("b", 5.0)); // re-routed
         assert_eq!((l.in_flight("a"), l.in_flight("b")), (0, 2));
         assert_eq!(l.load("b").sent_total, 2);
+    }
+
+    /// A reservation dropped before publishing takes its entries out; one kept leaves them;
+    /// a released index goes at once.
+    #[test]
+    fn reservation_releases_unless_kept() {
+        let l = Ledger::default();
+        let r = Uuid::new_v4();
+        for i in 0..3 {
+            l.sent(r, i, entry("a", 10.0));
+        }
+        drop(l.reservation(r, vec![0, 1]));
+        assert_eq!(l.in_flight("a"), 1);
+        l.sent(r, 0, entry("a", 10.0));
+        l.sent(r, 1, entry("a", 10.0));
+        let mut kept = l.reservation(r, vec![0, 1, 2]);
+        kept.release(1);
+        assert_eq!(l.in_flight("a"), 2);
+        kept.keep();
+        assert_eq!((l.in_flight("a"), l.load("a").work_us), (2, 20.0));
     }
 
     /// Old entries are forgotten so lost events cannot pin an engine as busy forever.
