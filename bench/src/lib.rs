@@ -10,8 +10,9 @@
 //! Suites:
 //! - [`suite::routing`] — policy × workload × load → p50/p99/p99.9, throughput,
 //!   makespan/ideal, and p99 ratios against round robin, sampled-depth JSQ and pull;
-//! - [`suite::sharding`] — fixed shard counts (1/4/16/64 by default) against adaptive, on
-//!   small, medium and large requests, and each mode over every size;
+//! - [`sharding::sharding`] — fixed shard counts (1/4/16/64 by default) against adaptive, on
+//!   small, medium and large requests, each mode over every size, and a mixed trace of all
+//!   three where one fixed count has to serve every size;
 //! - [`suite::decisions`] — the cost of one routing decision.
 //!
 //! [`soak`] is not a benchmark: 30 minutes of mixed load on real manager and worker processes
@@ -21,6 +22,7 @@
 
 pub mod harness;
 pub mod report;
+pub mod sharding;
 pub mod soak;
 pub mod suite;
 pub mod workload;

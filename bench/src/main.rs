@@ -14,7 +14,8 @@ use anyhow::Context;
 use clap::Parser;
 use shardline::config::ConnectArgs;
 use shardline_bench::report;
-use shardline_bench::suite::{self, Routing, Sharding, Size};
+use shardline_bench::sharding::{self, Sharding, Size};
+use shardline_bench::suite::{self, Routing};
 use shardline_bench::workload::Workload;
 use shardline_manager::RouterKind;
 use shardline_manager::plan::ShardCount;
@@ -74,7 +75,7 @@ struct Args {
     /// Policies (default depends on the mode).
     #[arg(long, value_enum, value_delimiter = ',')]
     policies: Vec<RouterKind>,
-    /// Request sizes of the sharding suite (default: all three).
+    /// Request sizes of the sharding suite (default: small, medium, large and the mixed trace).
     #[arg(long, value_enum, value_delimiter = ',')]
     sizes: Vec<Size>,
     /// Shard-count modes of the sharding suite (default: 1,4,16,64,adaptive).
@@ -197,18 +198,27 @@ async fn main() -> anyhow::Result<()> {
                 a.sizes.clone()
             },
             modes: if a.shard_counts.is_empty() {
-                suite::SHARD_MODES.to_vec()
+                sharding::SHARD_MODES.to_vec()
             } else {
                 a.shard_counts.clone()
             },
             reps: a.reps.unwrap_or(if full { 2 } else { 1 }).max(1),
         };
-        let rows = suite::sharding(&s).await?;
-        let table = format!(
-            "{}\nAcross sizes:\n\n{}",
-            report::markdown(&rows),
-            report::across_sizes(&rows)
-        );
+        let rows = sharding::sharding(&s).await?;
+        let mut table = String::new();
+        if !rows.by_size.is_empty() {
+            table = format!(
+                "{}\nAcross sizes:\n\n{}",
+                report::markdown(&rows.by_size),
+                report::across_sizes(&rows.by_size)
+            );
+        }
+        if !rows.mixed.is_empty() {
+            table.push_str(&format!(
+                "\nOne trace of mixed sizes (80% small, 15% medium, 5% large by count), whole and by size:\n\n{}",
+                report::markdown(&rows.mixed)
+            ));
+        }
         let text = format!(
             "\n## Shard count ({} s of arrivals per run, {} rep(s), load {}, predictive routing)\n\n{table}",
             s.duration.as_secs_f64(),
@@ -217,7 +227,8 @@ async fn main() -> anyhow::Result<()> {
         );
         println!("{text}");
         summary.push_str(&text);
-        std::fs::write(a.out.join("sharding.csv"), report::csv(&rows))?;
+        let all: Vec<_> = rows.by_size.into_iter().chain(rows.mixed).collect();
+        std::fs::write(a.out.join("sharding.csv"), report::csv(&all))?;
     }
     let path = a.out.join("report.md");
     std::fs::write(&path, summary)?;

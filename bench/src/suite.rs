@@ -4,10 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 use shardline::config::ConnectArgs;
-use shardline::kind::synthetic::Work;
 use shardline_manager::RouterKind;
 use shardline_manager::engines::Engine;
 use shardline_manager::ledger::Sent;
@@ -44,24 +41,44 @@ pub struct Routing {
     pub in_flight_cap: f64,
 }
 
+/// Latencies (and batch makespans) of one cell, pooled over repetitions.
 #[derive(Default)]
-struct Pool {
+pub(crate) struct Pool {
     latencies: Vec<Option<u64>>,
     span_us: u64,
     makespans: Vec<f64>,
 }
 
 impl Pool {
-    fn add(&mut self, m: &Measured, ideal_us: Option<f64>) {
+    /// Add a run's latencies after its warm-up.
+    pub(crate) fn add(&mut self, m: &Measured, ideal_us: Option<f64>) {
+        self.add_only(m, ideal_us, |_| true);
+    }
+
+    /// Add the latencies after the warm-up of the requests whose trace index `keep` accepts.
+    pub(crate) fn add_only(
+        &mut self,
+        m: &Measured,
+        ideal_us: Option<f64>,
+        keep: impl Fn(usize) -> bool,
+    ) {
         let skip = (m.latencies.len() as f64 * WARMUP) as usize;
-        self.latencies.extend_from_slice(&m.latencies[skip..]);
+        self.latencies.extend(
+            m.latencies
+                .iter()
+                .enumerate()
+                .skip(skip)
+                .filter(|&(i, _)| keep(i))
+                .map(|(_, l)| *l),
+        );
         self.span_us += m.span_us;
         if let Some(i) = ideal_us {
             self.makespans.push(m.span_us as f64 / i);
         }
     }
 
-    fn row(&self, workload: &str, load: f64, policy: &str) -> Row {
+    /// The pooled figures as a row.
+    pub(crate) fn row(&self, workload: &str, load: f64, policy: &str) -> Row {
         let m = Measured {
             latencies: self.latencies.clone(),
             wrong: 0,
@@ -147,163 +164,6 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
 /// Total work over total true capacity, µs.
 fn ideal_us(trace: &[Arrival], w: Workload) -> f64 {
     trace.iter().map(|a| a.cost_us(SHARDS)).sum::<f64>() / w.capacity()
-}
-
-/// Settings of the sharding suite.
-#[derive(Debug, Clone)]
-pub struct Sharding {
-    /// Servers.
-    pub connect: ConnectArgs,
-    /// Trace seed.
-    pub seed: u64,
-    /// Arrivals per run.
-    pub duration: Duration,
-    /// Load level.
-    pub load: f64,
-    /// Request sizes.
-    pub sizes: Vec<Size>,
-    /// Shard-count modes compared.
-    pub modes: Vec<ShardCount>,
-    /// Repetitions, interleaved, each on its own trace.
-    pub reps: u32,
-}
-
-/// Shard-count modes compared by default.
-pub const SHARD_MODES: [ShardCount; 5] = [
-    ShardCount::Fixed(1),
-    ShardCount::Fixed(4),
-    ShardCount::Fixed(16),
-    ShardCount::Fixed(64),
-    ShardCount::Adaptive,
-];
-
-/// Request sizes of the sharding suite.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Size {
-    /// 24 ms of work.
-    Small,
-    /// 120 ms of work.
-    Medium,
-    /// 1.2 s of work.
-    Large,
-}
-
-impl Size {
-    /// Every size.
-    pub const ALL: [Size; 3] = [Size::Small, Size::Medium, Size::Large];
-
-    fn label(self) -> &'static str {
-        match self {
-            Size::Small => "small (24 ms of work)",
-            Size::Medium => "medium (120 ms of work)",
-            Size::Large => "large (1.2 s of work)",
-        }
-    }
-
-    /// Units of 2 ms.
-    fn units(self) -> u64 {
-        match self {
-            Size::Small => 12,
-            Size::Medium => 60,
-            Size::Large => 600,
-        }
-    }
-}
-
-/// Requests of each size on homogeneous engines under the predictive policy, with each
-/// shard-count mode on the same traces, interleaved, `reps` times.
-///
-/// # Errors
-/// A cell could not start.
-pub async fn sharding(s: &Sharding) -> anyhow::Result<Vec<Row>> {
-    const UNIT_US: u64 = 2_000;
-    /// Fewest requests a cell's trace is stretched to hold.
-    const MIN_REQUESTS: f64 = 40.0;
-    /// Requests run before each cell's trace.
-    const PRIME_REQUESTS: u64 = 6;
-    let capacity = Workload::W1.capacity();
-    let mut rows = Vec::new();
-    for size in s.sizes.iter().copied() {
-        let (label, units) = (size.label(), size.units());
-        let rate = s.load * capacity / (units * UNIT_US) as f64;
-        let duration = s
-            .duration
-            .max(Duration::from_micros((MIN_REQUESTS / rate) as u64));
-        let mut pools: Vec<(Pool, Vec<f64>)> = s.modes.iter().map(|_| Default::default()).collect();
-        for rep in 0..s.reps {
-            let seed = s.seed ^ (u64::from(rep) << 32) ^ units;
-            let mut rng = StdRng::seed_from_u64(seed);
-            // A few requests like the trace's, so every mode starts on a manager that knows
-            // the kind (as one that loaded its history from Redis would).
-            let prime: Vec<Work> = (0..PRIME_REQUESTS)
-                .map(|i| Work {
-                    units,
-                    unit_cost_us: UNIT_US,
-                    spin: false,
-                    noise_seed: Some(!(seed ^ i)),
-                })
-                .collect();
-            let mut n = 0u64;
-            let trace = workload::poisson(&mut rng, rate, duration, |_| {
-                n += 1;
-                Work {
-                    units,
-                    unit_cost_us: UNIT_US,
-                    spin: false,
-                    noise_seed: Some(seed ^ n),
-                }
-            });
-            // Each repetition starts at the next mode, so that no mode always runs after the
-            // same one or at the same point of the run (on this machine the same cell varies
-            // by up to 2x from one repetition to the next).
-            let k = s.modes.len();
-            for i in (0..k).map(|i| (i + rep as usize) % k) {
-                let (mode, (pool, shards)) = (s.modes[i], &mut pools[i]);
-                let setup = Setup {
-                    policy: RouterKind::Predictive,
-                    shard_count: mode,
-                    speeds: [1.0; 3],
-                    slowdown: false,
-                    antagonist: None,
-                    unit_us: UNIT_US,
-                    in_flight_cap: shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP,
-                    prime: prime.clone(),
-                    drain: duration.max(Duration::from_secs(5)),
-                };
-                let m = harness::run(&s.connect, &setup, &trace).await?;
-                let skip = (m.latencies.len() as f64 * WARMUP) as usize;
-                let (name, mean_shards) = (mode_name(mode), m.mean_shards(skip));
-                pool.add(&m, None);
-                shards.push(mean_shards);
-                let row = Row::new(label, s.load, &name, &m, skip, None);
-                eprintln!(
-                    "rep {} {label:<24} {name:<10} n={:<5} lost={:<3} mean={:>8.1}ms p50={:>8.1}ms p99={:>8.1}ms shards={mean_shards:.1}",
-                    rep + 1,
-                    row.requests,
-                    row.lost,
-                    row.mean,
-                    row.p50,
-                    row.p99,
-                );
-            }
-        }
-        for (mode, (pool, shards)) in s.modes.iter().copied().zip(&pools) {
-            let mean = shards.iter().sum::<f64>() / shards.len().max(1) as f64;
-            let name = match mode {
-                ShardCount::Adaptive => format!("adaptive (mean {mean:.1} shards)"),
-                other => mode_name(other),
-            };
-            rows.push(pool.row(label, s.load, &name));
-        }
-    }
-    Ok(rows)
-}
-
-fn mode_name(mode: ShardCount) -> String {
-    match mode {
-        ShardCount::Fixed(n) => format!("fixed {n}"),
-        other => other.to_string(),
-    }
 }
 
 /// Cost of routing, ns: (p50, p99) of one decision of the predictive policy over three
