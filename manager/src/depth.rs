@@ -2,9 +2,14 @@
 //!
 //! A passive declare answers with the *ready* messages only (not the unacked ones a worker
 //! holds), and a passive declare of a missing queue closes its channel. So the sampler uses a
-//! dedicated channel, rebuilds it after any error, and keeps a bounded series per engine for
-//! [`crate::forecast`] together with the ledger's "sent" counter at the time of the sample (for
-//! "sampled depth plus what I sent since").
+//! dedicated channel, rebuilds it after any error, and keeps the latest sample per engine with
+//! the ledger's "sent" counter at that moment (for "sampled depth plus what I sent since").
+//!
+//! The bounded series per engine that [`crate::forecast`] fits is not the depth itself but the
+//! part of it the ledger cannot explain: ready messages beyond this manager's own unfinished
+//! shards that do not fit in the engine's slots, taken at the same moment. Fitting the raw
+//! depth made the forecast lag this manager's own traffic: after its own queue drained, the
+//! smoothed forecast still showed it, and the difference read as load from elsewhere.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -28,6 +33,17 @@ pub struct Sample {
     pub at: Instant,
     /// The ledger's `sent_total` for the engine at that moment.
     pub sent_total: u64,
+    /// The ledger's unfinished shards on the engine beyond its slots at that moment: at most
+    /// this many of the ready messages are this manager's own.
+    pub own_ready: u32,
+}
+
+impl Sample {
+    /// Ready messages the ledger cannot account for (sent by other managers or producers, or
+    /// standing in for their messages that hold the engine's slots).
+    pub fn hidden(&self) -> f64 {
+        f64::from(self.ready.saturating_sub(self.own_ready))
+    }
 }
 
 #[derive(Debug, Default)]
@@ -36,7 +52,7 @@ struct Series {
     last: Option<Sample>,
 }
 
-/// Bounded depth series per engine. Shared by the sampler, the forecaster and the routers.
+/// The latest depth sample and a bounded hidden-load series per engine. Shared by the sampler, the forecaster and the routers.
 #[derive(Debug)]
 pub struct Depths {
     capacity: usize,
@@ -59,7 +75,7 @@ impl Depths {
         if s.values.len() == self.capacity {
             s.values.pop_front();
         }
-        s.values.push_back(f64::from(sample.ready));
+        s.values.push_back(sample.hidden());
         s.last = Some(sample);
     }
 
@@ -68,7 +84,7 @@ impl Depths {
         self.read().get(engine)?.last
     }
 
-    /// The series of every engine, oldest point first.
+    /// The hidden-load series ([`Sample::hidden`]) of every engine, oldest point first.
     pub fn series(&self) -> Vec<(String, Vec<f64>)> {
         self.read()
             .iter()
@@ -124,7 +140,8 @@ impl Sampler {
             let engines = self.engines.snapshot();
             let live: Vec<&str> = engines.iter().map(|e| e.id.as_str()).collect();
             self.depths.retain(&live);
-            for engine in live {
+            for e in &engines {
+                let engine = e.id.as_str();
                 let ch = match &channel {
                     Some(ch) if ch.status().connected() => ch.clone(),
                     _ => match self.conn.create_channel().await {
@@ -138,7 +155,8 @@ impl Sampler {
                         }
                     },
                 };
-                let sent_total = self.ledger.load(engine).sent_total;
+                let load = self.ledger.load(engine);
+                let own_ready = load.in_flight.saturating_sub(e.slots as usize);
                 let passive = QueueDeclareOptions {
                     passive: true,
                     ..QueueDeclareOptions::default()
@@ -153,7 +171,8 @@ impl Sampler {
                         Sample {
                             ready: q.message_count(),
                             at: Instant::now(),
-                            sent_total,
+                            sent_total: load.sent_total,
+                            own_ready: u32::try_from(own_ready).unwrap_or(u32::MAX),
                         },
                     ),
                     Err(error) => {
@@ -176,7 +195,26 @@ mod tests {
             ready,
             at: Instant::now(),
             sent_total: 0,
+            own_ready: 0,
         }
+    }
+
+    /// The series holds what the ledger cannot explain: ready messages beyond this manager's
+    /// own queued shards, never below zero; the latest sample keeps the raw depth.
+    #[test]
+    fn series_holds_the_depth_the_ledger_cannot_explain() {
+        let d = Depths::new(8);
+        for (ready, own_ready) in [(10, 6), (3, 5), (4, 0)] {
+            d.record(
+                "a",
+                Sample {
+                    own_ready,
+                    ..sample(ready)
+                },
+            );
+        }
+        assert_eq!(d.series()[0].1, vec![4.0, 0.0, 4.0]);
+        assert_eq!(d.latest("a").map(|s| s.ready), Some(4));
     }
 
     /// Series are bounded, oldest points dropped first; dead engines are forgotten.

@@ -1,7 +1,8 @@
-//! Forecasts of each engine queue's ready depth, with `augurs`.
+//! Forecasts of each engine queue's hidden load, with `augurs`.
 //!
-//! A few times a second, off the async runtime, each engine's depth series (from
-//! [`crate::depth`]) is fitted and forecast a few seconds ahead:
+//! A few times a second, off the async runtime, each engine's hidden-load series (from
+//! [`crate::depth`]: ready messages beyond what the ledger explains) is fitted and forecast a
+//! few seconds ahead:
 //! - non-seasonal AutoETS by default;
 //! - MSTL (seasonal decomposition with an AutoETS trend) when a period is configured, or when
 //!   the periodogram finds one, and the series holds at least two periods of it.
@@ -30,7 +31,7 @@ pub const STALE_AFTER: Duration = Duration::from_secs(2);
 /// How often (in fitting rounds) the periodogram looks for a period when none is configured.
 const DETECT_EVERY: u32 = 20;
 
-/// One engine's forecast: `points[i]` is the ready depth expected `i + 1` sample periods after
+/// One engine's forecast: `points[i]` is the hidden load expected `i + 1` sample periods after
 /// `at`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Forecast {
@@ -49,8 +50,9 @@ pub struct Forecasts {
 }
 
 impl Forecasts {
-    /// The ready depth expected on `engine` after `ahead`, if a fresh forecast exists.
-    pub fn ready_in(&self, engine: &str, ahead: Duration, step: Duration) -> Option<f64> {
+    /// The hidden load (ready messages) expected on `engine` after `ahead`, if a fresh
+    /// forecast exists.
+    pub fn hidden_in(&self, engine: &str, ahead: Duration, step: Duration) -> Option<f64> {
         let g = self
             .inner
             .read()

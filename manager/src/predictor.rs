@@ -101,10 +101,9 @@ impl Predictor {
                     c.sent_since_sample = load.sent_total.saturating_sub(sample.sent_total);
                 }
                 let ahead = Duration::from_secs_f64(c.expected_wait_us(false) / 1e6);
-                if let Some(ready) = self.forecasts.ready_in(&e.id, ahead, self.step) {
-                    // Ready messages the ledger accounts for: its shards beyond the slots.
-                    let own = c.in_flight.saturating_sub(e.slots as usize) as f64;
-                    c.hidden = (ready - own).max(0.0);
+                // The forecast series is already net of this manager's own shards.
+                if let Some(hidden) = self.forecasts.hidden_in(&e.id, ahead, self.step) {
+                    c.hidden = hidden.max(0.0);
                     let per = self.history.mean_shard_us(&e.id).unwrap_or(c.shard_us);
                     c.hidden_us = c.hidden * per;
                 }
