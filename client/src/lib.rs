@@ -235,7 +235,7 @@ impl Client {
         self.store.meta(id).await.map_err(Error::Redis)
     }
 
-    /// The engine each shard of a request was routed to (index → engine id, `shared` for the
+    /// The engine each shard of a request was routed to (index → engine id, `(shared)` for the
     /// shared queue); empty when unknown or expired.
     ///
     /// # Errors

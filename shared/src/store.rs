@@ -649,7 +649,7 @@ impl Store {
         Meta::parse(id, fields).map(Some)
     }
 
-    /// The engine each shard of a request was routed to (index → engine id; `shared` for the
+    /// The engine each shard of a request was routed to (index → engine id; `(shared)` for the
     /// shared queue), read in pages so that a large fan-out is never read in one reply.
     ///
     /// # Errors

@@ -8,6 +8,7 @@ use std::time::Duration;
 use shardline::amqp;
 use shardline::message::Options;
 use shardline_manager::depth::{Depths, Sampler};
+use shardline_manager::dispatch::SHARED_ROUTE;
 use shardline_manager::engines::Engines;
 use shardline_manager::history::History;
 use shardline_manager::ledger::Ledger;
@@ -99,6 +100,89 @@ async fn predictive_routing_learns_a_slow_engine() {
         "the kind's cost line was saved"
     );
     let _ = slow.start_kill();
+    c.shutdown().await;
+}
+
+/// A burst of requests dispatched at once (the manager's prefetch) shares the predictive
+/// policy's in-flight cap: each request sees the shards the others routed before they were
+/// published, so the engines get at most `cap × slots` and the rest go to the shared queue.
+/// (When shards entered the ledger only at publish time, every request of the burst saw idle
+/// engines and each put its shards on them.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_requests_shares_the_in_flight_cap() {
+    const REQUESTS: usize = 12;
+    let c = Cluster::builder()
+        .workers(2)
+        .manager(|m| {
+            m.shard_count = ShardCount::Fixed(4);
+            m.in_flight_cap = 1.0;
+        })
+        .start()
+        .await;
+    let on_engines = |routes: &std::collections::BTreeMap<u32, String>| {
+        routes.values().filter(|r| *r != SHARED_ROUTE).count()
+    };
+    // Until the manager sees both engines, everything goes to the shared queue.
+    eventually(
+        "a short request routed to the engines",
+        patience(Duration::from_secs(30)),
+        || {
+            let c = &c;
+            async move {
+                let r = c
+                    .client()
+                    .submit(
+                        "synthetic",
+                        synthetic(4, 1_000),
+                        Options::default(),
+                        patience(Duration::from_secs(30)),
+                    )
+                    .await
+                    .ok()?;
+                let routes = c.client().routes(r.request_id).await.ok()?;
+                (on_engines(&routes) == 4).then_some(())
+            }
+        },
+    )
+    .await;
+    // Shards of 2 s: none finishes while the burst is dispatched.
+    let mut ids = Vec::new();
+    for _ in 0..REQUESTS {
+        let (id, _rx) = c
+            .client()
+            .send("synthetic", synthetic(4, 2_000_000), Options::default())
+            .await
+            .expect("published");
+        ids.push(id);
+    }
+    let routed = eventually(
+        "every request of the burst routed",
+        patience(Duration::from_secs(30)),
+        || {
+            let (c, ids) = (&c, &ids);
+            async move {
+                let mut total = 0;
+                for id in ids {
+                    let routes = c.client().routes(*id).await.ok()?;
+                    if routes.len() < 4 {
+                        return None;
+                    }
+                    total += on_engines(&routes);
+                }
+                Some(total)
+            }
+        },
+    )
+    .await;
+    // Two engines of two slots, a cap of one shard per slot.
+    assert!(
+        (1..=4).contains(&routed),
+        "{routed} of {} shards went to the engines",
+        REQUESTS * 4
+    );
+    for id in ids {
+        let _ = c.client().cancel(id).await;
+    }
     c.shutdown().await;
 }
 
