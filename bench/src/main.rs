@@ -2,7 +2,7 @@
 //!
 //! `--mode quick` (the default, under 3 minutes) runs the routing suite on W1, W2, W3, W4 and W8
 //! with six policies on short traces, and the decision cost; `--suite sharding` (about two
-//! minutes) compares shard counts; `--mode full` (about 40 minutes) runs every workload and
+//! minutes) compares shard counts; `--mode full` (about 45 minutes) runs every workload and
 //! policy, three repetitions of 8 s traces, and the shard counts on two repetitions of 15 s
 //! traces, for the record.
 //! Tables go to the terminal and to `--out` (Markdown, CSV, and a PNG of p99 by policy).
