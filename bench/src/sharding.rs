@@ -148,6 +148,7 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
             (MIN_REQUESTS / (rate * rarest)) as u64,
         ));
         let parts: Vec<Size> = size.mix().iter().map(|&(s, _)| s).collect();
+        let mixed = parts.len() > 1;
         // Per mode: the whole trace, then each single size in it (for a mixed trace).
         let mut pools: Vec<(Pool, Vec<Pool>, Vec<f64>)> = s
             .modes
@@ -191,7 +192,7 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
                 let skip = (m.latencies.len() as f64 * WARMUP) as usize;
                 let (name, mean_shards) = (mode_name(mode), m.mean_shards(skip));
                 pool.add(&m, None);
-                if parts.len() > 1 {
+                if mixed {
                     for (part, p) in parts.iter().zip(per_size.iter_mut()) {
                         p.add_only(&m, None, |i| sizes[i] == *part);
                     }
@@ -215,14 +216,14 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
                 ShardCount::Adaptive => format!("adaptive (mean {mean:.1} shards)"),
                 other => mode_name(other),
             };
-            if parts.len() == 1 {
-                rows.by_size.push(pool.row(label, s.load, &name));
-            } else {
+            if mixed {
                 rows.mixed.push(pool.row(label, s.load, &name));
                 for (part, p) in parts.iter().zip(per_size) {
                     let within = format!("{label}: {}", part.label());
                     rows.mixed.push(p.row(&within, s.load, &name));
                 }
+            } else {
+                rows.by_size.push(pool.row(label, s.load, &name));
             }
         }
     }

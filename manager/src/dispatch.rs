@@ -257,9 +257,7 @@ impl Dispatcher {
                 self.store.recorded(id).await?.into_iter().collect()
             }
         };
-        for &index in &skip {
-            reserved.release(index);
-        }
+        reserved.release(&skip);
         let pairs: Vec<(u32, &str)> = routes
             .iter()
             .enumerate()

@@ -18,7 +18,7 @@
 //! through.) A [`Reservation`] takes the entries out again if the dispatch stops before
 //! publishing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -145,12 +145,17 @@ pub struct Reservation<'a> {
 }
 
 impl Reservation<'_> {
-    /// Release shard `index` now (it will not be published: its result is already stored).
-    pub fn release(&mut self, index: u32) {
-        if let Some(at) = self.indices.iter().position(|&i| i == index) {
-            self.indices.swap_remove(at);
-            self.ledger.finished(self.request, index);
-        }
+    /// Release the shards in `done` now (they will not be published: their results are
+    /// already stored).
+    pub fn release(&mut self, done: &HashSet<u32>) {
+        let (ledger, request) = (self.ledger, self.request);
+        self.indices.retain(|i| {
+            let keep = !done.contains(i);
+            if !keep {
+                ledger.finished(request, *i);
+            }
+            keep
+        });
     }
 
     /// The shards are being published: their entries stay until their completions arrive.
@@ -226,7 +231,7 @@ mod tests {
         l.sent(r, 0, entry("a", 10.0));
         l.sent(r, 1, entry("a", 10.0));
         let mut kept = l.reservation(r, vec![0, 1, 2]);
-        kept.release(1);
+        kept.release(&HashSet::from([1]));
         assert_eq!(l.in_flight("a"), 2);
         kept.keep();
         assert_eq!((l.in_flight("a"), l.load("a").work_us), (2, 20.0));
