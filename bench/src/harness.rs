@@ -36,6 +36,8 @@ pub struct Setup {
     pub unit_us: u64,
     /// The predictive policies' in-flight cap.
     pub in_flight_cap: f64,
+    /// The predictive policies' hold limit, ms (0: overflow to the shared queue).
+    pub hold_ms: u64,
     /// Requests sent one after another and awaited before the trace, unmeasured (they teach the
     /// manager the kind's costs and the engines' speeds).
     pub prime: Vec<Work>,
@@ -253,6 +255,7 @@ fn start_manager(connect: &ConnectArgs, setup: &Setup) -> Running {
     cfg.router = setup.policy;
     cfg.shard_count = setup.shard_count;
     cfg.in_flight_cap = setup.in_flight_cap;
+    cfg.hold_ms = setup.hold_ms;
     cfg.grace_ms = 500;
     cfg.engine_ttl_ms = 3_000;
     // Static weights are the nominal speeds (what an operator would configure).

@@ -84,6 +84,9 @@ struct Args {
     /// The predictive policies' in-flight cap (the manager's `--in-flight-cap`).
     #[arg(long, default_value_t = shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP)]
     in_flight_cap: f64,
+    /// The predictive policies' hold limit in ms (the manager's `--hold-ms`; 0: no hold).
+    #[arg(long, default_value_t = shardline_manager::Config::DEFAULT_HOLD_MS)]
+    hold_ms: u64,
     /// Directory for the tables and the plot.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -167,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
             workloads,
             policies,
             in_flight_cap: a.in_flight_cap,
+            hold_ms: a.hold_ms,
         };
         let rows = suite::routing(&s).await?;
         let table = report::markdown(&rows);

@@ -185,6 +185,7 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
                     antagonist: None,
                     unit_us: UNIT_US,
                     in_flight_cap: shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP,
+                    hold_ms: shardline_manager::Config::DEFAULT_HOLD_MS,
                     prime: prime.clone(),
                     drain: duration.max(Duration::from_secs(5)),
                 };

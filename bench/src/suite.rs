@@ -39,6 +39,8 @@ pub struct Routing {
     pub policies: Vec<RouterKind>,
     /// The predictive policies' in-flight cap.
     pub in_flight_cap: f64,
+    /// The predictive policies' hold limit, ms.
+    pub hold_ms: u64,
 }
 
 /// Latencies (and batch makespans) of one cell, pooled over repetitions.
@@ -115,6 +117,7 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
                         antagonist: (w == Workload::W4).then_some((s.period, s.period * 2)),
                         unit_us: s.unit_us,
                         in_flight_cap: s.in_flight_cap,
+                        hold_ms: s.hold_ms,
                         // Round robin's batch takes about three times the ideal.
                         prime: w.prime(s.unit_us),
                         drain: if w.is_batch() {
@@ -193,7 +196,7 @@ pub fn decisions() -> ((u64, u64), (u64, u64)) {
             },
         );
     }
-    let mut router = RouterKind::Predictive.build(&Default::default(), 8.0);
+    let mut router = RouterKind::Predictive.build(&Default::default(), 8.0, false);
     let mut decide = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     let mut build = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     for _ in 0..20_000 {

@@ -29,13 +29,16 @@ pub enum RouterKind {
     Predictive,
     /// The predictive policy without the forecast (the ablation).
     PredictiveNoForecast,
+    /// The predictive policy with its overflow in the shared queue, not held in the manager
+    /// (the ablation of the hold).
+    PredictiveShared,
     /// Every shard to the shared queue: late binding.
     Pull,
 }
 
 impl RouterKind {
     /// Every policy, in the order reports list them.
-    pub const ALL: [RouterKind; 10] = [
+    pub const ALL: [RouterKind; 11] = [
         RouterKind::RoundRobin,
         RouterKind::WeightedRoundRobin,
         RouterKind::Random,
@@ -45,11 +48,13 @@ impl RouterKind {
         RouterKind::LeastExpectedDelay,
         RouterKind::Predictive,
         RouterKind::PredictiveNoForecast,
+        RouterKind::PredictiveShared,
         RouterKind::Pull,
     ];
 
-    /// A fresh router of this kind.
-    pub fn build(self, weights: &HashMap<String, f64>, cap: f64) -> Box<dyn Router> {
+    /// A fresh router of this kind; the predictive policies hold their overflow in the
+    /// manager when `hold` is set (see [`crate::hold`]).
+    pub fn build(self, weights: &HashMap<String, f64>, cap: f64, hold: bool) -> Box<dyn Router> {
         match self {
             RouterKind::RoundRobin => Box::new(route::RoundRobin::default()),
             RouterKind::WeightedRoundRobin => {
@@ -60,9 +65,14 @@ impl RouterKind {
             RouterKind::JsqDepthLedger => Box::new(route::JoinShortestDepth::new(true)),
             RouterKind::P2c => Box::new(route::PowerOfTwo::default()),
             RouterKind::LeastExpectedDelay => Box::new(route::LeastExpectedDelay::plain()),
-            RouterKind::Predictive => Box::new(route::LeastExpectedDelay::predictive(cap, true)),
+            RouterKind::Predictive => {
+                Box::new(route::LeastExpectedDelay::predictive(cap, true).holding(hold))
+            }
             RouterKind::PredictiveNoForecast => {
-                Box::new(route::LeastExpectedDelay::predictive(cap, false))
+                Box::new(route::LeastExpectedDelay::predictive(cap, false).holding(hold))
+            }
+            RouterKind::PredictiveShared => {
+                Box::new(route::LeastExpectedDelay::predictive(cap, true))
             }
             RouterKind::Pull => Box::new(route::Pull),
         }
@@ -80,6 +90,7 @@ impl RouterKind {
             RouterKind::LeastExpectedDelay => "least-expected-delay",
             RouterKind::Predictive => "predictive",
             RouterKind::PredictiveNoForecast => "predictive-no-forecast",
+            RouterKind::PredictiveShared => "predictive-shared",
             RouterKind::Pull => "pull",
         }
     }
@@ -152,6 +163,11 @@ pub struct Config {
     /// the shared queue).
     #[arg(long, env = "SHARDLINE_IN_FLIGHT_CAP", default_value_t = Config::DEFAULT_IN_FLIGHT_CAP)]
     pub in_flight_cap: f64,
+    /// Predictive policy: how long a shard that finds every engine at its cap may wait in the
+    /// manager for one (late binding that knows engine speeds), in milliseconds; after that it
+    /// goes to the shared queue. 0 sends the overflow to the shared queue at once.
+    #[arg(long, env = "SHARDLINE_HOLD_MS", default_value_t = Config::DEFAULT_HOLD_MS)]
+    pub hold_ms: u64,
     /// Shard count: `adaptive`, `size` (the kind's preferred size) or a fixed number.
     #[arg(long, env = "SHARDLINE_SHARD_COUNT", default_value = "adaptive")]
     pub shard_count: ShardCount,
@@ -181,6 +197,8 @@ pub struct Config {
 impl Config {
     /// Default of `--in-flight-cap`.
     pub const DEFAULT_IN_FLIGHT_CAP: f64 = 8.0;
+    /// Default of `--hold-ms`.
+    pub const DEFAULT_HOLD_MS: u64 = 5_000;
 
     /// Defaults with the given connection settings (for tests and embedding).
     pub fn new(connect: ConnectArgs) -> Self {
@@ -195,6 +213,7 @@ impl Config {
             router: RouterKind::Predictive,
             weights: HashMap::new(),
             in_flight_cap: Config::DEFAULT_IN_FLIGHT_CAP,
+            hold_ms: Config::DEFAULT_HOLD_MS,
             shard_count: ShardCount::Adaptive,
             default_shard_us: 10_000.0,
             depth_sample_ms: 250,
@@ -240,6 +259,11 @@ impl Config {
         Duration::from_millis(self.lease_ms.max(1))
     }
 
+    /// The hold limit; see `--hold-ms`.
+    pub fn hold(&self) -> Duration {
+        Duration::from_millis(self.hold_ms)
+    }
+
     pub(crate) fn engine_ttl(&self) -> Duration {
         Duration::from_millis(self.engine_ttl_ms)
     }
@@ -260,7 +284,7 @@ mod tests {
         for k in RouterKind::ALL {
             let flag = k.to_possible_value().map(|v| v.get_name().to_owned());
             assert_eq!(flag.as_deref(), Some(k.as_str()));
-            let name = k.build(&HashMap::new(), 4.0).name();
+            let name = k.build(&HashMap::new(), 4.0, true).name();
             assert_eq!(name, k.as_str());
         }
     }

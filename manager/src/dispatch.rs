@@ -5,9 +5,12 @@
 //! that dies in between leaves the request unacked; the broker redelivers it, the record is
 //! found, the request is split again with the recorded shard count (splits are
 //! deterministic), and only shards without a stored result are published again.
+//!
+//! Shards the router holds ([`crate::hold`]) are published as the hold lets them go; the request
+//! is acked after the last of them.
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt};
@@ -19,10 +22,12 @@ use shardline::kind::KindError;
 use shardline::message::{FinalResult, Shard};
 use shardline::store::{Created, NewRequest, Store};
 use shardline::{Error, Names, Registry, RejectReason, now_ms};
+use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::config::Config;
 use crate::engines::{Engine, Engines};
+use crate::hold::{Hold, Holding, Release};
 use crate::intake::{self, Accepted, Rejection};
 use crate::ledger::Reservation;
 use crate::plan::Plan;
@@ -33,6 +38,8 @@ use crate::route::Router;
 const PUBLISH_CONCURRENCY: usize = 256;
 /// Fan-outs at least this large measure the per-shard publish cost.
 const MEASURE_FROM: usize = 16;
+/// Longest time between two looks at the hold without a completion event.
+pub const HOLD_TICK: Duration = Duration::from_millis(50);
 /// Pause before a request that hit a transient error is put back on the queue.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// AMQP `type` of a message on the request exchange that cancels the request named by its
@@ -40,6 +47,24 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 pub const CANCEL_TYPE: &str = "cancel";
 /// Route recorded for shards sent to the shared queue.
 pub const SHARED_ROUTE: &str = "(shared)";
+/// Route recorded for shards the manager holds until an engine may take them.
+pub const HELD_ROUTE: &str = "(held)";
+
+/// The router and the shards it holds, behind one lock so that a placement and a release never
+/// miss each other's ledger entries.
+pub struct Routing {
+    /// The policy.
+    pub router: Box<dyn Router>,
+    /// Shards waiting in the manager (empty unless the router [`Router::holds`]).
+    pub hold: Hold,
+}
+
+/// Where one request's shards go: engines or the shared queue now, or later from the hold.
+struct Placement<'a> {
+    routes: Vec<Option<String>>,
+    reserved: Reservation<'a>,
+    holding: Option<Holding<'a>>,
+}
 
 /// Everything a request handler needs.
 pub struct Dispatcher {
@@ -50,7 +75,7 @@ pub struct Dispatcher {
     pub(crate) registry: Registry,
     pub(crate) engines: Engines,
     pub(crate) predictor: Predictor,
-    pub(crate) router: Mutex<Box<dyn Router>>,
+    pub(crate) routing: Mutex<Routing>,
 }
 
 impl Dispatcher {
@@ -216,7 +241,11 @@ impl Dispatcher {
             };
             return self.reject(delivery, rej).await;
         }
-        let (routes, mut reserved) = self.route(
+        let Placement {
+            routes,
+            mut reserved,
+            holding,
+        } = self.route(
             id,
             &kind_name,
             size as f64 / f64::from(total.max(1)),
@@ -258,10 +287,19 @@ impl Dispatcher {
             }
         };
         reserved.release(&skip);
+        let held = |i: u32| holding.as_ref().is_some_and(|h| h.holds(i));
         let pairs: Vec<(u32, &str)> = routes
             .iter()
             .enumerate()
-            .map(|(i, r)| (i as u32, r.as_deref().unwrap_or(SHARED_ROUTE)))
+            .map(|(i, r)| {
+                let i = i as u32;
+                let route = if held(i) {
+                    HELD_ROUTE
+                } else {
+                    r.as_deref().unwrap_or(SHARED_ROUTE)
+                };
+                (i, route)
+            })
             .collect();
         self.store.set_routes(id, &pairs).await?;
 
@@ -271,47 +309,117 @@ impl Dispatcher {
         let attempt = if existing.is_some() { 2 } else { 1 };
         let started = Instant::now();
         let prepare_us = started.duration_since(begun).as_secs_f64() * 1e6;
-        let publishes = payloads
+        let mut payloads: Vec<Option<_>> = payloads.into_iter().map(Some).collect();
+        let shard = |index: u32, payload| Shard {
+            request_id: id,
+            index,
+            total,
+            kind: kind_name.clone(),
+            attempt,
+            deadline,
+            payload,
+        };
+        let now: Vec<_> = routes
             .into_iter()
-            .zip(routes)
             .enumerate()
-            .filter(|(i, _)| !skip.contains(&(*i as u32)))
-            .map(|(i, (payload, engine))| {
-                let shard = Shard {
-                    request_id: id,
-                    index: i as u32,
-                    total,
-                    kind: kind_name.clone(),
-                    attempt,
-                    deadline,
-                    payload,
-                };
-                self.publish_shard(shard, engine)
-            });
-        let sent = futures::stream::iter(publishes)
-            .buffer_unordered(PUBLISH_CONCURRENCY)
-            .try_fold(0usize, |n, ()| async move { Ok(n + 1) })
-            .await?;
+            .map(|(i, engine)| (i as u32, engine))
+            .filter(|&(i, _)| !skip.contains(&i) && !held(i))
+            .filter_map(|(i, engine)| Some((shard(i, payloads[i as usize].take()?), engine)))
+            .collect();
+        let sent = self.publish_all(now).await?;
         // Publishing is pipelined: only a large fan-out shows the marginal cost of a shard (a
         // small one mostly measures one confirm round trip).
         if sent >= MEASURE_FROM {
             let per_shard = started.elapsed().as_secs_f64() * 1e6 / sent as f64;
             self.predictor.history.observe_publish(per_shard);
         }
-        self.predictor
-            .flow
-            .dispatched(&kind_name, u32::try_from(sent).unwrap_or(u32::MAX));
+        // Held shards count as sent here: the flow is the rate requests and shards arrive.
+        let waiting = holding.as_ref().map_or(0, Holding::pending);
+        self.predictor.flow.dispatched(
+            &kind_name,
+            u32::try_from(sent + waiting).unwrap_or(u32::MAX),
+        );
         self.predictor.history.observe_dispatch(
             prepare_us,
             begun.elapsed().as_secs_f64() * 1e6,
             sent,
         );
-        info!(kind = %kind_name, total, sent, "request dispatched");
+        let Some(mut holding) = holding else {
+            info!(kind = %kind_name, total, sent, "request dispatched");
+            return Ok(());
+        };
+        info!(kind = %kind_name, total, sent, held = waiting, "request dispatched; the rest is held");
+        let mut late = 0;
+        while let Some(batch) = holding.next().await {
+            late += self
+                .publish_released(id, batch, &skip, &mut payloads, &shard)
+                .await?;
+        }
+        if holding.pending() > 0 {
+            // The hold went away (the manager is stopping): the shared queue takes the rest.
+            warn!(
+                shards = holding.pending(),
+                "hold dropped; using the shared queue"
+            );
+            let rest = (0..total)
+                .filter(|&i| holding.holds(i))
+                .map(|index| Release {
+                    index,
+                    engine: None,
+                })
+                .collect();
+            late += self
+                .publish_released(id, rest, &skip, &mut payloads, &shard)
+                .await?;
+        }
+        info!(kind = %kind_name, total, sent = late, "held shards dispatched");
         Ok(())
     }
 
-    /// Place every shard on an engine (entered in the ledger at once) or `None` for the
-    /// shared queue, holding the router so that concurrent requests see each other's shards.
+    /// Publish `shards`, each to its engine or (`None`) to the shared queue; returns how many.
+    async fn publish_all(&self, shards: Vec<(Shard, Option<String>)>) -> Result<usize, Error> {
+        let publishes = shards
+            .into_iter()
+            .map(|(shard, engine)| self.publish_shard(shard, engine));
+        futures::stream::iter(publishes)
+            .buffer_unordered(PUBLISH_CONCURRENCY)
+            .try_fold(0usize, |n, ()| async move { Ok(n + 1) })
+            .await
+    }
+
+    /// Record the routes of shards the hold let go, and publish them; returns how many.
+    async fn publish_released(
+        &self,
+        id: uuid::Uuid,
+        batch: Vec<Release>,
+        skip: &HashSet<u32>,
+        payloads: &mut [Option<Vec<u8>>],
+        shard: &impl Fn(u32, Vec<u8>) -> Shard,
+    ) -> Result<usize, Error> {
+        let mut go = Vec::with_capacity(batch.len());
+        for Release { index, engine } in batch {
+            let payload = payloads.get_mut(index as usize).and_then(Option::take);
+            match payload {
+                Some(p) if !skip.contains(&index) => go.push((shard(index, p), engine)),
+                _ => {
+                    // Already stored (a redelivered request): it goes nowhere.
+                    if engine.is_some() {
+                        self.predictor.ledger.finished(id, index);
+                    }
+                }
+            }
+        }
+        let pairs: Vec<(u32, &str)> = go
+            .iter()
+            .map(|(s, e)| (s.index, e.as_deref().unwrap_or(SHARED_ROUTE)))
+            .collect();
+        self.store.set_routes(id, &pairs).await?;
+        debug!(shards = go.len(), "held shards go");
+        self.publish_all(go).await
+    }
+
+    /// Place every shard on an engine (entered in the ledger at once), on the shared queue, or
+    /// in the hold, holding the router so that concurrent requests see each other's shards.
     fn route(
         &self,
         id: uuid::Uuid,
@@ -319,20 +427,83 @@ impl Dispatcher {
         size: f64,
         total: u32,
         engines: &[Engine],
-    ) -> (Vec<Option<String>>, Reservation<'_>) {
+    ) -> Placement<'_> {
+        let ledger = &self.predictor.ledger;
         if engines.is_empty() {
             warn!("no live engines; shards go to the shared queue");
-            return (
-                vec![None; total as usize],
-                self.predictor.ledger.reservation(id, Vec::new()),
-            );
+            return Placement {
+                routes: vec![None; total as usize],
+                reserved: ledger.reservation(id, Vec::new()),
+                holding: None,
+            };
         }
-        let mut router = self
-            .router
+        let mut g = self.lock_routing();
+        let Routing { router, hold } = &mut *g;
+        let Some(rule) = router.holds() else {
+            let (routes, reserved) =
+                self.predictor
+                    .place(router.as_mut(), id, kind, size, total, engines);
+            return Placement {
+                routes,
+                reserved,
+                holding: None,
+            };
+        };
+        // Behind every shard held already: the hold plans in arrival order.
+        let mut holding = hold.push(ledger, id, kind, size, 0..total);
+        hold.scan(rule, &self.predictor, engines);
+        drop(g);
+        let mut routes = vec![None; total as usize];
+        let mut placed = Vec::new();
+        for r in holding.ready() {
+            if r.engine.is_some() {
+                placed.push(r.index);
+            }
+            routes[r.index as usize] = r.engine;
+        }
+        Placement {
+            routes,
+            reserved: ledger.reservation(id, placed),
+            holding: Some(holding),
+        }
+    }
+
+    /// Let held shards go if they may (see [`crate::hold`]); returns how many went.
+    pub fn release_held(&self) -> usize {
+        let engines = self.engines.snapshot();
+        let mut g = self.lock_routing();
+        let Routing { router, hold } = &mut *g;
+        match router.holds() {
+            Some(rule) if !hold.is_empty() => hold.scan(rule, &self.predictor, &engines),
+            _ => 0,
+        }
+    }
+
+    /// Let held shards go on every completion event, and at least every [`HOLD_TICK`] (for
+    /// the hold limit and engines that join), until cancelled.
+    pub async fn release_held_until(self: Arc<Self>, stop: CancellationToken) {
+        let freed = self.predictor.freed.clone();
+        let mut tick = tokio::time::interval(HOLD_TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = freed.notified() => {}
+                _ = tick.tick() => {}
+            }
+            self.release_held();
+        }
+    }
+
+    /// Send every held shard to the shared queue (the manager is stopping).
+    pub fn flush_held(&self) -> usize {
+        self.lock_routing().hold.flush()
+    }
+
+    fn lock_routing(&self) -> std::sync::MutexGuard<'_, Routing> {
+        self.routing
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.predictor
-            .place(router.as_mut(), id, kind, size, total, engines)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn publish_shard(&self, shard: Shard, engine: Option<String>) -> Result<(), Error> {

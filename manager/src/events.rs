@@ -105,7 +105,7 @@ pub async fn listen(
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            r = listen_once(&client, &channel, &predictor.ledger, &predictor.history) => {
+            r = listen_once(&client, &channel, &predictor) => {
                 if let Err(error) = r {
                     warn!(%error, "completion events interrupted; reconnecting");
                 }
@@ -121,9 +121,9 @@ pub async fn listen(
 async fn listen_once(
     client: &redis::Client,
     channel: &str,
-    ledger: &Ledger,
-    history: &History,
+    predictor: &Predictor,
 ) -> Result<(), redis::RedisError> {
+    let (ledger, history) = (&*predictor.ledger, &*predictor.history);
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     let mut messages = pubsub.on_message();
@@ -131,7 +131,13 @@ async fn listen_once(
     while let Some(msg) = messages.next().await {
         let payload: String = msg.get_payload()?;
         match Event::parse(&payload) {
-            Some(e) => e.apply(ledger, history),
+            Some(e) => {
+                let completed = matches!(e, Event::Completed(_));
+                e.apply(ledger, history);
+                if completed {
+                    predictor.freed.notify_one();
+                }
+            }
             None => debug!(%payload, "ignoring a malformed event"),
         }
         if last_expire.elapsed() > Duration::from_secs(30) {

@@ -31,6 +31,7 @@ pub mod events;
 pub mod flow;
 pub mod forecast;
 pub mod history;
+pub mod hold;
 pub mod intake;
 pub mod latency;
 pub mod ledger;
@@ -55,8 +56,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 pub use config::{Config, RouterKind};
-use dispatch::Dispatcher;
+use dispatch::{Dispatcher, Routing};
 use engines::Engines;
+use hold::Hold;
 use predictor::Predictor;
 
 /// The manager's error type (shared with the other service).
@@ -181,9 +183,11 @@ async fn serve(
             .clone()
             .keep_saved(store.clone(), background.clone()),
     );
-    let router = config.router.build(&config.weights, config.in_flight_cap);
+    let router = config
+        .router
+        .build(&config.weights, config.in_flight_cap, config.hold_ms > 0);
+    let holds = router.holds().is_some();
     info!(router = router.name(), shard_count = %config.shard_count, "routing");
-    let _stop_background = background.drop_guard();
     let dispatcher = Arc::new(Dispatcher {
         config: config.clone(),
         names: names.clone(),
@@ -192,8 +196,15 @@ async fn serve(
         registry: registry.clone(),
         engines,
         predictor,
-        router: Mutex::new(router),
+        routing: Mutex::new(Routing {
+            router,
+            hold: Hold::new(config.hold()),
+        }),
     });
+    if holds {
+        tokio::spawn(dispatcher.clone().release_held_until(background.clone()));
+    }
+    let _stop_background = background.drop_guard();
     info!(namespace = names.namespace(), queue = %names.requests_queue(), "manager consuming requests");
 
     let tracker = TaskTracker::new();
@@ -223,6 +234,13 @@ async fn serve(
         warn!(%error, "cancelling the request consumer failed");
     }
     tracker.close();
+    let flushed = dispatcher.flush_held();
+    if flushed > 0 {
+        info!(
+            shards = flushed,
+            "stopping: held shards go to the shared queue"
+        );
+    }
     let grace = Duration::from_millis(config.grace_ms);
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         error!(

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::depth::Depths;
@@ -33,6 +34,8 @@ pub struct Predictor {
     pub step: Duration,
     /// Expected shard time before anything is learned, µs.
     pub default_shard_us: f64,
+    /// Woken on each completion event: a slot may have freed for a held shard.
+    pub freed: Arc<Notify>,
 }
 
 impl Predictor {
@@ -46,6 +49,7 @@ impl Predictor {
             forecasts: Arc::default(),
             step,
             default_shard_us,
+            freed: Arc::default(),
         }
     }
 
@@ -133,22 +137,26 @@ impl Predictor {
         let routes = (0..total)
             .map(|index| {
                 let i = router.choose(&candidates)?;
-                let c = &mut candidates[i];
-                let sent = Sent {
-                    engine: c.id.clone(),
-                    kind: kind.clone(),
-                    size,
-                    expected_us: c.shard_us,
-                    idle: c.in_flight < c.slots as usize,
-                    at: Instant::now(),
-                };
-                c.assign();
-                self.ledger.sent(request, index, sent);
+                self.enter(request, index, &mut candidates[i], &kind, size);
                 placed.push(index);
-                Some(c.id.clone())
+                Some(candidates[i].id.clone())
             })
             .collect();
         (routes, self.ledger.reservation(request, placed))
+    }
+
+    /// Enter shard `index` of `request` in the ledger as sent to `c`, and count it on `c`.
+    pub fn enter(&self, request: Uuid, index: u32, c: &mut Candidate, kind: &Arc<str>, size: f64) {
+        let sent = Sent {
+            engine: c.id.clone(),
+            kind: kind.clone(),
+            size,
+            expected_us: c.shard_us,
+            idle: c.in_flight < c.slots as usize,
+            at: Instant::now(),
+        };
+        c.assign();
+        self.ledger.sent(request, index, sent);
     }
 }
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardline::amqp;
-use shardline::message::Options;
+use shardline::message::{Options, Status};
 use shardline_manager::depth::{Depths, Sampler};
-use shardline_manager::dispatch::SHARED_ROUTE;
+use shardline_manager::dispatch::{HELD_ROUTE, SHARED_ROUTE};
 use shardline_manager::engines::Engines;
 use shardline_manager::history::History;
 use shardline_manager::ledger::Ledger;
@@ -103,9 +103,17 @@ async fn predictive_routing_learns_a_slow_engine() {
     c.shutdown().await;
 }
 
+/// Shards of `routes` sent to an engine (not to the shared queue, not held).
+fn on_engines(routes: &std::collections::BTreeMap<u32, String>) -> usize {
+    routes
+        .values()
+        .filter(|r| *r != SHARED_ROUTE && *r != HELD_ROUTE)
+        .count()
+}
+
 /// A burst of requests dispatched at once (the manager's prefetch) shares the predictive
 /// policy's in-flight cap: each request sees the shards the others routed before they were
-/// published, so the engines get at most `cap × slots` and the rest go to the shared queue.
+/// published, so the engines get at most `cap × slots` and the rest wait in the manager.
 /// (When shards entered the ledger only at publish time, every request of the burst saw idle
 /// engines and each put its shards on them.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -116,41 +124,17 @@ async fn a_burst_of_requests_shares_the_in_flight_cap() {
         .manager(|m| {
             m.shard_count = ShardCount::Fixed(4);
             m.in_flight_cap = 1.0;
+            m.hold_ms = 600_000;
         })
         .start()
         .await;
-    let on_engines = |routes: &std::collections::BTreeMap<u32, String>| {
-        routes.values().filter(|r| *r != SHARED_ROUTE).count()
-    };
-    // Until the manager sees both engines, everything goes to the shared queue.
-    eventually(
-        "a short request routed to the engines",
-        patience(Duration::from_secs(30)),
-        || {
-            let c = &c;
-            async move {
-                let r = c
-                    .client()
-                    .submit(
-                        "synthetic",
-                        synthetic(4, 1_000),
-                        Options::default(),
-                        patience(Duration::from_secs(30)),
-                    )
-                    .await
-                    .ok()?;
-                let routes = c.client().routes(r.request_id).await.ok()?;
-                (on_engines(&routes) == 4).then_some(())
-            }
-        },
-    )
-    .await;
-    // Shards of 2 s: none finishes while the burst is dispatched.
+    wait_for_engines(&c).await;
+    // Shards of 5 s: none finishes (and lets a held one go) while the burst is dispatched.
     let mut ids = Vec::new();
     for _ in 0..REQUESTS {
         let (id, _rx) = c
             .client()
-            .send("synthetic", synthetic(4, 2_000_000), Options::default())
+            .send("synthetic", synthetic(4, 5_000_000), Options::default())
             .await
             .expect("published");
         ids.push(id);
@@ -161,29 +145,153 @@ async fn a_burst_of_requests_shares_the_in_flight_cap() {
         || {
             let (c, ids) = (&c, &ids);
             async move {
-                let mut total = 0;
+                let (mut total, mut held) = (0, 0);
                 for id in ids {
                     let routes = c.client().routes(*id).await.ok()?;
                     if routes.len() < 4 {
                         return None;
                     }
                     total += on_engines(&routes);
+                    held += routes.values().filter(|r| *r == HELD_ROUTE).count();
                 }
-                Some(total)
+                Some((total, held))
             }
         },
     )
     .await;
-    // Two engines of two slots, a cap of one shard per slot.
+    // Two engines of two slots, a cap of one shard per slot; nothing went to the shared queue.
+    let (routed, held) = routed;
     assert!(
         (1..=4).contains(&routed),
         "{routed} of {} shards went to the engines",
         REQUESTS * 4
     );
+    assert_eq!(routed + held, REQUESTS * 4, "{held} held");
     for id in ids {
         let _ = c.client().cancel(id).await;
     }
     c.shutdown().await;
+}
+
+/// Shards held in the manager go to the engines as their slots free: with a cap of one shard
+/// per slot, a burst of twice the engines' slots completes, and every shard ran on an engine
+/// (none went to the shared queue after the hold limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_shards_go_to_engines_as_slots_free() {
+    const REQUESTS: usize = 4;
+    let c = Cluster::builder()
+        .workers(2)
+        .manager(|m| {
+            m.shard_count = ShardCount::Fixed(4);
+            m.in_flight_cap = 1.0;
+            m.hold_ms = 600_000;
+        })
+        .start()
+        .await;
+    wait_for_engines(&c).await;
+    let mut pending = Vec::new();
+    for _ in 0..REQUESTS {
+        let sent = c
+            .client()
+            .send("synthetic", synthetic(4, 100_000), Options::default())
+            .await
+            .expect("published");
+        pending.push(sent);
+    }
+    for (id, rx) in pending {
+        let r = c
+            .client()
+            .wait(id, rx, patience(Duration::from_secs(30)))
+            .await
+            .expect("request completes");
+        assert_eq!(r.status, Status::Completed, "{r:?}");
+        let routes = c.client().routes(id).await.expect("redis");
+        assert_eq!(on_engines(&routes), 4, "{routes:?}");
+    }
+    c.shutdown().await;
+}
+
+/// A manager that stops with shards held sends them to the shared queue: every request of
+/// the burst still completes, served by the workers through the shared queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_manager_lets_held_shards_go_to_the_shared_queue() {
+    const REQUESTS: usize = 4;
+    let mut c = Cluster::builder()
+        .workers(2)
+        .manager(|m| {
+            m.shard_count = ShardCount::Fixed(4);
+            m.in_flight_cap = 1.0;
+            m.hold_ms = 600_000;
+        })
+        .start()
+        .await;
+    wait_for_engines(&c).await;
+    let mut pending = Vec::new();
+    for _ in 0..REQUESTS {
+        let sent = c
+            .client()
+            .send("synthetic", synthetic(4, 500_000), Options::default())
+            .await
+            .expect("published");
+        pending.push(sent);
+    }
+    let ids: Vec<_> = pending.iter().map(|(id, _)| *id).collect();
+    eventually(
+        "some shards held",
+        patience(Duration::from_secs(30)),
+        || {
+            let (c, ids) = (&c, &ids);
+            async move {
+                for id in ids {
+                    let routes = c.client().routes(*id).await.ok()?;
+                    if routes.values().any(|r| r == HELD_ROUTE) {
+                        return Some(());
+                    }
+                }
+                None
+            }
+        },
+    )
+    .await;
+    c.stop_manager().await;
+    let mut shared = 0;
+    for (id, rx) in pending {
+        let r = c
+            .client()
+            .wait(id, rx, patience(Duration::from_secs(60)))
+            .await
+            .expect("request completes without its manager");
+        assert_eq!(r.status, Status::Completed, "{r:?}");
+        let routes = c.client().routes(id).await.expect("redis");
+        assert!(routes.values().all(|r| r != HELD_ROUTE), "{routes:?}");
+        shared += routes.values().filter(|r| *r == SHARED_ROUTE).count();
+    }
+    assert!(shared > 0, "no held shard went to the shared queue");
+    c.shutdown().await;
+}
+
+/// Until the manager sees both engines, everything goes to the shared queue: wait for a short
+/// request routed to the engines.
+async fn wait_for_engines(c: &Cluster) {
+    eventually(
+        "a short request routed to the engines",
+        patience(Duration::from_secs(30)),
+        || async move {
+            let r = c
+                .client()
+                .submit(
+                    "synthetic",
+                    synthetic(4, 1_000),
+                    Options::default(),
+                    patience(Duration::from_secs(30)),
+                )
+                .await
+                .ok()?;
+            let routes = c.client().routes(r.request_id).await.ok()?;
+            (on_engines(&routes) == 4).then_some(())
+        },
+    )
+    .await;
 }
 
 /// The depth sampler reads ready counts with passive declares, and an engine whose queue is

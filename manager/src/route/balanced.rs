@@ -4,7 +4,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::trace;
 
-use super::{Candidate, Router, min_rotating};
+use super::{Candidate, HoldRule, Router, fastest_us, min_rotating, within_cap};
 
 /// Join the shortest queue by *sampled* broker depth (ready messages). With `with_ledger`, the
 /// shards this manager sent since the sample are added (the stale-information fix).
@@ -93,10 +93,14 @@ impl Router for PowerOfTwo {
 /// shard times of the *fastest* engine per slot: a slow engine closes after proportionally
 /// fewer shards, so a burst does not park a long backlog on it while faster engines could
 /// take the surplus from the shared queue.
+///
+/// With [`LeastExpectedDelay::holding`], shards that find every engine at its cap wait in the
+/// manager instead ([`crate::hold`]).
 #[derive(Debug, Default)]
 pub struct LeastExpectedDelay {
     cap: Option<f64>,
     forecast: bool,
+    hold: bool,
     start: usize,
 }
 
@@ -112,17 +116,25 @@ impl LeastExpectedDelay {
         LeastExpectedDelay {
             cap: Some(cap),
             forecast,
+            hold: false,
             start: 0,
         }
+    }
+
+    /// With a cap, hold the overflow in the manager rather than send it to the shared queue.
+    pub fn holding(mut self, hold: bool) -> Self {
+        self.hold = hold && self.cap.is_some();
+        self
     }
 }
 
 impl Router for LeastExpectedDelay {
     fn name(&self) -> &'static str {
-        match (self.cap, self.forecast) {
-            (None, _) => "least-expected-delay",
-            (Some(_), true) => "predictive",
-            (Some(_), false) => "predictive-no-forecast",
+        match (self.cap, self.forecast, self.hold) {
+            (None, _, _) => "least-expected-delay",
+            (Some(_), true, true) => "predictive",
+            (Some(_), true, false) => "predictive-shared",
+            (Some(_), false, _) => "predictive-no-forecast",
         }
     }
 
@@ -130,13 +142,8 @@ impl Router for LeastExpectedDelay {
         self.start = self.start.wrapping_add(1);
         let forecast = self.forecast;
         let cap = self.cap;
-        let fastest = c.iter().map(|e| e.shard_us).fold(f64::INFINITY, f64::min);
-        let open = |e: &Candidate| {
-            cap.is_none_or(|k| {
-                let slots = f64::from(e.slots);
-                (e.in_flight as f64) < k * slots && e.backlog_us(forecast) / slots < k * fastest
-            })
-        };
+        let fastest = fastest_us(c);
+        let open = |e: &Candidate| cap.is_none_or(|k| within_cap(e, k, fastest, forecast));
         let finish = |i: usize| {
             let e = &c[i];
             if open(e) {
@@ -149,7 +156,8 @@ impl Router for LeastExpectedDelay {
         if !finish(i).is_finite() {
             trace!(
                 policy = self.name(),
-                "every engine at its cap; shared queue"
+                hold = self.hold,
+                "every engine at its cap; shared queue unless held"
             );
             return None;
         }
@@ -164,6 +172,14 @@ impl Router for LeastExpectedDelay {
             "routed"
         );
         Some(i)
+    }
+
+    fn holds(&self) -> Option<HoldRule> {
+        let cap = self.cap?;
+        self.hold.then_some(HoldRule {
+            cap,
+            forecast: self.forecast,
+        })
     }
 }
 

@@ -5,7 +5,8 @@
 //! the history, the depth samples and the forecasts, then asks the router once per shard and
 //! [`Candidate::assign`]s the shard to the chosen engine, so later shards of the same request
 //! see the earlier ones. A router answering `None` sends the shard to the shared queue that
-//! every worker consumes (late binding).
+//! every worker consumes (late binding), unless the router [`Router::holds`] its overflow: then
+//! the shard waits in the manager until an engine may take it ([`crate::hold`]).
 //!
 //! | policy | signal |
 //! |---|---|
@@ -77,13 +78,27 @@ impl Candidate {
     /// Expected time before a new shard starts here, µs: 0 while a slot is free, otherwise the
     /// queued work spread over the slots. With `forecast`, hidden load counts too.
     pub fn expected_wait_us(&self, forecast: bool) -> f64 {
+        self.wait_behind_us(forecast, Ahead::default())
+    }
+
+    /// [`Candidate::expected_wait_us`] with `ahead` more shards planned here first.
+    pub fn wait_behind_us(&self, forecast: bool, ahead: Ahead) -> f64 {
         let hidden = if forecast { self.hidden } else { 0.0 };
-        if (self.in_flight as f64 + hidden) < f64::from(self.slots) {
+        if ((self.in_flight + ahead.shards) as f64 + hidden) < f64::from(self.slots) {
             0.0
         } else {
-            self.backlog_us(forecast) / f64::from(self.slots)
+            (self.backlog_us(forecast) + ahead.work_us) / f64::from(self.slots)
         }
     }
+}
+
+/// Shards planned on an engine ahead of the one being placed, not yet sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Ahead {
+    /// How many.
+    pub shards: usize,
+    /// Their expected processing time there, µs.
+    pub work_us: f64,
 }
 
 /// Picks an engine for each shard.
@@ -92,12 +107,53 @@ pub trait Router: Send {
     fn name(&self) -> &'static str;
 
     /// Index into `candidates` (never empty) of the engine for the next shard, or `None` for
-    /// the shared queue.
+    /// the shared queue (or, when the router [`Router::holds`], for the manager's hold).
     fn choose(&mut self, candidates: &[Candidate]) -> Option<usize>;
+
+    /// How shards this router cannot place now wait in the manager for an engine, if they do;
+    /// `None` sends them to the shared queue.
+    fn holds(&self) -> Option<HoldRule> {
+        None
+    }
+}
+
+/// How a router that holds its overflow decides when a held shard may go, and where
+/// ([`crate::hold`]): to the engine that would finish it first behind everything already
+/// held, once that engine is below its cap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HoldRule {
+    /// In-flight cap, as in [`LeastExpectedDelay::predictive`].
+    pub cap: f64,
+    /// Whether forecast hidden load counts.
+    pub forecast: bool,
+}
+
+impl HoldRule {
+    /// Whether `e` may take another shard now: fewer than `cap × slots` unfinished shards, and
+    /// a backlog of less than `cap` shard times of the fastest engine (`fastest_us`) per slot.
+    pub fn open(&self, e: &Candidate, fastest_us: f64) -> bool {
+        within_cap(e, self.cap, fastest_us, self.forecast)
+    }
+
+    /// When a shard sent to `e` now, behind `ahead`, is expected to finish, µs from now.
+    pub fn finish_us(&self, e: &Candidate, ahead: Ahead) -> f64 {
+        e.wait_behind_us(self.forecast, ahead) + e.shard_us
+    }
+}
+
+/// See [`HoldRule::open`].
+fn within_cap(e: &Candidate, cap: f64, fastest_us: f64, forecast: bool) -> bool {
+    let slots = f64::from(e.slots);
+    (e.in_flight as f64) < cap * slots && e.backlog_us(forecast) / slots < cap * fastest_us
+}
+
+/// The smallest expected shard time among `c`, µs.
+pub(crate) fn fastest_us(c: &[Candidate]) -> f64 {
+    c.iter().map(|e| e.shard_us).fold(f64::INFINITY, f64::min)
 }
 
 /// Index of the smallest key, scanning from `start` so that ties rotate.
-fn min_rotating(n: usize, start: usize, key: impl Fn(usize) -> f64) -> Option<usize> {
+pub(crate) fn min_rotating(n: usize, start: usize, key: impl Fn(usize) -> f64) -> Option<usize> {
     (0..n)
         .map(|k| (start + k) % n)
         .min_by(|&a, &b| key(a).total_cmp(&key(b)))

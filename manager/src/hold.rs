@@ -1,0 +1,391 @@
+//! Late binding in the manager: shards the predictive policy cannot place under its in-flight
+//! cap wait here, rather than in the shared queue, until an engine may take them.
+//!
+//! # Why not the shared queue?
+//!
+//! Every worker consumes the shared queue, the slow ones too. At the end of a batch a slow
+//! engine takes the last shards from it and finishes them long after the fast engines went
+//! idle. Here, each time an engine may be below its cap again (a completion event, or a tick),
+//! every held shard is planned in arrival order on the engine that would finish it first
+//! *behind the held shards before it* ([`HoldRule::finish_us`] with [`Ahead`]), and the ones
+//! planned on an engine below its cap go. In the middle of a batch the plan ahead is long and the
+//! slow engine gets its share; at the end it is short and the last shards wait for the fast
+//! engines.
+//!
+//! # Nothing lost
+//!
+//! A request's delivery stays unacked until its held shards are published, so a manager that
+//! dies leaves it to be redelivered ([`crate::dispatch`]). A shard held longer than the hold
+//! limit goes to the shared queue (lost completion events could otherwise keep an engine
+//! looking full), and so does every held shard when the manager stops ([`Hold::flush`]). While
+//! held, a shard's route in the request record is `(held)`.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, trace};
+use uuid::Uuid;
+
+use crate::engines::Engine;
+use crate::ledger::Ledger;
+use crate::predictor::Predictor;
+use crate::route::{Ahead, HoldRule, fastest_us, min_rotating};
+
+/// A held shard let go: to an engine (already entered in the ledger), or to the shared queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// Shard index.
+    pub index: u32,
+    /// Engine id, or `None` for the shared queue.
+    pub engine: Option<String>,
+}
+
+/// One request's held shards.
+#[derive(Debug)]
+struct Waiting {
+    request: Uuid,
+    kind: Arc<str>,
+    size: f64,
+    indices: VecDeque<u32>,
+    since: Instant,
+    tx: mpsc::UnboundedSender<Release>,
+}
+
+/// Held shards of every request this manager is dispatching, oldest request first.
+#[derive(Debug)]
+pub struct Hold {
+    queue: VecDeque<Waiting>,
+    limit: Duration,
+    start: usize,
+}
+
+impl Hold {
+    /// An empty hold whose shards go to the shared queue after `limit`.
+    pub fn new(limit: Duration) -> Self {
+        Hold {
+            queue: VecDeque::new(),
+            limit,
+            start: 0,
+        }
+    }
+
+    /// Hold `indices` of `request` (shards of `size` of `kind`); the dispatch receives their
+    /// releases on the returned [`Holding`].
+    pub fn push<'a>(
+        &mut self,
+        ledger: &'a Ledger,
+        request: Uuid,
+        kind: &str,
+        size: f64,
+        indices: impl IntoIterator<Item = u32>,
+    ) -> Holding<'a> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let indices: VecDeque<u32> = indices.into_iter().collect();
+        let pending = indices.iter().copied().collect();
+        if !indices.is_empty() {
+            self.queue.push_back(Waiting {
+                request,
+                kind: kind.into(),
+                size,
+                indices,
+                since: Instant::now(),
+                tx,
+            });
+        }
+        Holding {
+            rx,
+            ledger,
+            request,
+            pending,
+        }
+    }
+
+    /// Shards held now.
+    pub fn len(&self) -> usize {
+        self.queue.iter().map(|w| w.indices.len()).sum()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Let go of what may go now (see the module docs); returns how many shards went.
+    pub fn scan(&mut self, rule: HoldRule, predictor: &Predictor, engines: &[Engine]) -> usize {
+        let now = Instant::now();
+        let limit = self.limit;
+        let mut released = 0;
+        self.queue.retain_mut(|w| {
+            if w.tx.is_closed() {
+                return false;
+            }
+            let overdue = now.duration_since(w.since) >= limit;
+            if overdue || engines.is_empty() {
+                debug!(request.id = %w.request, shards = w.indices.len(), overdue, "held shards go to the shared queue");
+                released += w.indices.len();
+                for index in w.indices.drain(..) {
+                    let _ = w.tx.send(Release {
+                        index,
+                        engine: None,
+                    });
+                }
+                return false;
+            }
+            true
+        });
+        let mut ahead = vec![Ahead::default(); engines.len()];
+        for w in &mut self.queue {
+            let mut c = predictor.candidates(&w.kind, w.size, engines);
+            let fastest = fastest_us(&c);
+            let mut kept = VecDeque::with_capacity(w.indices.len());
+            // Releases only close engines: once none is open, nothing more can go this time.
+            let mut open = c.iter().any(|e| rule.open(e, fastest));
+            while open && let Some(index) = w.indices.pop_front() {
+                self.start = self.start.wrapping_add(1);
+                let Some(i) =
+                    min_rotating(c.len(), self.start, |i| rule.finish_us(&c[i], ahead[i]))
+                else {
+                    kept.push_back(index);
+                    continue;
+                };
+                if !rule.open(&c[i], fastest) {
+                    ahead[i].shards += 1;
+                    ahead[i].work_us += c[i].shard_us;
+                    kept.push_back(index);
+                    continue;
+                }
+                predictor.enter(w.request, index, &mut c[i], &w.kind, w.size);
+                trace!(request.id = %w.request, shard.index = index, engine = %c[i].id, "held shard goes");
+                let release = Release {
+                    index,
+                    engine: Some(c[i].id.clone()),
+                };
+                if w.tx.send(release).is_err() {
+                    // The dispatch gave up: nothing of it will be published.
+                    predictor.ledger.finished(w.request, index);
+                    kept.clear();
+                    w.indices.clear();
+                    break;
+                }
+                released += 1;
+                open = c.iter().any(|e| rule.open(e, fastest));
+            }
+            kept.append(&mut w.indices);
+            w.indices = kept;
+            if !open {
+                break;
+            }
+        }
+        self.queue.retain(|w| !w.indices.is_empty());
+        released
+    }
+
+    /// Send every held shard to the shared queue, and from now on every shard at the next
+    /// scan (the manager is stopping).
+    pub fn flush(&mut self) -> usize {
+        self.limit = Duration::ZERO;
+        let mut n = 0;
+        for w in self.queue.drain(..) {
+            for index in w.indices {
+                n += 1;
+                let _ = w.tx.send(Release {
+                    index,
+                    engine: None,
+                });
+            }
+        }
+        n
+    }
+}
+
+/// One request's view of its held shards: their releases, in the order they go.
+#[derive(Debug)]
+#[must_use = "a holding dropped at once gives up its held shards"]
+pub struct Holding<'a> {
+    rx: mpsc::UnboundedReceiver<Release>,
+    ledger: &'a Ledger,
+    request: Uuid,
+    pending: HashSet<u32>,
+}
+
+impl Holding<'_> {
+    /// Whether shard `index` is still held.
+    pub fn holds(&self, index: u32) -> bool {
+        self.pending.contains(&index)
+    }
+
+    /// Shards still held.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// The releases available now, without waiting.
+    pub fn ready(&mut self) -> Vec<Release> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            self.pending.remove(&r.index);
+            out.push(r);
+        }
+        out
+    }
+
+    /// The next releases: waits for one, then takes every other one available. `None` once
+    /// nothing is held, or if the hold was dropped (the manager is going away).
+    pub async fn next(&mut self) -> Option<Vec<Release>> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let first = self.rx.recv().await?;
+        self.pending.remove(&first.index);
+        let mut out = vec![first];
+        out.extend(self.ready());
+        Some(out)
+    }
+}
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        // Releases sent but never taken will not be published: take them out of the ledger.
+        self.rx.close();
+        while let Ok(r) = self.rx.try_recv() {
+            if r.engine.is_some() {
+                self.ledger.finished(self.request, r.index);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHARD_US: f64 = 10_000.0;
+
+    fn engines() -> Vec<Engine> {
+        ["fast-a", "fast-b", "slow"]
+            .into_iter()
+            .map(|id| Engine {
+                id: id.into(),
+                slots: 4,
+            })
+            .collect()
+    }
+
+    /// A predictor that knows engines 1/1/0.25.
+    fn predictor() -> Predictor {
+        let p = Predictor::new(Duration::from_millis(250), 64, SHARD_US);
+        for _ in 0..50 {
+            p.history.observe("k", 1.0, "fast-a", SHARD_US);
+            p.history.observe("k", 1.0, "fast-b", SHARD_US);
+            p.history.observe("k", 1.0, "slow", 4.0 * SHARD_US);
+        }
+        p
+    }
+
+    fn rule() -> HoldRule {
+        HoldRule {
+            cap: 1.0,
+            forecast: false,
+        }
+    }
+
+    fn count(releases: &[Release], engine: Option<&str>) -> usize {
+        releases
+            .iter()
+            .filter(|r| r.engine.as_deref() == engine)
+            .count()
+    }
+
+    /// With a long plan ahead the slow engine takes shards too; the rest wait.
+    #[test]
+    fn a_long_hold_feeds_every_engine() {
+        let p = predictor();
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..40);
+        let went = hold.scan(rule(), &p, &engines());
+        let r = h.ready();
+        assert_eq!(went, r.len());
+        assert_eq!(count(&r, Some("fast-a")), 4, "{r:?}");
+        assert_eq!(count(&r, Some("fast-b")), 4, "{r:?}");
+        assert!(count(&r, Some("slow")) >= 1, "{r:?}");
+        assert_eq!(h.pending(), 40 - r.len());
+        assert_eq!(hold.len(), h.pending());
+    }
+
+    /// With only a few shards left, they wait for the fast engines rather than run 4× slower
+    /// on the idle slow one (the end of a batch).
+    #[test]
+    fn the_last_shards_wait_for_fast_engines() {
+        let p = predictor();
+        for (i, e) in ["fast-a", "fast-b"].iter().enumerate() {
+            for k in 0..4 {
+                p.ledger.sent(
+                    Uuid::from_u128(i as u128),
+                    k,
+                    crate::ledger::entry(e, SHARD_US),
+                );
+            }
+        }
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..4);
+        assert_eq!(hold.scan(rule(), &p, &engines()), 0);
+        assert!(h.ready().is_empty());
+        // One fast slot frees: the oldest held shard takes it.
+        p.ledger.finished(Uuid::from_u128(0), 0);
+        assert_eq!(hold.scan(rule(), &p, &engines()), 1);
+        assert_eq!(
+            h.ready(),
+            vec![Release {
+                index: 0,
+                engine: Some("fast-a".into())
+            }]
+        );
+    }
+
+    /// A shard held past the limit goes to the shared queue.
+    #[test]
+    fn overdue_shards_go_to_the_shared_queue() {
+        let p = predictor();
+        let mut hold = Hold::new(Duration::ZERO);
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..3);
+        assert_eq!(hold.scan(rule(), &p, &engines()), 3);
+        let r = h.ready();
+        assert_eq!(count(&r, None), 3);
+        assert!(hold.is_empty());
+        assert_eq!(p.ledger.in_flight("fast-a"), 0);
+    }
+
+    /// A dispatch that gives up leaves nothing in the ledger, whether its shards went before
+    /// or after it dropped its holding.
+    #[test]
+    fn an_abandoned_holding_frees_its_engines() {
+        let p = predictor();
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..4);
+        hold.scan(rule(), &p, &engines());
+        drop(h);
+        let h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..4);
+        drop(h);
+        assert_eq!(hold.scan(rule(), &p, &engines()), 0);
+        let total: usize = ["fast-a", "fast-b", "slow"]
+            .iter()
+            .map(|e| p.ledger.in_flight(e))
+            .sum();
+        assert_eq!(total, 0);
+        assert!(hold.is_empty());
+    }
+
+    /// Stopping sends every held shard to the shared queue.
+    #[tokio::test]
+    async fn flush_lets_everything_go() {
+        let p = predictor();
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..5);
+        assert_eq!(hold.flush(), 5);
+        let r = h.next().await.expect("released");
+        assert_eq!(count(&r, None), 5);
+        assert!(h.next().await.is_none());
+    }
+}
