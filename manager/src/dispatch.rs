@@ -344,7 +344,7 @@ impl Dispatcher {
             begun.elapsed().as_secs_f64() * 1e6,
             sent,
         );
-        let Some(mut holding) = holding else {
+        let Some(mut holding) = holding.filter(|_| waiting > 0) else {
             info!(kind = %kind_name, total, sent, "request dispatched");
             return Ok(());
         };

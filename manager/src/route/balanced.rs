@@ -252,14 +252,28 @@ mod tests {
         assert!(without[0] >= 8, "{without:?}");
     }
 
-    /// A slow engine reaches its cap after proportionally fewer shards (a backlog of `cap`
-    /// fastest-shard times per slot), the surplus goes to the shared queue.
+    /// A slow engine reaches its cap after fewer shards: it fills its free slots, but queues
+    /// nothing behind them (its backlog is past `cap` fastest-shard times per slot), while the
+    /// fast engines queue a shard per slot; the surplus goes to the shared queue.
     #[test]
     fn slow_engine_caps_after_fewer_shards() {
         let mut c = three(10_000.0);
         c[2].shard_us = 40_000.0;
         let counts = place(&mut LeastExpectedDelay::predictive(2.0, false), &mut c, 30);
-        assert_eq!(counts, vec![8, 8, 2, 12]);
+        assert_eq!(counts, vec![8, 8, 4, 10]);
+    }
+
+    /// An engine with a free slot takes a short shard even when the long shards running on its
+    /// other slots put its backlog past the cap: the shard starts at once.
+    #[test]
+    fn a_free_slot_is_never_capped() {
+        let mut c = three(10_000.0);
+        for e in &mut c {
+            e.in_flight = 3;
+            e.work_us = 3.0 * 80_000.0;
+        }
+        let counts = place(&mut LeastExpectedDelay::predictive(2.0, false), &mut c, 4);
+        assert_eq!(counts, vec![1, 1, 1, 1]);
     }
 
     /// With every engine at its cap, shards go to the shared queue.

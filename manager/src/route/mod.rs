@@ -129,8 +129,9 @@ pub struct HoldRule {
 }
 
 impl HoldRule {
-    /// Whether `e` may take another shard now: fewer than `cap × slots` unfinished shards, and
-    /// a backlog of less than `cap` shard times of the fastest engine (`fastest_us`) per slot.
+    /// Whether `e` may take another shard now: a free slot, or fewer than `cap × slots`
+    /// unfinished shards and a backlog of less than `cap` shard times of the fastest engine
+    /// (`fastest_us`) per slot.
     pub fn open(&self, e: &Candidate, fastest_us: f64) -> bool {
         within_cap(e, self.cap, fastest_us, self.forecast)
     }
@@ -141,10 +142,13 @@ impl HoldRule {
     }
 }
 
-/// See [`HoldRule::open`].
+/// See [`HoldRule::open`]. An engine with a free slot is always open: a shard sent there
+/// starts at once. (The time term counts running work too, so without this a slow engine busy
+/// with long shards stayed closed to short ones while a slot sat idle.)
 fn within_cap(e: &Candidate, cap: f64, fastest_us: f64, forecast: bool) -> bool {
     let slots = f64::from(e.slots);
-    (e.in_flight as f64) < cap * slots && e.backlog_us(forecast) / slots < cap * fastest_us
+    e.expected_wait_us(forecast) == 0.0
+        || ((e.in_flight as f64) < cap * slots && e.backlog_us(forecast) / slots < cap * fastest_us)
 }
 
 /// The smallest expected shard time among `c`, µs.
