@@ -288,11 +288,13 @@ impl Dispatcher {
         };
         reserved.release(&skip);
         let held = |i: u32| holding.as_ref().is_some_and(|h| h.holds(i));
+        // A stored shard keeps the route it ran on (a redelivered request).
         let pairs: Vec<(u32, &str)> = routes
             .iter()
             .enumerate()
+            .map(|(i, r)| (i as u32, r))
+            .filter(|(i, _)| !skip.contains(i))
             .map(|(i, r)| {
-                let i = i as u32;
                 let route = if held(i) {
                     HELD_ROUTE
                 } else {
@@ -402,9 +404,11 @@ impl Dispatcher {
             match payload {
                 Some(p) if !skip.contains(&index) => go.push((shard(index, p), engine)),
                 _ => {
-                    // Already stored (a redelivered request): it goes nowhere.
+                    // Already stored (a redelivered request): it goes nowhere, and the slot
+                    // the hold gave it is free for another held shard.
                     if engine.is_some() {
                         self.predictor.ledger.finished(id, index);
+                        self.predictor.freed.notify_one();
                     }
                 }
             }

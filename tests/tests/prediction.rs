@@ -1,23 +1,26 @@
 //! The Load Prediction Engine against the real broker and Redis: learned speeds steer shards,
 //! the history survives the manager, and the depth sampler survives missing queues.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use shardline::amqp;
-use shardline::message::{Options, Status};
+use shardline::message::{FinalResult, Options, Status};
 use shardline_manager::depth::{Depths, Sampler};
 use shardline_manager::dispatch::{HELD_ROUTE, SHARED_ROUTE};
 use shardline_manager::engines::Engines;
 use shardline_manager::history::History;
 use shardline_manager::ledger::Ledger;
 use shardline_manager::plan::ShardCount;
-use shardline_tests::process::spawn_worker_with;
+use shardline_tests::process::{signal, spawn_manager, spawn_worker_with};
 use shardline_tests::{Cluster, eventually, patience, synthetic};
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 const WORKER: &str = env!("CARGO_BIN_EXE_worker-under-test");
+const MANAGER: &str = env!("CARGO_BIN_EXE_manager-under-test");
 
 /// Shards sent to each engine by the last `n` requests.
 async fn shares(c: &Cluster, n: usize) -> HashMap<String, usize> {
@@ -104,7 +107,7 @@ async fn predictive_routing_learns_a_slow_engine() {
 }
 
 /// Shards of `routes` sent to an engine (not to the shared queue, not held).
-fn on_engines(routes: &std::collections::BTreeMap<u32, String>) -> usize {
+fn on_engines(routes: &BTreeMap<u32, String>) -> usize {
     routes
         .values()
         .filter(|r| *r != SHARED_ROUTE && *r != HELD_ROUTE)
@@ -178,34 +181,14 @@ async fn a_burst_of_requests_shares_the_in_flight_cap() {
 /// (none went to the shared queue after the hold limit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_shards_go_to_engines_as_slots_free() {
-    const REQUESTS: usize = 4;
     let c = Cluster::builder()
         .workers(2)
-        .manager(|m| {
-            m.shard_count = ShardCount::Fixed(4);
-            m.in_flight_cap = 1.0;
-            m.hold_ms = 600_000;
-        })
+        .manager(hold_all)
         .start()
         .await;
     wait_for_engines(&c).await;
-    let mut pending = Vec::new();
-    for _ in 0..REQUESTS {
-        let sent = c
-            .client()
-            .send("synthetic", synthetic(4, 100_000), Options::default())
-            .await
-            .expect("published");
-        pending.push(sent);
-    }
-    for (id, rx) in pending {
-        let r = c
-            .client()
-            .wait(id, rx, patience(Duration::from_secs(30)))
-            .await
-            .expect("request completes");
-        assert_eq!(r.status, Status::Completed, "{r:?}");
-        let routes = c.client().routes(id).await.expect("redis");
+    let burst = send_burst(&c, 100_000).await;
+    for routes in completed_routes(&c, burst, Duration::from_secs(30)).await {
         assert_eq!(on_engines(&routes), 4, "{routes:?}");
     }
     c.shutdown().await;
@@ -215,59 +198,115 @@ async fn held_shards_go_to_engines_as_slots_free() {
 /// the burst still completes, served by the workers through the shared queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_manager_lets_held_shards_go_to_the_shared_queue() {
-    const REQUESTS: usize = 4;
     let mut c = Cluster::builder()
         .workers(2)
-        .manager(|m| {
-            m.shard_count = ShardCount::Fixed(4);
-            m.in_flight_cap = 1.0;
-            m.hold_ms = 600_000;
-        })
+        .manager(hold_all)
         .start()
         .await;
     wait_for_engines(&c).await;
-    let mut pending = Vec::new();
-    for _ in 0..REQUESTS {
+    let burst = send_burst(&c, 500_000).await;
+    wait_until_held(&c, &burst).await;
+    c.stop_manager().await;
+    let shared: usize = completed_routes(&c, burst, Duration::from_secs(60))
+        .await
+        .iter()
+        .map(|routes| routes.values().filter(|r| *r == SHARED_ROUTE).count())
+        .sum();
+    assert!(shared > 0, "no held shard went to the shared queue");
+    c.shutdown().await;
+}
+
+/// A manager process killed with SIGKILL while it holds shards loses none of them: their
+/// requests were never acked, the broker redelivers them to another manager, which routes the
+/// shards without a stored result again, and every request completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_manager_loses_no_held_shard() {
+    let mut c = Cluster::builder()
+        .workers(2)
+        .without_manager()
+        .start()
+        .await;
+    let mut doomed = spawn_manager(
+        MANAGER,
+        &c,
+        &[
+            ("SHARDLINE_SHARD_COUNT", "4"),
+            ("SHARDLINE_IN_FLIGHT_CAP", "1"),
+            ("SHARDLINE_HOLD_MS", "600000"),
+        ],
+    );
+    wait_for_engines(&c).await;
+    let burst = send_burst(&c, 300_000).await;
+    wait_until_held(&c, &burst).await;
+    signal(&doomed, "KILL");
+    let _ = doomed.wait().await;
+    c.start_manager(|_| {});
+    completed_routes(&c, burst, Duration::from_secs(60)).await;
+    c.shutdown().await;
+}
+
+/// Requests of four shards, a cap of one shard per slot, and a hold that never times out.
+fn hold_all(m: &mut shardline_manager::Config) {
+    m.shard_count = ShardCount::Fixed(4);
+    m.in_flight_cap = 1.0;
+    m.hold_ms = 600_000;
+}
+
+/// A request sent, and the receiver of its result.
+type Sent = (Uuid, oneshot::Receiver<FinalResult>);
+
+/// Four requests of four shards of `shard_us` each, sent at once: twice the slots of two
+/// engines of two slots.
+async fn send_burst(c: &Cluster, shard_us: u64) -> Vec<Sent> {
+    let mut burst = Vec::new();
+    for _ in 0..4 {
         let sent = c
             .client()
-            .send("synthetic", synthetic(4, 500_000), Options::default())
+            .send("synthetic", synthetic(4, shard_us), Options::default())
             .await
             .expect("published");
-        pending.push(sent);
+        burst.push(sent);
     }
-    let ids: Vec<_> = pending.iter().map(|(id, _)| *id).collect();
+    burst
+}
+
+/// Wait until the manager holds a shard of `burst`.
+async fn wait_until_held(c: &Cluster, burst: &[Sent]) {
     eventually(
         "some shards held",
         patience(Duration::from_secs(30)),
-        || {
-            let (c, ids) = (&c, &ids);
-            async move {
-                for id in ids {
-                    let routes = c.client().routes(*id).await.ok()?;
-                    if routes.values().any(|r| r == HELD_ROUTE) {
-                        return Some(());
-                    }
+        || async move {
+            for (id, _) in burst {
+                let routes = c.client().routes(*id).await.ok()?;
+                if routes.values().any(|r| r == HELD_ROUTE) {
+                    return Some(());
                 }
-                None
             }
+            None
         },
     )
     .await;
-    c.stop_manager().await;
-    let mut shared = 0;
-    for (id, rx) in pending {
+}
+
+/// Wait for every request of `burst` to complete, and return their routes, none left held.
+async fn completed_routes(
+    c: &Cluster,
+    burst: Vec<Sent>,
+    within: Duration,
+) -> Vec<BTreeMap<u32, String>> {
+    let mut all = Vec::new();
+    for (id, rx) in burst {
         let r = c
             .client()
-            .wait(id, rx, patience(Duration::from_secs(60)))
+            .wait(id, rx, patience(within))
             .await
-            .expect("request completes without its manager");
+            .expect("request completes");
         assert_eq!(r.status, Status::Completed, "{r:?}");
         let routes = c.client().routes(id).await.expect("redis");
         assert!(routes.values().all(|r| r != HELD_ROUTE), "{routes:?}");
-        shared += routes.values().filter(|r| *r == SHARED_ROUTE).count();
+        all.push(routes);
     }
-    assert!(shared > 0, "no held shard went to the shared queue");
-    c.shutdown().await;
+    all
 }
 
 /// Until the manager sees both engines, everything goes to the shared queue: wait for a short
