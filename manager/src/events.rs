@@ -1,7 +1,10 @@
 //! Events from the workers, fed into the [`Ledger`] and the [`History`]:
 //! - `<engine> <request> <index> <micros>` from the resolver script when a partial result is
 //!   stored (the shard is finished; it took `micros` to process);
-//! - `merged <kind> <parts> <micros>` from the finalizer after a merge.
+//! - `merged <kind> <parts> <micros>` from the finalizer after a merge;
+//! - `ended <request>` when a running request starts failing (a failed shard, a lost quorum,
+//!   a passed deadline, a cancel): its unfinished shards will be skipped or not counted, so no
+//!   completion comes for them, and the ledger forgets them.
 
 use std::time::Duration;
 
@@ -55,11 +58,21 @@ pub enum Event {
         /// Time the merge took, µs.
         micros: u64,
     },
+    /// A request ended early; its unfinished shards will send no completion.
+    Ended(Uuid),
 }
 
 impl Event {
     /// Parse an event payload; `None` for anything malformed.
+    /// A completion is tried before the prefixed forms (its second word is a request id), so
+    /// an engine named `ended` or `merged` is still read right.
     pub fn parse(s: &str) -> Option<Self> {
+        if let Some(c) = Completion::parse(s) {
+            return Some(Event::Completed(c));
+        }
+        if let Some(rest) = s.strip_prefix("ended ") {
+            return rest.parse().ok().map(Event::Ended);
+        }
         if let Some(rest) = s.strip_prefix("merged ") {
             let mut it = rest.split(' ');
             let e = Event::Merged {
@@ -69,7 +82,7 @@ impl Event {
             };
             return it.next().is_none().then_some(e);
         }
-        Completion::parse(s).map(Event::Completed)
+        None
     }
 
     /// Apply the event to the ledger and the history.
@@ -91,7 +104,18 @@ impl Event {
                 parts,
                 micros,
             } => history.observe_merge(&kind, parts, micros as f64),
+            Event::Ended(request) => {
+                let n = ledger.forget(request);
+                if n > 0 {
+                    debug!(request.id = %request, shards = n, "request ended early; its shards leave the ledger");
+                }
+            }
         }
+    }
+
+    /// Whether the event may free an engine's slot in the ledger.
+    pub fn frees(&self) -> bool {
+        matches!(self, Event::Completed(_) | Event::Ended(_))
     }
 }
 
@@ -132,9 +156,9 @@ async fn listen_once(
         let payload: String = msg.get_payload()?;
         match Event::parse(&payload) {
             Some(e) => {
-                let completed = matches!(e, Event::Completed(_));
+                let frees = e.frees();
                 e.apply(ledger, history);
-                if completed {
+                if frees {
                     predictor.freed.notify_one();
                 }
             }
@@ -173,6 +197,34 @@ mod tests {
             })
         );
         assert!(Event::parse("merged sort 12").is_none());
+        assert_eq!(Event::parse(&format!("ended {id}")), Some(Event::Ended(id)));
+        assert!(Event::parse("ended nope").is_none());
+        assert!(Event::parse(&format!("ended {id} 1")).is_none());
+        // Engines may be named like an event word.
+        for engine in ["ended", "merged"] {
+            let e = Event::parse(&format!("{engine} {id} 3 100"));
+            assert!(
+                matches!(&e, Some(Event::Completed(c)) if c.engine == engine),
+                "{e:?}"
+            );
+        }
+    }
+
+    /// A request that ends early leaves the ledger at once, with every unfinished shard of
+    /// it, and no other request's shards.
+    #[test]
+    fn an_ended_request_leaves_the_ledger() {
+        let (ledger, history) = (Ledger::default(), History::default());
+        let (ended, other) = (Uuid::new_v4(), Uuid::new_v4());
+        for i in 0..3 {
+            ledger.sent(ended, i, crate::ledger::entry("w1", 1_000.0));
+        }
+        ledger.sent(other, 0, crate::ledger::entry("w1", 1_000.0));
+        let e = Event::Ended(ended);
+        assert!(e.frees());
+        e.apply(&ledger, &history);
+        assert_eq!(ledger.in_flight("w1"), 1);
+        assert!(ledger.finished(other, 0).is_some());
     }
 
     /// A completion teaches the history only for shards this manager sent, once.

@@ -114,6 +114,22 @@ impl Ledger {
             .unwrap_or_default()
     }
 
+    /// Forget every entry of `request` (it ended early: no completion will come for its
+    /// unfinished shards); returns how many there were.
+    pub fn forget(&self, request: Uuid) -> usize {
+        let mut g = self.lock();
+        let Inner { sent, per_engine } = &mut *g;
+        let before = sent.len();
+        sent.retain(|(r, _), s| {
+            let keep = *r != request;
+            if !keep {
+                release(per_engine, s);
+            }
+            keep
+        });
+        before - sent.len()
+    }
+
     /// Forget entries older than `age`.
     pub fn expire(&self, age: Duration) {
         let mut g = self.lock();

@@ -5,7 +5,8 @@
 -- KEYS[1] meta hash, KEYS[2] finalizer lease
 -- ARGV[1] lease holder ('' = do not claim), ARGV[2] lease ms, ARGV[3] error code,
 -- ARGV[4] error message, ARGV[5] shard index ('' = none), ARGV[6] outcome,
--- ARGV[7] tombstone ttl ms ('' = none)
+-- ARGV[7] tombstone ttl ms ('' = none), ARGV[8] events channel, ARGV[9] request id
+-- Publishes 'ended <request>' on the events channel when a running request starts failing.
 -- Returns 1 when the caller holds the lease and must publish, 2 when marked for the sweeper,
 -- 0 when the request is not running (finished, or already ending for another reason), 3 when
 -- the request is not known yet and a tombstone now waits for it (a cancel that overtook it).
@@ -22,6 +23,9 @@ if state == 'running' then
   redis.call('HSET', KEYS[1], 'state', 'failing', 'outcome', ARGV[6],
     'error_code', ARGV[3], 'error', ARGV[4])
   if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'failed_shard', ARGV[5]) end
+  -- Its unfinished shards will be skipped or not counted, so no completion event comes for
+  -- them: tell the managers to forget them.
+  redis.call('PUBLISH', ARGV[8], 'ended ' .. ARGV[9])
 elseif state ~= 'failing' then
   return 0
 end

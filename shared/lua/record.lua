@@ -48,6 +48,7 @@ if added == 1 and failed and policy == 'quorum' then
       redis.call('HSET', KEYS[1], 'state', 'failing', 'outcome', 'failed', 'finalizer', ARGV[5],
         'error_code', 'quorum_unreachable',
         'error', failures .. ' of ' .. total .. ' shards failed; the quorum needs ' .. need)
+      redis.call('PUBLISH', ARGV[8], 'ended ' .. ARGV[9])
       return {4, done, total}
     end
     return {0, done, total}

@@ -125,7 +125,8 @@ impl Names {
     pub fn lock_key(&self, name: &str) -> String {
         format!("{}:lock:{name}", self.ns)
     }
-    /// Pub/sub channel of shard completions (`<engine> <request> <index> <micros>`).
+    /// Pub/sub channel of shard completions (`<engine> <request> <index> <micros>`), merges
+    /// (`merged <kind> <parts> <micros>`) and requests that end early (`ended <request>`).
     pub fn events_channel(&self) -> String {
         format!("{}:events", self.ns)
     }

@@ -481,6 +481,8 @@ impl Store {
                     .map(|t| t.as_millis().to_string())
                     .unwrap_or_default(),
             )
+            .arg(n.events_channel())
+            .arg(id.to_string())
             .invoke_async(&mut *c)
             .await?;
         Ok(match code {

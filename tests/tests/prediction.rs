@@ -245,6 +245,46 @@ async fn a_killed_manager_loses_no_held_shard() {
     c.shutdown().await;
 }
 
+/// A cancelled request's shards leave the ledger at once (the `ended` event): a request held
+/// behind them goes to the engines, although the cancelled shards still running there will
+/// never send a completion. (Without the event its shards looked unfinished for ten minutes,
+/// and held shards waited for the hold limit.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_request_frees_the_engines_for_held_shards() {
+    let c = Cluster::builder()
+        .workers(2)
+        .manager(hold_all)
+        .start()
+        .await;
+    wait_for_engines(&c).await;
+    let (blocker, _rx) = c
+        .client()
+        .send("synthetic", synthetic(4, 3_000_000), Options::default())
+        .await
+        .expect("published");
+    eventually(
+        "the long request on every slot",
+        patience(Duration::from_secs(30)),
+        || async {
+            let routes = c.client().routes(blocker).await.ok()?;
+            (on_engines(&routes) == 4).then_some(())
+        },
+    )
+    .await;
+    let waiting = vec![
+        c.client()
+            .send("synthetic", synthetic(4, 10_000), Options::default())
+            .await
+            .expect("published"),
+    ];
+    wait_until_held(&c, &waiting).await;
+    c.client().cancel(blocker).await.expect("cancelled");
+    for routes in completed_routes(&c, waiting, Duration::from_secs(30)).await {
+        assert_eq!(on_engines(&routes), 4, "{routes:?}");
+    }
+    c.shutdown().await;
+}
+
 /// Requests of four shards, a cap of one shard per slot, and a hold that never times out.
 fn hold_all(m: &mut shardline_manager::Config) {
     m.shard_count = ShardCount::Fixed(4);
