@@ -12,13 +12,22 @@
 //! slow engine gets its share; at the end it is short and the last shards wait for the fast
 //! engines.
 //!
+//! # When the shared queue is better
+//!
+//! Waiting pays only to avoid a slow engine. A request whose shards take about as long on every
+//! engine ([`SAME_SPEED`]) holds nothing: what finds every engine at its cap goes to the shared
+//! queue at once, where the first slot to free takes it (an engine's own queue is FIFO, so a
+//! short shard waiting in the manager for a long backlog to drain would wait far longer). And
+//! no request waits longer than [`HOLD_SHARD_TIMES`] its shard time on the slowest engine, nor
+//! than the hold limit (`--hold-ms`), before the rest goes to the shared queue: a held request
+//! also keeps one of the manager's request prefetch slots.
+//!
 //! # Nothing lost
 //!
 //! A request's delivery stays unacked until its held shards are published, so a manager that
-//! dies leaves it to be redelivered ([`crate::dispatch`]). A shard held longer than the hold
-//! limit goes to the shared queue (lost completion events could otherwise keep an engine
-//! looking full), and so does every held shard when the manager stops ([`Hold::flush`]). While
-//! held, a shard's route in the request record is `(held)`.
+//! dies leaves it to be redelivered ([`crate::dispatch`]). Every held shard of a manager that
+//! stops goes to the shared queue ([`Hold::flush`]). While held, a shard's route in the request
+//! record is `(held)`.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -32,6 +41,13 @@ use crate::engines::Engine;
 use crate::ledger::Ledger;
 use crate::predictor::Predictor;
 use crate::route::{Ahead, HoldRule, fastest_us, min_rotating};
+
+/// Engines whose shard times for a request are within this factor of each other are as good
+/// as one another for it: waiting for a particular one gains nothing over the shared queue.
+pub const SAME_SPEED: f64 = 1.5;
+/// A request's shards wait at most this many times the slowest engine's shard time (and at
+/// most the hold limit) before they go to the shared queue.
+pub const HOLD_SHARD_TIMES: f64 = 4.0;
 
 /// A held shard let go: to an engine (already entered in the ledger), or to the shared queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +67,25 @@ struct Waiting {
     indices: VecDeque<u32>,
     since: Instant,
     tx: mpsc::UnboundedSender<Release>,
+}
+
+impl Waiting {
+    /// Send one release; `false` if the dispatch gave up (it will publish nothing more).
+    fn send(&self, index: u32, engine: Option<String>) -> bool {
+        self.tx.send(Release { index, engine }).is_ok()
+    }
+
+    /// Send every held shard to the shared queue; returns how many.
+    fn spill_all(&mut self) -> usize {
+        let n = self.indices.len();
+        for index in self.indices.drain(..) {
+            let _ = self.tx.send(Release {
+                index,
+                engine: None,
+            });
+        }
+        n
+    }
 }
 
 /// Held shards of every request this manager is dispatching, oldest request first.
@@ -114,23 +149,25 @@ impl Hold {
 
     /// Let go of what may go now (see the module docs); returns how many shards went.
     pub fn scan(&mut self, rule: HoldRule, predictor: &Predictor, engines: &[Engine]) -> usize {
-        let now = Instant::now();
-        let limit = self.limit;
+        self.scan_at(Instant::now(), rule, predictor, engines)
+    }
+
+    /// [`Hold::scan`] as if it were `now`.
+    fn scan_at(
+        &mut self,
+        now: Instant,
+        rule: HoldRule,
+        predictor: &Predictor,
+        engines: &[Engine],
+    ) -> usize {
         let mut released = 0;
         self.queue.retain_mut(|w| {
             if w.tx.is_closed() {
                 return false;
             }
-            let overdue = now.duration_since(w.since) >= limit;
-            if overdue || engines.is_empty() {
-                debug!(request.id = %w.request, shards = w.indices.len(), overdue, "held shards go to the shared queue");
-                released += w.indices.len();
-                for index in w.indices.drain(..) {
-                    let _ = w.tx.send(Release {
-                        index,
-                        engine: None,
-                    });
-                }
+            if engines.is_empty() {
+                debug!(request.id = %w.request, shards = w.indices.len(), "no live engines; held shards go to the shared queue");
+                released += w.spill_all();
                 return false;
             }
             true
@@ -139,42 +176,54 @@ impl Hold {
         for w in &mut self.queue {
             let mut c = predictor.candidates(&w.kind, w.size, engines);
             let fastest = fastest_us(&c);
+            let slowest = c.iter().map(|e| e.shard_us).fold(0.0, f64::max);
+            // Waiting pays only to avoid a slow engine, and never for longer than the slowest
+            // engine would take to run the shard.
+            let limit = self
+                .limit
+                .min(Duration::from_secs_f64(HOLD_SHARD_TIMES * slowest / 1e6));
+            let spill = slowest <= SAME_SPEED * fastest || now.duration_since(w.since) >= limit;
             let mut kept = VecDeque::with_capacity(w.indices.len());
-            // Releases only close engines: once none is open, nothing more can go this time.
+            // Releases only close engines: once none is open, nothing more can go this time
+            // (unless the rest spills to the shared queue).
             let mut open = c.iter().any(|e| rule.open(e, fastest));
-            while open && let Some(index) = w.indices.pop_front() {
+            while (open || spill)
+                && let Some(index) = w.indices.pop_front()
+            {
                 self.start = self.start.wrapping_add(1);
-                let Some(i) =
-                    min_rotating(c.len(), self.start, |i| rule.finish_us(&c[i], ahead[i]))
-                else {
-                    kept.push_back(index);
+                let best = min_rotating(c.len(), self.start, |i| rule.finish_us(&c[i], ahead[i]));
+                let Some(i) = best.filter(|&i| rule.open(&c[i], fastest)) else {
+                    if spill {
+                        trace!(request.id = %w.request, shard.index = index, "held shard goes to the shared queue");
+                        released += 1;
+                        if !w.send(index, None) {
+                            break;
+                        }
+                    } else {
+                        let i = best.unwrap_or_default();
+                        ahead[i].shards += 1;
+                        ahead[i].work_us += c[i].shard_us;
+                        kept.push_back(index);
+                    }
                     continue;
                 };
-                if !rule.open(&c[i], fastest) {
-                    ahead[i].shards += 1;
-                    ahead[i].work_us += c[i].shard_us;
-                    kept.push_back(index);
-                    continue;
-                }
                 predictor.enter(w.request, index, &mut c[i], &w.kind, w.size);
                 trace!(request.id = %w.request, shard.index = index, engine = %c[i].id, "held shard goes");
-                let release = Release {
-                    index,
-                    engine: Some(c[i].id.clone()),
-                };
-                if w.tx.send(release).is_err() {
+                if !w.send(index, Some(c[i].id.clone())) {
                     // The dispatch gave up: nothing of it will be published.
                     predictor.ledger.finished(w.request, index);
-                    kept.clear();
-                    w.indices.clear();
                     break;
                 }
                 released += 1;
                 open = c.iter().any(|e| rule.open(e, fastest));
             }
+            if w.tx.is_closed() {
+                kept.clear();
+                w.indices.clear();
+            }
             kept.append(&mut w.indices);
             w.indices = kept;
-            if !open {
+            if !open && !spill {
                 break;
             }
         }
@@ -186,17 +235,7 @@ impl Hold {
     /// scan (the manager is stopping).
     pub fn flush(&mut self) -> usize {
         self.limit = Duration::ZERO;
-        let mut n = 0;
-        for w in self.queue.drain(..) {
-            for index in w.indices {
-                n += 1;
-                let _ = w.tx.send(Release {
-                    index,
-                    engine: None,
-                });
-            }
-        }
-        n
+        self.queue.drain(..).map(|mut w| w.spill_all()).sum()
     }
 }
 
@@ -344,17 +383,64 @@ mod tests {
         );
     }
 
+    /// Fill every slot of `engines` with a shard of `shard_us`.
+    fn fill(p: &Predictor, engines: &[&str], shard_us: f64) {
+        for e in engines {
+            let request = Uuid::new_v4();
+            for k in 0..4 {
+                p.ledger.sent(request, k, crate::ledger::entry(e, shard_us));
+            }
+        }
+    }
+
     /// A shard held past the limit goes to the shared queue.
     #[test]
     fn overdue_shards_go_to_the_shared_queue() {
         let p = predictor();
+        fill(&p, &["fast-a", "fast-b"], SHARD_US);
+        fill(&p, &["slow"], 4.0 * SHARD_US);
         let mut hold = Hold::new(Duration::ZERO);
         let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..3);
         assert_eq!(hold.scan(rule(), &p, &engines()), 3);
         let r = h.ready();
-        assert_eq!(count(&r, None), 3);
+        assert_eq!(count(&r, None), 3, "{r:?}");
         assert!(hold.is_empty());
-        assert_eq!(p.ledger.in_flight("fast-a"), 0);
+        assert_eq!(p.ledger.in_flight("fast-a"), 4);
+    }
+
+    /// On engines of one speed nothing is worth waiting for: shards that find every engine at
+    /// its cap go to the shared queue at once, where the first free slot takes them.
+    #[test]
+    fn engines_of_one_speed_hold_nothing() {
+        let p = Predictor::new(Duration::from_millis(250), 64, SHARD_US);
+        for e in ["fast-a", "fast-b", "slow"] {
+            for _ in 0..50 {
+                p.history.observe("k", 1.0, e, SHARD_US);
+            }
+        }
+        fill(&p, &["fast-a", "fast-b", "slow"], SHARD_US);
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..5);
+        assert_eq!(hold.scan(rule(), &p, &engines()), 5);
+        assert_eq!(count(&h.ready(), None), 5);
+        assert!(hold.is_empty());
+    }
+
+    /// A request's shards wait no longer than a few times the slowest engine's shard time,
+    /// however long the hold limit: a short shard does not sit behind a long backlog.
+    #[test]
+    fn short_shards_wait_a_few_of_their_own_times() {
+        let p = predictor();
+        fill(&p, &["fast-a", "fast-b"], 100.0 * SHARD_US);
+        fill(&p, &["slow"], 400.0 * SHARD_US);
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..2);
+        assert_eq!(hold.scan(rule(), &p, &engines()), 0, "held at first");
+        // The slow engine's shard time is about 4 × SHARD_US: well past its limit, well
+        // before the hold's.
+        let later = Instant::now() + Duration::from_secs(1);
+        assert_eq!(hold.scan_at(later, rule(), &p, &engines()), 2);
+        assert_eq!(count(&h.ready(), None), 2);
     }
 
     /// A dispatch that gives up leaves nothing in the ledger, whether its shards went before
