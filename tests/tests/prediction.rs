@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use shardline::amqp;
 use shardline::message::{FinalResult, Options, Status};
 use shardline_manager::depth::{Depths, Sampler};
@@ -122,16 +123,7 @@ fn on_engines(routes: &BTreeMap<u32, String>) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_requests_shares_the_in_flight_cap() {
     const REQUESTS: usize = 12;
-    let c = Cluster::builder()
-        .workers(2)
-        .manager(|m| {
-            m.shard_count = ShardCount::Fixed(4);
-            m.in_flight_cap = 1.0;
-            m.hold_ms = 600_000;
-        })
-        .start()
-        .await;
-    wait_for_engines(&c).await;
+    let c = two_speeds(hold_all, 5_000_000.0).await;
     // Shards of 5 s: none finishes (and lets a held one go) while the burst is dispatched.
     let mut ids = Vec::new();
     for _ in 0..REQUESTS {
@@ -181,13 +173,8 @@ async fn a_burst_of_requests_shares_the_in_flight_cap() {
 /// (none went to the shared queue after the hold limit).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_shards_go_to_engines_as_slots_free() {
-    let c = Cluster::builder()
-        .workers(2)
-        .manager(hold_all)
-        .start()
-        .await;
-    wait_for_engines(&c).await;
-    let burst = send_burst(&c, 100_000).await;
+    let c = two_speeds(hold_all, 300_000.0).await;
+    let burst = send_burst(&c, 300_000).await;
     for routes in completed_routes(&c, burst, Duration::from_secs(30)).await {
         assert_eq!(on_engines(&routes), 4, "{routes:?}");
     }
@@ -198,12 +185,7 @@ async fn held_shards_go_to_engines_as_slots_free() {
 /// the burst still completes, served by the workers through the shared queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_manager_lets_held_shards_go_to_the_shared_queue() {
-    let mut c = Cluster::builder()
-        .workers(2)
-        .manager(hold_all)
-        .start()
-        .await;
-    wait_for_engines(&c).await;
+    let mut c = two_speeds(hold_all, 500_000.0).await;
     let burst = send_burst(&c, 500_000).await;
     wait_until_held(&c, &burst).await;
     c.stop_manager().await;
@@ -221,11 +203,7 @@ async fn a_stopping_manager_lets_held_shards_go_to_the_shared_queue() {
 /// shards without a stored result again, and every request completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_manager_loses_no_held_shard() {
-    let mut c = Cluster::builder()
-        .workers(2)
-        .without_manager()
-        .start()
-        .await;
+    let mut c = two_speeds_without_manager(300_000.0).await;
     let mut doomed = spawn_manager(
         MANAGER,
         &c,
@@ -245,44 +223,79 @@ async fn a_killed_manager_loses_no_held_shard() {
     c.shutdown().await;
 }
 
-/// A cancelled request's shards leave the ledger at once (the `ended` event): a request held
-/// behind them goes to the engines, although the cancelled shards still running there will
-/// never send a completion. (Without the event its shards looked unfinished for ten minutes,
-/// and held shards waited for the hold limit.)
+/// A request that ends early tells the managers so on the events channel (`ended <id>`): no
+/// completion will come for its unfinished shards, and the ledger forgets them
+/// (`events::tests::an_ended_request_leaves_the_ledger`). Without it they looked unfinished for
+/// ten minutes, and held shards waited for engines that were free.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancelled_request_frees_the_engines_for_held_shards() {
-    let c = Cluster::builder()
-        .workers(2)
-        .manager(hold_all)
-        .start()
-        .await;
-    wait_for_engines(&c).await;
-    let (blocker, _rx) = c
+async fn a_cancelled_request_is_announced_to_the_managers() {
+    let c = Cluster::builder().workers(0).start().await;
+    let client = shardline::store::Store::raw_client(&c.connect.redis_url)
+        .await
+        .expect("redis");
+    let mut events = client.get_async_pubsub().await.expect("pubsub");
+    events
+        .subscribe(c.names.events_channel())
+        .await
+        .expect("subscribe");
+    // No worker: the request stays running until it is cancelled.
+    let (id, _rx) = c
         .client()
-        .send("synthetic", synthetic(4, 3_000_000), Options::default())
+        .send("synthetic", synthetic(4, 1_000), Options::default())
         .await
         .expect("published");
     eventually(
-        "the long request on every slot",
+        "the request recorded",
         patience(Duration::from_secs(30)),
-        || async {
-            let routes = c.client().routes(blocker).await.ok()?;
-            (on_engines(&routes) == 4).then_some(())
-        },
+        || async { c.store.meta(id).await.ok()? },
     )
     .await;
-    let waiting = vec![
-        c.client()
-            .send("synthetic", synthetic(4, 10_000), Options::default())
-            .await
-            .expect("published"),
-    ];
-    wait_until_held(&c, &waiting).await;
-    c.client().cancel(blocker).await.expect("cancelled");
-    for routes in completed_routes(&c, waiting, Duration::from_secs(30)).await {
-        assert_eq!(on_engines(&routes), 4, "{routes:?}");
-    }
+    c.client().cancel(id).await.expect("cancelled");
+    let want = format!("ended {id}");
+    let mut messages = events.on_message();
+    let seen = tokio::time::timeout(patience(Duration::from_secs(10)), async {
+        while let Some(m) = messages.next().await {
+            if m.get_payload::<String>().ok().as_deref() == Some(want.as_str()) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "no `{want}` event");
+    drop(messages);
     c.shutdown().await;
+}
+
+/// Two in-process engines, `w0` at full speed and `w1` at a quarter (the hold waits only where
+/// engines differ), with their speeds and the cost of a one-unit shard (`shard_us` on `w0`)
+/// already in the saved history, and a manager tweaked by `tweak` that sees both.
+async fn two_speeds(tweak: fn(&mut shardline_manager::Config), shard_us: f64) -> Cluster {
+    let mut c = two_speeds_without_manager(shard_us).await;
+    c.start_manager(tweak);
+    wait_for_engines(&c).await;
+    c
+}
+
+/// [`two_speeds`] before any manager starts.
+async fn two_speeds_without_manager(shard_us: f64) -> Cluster {
+    let c = Cluster::builder()
+        .workers(2)
+        .worker(|w| {
+            if w.id.as_deref() == Some("w1") {
+                w.synthetic_speed = 0.25;
+            }
+        })
+        .without_manager()
+        .start()
+        .await;
+    let history = History::default();
+    for _ in 0..50 {
+        history.observe("synthetic", 1.0, "w0", shard_us);
+        history.observe("synthetic", 1.0, "w1", 4.0 * shard_us);
+    }
+    history.save(&c.store).await.expect("redis");
+    c
 }
 
 /// Requests of four shards, a cap of one shard per slot, and a hold that never times out.
