@@ -16,11 +16,11 @@
 //!
 //! Waiting pays only to avoid a slow engine. A request whose shards take about as long on every
 //! engine ([`SAME_SPEED`]) holds nothing: what finds every engine at its cap goes to the shared
-//! queue at once, where the first slot to free takes it (an engine's own queue is FIFO, so a
-//! short shard waiting in the manager for a long backlog to drain would wait far longer). And
-//! no request waits longer than [`HOLD_SHARD_TIMES`] its shard time on the slowest engine, nor
-//! than the hold limit (`--hold-ms`), before the rest goes to the shared queue: a held request
-//! also keeps one of the manager's request prefetch slots.
+//! queue at once, where the first slot to free takes it. A held shard goes once its engine has
+//! a free slot or fewer than `cap × slots` unfinished shards ([`HoldRule::open`]): no time
+//! term in the shard's own time, which would keep a short shard waiting for a long backlog to
+//! drain. No request waits longer than the hold limit (`--hold-ms`) before the rest goes to
+//! the shared queue: a held request also keeps one of the manager's request prefetch slots.
 //!
 //! # Nothing lost
 //!
@@ -45,9 +45,6 @@ use crate::route::{Ahead, HoldRule, fastest_us, min_rotating};
 /// Engines whose shard times for a request are within this factor of each other are as good
 /// as one another for it: waiting for a particular one gains nothing over the shared queue.
 pub const SAME_SPEED: f64 = 1.5;
-/// A request's shards wait at most this many times the slowest engine's shard time (and at
-/// most the hold limit) before they go to the shared queue.
-pub const HOLD_SHARD_TIMES: f64 = 4.0;
 
 /// A held shard let go: to an engine (already entered in the ledger), or to the shared queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,22 +174,19 @@ impl Hold {
             let mut c = predictor.candidates(&w.kind, w.size, engines);
             let fastest = fastest_us(&c);
             let slowest = c.iter().map(|e| e.shard_us).fold(0.0, f64::max);
-            // Waiting pays only to avoid a slow engine, and never for longer than the slowest
-            // engine would take to run the shard.
-            let limit = self
-                .limit
-                .min(Duration::from_secs_f64(HOLD_SHARD_TIMES * slowest / 1e6));
-            let spill = slowest <= SAME_SPEED * fastest || now.duration_since(w.since) >= limit;
+            // Waiting pays only to avoid a slow engine.
+            let spill =
+                slowest <= SAME_SPEED * fastest || now.duration_since(w.since) >= self.limit;
             let mut kept = VecDeque::with_capacity(w.indices.len());
             // Releases only close engines: once none is open, nothing more can go this time
             // (unless the rest spills to the shared queue).
-            let mut open = c.iter().any(|e| rule.open(e, fastest));
+            let mut open = c.iter().any(|e| rule.open(e));
             while (open || spill)
                 && let Some(index) = w.indices.pop_front()
             {
                 self.start = self.start.wrapping_add(1);
                 let best = min_rotating(c.len(), self.start, |i| rule.finish_us(&c[i], ahead[i]));
-                let Some(i) = best.filter(|&i| rule.open(&c[i], fastest)) else {
+                let Some(i) = best.filter(|&i| rule.open(&c[i])) else {
                     if spill {
                         trace!(request.id = %w.request, shard.index = index, "held shard goes to the shared queue");
                         released += 1;
@@ -215,7 +209,7 @@ impl Hold {
                     break;
                 }
                 released += 1;
-                open = c.iter().any(|e| rule.open(e, fastest));
+                open = c.iter().any(|e| rule.open(e));
             }
             if w.tx.is_closed() {
                 kept.clear();
@@ -426,21 +420,21 @@ mod tests {
         assert!(hold.is_empty());
     }
 
-    /// A request's shards wait no longer than a few times the slowest engine's shard time,
-    /// however long the hold limit: a short shard does not sit behind a long backlog.
+    /// A short shard is not kept waiting by long work queued on an engine with room under its
+    /// cap: it goes at once, as it would from the shared queue to the first free slot.
     #[test]
-    fn short_shards_wait_a_few_of_their_own_times() {
+    fn short_shards_are_not_kept_out_by_long_backlogs() {
         let p = predictor();
         fill(&p, &["fast-a", "fast-b"], 100.0 * SHARD_US);
         fill(&p, &["slow"], 400.0 * SHARD_US);
         let mut hold = Hold::new(Duration::from_secs(60));
         let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..2);
-        assert_eq!(hold.scan(rule(), &p, &engines()), 0, "held at first");
-        // The slow engine's shard time is about 4 × SHARD_US: well past its limit, well
-        // before the hold's.
-        let later = Instant::now() + Duration::from_secs(1);
-        assert_eq!(hold.scan_at(later, rule(), &p, &engines()), 2);
-        assert_eq!(count(&h.ready(), None), 2);
+        let rule = HoldRule {
+            cap: 2.0,
+            forecast: false,
+        };
+        assert_eq!(hold.scan(rule, &p, &engines()), 2);
+        assert_eq!(count(&h.ready(), None), 0);
     }
 
     /// A dispatch that gives up leaves nothing in the ledger, whether its shards went before

@@ -129,11 +129,16 @@ pub struct HoldRule {
 }
 
 impl HoldRule {
-    /// Whether `e` may take another shard now: a free slot, or fewer than `cap × slots`
-    /// unfinished shards and a backlog of less than `cap` shard times of the fastest engine
-    /// (`fastest_us`) per slot.
-    pub fn open(&self, e: &Candidate, fastest_us: f64) -> bool {
-        within_cap(e, self.cap, fastest_us, self.forecast)
+    /// Whether `e` may take a held shard now: a free slot, or fewer than `cap × slots`
+    /// unfinished shards. There is no time term here (as in [`LeastExpectedDelay::predictive`]):
+    /// it is measured in this shard's own time, so a short shard would wait in the manager
+    /// for a long backlog to drain almost to nothing, while the shared queue it would go to
+    /// without the hold lets the first free slot take it. Which engine a held shard goes to
+    /// is the plan's choice ([`HoldRule::finish_us`]), so a slow engine that is open takes one
+    /// only when it would finish it first.
+    pub fn open(&self, e: &Candidate) -> bool {
+        e.expected_wait_us(self.forecast) == 0.0
+            || (e.in_flight as f64) < self.cap * f64::from(e.slots)
     }
 
     /// When a shard sent to `e` now, behind `ahead`, is expected to finish, µs from now.
