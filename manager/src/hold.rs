@@ -162,6 +162,13 @@ impl Hold {
             if w.tx.is_closed() {
                 return false;
             }
+            if predictor.ledger.has_ended(w.request) {
+                // Cancelled or failed meanwhile: workers skip its shards, and the ledger does
+                // not take them; the shared queue is cheapest.
+                debug!(request.id = %w.request, shards = w.indices.len(), "request ended; held shards go to the shared queue");
+                released += w.spill_all();
+                return false;
+            }
             if engines.is_empty() {
                 debug!(request.id = %w.request, shards = w.indices.len(), "no live engines; held shards go to the shared queue");
                 released += w.spill_all();
@@ -455,6 +462,25 @@ mod tests {
             .sum();
         assert_eq!(total, 0);
         assert!(hold.is_empty());
+    }
+
+    /// A request that ended while its shards were held lets them go to the shared queue, and
+    /// the ledger takes no shard of it: none would ever be reported finished.
+    #[test]
+    fn an_ended_request_spills_and_stays_out_of_the_ledger() {
+        let p = predictor();
+        fill(&p, &["fast-a", "fast-b"], SHARD_US);
+        fill(&p, &["slow"], 4.0 * SHARD_US);
+        let id = Uuid::new_v4();
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let mut h = hold.push(&p.ledger, id, "k", 1.0, 0..3);
+        assert_eq!(hold.scan(rule(), &p, &engines()), 0);
+        p.ledger.forget(id);
+        assert_eq!(hold.scan(rule(), &p, &engines()), 3);
+        assert_eq!(count(&h.ready(), None), 3);
+        p.ledger
+            .sent(id, 0, crate::ledger::entry("fast-a", SHARD_US));
+        assert_eq!(p.ledger.in_flight("fast-a"), 4);
     }
 
     /// Stopping sends every held shard to the shared queue.

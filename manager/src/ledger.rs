@@ -59,6 +59,8 @@ pub struct Load {
 struct Inner {
     sent: HashMap<(Uuid, u32), Sent>,
     per_engine: HashMap<String, Load>,
+    /// Requests that ended early, and when: shards of theirs sent later are not entered.
+    ended: HashMap<Uuid, Instant>,
 }
 
 /// Unfinished shards per engine. Shared by the dispatcher and the event listener.
@@ -71,6 +73,10 @@ impl Ledger {
     /// Record that a shard was sent to `entry.engine`.
     pub fn sent(&self, request: Uuid, index: u32, entry: Sent) {
         let mut g = self.lock();
+        if g.ended.contains_key(&request) {
+            // Its shards are skipped or not counted: no completion will take this out again.
+            return;
+        }
         let load = g.per_engine.entry(entry.engine.clone()).or_default();
         load.in_flight += 1;
         load.work_us += entry.expected_us;
@@ -118,7 +124,10 @@ impl Ledger {
     /// unfinished shards); returns how many there were.
     pub fn forget(&self, request: Uuid) -> usize {
         let mut g = self.lock();
-        let Inner { sent, per_engine } = &mut *g;
+        g.ended.insert(request, Instant::now());
+        let Inner {
+            sent, per_engine, ..
+        } = &mut *g;
         let before = sent.len();
         sent.retain(|(r, _), s| {
             let keep = *r != request;
@@ -130,10 +139,18 @@ impl Ledger {
         before - sent.len()
     }
 
+    /// Whether `request` ended early (see [`Ledger::forget`]).
+    pub fn has_ended(&self, request: Uuid) -> bool {
+        self.lock().ended.contains_key(&request)
+    }
+
     /// Forget entries older than `age`.
     pub fn expire(&self, age: Duration) {
         let mut g = self.lock();
-        let Inner { sent, per_engine } = &mut *g;
+        g.ended.retain(|_, at| at.elapsed() < age);
+        let Inner {
+            sent, per_engine, ..
+        } = &mut *g;
         sent.retain(|_, s| {
             let keep = s.at.elapsed() < age;
             if !keep {
