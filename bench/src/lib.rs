@@ -13,7 +13,9 @@
 //! - [`sharding::sharding`] — fixed shard counts (1/4/16/64 by default) against adaptive, on
 //!   small, medium and large requests, each mode over every size, and a mixed trace of all
 //!   three where one fixed count has to serve every size;
-//! - [`suite::decisions`] — the cost of one routing decision.
+//! - [`suite::decisions`] — the cost of one routing decision;
+//! - [`throughput`] — the per-shard cost of real manager and worker processes against the
+//!   broker's and Redis's own ceilings, CPU per shard by process.
 //!
 //! [`soak`] is not a benchmark: 30 minutes of mixed load on real manager and worker processes
 //! with random kills and restarts, then a check that every request got exactly one result.
@@ -25,4 +27,5 @@ pub mod report;
 pub mod sharding;
 pub mod soak;
 pub mod suite;
+pub mod throughput;
 pub mod workload;

@@ -16,6 +16,7 @@ use shardline::config::ConnectArgs;
 use shardline_bench::report;
 use shardline_bench::sharding::{self, Sharding, Size};
 use shardline_bench::suite::{self, Routing};
+use shardline_bench::throughput::{self, Throughput, deploy::Build};
 use shardline_bench::workload::Workload;
 use shardline_manager::RouterKind;
 use shardline_manager::plan::ShardCount;
@@ -36,7 +37,10 @@ enum Suite {
     Sharding,
     /// The cost of one routing decision.
     Decisions,
-    /// All three.
+    /// Per-shard cost: real manager and worker processes against the broker's and Redis's
+    /// own ceilings (about 4 minutes).
+    Throughput,
+    /// All four.
     All,
 }
 
@@ -87,6 +91,28 @@ struct Args {
     /// The predictive policies' hold limit in ms (the manager's `--hold-ms`; 0: no hold).
     #[arg(long, default_value_t = shardline_manager::Config::DEFAULT_HOLD_MS)]
     hold_ms: u64,
+    /// Throughput suite: directory of the `shardline-manager` and `shardline-worker` builds
+    /// to measure (default: next to this executable).
+    #[arg(long)]
+    bins: Option<PathBuf>,
+    /// Throughput suite: a second build to measure side by side, labelled `baseline`.
+    #[arg(long)]
+    baseline_bins: Option<PathBuf>,
+    /// Throughput suite: shards per request.
+    #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 16, 64, 256])]
+    fan_outs: Vec<u32>,
+    /// Throughput suite: shards one burst makes.
+    #[arg(long, default_value_t = 3000)]
+    burst_shards: usize,
+    /// Throughput suite: requests of the sequential (latency) measurement per cell.
+    #[arg(long, default_value_t = 30)]
+    sequential: usize,
+    /// Throughput suite: words in one shard.
+    #[arg(long, default_value_t = 500)]
+    words_per_shard: usize,
+    /// Throughput suite: worker processes.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
     /// Directory for the tables and the plot.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
@@ -102,12 +128,13 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let a = Args::parse();
     let full = a.mode == Mode::Full;
-    let (routing, sharding, decisions) = match a.suite {
-        Some(Suite::Routing) => (true, false, false),
-        Some(Suite::Sharding) => (false, true, false),
-        Some(Suite::Decisions) => (false, false, true),
-        Some(Suite::All) => (true, true, true),
-        None => (true, full, true),
+    let (routing, sharding, decisions, throughput) = match a.suite {
+        Some(Suite::Routing) => (true, false, false, false),
+        Some(Suite::Sharding) => (false, true, false, false),
+        Some(Suite::Decisions) => (false, false, true, false),
+        Some(Suite::Throughput) => (false, false, false, true),
+        Some(Suite::All) => (true, true, true, true),
+        None => (true, full, true, false),
     };
     let secs = |v: Option<f64>, quick: f64, full_v: f64| {
         Duration::from_secs_f64(v.unwrap_or(if full { full_v } else { quick }).max(0.5))
@@ -234,8 +261,51 @@ async fn main() -> anyhow::Result<()> {
         let all: Vec<_> = rows.by_size.into_iter().chain(rows.mixed).collect();
         std::fs::write(a.out.join("sharding.csv"), report::csv(&all))?;
     }
+    if throughput {
+        let text = throughput_suite(&a).await?;
+        println!("{text}");
+        summary.push_str(&text);
+    }
     let path = a.out.join("report.md");
     std::fs::write(&path, summary)?;
     eprintln!("report: {}", path.display());
     Ok(())
+}
+
+async fn throughput_suite(a: &Args) -> anyhow::Result<String> {
+    let here = std::env::current_exe()
+        .context("finding this executable")?
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let mut builds = vec![Build::locate(
+        "current",
+        a.bins.as_deref().unwrap_or(&here),
+    )?];
+    if let Some(dir) = &a.baseline_bins {
+        builds.push(Build::locate("baseline", dir)?);
+    }
+    let t = Throughput {
+        connect: a.connect.clone(),
+        builds,
+        fan_outs: a.fan_outs.clone(),
+        reps: a.reps.unwrap_or(3).max(1),
+        burst_shards: a.burst_shards.max(1),
+        sequential: a.sequential.max(1),
+        words_per_shard: a.words_per_shard.max(1),
+        workers: a.workers.max(1),
+        adaptive: true,
+        log_dir: a.out.join("throughput-logs"),
+        seed: a.seed,
+    };
+    let measured = throughput::run(&t).await?;
+    Ok(format!(
+        "\n## Throughput ({} words per shard, {} workers at default concurrency, bursts of ~{} shards, {} sequential requests, {} rep(s))\n\n{}",
+        t.words_per_shard,
+        t.workers,
+        t.burst_shards,
+        t.sequential,
+        t.reps,
+        throughput::table::markdown(&measured)
+    ))
 }

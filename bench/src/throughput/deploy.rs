@@ -1,0 +1,153 @@
+//! One deployment under test: a manager and workers started as real processes from a
+//! directory of binaries, on a namespace of their own, their stderr in a log file each.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use shardline::config::ConnectArgs;
+use shardline::store::Store;
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// How long a process may take to exit after SIGTERM before it is killed.
+const TERM_WAIT: Duration = Duration::from_secs(20);
+/// How long the workers may take to register.
+const START_WAIT: Duration = Duration::from_secs(30);
+
+/// A set of binaries to measure, with the label the tables give it.
+#[derive(Debug, Clone)]
+pub struct Build {
+    /// `current`, `baseline`, …
+    pub label: String,
+    /// Directory holding `shardline-manager` and `shardline-worker`.
+    pub dir: PathBuf,
+}
+
+impl Build {
+    /// The build in `dir`, checked to hold both binaries.
+    ///
+    /// # Errors
+    /// A binary is missing.
+    pub fn locate(label: &str, dir: &Path) -> anyhow::Result<Self> {
+        for bin in ["shardline-manager", "shardline-worker"] {
+            anyhow::ensure!(
+                dir.join(bin).is_file(),
+                "{} not found: build it (cargo build --release -p shardline-manager -p \
+                 shardline-worker) or point --bins/--baseline-bins at the right directory",
+                dir.join(bin).display()
+            );
+        }
+        Ok(Build {
+            label: label.to_owned(),
+            dir: dir.to_path_buf(),
+        })
+    }
+}
+
+/// A running manager and its workers.
+#[derive(Debug)]
+pub struct Deployment {
+    procs: Vec<(String, Child)>,
+}
+
+impl Deployment {
+    /// Start one manager (with `shard_count`, e.g. `64` or `adaptive`) and `workers` workers,
+    /// and wait until every worker has registered.
+    ///
+    /// # Errors
+    /// A binary cannot start, or the workers do not register in time.
+    pub async fn start(
+        build: &Build,
+        connect: &ConnectArgs,
+        shard_count: &str,
+        workers: usize,
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut procs = Vec::new();
+        let mut manager = Command::new(build.dir.join("shardline-manager"));
+        manager.env("SHARDLINE_SHARD_COUNT", shard_count);
+        procs.push((
+            "manager".to_owned(),
+            spawn(manager, connect, log_dir, "manager")?,
+        ));
+        for i in 0..workers {
+            let id = format!("w{i}");
+            let mut worker = Command::new(build.dir.join("shardline-worker"));
+            worker.env("SHARDLINE_WORKER_ID", &id);
+            procs.push((id.clone(), spawn(worker, connect, log_dir, &id)?));
+        }
+        let deployment = Deployment { procs };
+        let store = Store::connect(&connect.redis_url, connect.names()?).await?;
+        let until = Instant::now() + START_WAIT;
+        while store.live_engines(START_WAIT).await?.len() < workers {
+            anyhow::ensure!(
+                Instant::now() < until,
+                "the workers did not register within {START_WAIT:?} (logs in {})",
+                log_dir.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(deployment)
+    }
+
+    /// Each process's name and pid.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.procs
+            .iter()
+            .filter_map(|(name, child)| Some((name.clone(), child.id()?)))
+            .collect()
+    }
+
+    /// SIGTERM every process and wait for it; kill one that takes longer than [`TERM_WAIT`].
+    pub async fn stop(self) {
+        let stops = self.procs.into_iter().map(|(_, mut child)| async move {
+            if let Some(pid) = child.id() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .await;
+            }
+            if tokio::time::timeout(TERM_WAIT, child.wait()).await.is_err() {
+                let _ = child.kill().await;
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+}
+
+fn spawn(
+    mut cmd: Command,
+    connect: &ConnectArgs,
+    log_dir: &Path,
+    name: &str,
+) -> anyhow::Result<Child> {
+    let path = log_dir.join(format!("{}-{name}.log", connect.namespace));
+    let log =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    cmd.env("SHARDLINE_AMQP_URL", &connect.amqp_url)
+        .env("SHARDLINE_REDIS_URL", &connect.redis_url)
+        .env("SHARDLINE_NAMESPACE", &connect.namespace)
+        .env_remove("SHARDLINE_CONCURRENCY")
+        .env_remove("SHARDLINE_LOG_FORMAT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    cmd.spawn().with_context(|| format!("starting {name}"))
+}
+
+/// Remove the namespace's queues, exchanges and keys (best effort: a failure is logged).
+pub async fn remove(connect: &ConnectArgs) {
+    let work = async {
+        let conn = shardline::amqp::connect(&connect.amqp_url, "shardline-bench cleanup").await?;
+        let store = Store::connect(&connect.redis_url, connect.names()?).await?;
+        shardline::teardown::remove_namespace(&conn, &store, &[]).await?;
+        let _ = conn.close(200, "throughput cell done".into()).await;
+        Ok::<_, shardline::Error>(())
+    };
+    if let Err(error) = work.await {
+        tracing::warn!(%error, namespace = %connect.namespace, "cleaning up the namespace failed");
+    }
+}
