@@ -1,6 +1,11 @@
--- A worker is about to process a shard: report the request's state and, while it is running,
--- count this attempt. Counting at the start (not on failure) also catches shards that crash
--- their worker outright: each redelivery is one more attempt.
+-- A worker is about to process a shard that was delivered before (AMQP redelivered, or moved
+-- after a delivery): report the request's state and, while it is running, count this attempt.
+-- A first delivery does not call this script (one Redis round trip less per shard): its try
+-- is counted here, when the shard comes back. So a counter that does not exist yet counts the
+-- uncounted first try and this one (2). Counting tries when they start, not when they fail,
+-- catches shards that crash their worker outright: each redelivery is one more attempt. (A
+-- first delivery put back unstarted, by a stopping worker, is counted as a try too: the worker
+-- cannot tell, and counting too many only ever ends a failing shard sooner.)
 -- A shard whose result is already stored (a duplicate, a copy moved by a hand-off, a
 -- redelivery after a lost ack) is reported as 'stored' and not counted.
 -- KEYS[1] meta hash, KEYS[2] parts hash, KEYS[3] failures hash; ARGV[1] shard index
@@ -11,4 +16,6 @@ if state ~= 'running' then return {state, 0} end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
   return {'stored', 0}
 end
-return {state, redis.call('HINCRBY', KEYS[1], 'attempts.' .. ARGV[1], 1)}
+local field = 'attempts.' .. ARGV[1]
+if redis.call('HSETNX', KEYS[1], field, 2) == 1 then return {state, 2} end
+return {state, redis.call('HINCRBY', KEYS[1], field, 1)}

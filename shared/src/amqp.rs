@@ -23,6 +23,10 @@ pub const STATUS_HEADER: &str = "x-shardline-status";
 /// is the first and never repeats an earlier copy; a higher number comes from a re-driven
 /// finalizer and may repeat one (deduplicate on `message_id`). Rejections carry no attempt.
 pub const ATTEMPT_HEADER: &str = "x-shardline-attempt";
+/// Header of a shard moved to another queue (a hand-off) after an earlier delivery of it: the
+/// move publishes a new message, which the broker marks as never delivered, so the mark keeps
+/// what AMQP's `redelivered` flag said, that an earlier try may have started and crashed.
+pub const REDELIVERED_HEADER: &str = "x-shardline-redelivered";
 
 /// Connect to the broker with lapin's automatic recovery on (it reconnects, then replays
 /// exchanges, queues, bindings, consumers, QoS and confirm mode).
@@ -273,6 +277,30 @@ pub fn attempt(props: &BasicProperties) -> Option<u64> {
         AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
         _ => None,
     }
+}
+
+/// Whether an earlier delivery of this message may have started work on it: the broker's
+/// `redelivered` flag, or the [`REDELIVERED_HEADER`] of a message moved after such a delivery.
+/// A worker counts a shard's attempt up front only then; a first delivery's try is counted if
+/// it is ever redelivered.
+pub fn tried_before(delivery: &lapin::message::Delivery) -> bool {
+    delivery.redelivered
+        || delivery
+            .properties
+            .headers()
+            .as_ref()
+            .is_some_and(|h| h.inner().contains_key(REDELIVERED_HEADER))
+}
+
+/// The properties to move a delivered message to another queue with: its own, marked with
+/// [`REDELIVERED_HEADER`] when an earlier delivery may have started it.
+pub fn moved_properties(delivery: &lapin::message::Delivery) -> BasicProperties {
+    if !tried_before(delivery) {
+        return delivery.properties.clone();
+    }
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    headers.insert(REDELIVERED_HEADER.into(), AMQPValue::Boolean(true));
+    delivery.properties.clone().with_headers(headers)
 }
 
 /// Publish a copy of a message to the dead-letter exchange with the reason in headers.

@@ -25,7 +25,7 @@ fn is_not_found(e: &lapin::Error) -> bool {
 }
 
 /// Move every ready message of the engine's queue to the shared queue (confirmed before each
-/// ack), then delete the engine queue if it is empty and has no consumer. Returns how many
+/// ack; a message delivered before keeps that mark, see [`amqp::moved_properties`]), then delete the engine queue if it is empty and has no consumer. Returns how many
 /// shards moved, and whether the queue is gone.
 ///
 /// Call it after the engine has deregistered, so managers stop routing to it; a manager's
@@ -60,7 +60,8 @@ pub async fn handoff(
                 Err(e) => return Err(e.into()),
             };
             let d = msg.delivery;
-            match amqp::publish(&ch, "", &shared, &d.data, d.properties.clone(), true).await? {
+            match amqp::publish(&ch, "", &shared, &d.data, amqp::moved_properties(&d), true).await?
+            {
                 Published::Stored => {
                     d.ack(BasicAckOptions::default()).await?;
                 }

@@ -561,9 +561,11 @@ impl Store {
         Ok(renewed == 1)
     }
 
-    /// Before processing a shard: the request's state (`None` when unknown or expired; `stored`
-    /// when this shard's result is already stored) and, when it is running, the number of this
-    /// attempt at the shard (1 for the first).
+    /// Before processing a shard that was delivered before ([`crate::amqp::tried_before`]):
+    /// the request's state (`None` when unknown or expired; `stored` when this shard's result
+    /// is already stored) and, when it is running, the number of this attempt at the shard.
+    /// A first delivery does not call this, so its try is counted by the first call: the
+    /// first call returns 2.
     ///
     /// # Errors
     /// Redis failures.

@@ -199,19 +199,20 @@ async fn unknown_requests_and_bad_indices_are_refused() {
     assert_eq!(s.meta(id).await.expect("redis").expect("meta").done, 0);
 }
 
-/// Before processing, a shard whose result is already stored is reported as `stored` and not
-/// counted as an attempt; others count attempts from 1.
+/// Before processing a redelivered shard, a shard whose result is already stored is reported
+/// as `stored` and not counted as an attempt; others count attempts, the first call counting
+/// the first delivery's uncounted try too (2, 3, ...).
 #[tokio::test]
 async fn begin_counts_attempts_but_not_stored_shards() {
     let s = store().await;
     let id = request(&s, 2).await;
     assert_eq!(
         s.begin(id, 0).await.expect("begin"),
-        (Some("running".into()), 1)
+        (Some("running".into()), 2)
     );
     assert_eq!(
         s.begin(id, 0).await.expect("begin"),
-        (Some("running".into()), 2)
+        (Some("running".into()), 3)
     );
     record(&s, id, 0, b"p", "a", LEASE).await;
     assert_eq!(

@@ -14,6 +14,8 @@ use shardline::{Names, Registry, amqp, now_ms};
 use tokio::task::JoinError;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::inline::Inline;
+
 /// Pause before a shard that hit a transient error is put back on its queue.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
@@ -72,6 +74,29 @@ pub struct Handler {
     pub(crate) time_limit: Duration,
     /// How often a running shard checks that it is still wanted.
     pub(crate) stop_check: Duration,
+    /// Which shards run inline.
+    pub(crate) inline: Arc<Inline>,
+}
+
+/// What processing a shard gave: the kind's own outcome, or the panic that ended it.
+type Outcome = Result<Result<Vec<u8>, KindError>, String>;
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_owned())
+}
+
+/// The message of a blocking task that did not finish.
+fn join_message(e: &JoinError) -> String {
+    if e.is_panic() {
+        e.to_string()
+    } else {
+        format!("the blocking task was cancelled: {e}")
+    }
 }
 
 /// Why a running shard was asked to stop.
@@ -124,25 +149,33 @@ impl Handler {
     }
 
     async fn handle_shard(&self, shard: Shard, delivery: &Delivery, received: Instant) -> Settle {
-        // Skip work nobody will use: a request that ended (cancelled, failed, timed out) or
-        // whose deadline passed (the manager's sweeper times it out).
+        // Skip work nobody will use: a shard whose deadline passed (the manager's sweeper
+        // times its request out).
         if now_ms() > shard.deadline {
             debug!("deadline passed; skipping the shard");
             return Settle::Ack;
         }
-        let attempt = match self.store.begin(shard.request_id, shard.index).await {
-            Ok((Some(state), attempt)) if state == "running" => attempt,
-            Ok((state, _)) => {
-                debug!(
-                    ?state,
-                    "result already stored or request not running; skipping"
-                );
-                return Settle::Ack;
+        // A first delivery goes straight to work: no earlier try can have crashed, and the
+        // result script refuses what an ended request no longer needs. Only a shard that was
+        // delivered before asks Redis first, to count its tries and skip a stored result.
+        let tried_before = amqp::tried_before(delivery);
+        let attempt = if tried_before {
+            match self.store.begin(shard.request_id, shard.index).await {
+                Ok((Some(state), attempt)) if state == "running" => attempt,
+                Ok((state, _)) => {
+                    debug!(
+                        ?state,
+                        "result already stored or request not running; skipping"
+                    );
+                    return Settle::Ack;
+                }
+                Err(e) => {
+                    warn!(error = %e, "reading the request state failed");
+                    return Settle::Requeue;
+                }
             }
-            Err(e) => {
-                warn!(error = %e, "reading the request state failed");
-                return Settle::Requeue;
-            }
+        } else {
+            1
         };
         let Some(kind) = self.registry.get(&shard.kind) else {
             let msg = format!("worker {} has no kind {:?}", self.engine, shard.kind);
@@ -154,7 +187,7 @@ impl Handler {
             return self.fail(&shard, delivery, "poison_shard", &msg).await;
         }
         let started = Instant::now();
-        let (outcome, why) = self.process_watched(&shard, kind, received).await;
+        let (outcome, why) = self.process(&shard, kind, received, !tried_before).await;
         let elapsed = started.elapsed();
         let (code, msg) = match (outcome, why) {
             (Ok(Ok(partial)), _) => {
@@ -174,7 +207,7 @@ impl Handler {
                 ),
             ),
             (Ok(Err(e)), _) => ("shard_failed", e.to_string()),
-            (Err(e), _) => ("shard_panicked", format!("processing panicked: {e}")),
+            (Err(panic), _) => ("shard_panicked", format!("processing panicked: {panic}")),
         };
         if attempt < limit {
             let pause = backoff(attempt);
@@ -186,29 +219,62 @@ impl Handler {
         self.fail(&shard, delivery, code, &msg).await
     }
 
-    /// Process the shard off the async runtime while checking, every `stop_check`, that it is
-    /// still wanted and within its time limit; raise its [`Stop`] flag when it is not. Returns
-    /// the outcome and why the flag was raised, if it was.
+    /// Process the shard inline when it is expected to take microseconds ([`Inline`]),
+    /// otherwise on a blocking thread, watched. `check_now`: the request's state has not been
+    /// read for this try, so the watch reads it at once rather than after the first period.
+    async fn process(
+        &self,
+        shard: &Shard,
+        kind: Arc<dyn DynKind>,
+        received: Instant,
+        check_now: bool,
+    ) -> (Outcome, Option<Why>) {
+        let bytes = shard.payload.len();
+        let name = kind.name();
+        let inline = self.inline.admits(name, kind.cost_follows_size(), bytes);
+        let started = Instant::now();
+        let (outcome, why) = if inline {
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                kind.process(&shard.payload, &Stop::new())
+            }));
+            (ran.map_err(|panic| panic_message(&*panic)), None)
+        } else {
+            self.process_watched(shard, kind, received, check_now).await
+        };
+        if matches!(outcome, Ok(Ok(_))) {
+            self.inline.observe(name, bytes, started.elapsed());
+        }
+        (outcome, why)
+    }
+
+    /// Process the shard off the async runtime while checking, every `stop_check` (the first
+    /// time at once with `check_now`), that it is still wanted and within its time limit;
+    /// raise its [`Stop`] flag when it is not. Returns the outcome and why the flag was
+    /// raised, if it was.
     async fn process_watched(
         &self,
         shard: &Shard,
         kind: Arc<dyn DynKind>,
         received: Instant,
-    ) -> (Result<Result<Vec<u8>, KindError>, JoinError>, Option<Why>) {
+        check_now: bool,
+    ) -> (Outcome, Option<Why>) {
         let stop = Stop::new();
         let flag = stop.clone();
         let payload = shard.payload.clone();
         let work = tokio::task::spawn_blocking(move || kind.process(&payload, &flag));
         tokio::pin!(work);
-        let mut tick = tokio::time::interval_at(
-            tokio::time::Instant::now() + self.stop_check,
-            self.stop_check,
-        );
+        let first = if check_now {
+            Duration::ZERO
+        } else {
+            self.stop_check
+        };
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + first, self.stop_check);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut why = None;
         loop {
             tokio::select! {
-                outcome = &mut work => return (outcome, why),
+                outcome = &mut work => return (outcome.map_err(|e| join_message(&e)), why),
                 _ = tick.tick(), if why.is_none() => {
                     why = self.unwanted(shard, received).await;
                     if let Some(reason) = &why {

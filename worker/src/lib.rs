@@ -20,13 +20,15 @@
 //! - [`config`] — flags and environment;
 //! - [`heartbeat`] — registration;
 //! - [`handler`] — one shard from bytes to ack (queue hand-off on shutdown is
-//!   [`shardline::handoff`]).
+//!   [`shardline::handoff`]);
+//! - [`inline`] — which shards run on the runtime's thread instead of a blocking one.
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod handler;
 pub mod heartbeat;
+pub mod inline;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -134,6 +136,7 @@ async fn serve(
         lease: config.lease(),
         time_limit: config.shard_time_limit(),
         stop_check: config.stop_check(),
+        inline: Arc::new(inline::Inline::new(config.inline_limit())),
     });
     info!(worker.id = engine, concurrency, "worker consuming shards");
 

@@ -129,6 +129,15 @@ pub trait Kind: Send + Sync + 'static {
     fn max_attempts(&self) -> u32 {
         3
     }
+    /// Whether a shard's processing time grows with its encoded size (true for most kinds).
+    /// Workers then learn each kind's time per byte and run the shards they expect to take
+    /// microseconds on the async runtime's own thread, saving the hand-off to a blocking
+    /// thread and back. Return false when the time is set by something else (a cost field in
+    /// the payload, an external call): every shard then runs on a blocking thread, where the
+    /// worker can stop it and enforce its time limit.
+    fn cost_follows_size(&self) -> bool {
+        true
+    }
     /// Cut the input into exactly `n` shards (1 ≤ n ≤ size), deterministically.
     fn split(&self, input: Self::Input, n: usize) -> Vec<Self::Shard>;
     /// Process one shard.

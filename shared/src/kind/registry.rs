@@ -22,6 +22,8 @@ pub trait DynKind: Send + Sync {
     ) -> Result<Vec<Vec<u8>>, KindError>;
     /// See [`Kind::max_attempts`].
     fn max_attempts(&self) -> u32;
+    /// See [`Kind::cost_follows_size`].
+    fn cost_follows_size(&self) -> bool;
     /// Process one encoded shard into an encoded partial (see [`Kind::process_with`]).
     ///
     /// # Errors
@@ -73,6 +75,10 @@ impl<K: Kind> DynKind for K {
 
     fn max_attempts(&self) -> u32 {
         Kind::max_attempts(self).max(1)
+    }
+
+    fn cost_follows_size(&self) -> bool {
+        Kind::cost_follows_size(self)
     }
 
     fn process(&self, shard: &[u8], stop: &Stop) -> Result<Vec<u8>, KindError> {

@@ -159,6 +159,11 @@ impl Kind for Synthetic {
         10
     }
 
+    /// The cost is in the payload (`unit_cost_us`), not in its size.
+    fn cost_follows_size(&self) -> bool {
+        false
+    }
+
     fn split(&self, input: Work, n: usize) -> Vec<Span> {
         let n = n.max(1) as u64;
         (0..n)

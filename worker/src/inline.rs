@@ -1,0 +1,134 @@
+//! Which shards run inline, on the async runtime's own thread, instead of on a blocking thread.
+//!
+//! Handing a shard to the blocking pool and back costs two thread wake-ups, more than the work
+//! of a small shard (a 500-word count takes tens of µs). A shard runs inline when:
+//!
+//! - its kind's time follows its size ([`DynKind::cost_follows_size`]);
+//! - this worker has timed at least [`MIN_SAMPLES`] of the kind's shards;
+//! - the kind's slowest recent time per byte, times this shard's bytes, is under the limit
+//!   (`--inline-us`), and the shard is at most [`MAX_INLINE_BYTES`].
+//!
+//! The slowest recent rate is a maximum that decays by 1/[`DECAY`] of the gap per sample, so
+//! one slow shard keeps its kind on the blocking pool for a while, and the estimate only errs
+//! toward the pool. An inline shard cannot be stopped midway and is not watched for its time
+//! limit: it takes microseconds. A panic inline is caught like one on the pool.
+//!
+//! [`DynKind::cost_follows_size`]: shardline::kind::DynKind::cost_follows_size
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Shards of a kind timed on the blocking pool before any of its shards may run inline.
+pub const MIN_SAMPLES: u32 = 8;
+/// Larger shards always go to the blocking pool.
+pub const MAX_INLINE_BYTES: usize = 256 * 1024;
+/// How slowly the slowest recent rate forgets a slow shard (in samples).
+const DECAY: f64 = 64.0;
+/// Bytes below which a shard counts as this many when its rate is learned: a tiny shard's
+/// time is mostly fixed cost, which would read as a high rate per byte.
+const MIN_RATE_BYTES: usize = 64;
+
+/// What the worker has learned of each kind's time per byte.
+#[derive(Debug)]
+pub struct Inline {
+    limit: Duration,
+    kinds: Mutex<HashMap<&'static str, Rate>>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Rate {
+    samples: u32,
+    /// Decaying maximum of ns per byte.
+    slowest: f64,
+}
+
+impl Inline {
+    /// Run shards expected to take under `limit` inline; `Duration::ZERO` never does.
+    pub fn new(limit: Duration) -> Self {
+        Inline {
+            limit,
+            kinds: Mutex::default(),
+        }
+    }
+
+    /// Whether a shard of `kind` with `bytes` of payload should run inline.
+    pub fn admits(&self, kind: &str, cost_follows_size: bool, bytes: usize) -> bool {
+        if !cost_follows_size || self.limit.is_zero() || bytes > MAX_INLINE_BYTES {
+            return false;
+        }
+        let kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        kinds.get(kind).is_some_and(|r| {
+            r.samples >= MIN_SAMPLES
+                && r.slowest * bytes.max(MIN_RATE_BYTES) as f64 <= self.limit.as_nanos() as f64
+        })
+    }
+
+    /// Learn from a shard of `kind` with `bytes` of payload that took `took` to process.
+    pub fn observe(&self, kind: &'static str, bytes: usize, took: Duration) {
+        let rate = took.as_nanos() as f64 / bytes.max(MIN_RATE_BYTES) as f64;
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let r = kinds.entry(kind).or_default();
+        r.samples = r.samples.saturating_add(1);
+        r.slowest = if rate >= r.slowest {
+            rate
+        } else {
+            r.slowest - (r.slowest - rate) / DECAY
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn learned(limit_us: u64, ns_per_byte: u64) -> Inline {
+        let i = Inline::new(Duration::from_micros(limit_us));
+        for _ in 0..MIN_SAMPLES {
+            i.observe("k", 1000, Duration::from_nanos(1000 * ns_per_byte));
+        }
+        i
+    }
+
+    /// Nothing runs inline before the kind has been timed often enough.
+    #[test]
+    fn unknown_kinds_go_to_the_pool() {
+        let i = Inline::new(Duration::from_micros(200));
+        for _ in 1..MIN_SAMPLES {
+            i.observe("k", 1000, Duration::from_micros(1));
+        }
+        assert!(!i.admits("k", true, 1000));
+        i.observe("k", 1000, Duration::from_micros(1));
+        assert!(i.admits("k", true, 1000));
+        assert!(!i.admits("other", true, 1000));
+    }
+
+    /// A shard predicted over the limit, too large, of a kind whose cost is not in its size,
+    /// or with inlining off, goes to the pool.
+    #[test]
+    fn only_small_predictable_shards_run_inline() {
+        let i = learned(200, 10); // 10 ns per byte: 20,000 bytes reach the limit
+        assert!(i.admits("k", true, 20_000));
+        assert!(!i.admits("k", true, 20_001));
+        assert!(!i.admits("k", false, 100));
+        assert!(!learned(0, 10).admits("k", true, 100));
+        let fast = learned(1_000_000, 0);
+        assert!(!fast.admits("k", true, MAX_INLINE_BYTES + 1));
+    }
+
+    /// One slow shard sends its kind to the pool at once and is forgotten only gradually.
+    #[test]
+    fn a_slow_shard_is_remembered() {
+        let i = learned(200, 10);
+        i.observe("k", 1000, Duration::from_millis(5)); // 5,000 ns per byte
+        assert!(!i.admits("k", true, 1000));
+        for _ in 0..16 {
+            i.observe("k", 1000, Duration::from_micros(10));
+        }
+        assert!(!i.admits("k", true, 1000), "forgotten too soon");
+        for _ in 0..1000 {
+            i.observe("k", 1000, Duration::from_micros(10));
+        }
+        assert!(i.admits("k", true, 1000));
+    }
+}
