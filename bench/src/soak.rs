@@ -16,8 +16,9 @@
 //! 4. faults stop, every worker is made sure to be up, and the tool waits (at most the longest
 //!    deadline plus a margin) for the last results, then until nothing is in flight;
 //! 5. the ledger check (`check`): lost ids, duplicate deliveries, outputs that differ from a
-//!    local recomputation (`verify`), statuses per class, latency; the Markdown report
-//!    (`report`) goes to stdout and `--out`; the namespace is deleted.
+//!    local recomputation (`verify`), statuses and shards per class, faults that struck
+//!    during wide fan-outs, latency; the Markdown report (`report`) goes to stdout and
+//!    `--out`; the namespace is deleted.
 //!
 //! The run passes when no result is lost, none is duplicated and no output is wrong.
 

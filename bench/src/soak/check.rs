@@ -7,9 +7,10 @@
 //!   apart as **re-driven copies**, with the same detail);
 //! - **wrong**: a first delivery whose output differs from the local computation.
 //!
-//! Also: statuses overall and per class, statuses a class should not end in (with error codes
-//! and sample ids), what the cancels answered, and the latency of completed requests from their
-//! scheduled send time.
+//! Also: statuses overall and per class, shards per request per class, statuses a class should
+//! not end in (with error codes and sample ids), what the cancels answered, when requests cut
+//! into wide fan-outs were in flight (to tell which faults struck one), and the latency of
+//! completed requests from their scheduled send time.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +20,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::ledger::{Delivery, Ledger, Stray};
-use super::mix::Class;
+use super::mix::{Class, WIDE_SHARDS};
 
 /// Statuses in report order.
 pub(crate) const STATUSES: [Status; 6] = [
@@ -54,8 +55,70 @@ pub(crate) struct ClassRow {
     /// First-delivery statuses, indexed like [`STATUSES`].
     pub(crate) statuses: [usize; 6],
     pub(crate) none: usize,
-    /// Shards of the answered requests: sum and largest.
-    pub(crate) shards: (u64, u32),
+    /// Shards of the answered requests.
+    pub(crate) shards: Shards,
+}
+
+/// How many shards a set of requests was cut into.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Shards {
+    /// Requests counted.
+    pub(crate) requests: usize,
+    /// Their shards in all.
+    pub(crate) total: u64,
+    /// Fewest of one request (`None` before any).
+    pub(crate) min: Option<u32>,
+    /// Most of one request.
+    pub(crate) max: u32,
+}
+
+impl Shards {
+    /// Count one request cut into `n` shards.
+    pub(crate) fn add(&mut self, n: u32) {
+        self.requests += 1;
+        self.total += u64::from(n);
+        self.min = Some(self.min.map_or(n, |m| m.min(n)));
+        self.max = self.max.max(n);
+    }
+
+    /// Mean shards per request, once any was counted.
+    pub(crate) fn mean(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.total as f64 / self.requests as f64)
+    }
+}
+
+/// When requests cut into a wide fan-out (at least the least of [`WIDE_SHARDS`], whatever
+/// their class) were in flight: from the scheduled send to the first result, in seconds after
+/// the start of the load.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FanOuts {
+    windows: Vec<(f64, f64)>,
+}
+
+impl FanOuts {
+    /// Fewest shards of a wide fan-out.
+    pub(crate) fn threshold() -> u32 {
+        *WIDE_SHARDS.start()
+    }
+
+    /// Record a request in flight from `sent_s` to `ended_s`, cut into `shards`.
+    fn add(&mut self, sent_s: f64, ended_s: f64, shards: u32) {
+        if shards >= Self::threshold() {
+            self.windows.push((sent_s, ended_s));
+        }
+    }
+
+    /// Requests recorded.
+    pub(crate) fn count(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Whether one was in flight `at_s` seconds after the start of the load.
+    pub(crate) fn in_flight(&self, at_s: f64) -> bool {
+        self.windows
+            .iter()
+            .any(|(sent, ended)| (*sent..=*ended).contains(&at_s))
+    }
 }
 
 /// An id without a result.
@@ -128,6 +191,8 @@ pub(crate) struct Check {
     pub(crate) publish_failed: Vec<(Uuid, String, bool)>,
     pub(crate) by_status: [usize; 6],
     pub(crate) by_class: Vec<ClassRow>,
+    /// The answered requests cut into wide fan-outs.
+    pub(crate) fan_outs: FanOuts,
     pub(crate) lost: Vec<Lost>,
     pub(crate) duplicates: Vec<Duplicate>,
     /// Ids whose extra copies are all marked re-driven and identical (deduplicable).
@@ -158,9 +223,10 @@ impl Check {
                     submitted: 0,
                     statuses: [0; 6],
                     none: 0,
-                    shards: (0, 0),
+                    shards: Shards::default(),
                 })
                 .collect(),
+            fan_outs: FanOuts::default(),
             lost: Vec::new(),
             duplicates: Vec::new(),
             redriven: Vec::new(),
@@ -205,9 +271,13 @@ impl Check {
                 if let Some(r) = row {
                     r.submitted += 1;
                     r.statuses[slot(first.status)] += 1;
-                    r.shards.0 += u64::from(first.shards);
-                    r.shards.1 = r.shards.1.max(first.shards);
+                    r.shards.add(first.shards);
                 }
+                c.fan_outs.add(
+                    sent_s,
+                    first.at.saturating_duration_since(t0).as_secs_f64(),
+                    first.shards,
+                );
                 c.by_status[slot(first.status)] += 1;
                 if first.status != Status::Completed && e.class.expects_completion() {
                     let key = (
@@ -318,6 +388,29 @@ mod tests {
     fn marked_identical_copies_are_deduplicable() {
         let copies = [copy(Some(1), 7), copy(Some(2), 7), copy(Some(3), 7)];
         assert!(deduplicable(&copies, true));
+    }
+
+    /// Shard counts keep their mean and extremes; an empty set has no mean or minimum.
+    #[test]
+    fn shard_counts_keep_mean_and_extremes() {
+        let mut s = Shards::default();
+        assert_eq!((s.mean(), s.min, s.max), (None, None, 0));
+        for n in [64, 0, 256] {
+            s.add(n);
+        }
+        assert_eq!((s.mean(), s.min, s.max), (Some(320.0 / 3.0), Some(0), 256));
+    }
+
+    /// A time is inside a wide fan-out only between the send and the result of a request cut
+    /// into enough shards.
+    #[test]
+    fn fan_outs_cover_their_flight_only() {
+        let mut f = FanOuts::default();
+        f.add(10.0, 12.5, FanOuts::threshold());
+        f.add(20.0, 30.0, FanOuts::threshold() - 1);
+        assert_eq!(f.count(), 1);
+        assert!(f.in_flight(10.0) && f.in_flight(12.5));
+        assert!(!f.in_flight(9.9) && !f.in_flight(12.6) && !f.in_flight(25.0));
     }
 
     /// Two copies that both claim to be first, or that differ, are real duplicates.

@@ -26,6 +26,18 @@ const WORKER_GRACE_MS: &str = "10000";
 /// How long a process may take to exit after SIGTERM before it is killed.
 pub(crate) const TERM_WAIT: Duration = Duration::from_secs(40);
 
+/// The shard-count mode of manager `id`: the odd-numbered managers (`m1`, `m3`, …) cut by
+/// the kind's preferred size, the others adaptively. The soak then covers both planners, and
+/// a wide request (see `mix::WIDE_SHARDS`) taken by a size-mode manager gets its whole fan-out
+/// of 64–256 shards (the adaptive count, which a request can only cap, usually cuts fewer).
+fn shard_count_of(id: &str) -> &'static str {
+    let odd = id
+        .strip_prefix('m')
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| n % 2 == 1);
+    if odd { "size" } else { "adaptive" }
+}
+
 /// Where the binaries are.
 #[derive(Debug, Clone)]
 pub(crate) struct Bins {
@@ -164,7 +176,8 @@ impl Fleet {
     /// The binary cannot be started.
     pub(crate) fn start_manager(&mut self, id: &str) -> anyhow::Result<()> {
         let mut cmd = Command::new(&self.setup.bins.manager);
-        cmd.env("SHARDLINE_ENGINE_TTL_MS", ENGINE_TTL_MS);
+        cmd.env("SHARDLINE_ENGINE_TTL_MS", ENGINE_TTL_MS)
+            .env("SHARDLINE_SHARD_COUNT", shard_count_of(id));
         let p = self.spawn(cmd, id, Role::Manager)?;
         self.managers.push(p);
         Ok(())
@@ -292,5 +305,19 @@ impl Fleet {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every second manager plans by size, the rest adaptively, across restarts by id.
+    #[test]
+    fn odd_managers_cut_by_size() {
+        assert_eq!(shard_count_of("m0"), "adaptive");
+        assert_eq!(shard_count_of("m1"), "size");
+        assert_eq!(shard_count_of("m3"), "size");
+        assert_eq!(shard_count_of("w1"), "adaptive");
     }
 }

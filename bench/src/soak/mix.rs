@@ -2,12 +2,13 @@
 //!
 //! | class | share | what |
 //! | --- | --- | --- |
-//! | plain | 53% | `synthetic`, 20–300 units |
+//! | plain | 50.5% | `synthetic`, 20–300 units |
 //! | kinds | 15% | `wordcount`, `sort` or `checksum` on random input |
 //! | deadline | 10% | `synthetic`, 100–1500 units, with a 20–1000 ms deadline |
 //! | cancel | 10% | `synthetic`, 2000–6000 units, cancelled 0–300 ms after it was sent |
 //! | policy | 8% | plain work with `failure_policy` `partial` or `quorum` (1) |
 //! | poison | 4% | two halves, one of which always fails, under each failure policy |
+//! | wide | 2.5% | `synthetic`, 640–2560 units, `max_shards` a tenth of that (64–256) |
 //!
 //! Synthetic units cost [`UNIT_US`] each, without noise: shard times then follow the size
 //! closely, the managers' adaptive shard count cuts larger requests in several shards, and the
@@ -20,12 +21,17 @@
 //! half would (so it does not mislead the managers' cost model). Cut in two shards it ends
 //! `partial` under `partial` and `quorum: 1`, `failed` under `fail_fast`; cut in one shard it
 //! fails whatever the policy.
+//!
+//! A wide request is there so that kills land inside wide fan-outs; see [`WIDE_SHARDS`] for
+//! how many shards it gets under each shard-count mode, and why.
 
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use rand::Rng;
 use rand::rngs::StdRng;
-use shardline::kind::synthetic::{MAX_SHARD_COST_US, Span, Work};
+use shardline::kind::Kind;
+use shardline::kind::synthetic::{MAX_SHARD_COST_US, Span, Synthetic, Work};
 use shardline::message::{FailurePolicy, Options};
 
 /// Which share of the mix a request belongs to.
@@ -37,16 +43,19 @@ pub(crate) enum Class {
     Cancel,
     Policy,
     Poison,
+    /// Sized for 64–256 shards and capped there ([`WIDE_SHARDS`]).
+    Wide,
 }
 
 impl Class {
-    pub(crate) const ALL: [Class; 6] = [
+    pub(crate) const ALL: [Class; 7] = [
         Class::Plain,
         Class::Kinds,
         Class::Deadline,
         Class::Cancel,
         Class::Policy,
         Class::Poison,
+        Class::Wide,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -57,12 +66,16 @@ impl Class {
             Class::Cancel => "cancel",
             Class::Policy => "policy",
             Class::Poison => "poison",
+            Class::Wide => "wide",
         }
     }
 
     /// Whether anything but `completed` is unexpected for this class.
     pub(crate) fn expects_completion(self) -> bool {
-        matches!(self, Class::Plain | Class::Kinds | Class::Policy)
+        matches!(
+            self,
+            Class::Plain | Class::Kinds | Class::Policy | Class::Wide
+        )
     }
 }
 
@@ -104,6 +117,18 @@ const POISON_UNIT_US: u64 = MAX_SHARD_COST_US / (POISON_UNITS / 2);
 const POISON_GOOD_US: std::ops::Range<f64> = 600_000.0..1_500_000.0;
 /// Longest short deadline, ms.
 const SHORT_DEADLINE_MS: u64 = 1_000;
+/// Shards of a wide request: its `max_shards`, drawn uniformly, and the size it carries in
+/// units of [`UNIT_US`]: that many times the `synthetic` kind's preferred shard size
+/// ([`synthetic_shard_units`], 10 units), so 640–2,560 units, 0.64–2.56 s of sleep in 10 ms
+/// shards (mean 1.6 s; at 2.5% of 20 req/s about 5% of 4 workers × 4 slots). The shards sleep,
+/// so a request costs the CPU only its per-shard overhead.
+///
+/// A request can only cap its shard count. A manager that cuts by size (the soak's odd
+/// managers, see `fleet::shard_count_of`) cuts exactly the drawn count; the adaptive count
+/// usually cuts fewer (it prices the load as if every `synthetic` request were this large),
+/// and the report shows what each class got. The units cost what plain units cost, so the
+/// shards sit on the kind's cost line instead of dragging it.
+pub(crate) const WIDE_SHARDS: RangeInclusive<u32> = 64..=256;
 
 impl Mix {
     /// A mix whose long deadline is `deadline_ms`; poison seeds are searched from `seed`.
@@ -126,8 +151,10 @@ impl Mix {
             deadline_ms: Some(self.deadline_ms),
             ..Options::default()
         };
-        if roll < 0.53 {
+        if roll < 0.505 {
             synthetic(Class::Plain, plain_work(rng), long)
+        } else if roll < 0.53 {
+            wide(rng, long)
         } else if roll < 0.68 {
             other_kind(rng, long)
         } else if roll < 0.78 {
@@ -211,6 +238,26 @@ fn work(units: u64) -> Work {
 
 fn plain_work(rng: &mut StdRng) -> Work {
     work(rng.random_range(20..=300))
+}
+
+/// Units the `synthetic` kind prefers in a shard (its `shard_size_hint`).
+fn synthetic_shard_units() -> u64 {
+    Kind::shard_size_hint(&Synthetic::default()).max(1)
+}
+
+/// A wide request: a count drawn from [`WIDE_SHARDS`], that many preferred shard sizes of
+/// plain units, capped at that count.
+fn wide(rng: &mut StdRng, long: Options) -> Planned {
+    let shards = rng.random_range(WIDE_SHARDS);
+    let options = Options {
+        max_shards: Some(shards),
+        ..long
+    };
+    synthetic(
+        Class::Wide,
+        work(u64::from(shards) * synthetic_shard_units()),
+        options,
+    )
 }
 
 fn synthetic(class: Class, work: Work, options: Options) -> Planned {
@@ -356,5 +403,66 @@ mod tests {
         for (_, _, o) in &a {
             assert!(Options::from_value(o.to_value()).is_ok(), "{o:?}");
         }
+    }
+
+    /// Wide requests come from the seed, about 2.5% of arrivals, and the manager's size rule
+    /// (also its rule before the kind's line is trusted) cuts each into its `max_shards`,
+    /// 64 to 256; a fixed count is capped there.
+    #[test]
+    fn wide_requests_are_seeded_and_cut_64_to_256() {
+        use shardline_manager::plan::{Plan, ShardCount};
+        let mix = Mix {
+            deadline_ms: 60_000,
+            poison_seeds: vec![7],
+        };
+        let wide = |seed| {
+            let mut rng = StdRng::seed_from_u64(seed);
+            (0..10_000)
+                .map(|_| mix.draw(&mut rng))
+                .filter(|p| p.class == Class::Wide)
+                .map(|p| (p.kind, p.payload, p.options))
+                .collect::<Vec<_>>()
+        };
+        let a = wide(5);
+        assert_eq!(a, wide(5));
+        assert_ne!(a, wide(6));
+        assert!((150..=350).contains(&a.len()), "{} of 10000", a.len());
+        let kind = shardline::Registry::builtin()
+            .get("synthetic")
+            .expect("kind");
+        let cut = |payload: &rmpv::Value, mode, max| {
+            let plan = Plan {
+                engines: 4,
+                request_max: max,
+                manager_max: 10_000,
+                scale: 1.0,
+                mode,
+                model: None,
+            };
+            kind.split(payload.clone(), &mut |size, hint| plan.shards(size, hint))
+                .expect("split")
+                .len()
+        };
+        let mut counts = Vec::new();
+        for (k, payload, options) in &a {
+            assert_eq!(*k, "synthetic");
+            let shards = options.max_shards.expect("a cap");
+            assert!(WIDE_SHARDS.contains(&shards), "{shards}");
+            assert_eq!(options.deadline_ms, Some(60_000));
+            let w: Work = rmpv::ext::from_value(payload.clone()).expect("work");
+            assert_eq!((w.unit_cost_us, w.noise_seed), (UNIT_US, None));
+            let n = usize::try_from(shards).expect("usize");
+            for mode in [ShardCount::BySize, ShardCount::Adaptive] {
+                assert_eq!(cut(payload, mode, options.max_shards), n, "{mode}");
+            }
+            assert_eq!(
+                cut(payload, ShardCount::Fixed(1_000), options.max_shards),
+                n
+            );
+            assert_eq!(cut(payload, ShardCount::BySize, None), n, "uncapped");
+            counts.push(shards);
+        }
+        let (lo, hi) = (counts.iter().min(), counts.iter().max());
+        assert!(lo < Some(&80) && hi > Some(&240), "{lo:?}..{hi:?}");
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::Config;
-use super::check::{Check, STATUSES};
+use super::check::{Check, FanOuts, STATUSES};
 use super::drive::Driven;
 use super::faults::FaultKind;
 use super::logs::Logs;
@@ -127,6 +127,18 @@ fn summary(s: &mut String, i: &Input<'_>) {
         let _ = writeln!(s, "| {} | {n} |", k.name());
     }
     let _ = writeln!(s, "| unexpected exits (restarted) | {} |", i.exits.len());
+    let struck = d
+        .faults
+        .iter()
+        .filter(|f| c.fan_outs.in_flight(f.at.as_secs_f64()))
+        .count();
+    let _ = writeln!(
+        s,
+        "\n{struck} of the {faults} faults struck while a request cut into at least {} shards \
+         was in flight (from its send to its result); {} answered requests were cut so wide.",
+        FanOuts::threshold(),
+        c.fan_outs.count()
+    );
     if let Some(l) = c.latency {
         let _ = writeln!(
             s,
@@ -157,32 +169,29 @@ fn details(s: &mut String, i: &Input<'_>) {
     let (c, d) = (i.check, i.driven);
     let _ = writeln!(
         s,
-        "\n## By class\n\n| class | sent | {} | none | shards (mean, max) |\n| --- | ---: |{} \
-         ---: | ---: |",
+        "\n## By class\n\n| class | sent | {} | none | shards (mean, min, max) |\n| --- | ---: \
+         |{} ---: | ---: |",
         STATUSES.map(|x| x.as_str()).join(" | "),
         " ---: |".repeat(STATUSES.len())
     );
     for r in &c.by_class {
         let cells = r.statuses.map(|n| n.to_string()).join(" | ");
-        let answered = r.submitted - r.none;
-        let mean = if answered == 0 {
-            0.0
-        } else {
-            r.shards.0 as f64 / answered as f64
+        let shards = match (r.shards.mean(), r.shards.min) {
+            (Some(mean), Some(min)) => format!("{mean:.1}, {min}, {}", r.shards.max),
+            _ => "-".to_owned(),
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {cells} | {} | {mean:.1}, {} |",
+            "| {} | {} | {cells} | {} | {shards} |",
             r.class.name(),
             r.submitted,
             r.none,
-            r.shards.1
         );
     }
     if !c.unexpected.is_empty() {
         let _ = writeln!(
             s,
-            "\nPlain, kinds and policy requests should complete; these did not:\n\n\
+            "\nPlain, kinds, policy and wide requests should complete; these did not:\n\n\
              | class | status | error code | count | sample ids |\n| --- | --- | --- | ---: | --- |"
         );
         for ((class, status, code), (n, ids)) in &c.unexpected {
