@@ -34,12 +34,6 @@ pub enum Error {
     /// Redis failed.
     #[error("Redis: {0}")]
     Redis(#[from] redis::RedisError),
-    /// No Redis connection could be taken from the pool.
-    #[error("Redis pool: {0}")]
-    Pool(#[from] deadpool_redis::PoolError),
-    /// The Redis pool could not be built (bad URL).
-    #[error("Redis pool configuration: {0}")]
-    CreatePool(#[from] deadpool_redis::CreatePoolError),
     /// Stored state did not have the expected shape.
     #[error("corrupt state for request {id}: {detail}")]
     Corrupt {
@@ -69,7 +63,7 @@ impl Error {
     /// false when the input itself is at fault.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Amqp(_) | Error::Nacked(_) | Error::Redis(_) | Error::Pool(_) => true,
+            Error::Amqp(_) | Error::Nacked(_) | Error::Redis(_) => true,
             Error::Join(e) => e.is_cancelled(),
             _ => false,
         }

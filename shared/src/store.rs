@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use deadpool_redis::{Pool, Runtime};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use uuid::Uuid;
 
@@ -147,6 +147,17 @@ struct Settle<'a> {
     elapsed: Duration,
 }
 
+/// What [`Store::closing`] read.
+#[derive(Debug, Clone)]
+pub struct Closing {
+    /// The metadata, `None` when the request is gone.
+    pub meta: Option<Meta>,
+    /// Failed shards (index → reason).
+    pub failures: BTreeMap<u32, String>,
+    /// Every part in shard order, when they were read with the rest.
+    pub parts: Option<Vec<Option<Vec<u8>>>>,
+}
+
 /// A request's metadata, as stored in its `meta` hash.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Meta {
@@ -219,10 +230,19 @@ impl Meta {
     }
 }
 
+/// How long connecting to Redis may take, and how long one command may wait for its answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Redis access for one namespace.
+///
+/// Every command goes over one multiplexed connection (commands from concurrent tasks are
+/// pipelined on it), which reconnects by itself after an error. A pool of connections would
+/// check each connection out with a round trip of its own (deadpool-redis sends `PING` on
+/// every checkout), as many round trips as the commands themselves.
 #[derive(Clone)]
 pub struct Store {
-    pool: Pool,
+    conn: ConnectionManager,
     names: Names,
     grace: Duration,
 }
@@ -242,24 +262,28 @@ impl Store {
     /// # Errors
     /// A bad URL, or Redis unreachable.
     pub async fn connect(url: &str, names: Names) -> Result<Self, Error> {
-        let mut cfg = deadpool_redis::Config::from_url(url);
-        cfg.pool = Some(deadpool_redis::PoolConfig {
-            max_size: 32,
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(Duration::from_secs(10)),
-                create: Some(Duration::from_secs(5)),
-                recycle: Some(Duration::from_secs(5)),
-            },
-            ..Default::default()
-        });
-        let pool = cfg.create_pool(Some(Runtime::Tokio1))?;
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "connecting to Redis timed out",
+            )))
+        })??;
         let store = Store {
-            pool,
+            conn,
             names,
             grace: Self::DEFAULT_GRACE,
         };
         let mut c = store.conn().await?;
-        let _: String = redis::cmd("PING").query_async(&mut *c).await?;
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
         Ok(store)
     }
 
@@ -275,8 +299,10 @@ impl Store {
         &self.names
     }
 
-    async fn conn(&self) -> Result<deadpool_redis::Connection, Error> {
-        Ok(self.pool.get().await?)
+    /// The shared connection (a cheap handle; commands on clones are multiplexed).
+    #[allow(clippy::unused_async)]
+    async fn conn(&self) -> Result<ConnectionManager, Error> {
+        Ok(self.conn.clone())
     }
 
     /// TTL for a live request's keys: until its deadline plus the grace period.
@@ -291,6 +317,19 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn create(&self, req: &NewRequest) -> Result<Created, Error> {
+        self.create_routed(req, &[]).await
+    }
+
+    /// [`Store::create`], writing the engine each shard was routed to (`shard.<i>` fields) in
+    /// the same step when the record is new. An existing record keeps its routes.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn create_routed(
+        &self,
+        req: &NewRequest,
+        routes: &[(u32, &str)],
+    ) -> Result<Created, Error> {
         let n = &self.names;
         let mut c = self.conn().await?;
         let mut inv = CREATE.key(n.meta_key(req.id));
@@ -318,12 +357,17 @@ impl Store {
         if let Some(c) = &req.correlation_id {
             inv.arg("correlation_id").arg(c);
         }
-        let (created, state, total): (i64, String, u32) = inv.invoke_async(&mut *c).await?;
-        // The index lives in another Cluster slot, so it is written outside the script; ZADD
-        // is idempotent, and readers check each id's meta.
-        let _: () = c
-            .zadd(n.inflight_key(), req.id.to_string(), req.deadline)
-            .await?;
+        for (i, engine) in routes {
+            inv.arg(format!("shard.{i}")).arg(*engine);
+        }
+        // The index lives in another Cluster slot, so it is written outside the script, on
+        // the same connection at the same time (one round trip for both). ZADD is idempotent,
+        // and readers of the index check each id's meta, so an entry whose record was not
+        // written (an error) is harmless.
+        let mut index = c.clone();
+        let created = inv.invoke_async::<(i64, String, u32)>(&mut c);
+        let indexed = index.zadd::<_, _, _, ()>(n.inflight_key(), req.id.to_string(), req.deadline);
+        let ((created, state, total), ()) = tokio::try_join!(created, indexed)?;
         Ok(if created == 1 {
             Created::New
         } else {
@@ -422,7 +466,7 @@ impl Store {
             .arg(n.events_channel())
             .arg(id.to_string())
             .arg(mode)
-            .invoke_async(&mut *c)
+            .invoke_async(&mut c)
             .await?;
         Ok(match code {
             1 => Recorded::Claimed { done, total },
@@ -483,7 +527,7 @@ impl Store {
             )
             .arg(n.events_channel())
             .arg(id.to_string())
-            .invoke_async(&mut *c)
+            .invoke_async(&mut c)
             .await?;
         Ok(match code {
             1 => Ended::Claimed,
@@ -540,7 +584,7 @@ impl Store {
         let released: i64 = RELEASE
             .key(self.names.lease_key(id))
             .arg(holder)
-            .invoke_async(&mut *c)
+            .invoke_async(&mut c)
             .await?;
         Ok(released == 1)
     }
@@ -556,7 +600,7 @@ impl Store {
             .key(self.names.lease_key(id))
             .arg(holder)
             .arg(lease.as_millis().max(1) as u64)
-            .invoke_async(&mut *c)
+            .invoke_async(&mut c)
             .await?;
         Ok(renewed == 1)
     }
@@ -576,7 +620,7 @@ impl Store {
             .key(self.names.parts_key(id))
             .key(self.names.failures_key(id))
             .arg(index)
-            .invoke_async(&mut *c)
+            .invoke_async(&mut c)
             .await?;
         Ok(((!state.is_empty()).then_some(state), attempt))
     }
@@ -623,7 +667,7 @@ impl Store {
             .arg("NX")
             .arg("PX")
             .arg(ttl.as_millis() as u64)
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await?;
         Ok(taken.is_some())
     }
@@ -639,7 +683,7 @@ impl Store {
         let values: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.names.meta_key(id))
             .arg(META_FIELDS)
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await?;
         let fields: HashMap<String, String> = META_FIELDS
             .iter()
@@ -671,7 +715,7 @@ impl Store {
                 .arg("shard.*")
                 .arg("COUNT")
                 .arg(BATCH)
-                .query_async(&mut *c)
+                .query_async(&mut c)
                 .await?;
             for pair in flat.chunks_exact(2) {
                 if let Some(i) = pair[0].strip_prefix("shard.").and_then(|i| i.parse().ok()) {
@@ -732,7 +776,7 @@ impl Store {
             let got: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
                 .arg(&key)
                 .arg(chunk)
-                .query_async(&mut *c)
+                .query_async(&mut c)
                 .await?;
             for (i, part) in chunk.iter().zip(got) {
                 out.push(part.ok_or_else(|| Error::Corrupt {
@@ -742,6 +786,33 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// What a finalizer reads, in one round trip: the request's metadata, its failed shards,
+    /// and, when the caller knows the shard count (`total`, as the claim reported it) and it
+    /// is at most one batch, every part in shard order (`None` for a part not stored).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn closing(&self, id: Uuid, total: Option<u32>) -> Result<Closing, Error> {
+        let parts = async {
+            let Some(total) = total.filter(|t| (1..=BATCH as u32).contains(t)) else {
+                return Ok(None);
+            };
+            let mut c = self.conn().await?;
+            let got: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
+                .arg(self.names.parts_key(id))
+                .arg((0..total).collect::<Vec<u32>>())
+                .query_async(&mut c)
+                .await?;
+            Ok::<_, Error>(Some(got))
+        };
+        let (meta, failures, parts) = tokio::try_join!(self.meta(id), self.failures(id), parts)?;
+        Ok(Closing {
+            meta,
+            failures,
+            parts,
+        })
     }
 
     /// Count a publication of a request's final result, just before it is sent: `Some(1)` for
@@ -754,13 +825,14 @@ impl Store {
         let mut c = self.conn().await?;
         let n: u64 = PUBLICATION
             .key(self.names.meta_key(id))
-            .invoke_async(&mut *c)
+            .invoke_async(&mut c)
             .await?;
         Ok((n > 0).then_some(n))
     }
 
     /// Mark a request published (its result is confirmed by the broker), drop its partials and
-    /// lease, keep its metadata for the grace period, and remove it from the in-flight index.
+    /// lease, keep its metadata for the grace period, and remove it from the in-flight index
+    /// (in the background, after this returns).
     ///
     /// # Errors
     /// Redis failures.
@@ -775,9 +847,17 @@ impl Store {
             .arg(status)
             .arg(now_ms())
             .arg(self.grace.as_millis() as u64)
-            .invoke_async(&mut *c)
+            .invoke_async(&mut c)
             .await?;
-        let _: () = c.zrem(n.inflight_key(), id.to_string()).await?;
+        // Off the finalizer's path, and only once the record says published: an entry left
+        // behind (Redis failed just then) is removed by the manager's sweeper, which drops
+        // index entries whose record is published or gone.
+        let (key, member) = (n.inflight_key(), id.to_string());
+        tokio::spawn(async move {
+            if let Err(error) = c.zrem::<_, _, ()>(key, member).await {
+                tracing::debug!(%error, "removing a published request from the index failed");
+            }
+        });
         Ok(())
     }
 
@@ -837,7 +917,7 @@ impl Store {
             .ignore()
             .zadd(n.engines_key(), engine, now_ms())
             .ignore()
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await?;
         Ok(())
     }
@@ -868,7 +948,7 @@ impl Store {
             .ignore()
             .zrem(n.engines_key(), engine)
             .ignore()
-            .query_async(&mut *c)
+            .query_async(&mut c)
             .await?;
         Ok(())
     }
@@ -900,10 +980,10 @@ impl Store {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(BATCH)
-                .query_async(&mut *c)
+                .query_async(&mut c)
                 .await?;
             if !keys.is_empty() {
-                let _: i64 = redis::cmd("UNLINK").arg(keys).query_async(&mut *c).await?;
+                let _: i64 = redis::cmd("UNLINK").arg(keys).query_async(&mut c).await?;
             }
             if next == "0" {
                 return Ok(());
@@ -937,7 +1017,7 @@ impl Store {
         }
         let mut c = self.conn().await?;
         let keys: Vec<String> = engines.iter().map(|e| self.names.engine_key(e)).collect();
-        Ok(redis::cmd("MGET").arg(keys).query_async(&mut *c).await?)
+        Ok(redis::cmd("MGET").arg(keys).query_async(&mut c).await?)
     }
 
     /// Publish a line on the namespace's events channel (see [`Names::events_channel`]).
