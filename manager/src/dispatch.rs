@@ -49,6 +49,9 @@ pub const CANCEL_TYPE: &str = "cancel";
 pub const SHARED_ROUTE: &str = "(shared)";
 /// Route recorded for shards the manager holds until an engine may take them.
 pub const HELD_ROUTE: &str = "(held)";
+/// Up to this many shards, a new request's routes are written with its record in one Redis
+/// step; a wider request writes them apart, in batches.
+const ROUTES_WITH_RECORD: usize = 1024;
 
 /// The router and the shards it holds, behind one lock so that a placement and a release never
 /// miss each other's ledger entries.
@@ -141,7 +144,14 @@ impl Dispatcher {
             Ok(a) => a,
             Err(rej) => return self.reject(delivery, *rej).await,
         };
-        let existing = self.store.meta(id).await?;
+        // Only a request delivered before can have a record already (a client that
+        // republishes a request under the same id gets the recorded copy's answer: the create
+        // step below finds the record and this copy stands down).
+        let existing = if delivery.redelivered {
+            self.store.meta(id).await?
+        } else {
+            None
+        };
         if let Some(meta) = &existing
             && meta.state == "published"
         {
@@ -265,10 +275,30 @@ impl Dispatcher {
             policy: options.failure_policy.unwrap_or_default(),
             quorum: options.quorum,
         };
-        let skip: HashSet<u32> = match self.store.create(&record).await? {
+        let held = |i: u32| holding.as_ref().is_some_and(|h| h.holds(i));
+        let all: Vec<(u32, &str)> = routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let i = i as u32;
+                let route = if held(i) {
+                    HELD_ROUTE
+                } else {
+                    r.as_deref().unwrap_or(SHARED_ROUTE)
+                };
+                (i, route)
+            })
+            .collect();
+        // The routes go with the record in one step, unless there are too many for one call.
+        let with_record = all.len() <= ROUTES_WITH_RECORD;
+        let created = self
+            .store
+            .create_routed(&record, if with_record { &all } else { &[] })
+            .await?;
+        let skip: HashSet<u32> = match &created {
             Created::New => HashSet::new(),
             Created::Existing { state, total: t } => {
-                if t != total {
+                if *t != total {
                     // Another copy of this request (same message_id) is being dispatched
                     // concurrently with another shard count; that copy owns it. Publishing any
                     // result here could contradict its result, so drop this copy quietly.
@@ -287,23 +317,15 @@ impl Dispatcher {
             }
         };
         reserved.release(&skip);
-        let held = |i: u32| holding.as_ref().is_some_and(|h| h.holds(i));
-        // A stored shard keeps the route it ran on (a redelivered request).
-        let pairs: Vec<(u32, &str)> = routes
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (i as u32, r))
-            .filter(|(i, _)| !skip.contains(i))
-            .map(|(i, r)| {
-                let route = if held(i) {
-                    HELD_ROUTE
-                } else {
-                    r.as_deref().unwrap_or(SHARED_ROUTE)
-                };
-                (i, route)
-            })
-            .collect();
-        self.store.set_routes(id, &pairs).await?;
+        if !(created == Created::New && with_record) {
+            // A stored shard keeps the route it ran on (a redelivered request).
+            let pairs: Vec<(u32, &str)> = all
+                .iter()
+                .filter(|(i, _)| !skip.contains(i))
+                .copied()
+                .collect();
+            self.store.set_routes(id, &pairs).await?;
+        }
 
         // From here on the shards are published; a failure part-way leaves their entries until
         // the redelivered request routes them again (same keys) or they expire.
