@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::amqp::{ReplyTo, publish_result};
 use crate::message::{ErrorInfo, FailurePolicy, FinalResult, Status};
-use crate::store::{Meta, Store};
+use crate::store::{Closing, Meta, Store};
 use crate::{Error, Registry};
 
 /// Assembles and publishes final results.
@@ -60,7 +60,32 @@ impl Resolver {
         holder: &str,
         lease: Duration,
     ) -> Result<Option<FinalResult>, Error> {
-        let work = self.finalize_held(id);
+        self.finalize_known(id, holder, lease, None).await
+    }
+
+    /// [`Resolver::finalize`] for the holder whose write completed the set of `total` shards:
+    /// the parts are read together with the metadata, in one round trip.
+    ///
+    /// # Errors
+    /// As [`Resolver::finalize`].
+    pub async fn finalize_claimed(
+        &self,
+        id: Uuid,
+        holder: &str,
+        lease: Duration,
+        total: u32,
+    ) -> Result<Option<FinalResult>, Error> {
+        self.finalize_known(id, holder, lease, Some(total)).await
+    }
+
+    async fn finalize_known(
+        &self,
+        id: Uuid,
+        holder: &str,
+        lease: Duration,
+        total: Option<u32>,
+    ) -> Result<Option<FinalResult>, Error> {
+        let work = self.finalize_held(id, total);
         tokio::pin!(work);
         let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -77,31 +102,49 @@ impl Resolver {
         }
     }
 
-    async fn finalize_held(&self, id: Uuid) -> Result<Option<FinalResult>, Error> {
-        let Some(meta) = self.store.meta(id).await? else {
+    async fn finalize_held(
+        &self,
+        id: Uuid,
+        total: Option<u32>,
+    ) -> Result<Option<FinalResult>, Error> {
+        // The publication is counted with the first read, before anything is sent: a
+        // finalizer that dies after this point makes the next publication say that it may
+        // repeat this one (even if this one never got out: a spare lookup for consumers, in
+        // exchange for a round trip less on every request).
+        let (closing, publication) =
+            tokio::try_join!(self.store.closing(id, total), self.store.publication(id))?;
+        let Some(meta) = &closing.meta else {
             warn!(request.id = %id, "request vanished before it was finalized");
             return Ok(None);
         };
         if meta.state == "published" {
             return Ok(None);
         }
-        let result = if meta.state == "failing" {
-            let mut r = failed(&meta, meta.error.clone());
+        let (result, merged) = if meta.state == "failing" {
+            let mut r = failed(meta, meta.error.clone());
             r.status = Status::parse(meta.outcome.as_deref().unwrap_or("failed"));
-            r
+            (r, None)
         } else {
-            self.assemble(&meta).await?
+            self.assemble(meta, &closing).await?
         };
         let to = ReplyTo {
             reply_to: meta.reply_to.clone(),
             correlation_id: meta.correlation_id.clone(),
             format: meta.format,
         };
-        // Counted before sending: a finalizer that dies after this point makes the next
-        // publication say that it may repeat this one.
-        let Some(attempt) = self.store.publication(id).await? else {
+        let Some(attempt) = publication else {
             return Ok(None);
         };
+        if let Some(line) = merged {
+            // The merge cost, for the managers' shard-count decision: best effort, off the
+            // path to the result.
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.publish_event(&line).await {
+                    debug!(%error, "publishing the merge cost failed");
+                }
+            });
+        }
         if attempt > 1 {
             warn!(request.id = %id, attempt, "publishing a re-driven final result; it may repeat an earlier copy (same message_id)");
         }
@@ -115,7 +158,7 @@ impl Resolver {
                     code: "unencodable_result".into(),
                     message: format!("the output cannot be sent as {}: {e}", to.format.as_str()),
                 };
-                let failed = failed(&meta, Some(info));
+                let failed = failed(meta, Some(info));
                 publish_result(&self.channel, self.store.names(), &to, &failed, attempt).await?;
                 failed
             }
@@ -126,17 +169,21 @@ impl Resolver {
         Ok(Some(result))
     }
 
-    async fn assemble(&self, meta: &Meta) -> Result<FinalResult, Error> {
+    /// Merge the parts of a request whose shards are all settled. Returns the result and the
+    /// merge-cost event line to announce, when a merge ran.
+    async fn assemble(
+        &self,
+        meta: &Meta,
+        closing: &Closing,
+    ) -> Result<(FinalResult, Option<String>), Error> {
         let Some(kind) = self.registry.get(&meta.kind) else {
-            return Ok(failed(
-                meta,
-                Some(ErrorInfo {
-                    code: "unknown_kind".into(),
-                    message: format!("this worker has no kind {:?} to merge with", meta.kind),
-                }),
-            ));
+            let error = ErrorInfo {
+                code: "unknown_kind".into(),
+                message: format!("this worker has no kind {:?} to merge with", meta.kind),
+            };
+            return Ok((failed(meta, Some(error)), None));
         };
-        let failures = self.store.failures(meta.id).await?;
+        let failures = &closing.failures;
         let ok: Vec<u32> = (0..meta.total)
             .filter(|i| !failures.contains_key(i))
             .collect();
@@ -145,19 +192,18 @@ impl Resolver {
             _ => 1,
         };
         if !failures.is_empty() && (ok.len() as u32) < needed {
-            let mut r = failed(meta, Some(failures_error(&failures, meta.total)));
+            let mut r = failed(meta, Some(failures_error(failures, meta.total)));
             r.failed_shards = failures.keys().copied().collect();
-            return Ok(r);
+            return Ok((r, None));
         }
-        let parts = self.store.parts_of(meta.id, &ok).await?;
+        let parts = match prefetched(closing, &ok) {
+            Some(parts) => parts,
+            None => self.store.parts_of(meta.id, &ok).await?,
+        };
         let started = std::time::Instant::now();
-        let merged = tokio::task::spawn_blocking(move || kind.merge(parts)).await;
-        // Tell the managers what merging cost, for the shard-count decision. Best effort.
+        let merged = merge(kind, parts).await;
         let line = merged_event(&meta.kind, ok.len(), started.elapsed());
-        if let Err(error) = self.store.publish_event(&line).await {
-            debug!(%error, "publishing the merge cost failed");
-        }
-        Ok(match merged {
+        let result = match merged {
             Ok(Ok(output)) if failures.is_empty() => FinalResult {
                 request_id: meta.id,
                 kind: meta.kind.clone(),
@@ -173,7 +219,7 @@ impl Resolver {
                 status: Status::Partial,
                 shards: meta.total,
                 output: Some(output),
-                error: Some(failures_error(&failures, meta.total)),
+                error: Some(failures_error(failures, meta.total)),
                 failed_shards: failures.keys().copied().collect(),
             },
             Ok(Err(e)) => failed(
@@ -183,15 +229,46 @@ impl Resolver {
                     message: e.to_string(),
                 }),
             ),
-            Err(e) => failed(
+            Err(panic) => failed(
                 meta,
                 Some(ErrorInfo {
                     code: "merge_panicked".into(),
-                    message: e.to_string(),
+                    message: panic,
                 }),
             ),
-        })
+        };
+        Ok((result, Some(line)))
     }
+}
+
+/// The parts of `ok` from what [`Store::closing`] read with the metadata, when it read them
+/// all and every one of them is there.
+fn prefetched(closing: &Closing, ok: &[u32]) -> Option<Vec<Vec<u8>>> {
+    let all = closing.parts.as_ref()?;
+    ok.iter()
+        .map(|&i| all.get(i as usize).cloned().flatten())
+        .collect()
+}
+
+/// Largest total size of the parts merged on the async runtime's thread (for kinds whose cost
+/// follows their size): a merge this small takes microseconds, less than the hand-off to a
+/// blocking thread and back. Larger merges run on a blocking thread.
+pub const MERGE_INLINE_BYTES: usize = 16 * 1024;
+
+/// Merge the parts, inline when they are small, else on a blocking thread; a panic is caught
+/// either way and returned as its message.
+async fn merge(
+    kind: std::sync::Arc<dyn crate::kind::DynKind>,
+    parts: Vec<Vec<u8>>,
+) -> Result<Result<rmpv::Value, crate::kind::KindError>, String> {
+    let bytes: usize = parts.iter().map(Vec::len).sum();
+    if kind.cost_follows_size() && bytes <= MERGE_INLINE_BYTES {
+        return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.merge(parts)))
+            .map_err(|panic| crate::panic_message(&*panic));
+    }
+    tokio::task::spawn_blocking(move || kind.merge(parts))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn failures_error(failures: &std::collections::BTreeMap<u32, String>, total: u32) -> ErrorInfo {
