@@ -1,5 +1,6 @@
-//! One shard delivery, from bytes to ack: decode, process off the async runtime, record the
-//! partial result, finalize when this write completed the set, and only then ack.
+//! One shard delivery, from bytes to ack: decode, count the try if the shard was delivered
+//! before, process (inline or on a blocking thread), record the partial result, finalize when
+//! this write completed the set, and only then ack.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +16,7 @@ use tokio::task::JoinError;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::inline::Inline;
+use crate::prefetch::Prefetch;
 
 /// Pause before a shard that hit a transient error is put back on its queue.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -76,19 +78,12 @@ pub struct Handler {
     pub(crate) stop_check: Duration,
     /// Which shards run inline.
     pub(crate) inline: Arc<Inline>,
+    /// The prefetch, which follows whether shards run inline.
+    pub(crate) prefetch: Arc<Prefetch>,
 }
 
 /// What processing a shard gave: the kind's own outcome, or the panic that ended it.
 type Outcome = Result<Result<Vec<u8>, KindError>, String>;
-
-/// The message of a caught panic.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_owned())
-}
 
 /// The message of a blocking task that did not finish.
 fn join_message(e: &JoinError) -> String {
@@ -232,36 +227,42 @@ impl Handler {
         let bytes = shard.payload.len();
         let name = kind.name();
         let inline = self.inline.admits(name, kind.cost_follows_size(), bytes);
-        let started = Instant::now();
-        let (outcome, why) = if inline {
+        self.prefetch.observe(inline);
+        let (outcome, why, took) = if inline {
+            let started = Instant::now();
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 kind.process(&shard.payload, &Stop::new())
             }));
-            (ran.map_err(|panic| panic_message(&*panic)), None)
+            let ran = ran.map_err(|panic| shardline::panic_message(&*panic));
+            (ran, None, started.elapsed())
         } else {
             self.process_watched(shard, kind, received, check_now).await
         };
         if matches!(outcome, Ok(Ok(_))) {
-            self.inline.observe(name, bytes, started.elapsed());
+            self.inline.observe(name, bytes, took);
         }
         (outcome, why)
     }
 
     /// Process the shard off the async runtime while checking, every `stop_check` (the first
     /// time at once with `check_now`), that it is still wanted and within its time limit;
-    /// raise its [`Stop`] flag when it is not. Returns the outcome and why the flag was
-    /// raised, if it was.
+    /// raise its [`Stop`] flag when it is not. Returns the outcome, why the flag was raised
+    /// (if it was) and how long the work took on its thread.
     async fn process_watched(
         &self,
         shard: &Shard,
         kind: Arc<dyn DynKind>,
         received: Instant,
         check_now: bool,
-    ) -> (Outcome, Option<Why>) {
+    ) -> (Outcome, Option<Why>, Duration) {
         let stop = Stop::new();
         let flag = stop.clone();
         let payload = shard.payload.clone();
-        let work = tokio::task::spawn_blocking(move || kind.process(&payload, &flag));
+        let work = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            let outcome = kind.process(&payload, &flag);
+            (outcome, started.elapsed())
+        });
         tokio::pin!(work);
         let first = if check_now {
             Duration::ZERO
@@ -274,7 +275,12 @@ impl Handler {
         let mut why = None;
         loop {
             tokio::select! {
-                outcome = &mut work => return (outcome.map_err(|e| join_message(&e)), why),
+                done = &mut work => {
+                    return match done {
+                        Ok((outcome, took)) => (Ok(outcome), why, took),
+                        Err(e) => (Err(join_message(&e)), why, Duration::ZERO),
+                    };
+                }
                 _ = tick.tick(), if why.is_none() => {
                     why = self.unwanted(shard, received).await;
                     if let Some(reason) = &why {
@@ -425,7 +431,7 @@ impl Handler {
     async fn finalize(&self, shard: &Shard) -> Settle {
         match self
             .resolver
-            .finalize(shard.request_id, &self.engine, self.lease)
+            .finalize_claimed(shard.request_id, &self.engine, self.lease, shard.total)
             .await
         {
             Ok(Some(result)) => {

@@ -2,9 +2,14 @@
 //!
 //! A worker engine registers itself (a heartbeat key with a TTL), declares its own durable
 //! queue `<ns>.engine.<id>`, and consumes it and the shared queue `<ns>.shards`. Each shard is
-//! processed off the async runtime, its partial result is recorded with the resolver script,
-//! and the worker whose write completes the set assembles and publishes the final result. A
-//! shard is acked only after its result is stored (and, for the last one, published).
+//! processed on a blocking thread, or inline when it takes microseconds ([`inline`]), its
+//! partial result is recorded with the resolver script, and the worker whose write completes
+//! the set assembles and publishes the final result. A shard is acked only after its result
+//! is stored (and, for the last one, published).
+//!
+//! On the happy path a shard costs one delivery, one Redis script and one ack: a first
+//! delivery does not ask Redis before it runs (its try is counted if it ever comes back, see
+//! [`shardline::amqp::tried_before`]).
 //!
 //! Build your own worker with your own kinds by calling [`run`] with your [`Registry`]; see
 //! `examples/custom_kind.rs`.
@@ -21,7 +26,8 @@
 //! - [`heartbeat`] — registration;
 //! - [`handler`] — one shard from bytes to ack (queue hand-off on shutdown is
 //!   [`shardline::handoff`]);
-//! - [`inline`] — which shards run on the runtime's thread instead of a blocking one.
+//! - [`inline`] — which shards run on the runtime's thread instead of a blocking one;
+//! - [`prefetch`] — how many shards the worker takes ahead of its slots.
 
 #![warn(missing_docs)]
 
@@ -29,6 +35,7 @@ pub mod config;
 pub mod handler;
 pub mod heartbeat;
 pub mod inline;
+pub mod prefetch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,7 +52,7 @@ use shardline::{Registry, amqp};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use config::Config;
 use handler::Handler;
@@ -91,12 +98,11 @@ async fn serve(
     amqp::declare_engine_queue(&setup, &names, engine).await?;
     let publish = amqp::confirm_channel(&conn).await?;
     let consume = conn.create_channel().await?;
-    // One prefetch window for both consumers (global QoS is per channel in RabbitMQ): the
-    // worker holds no more shards than it has slots, so a shard it cannot start yet stays
-    // ready in its queue, where the managers' depth samples see it and, on the shared queue,
-    // another worker can take it.
+    // One prefetch window for both consumers (global QoS is per channel in RabbitMQ), one
+    // shard per slot unless the shards take microseconds (see `prefetch`).
+    let (prefetch, mut prefetch_changes) = prefetch::Prefetch::new(concurrency);
     consume
-        .basic_qos(concurrency, BasicQosOptions { global: true })
+        .basic_qos(prefetch.initial(), BasicQosOptions { global: true })
         .await?;
     let mut consumers = Vec::new();
     for queue in [names.engine_queue(engine), names.shared_queue()] {
@@ -137,6 +143,7 @@ async fn serve(
         time_limit: config.shard_time_limit(),
         stop_check: config.stop_check(),
         inline: Arc::new(inline::Inline::new(config.inline_limit())),
+        prefetch: Arc::new(prefetch),
     });
     info!(worker.id = engine, concurrency, "worker consuming shards");
 
@@ -146,6 +153,13 @@ async fn serve(
     let outcome = loop {
         tokio::select! {
             () = stop.cancelled() => break Ok(()),
+            Ok(()) = prefetch_changes.changed() => {
+                let n = *prefetch_changes.borrow_and_update();
+                match consume.basic_qos(n, BasicQosOptions { global: true }).await {
+                    Ok(()) => debug!(prefetch = n, "prefetch changed"),
+                    Err(error) => warn!(%error, prefetch = n, "changing the prefetch failed"),
+                }
+            }
             next = deliveries.next() => match next {
                 Some(Ok(delivery)) => {
                     tracker.spawn(run_one(handler.clone(), permits.clone(), stop.clone(), delivery));
