@@ -134,6 +134,48 @@ pub async fn attempts(cluster: &Cluster, id: uuid::Uuid, index: u32) -> u32 {
     n.unwrap_or(0)
 }
 
+/// Messages ready in `queue` (a passive declare), `None` when it cannot be read.
+pub async fn ready(cluster: &Cluster, queue: &str) -> Option<u32> {
+    let ch = cluster.channel().await;
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions::default().passive(),
+            lapin::types::FieldTable::default(),
+        )
+        .await
+        .ok()?;
+    let _ = ch.close(200, "done".into()).await;
+    Some(q.message_count())
+}
+
+/// Whether all `shards` shards of request `id` have reached a worker: each is routed and no
+/// queue it was routed to holds a ready message. (A first delivery goes to work without a word
+/// to Redis, so nothing there says a shard started.)
+pub async fn delivered(cluster: &Cluster, id: uuid::Uuid, shards: u32) -> bool {
+    let Ok(routes) = cluster.store.routes(id).await else {
+        return false;
+    };
+    if routes.len() < shards as usize {
+        return false;
+    }
+    let mut queues: Vec<String> = routes
+        .values()
+        .map(|r| match r.as_str() {
+            "(shared)" | "(held)" => cluster.names.shared_queue(),
+            engine => cluster.names.engine_queue(engine),
+        })
+        .collect();
+    queues.sort();
+    queues.dedup();
+    for q in queues {
+        if ready(cluster, &q).await != Some(0) {
+            return false;
+        }
+    }
+    true
+}
+
 /// Wait until the requests together have at least `shards` shards done.
 pub async fn wait_progress(cluster: &Cluster, ids: &[uuid::Uuid], shards: u32) {
     eventually(

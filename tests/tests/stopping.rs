@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use shardline::message::{Options, Status};
 use shardline_manager::plan::ShardCount;
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, attempts, eventually, patience, request_body, synthetic};
+use shardline_tests::{
+    Cluster, attempts, delivered, eventually, patience, request_body, synthetic,
+};
 use uuid::Uuid;
 
 /// A cluster of one worker with two slots that checks its running shards every 100 ms;
@@ -58,7 +60,7 @@ async fn cancel_stops_running_shards() {
     let body = request_body("synthetic", synthetic(2, 60_000_000), &[]);
     publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
     eventually("both shards running", Duration::from_secs(30), || async {
-        (attempts(&c, id, 0).await >= 1 && attempts(&c, id, 1).await >= 1).then_some(())
+        delivered(&c, id, 2).await.then_some(())
     })
     .await;
 
