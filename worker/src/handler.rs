@@ -191,7 +191,7 @@ impl Handler {
                     .await;
             }
             (Ok(Err(_)), Some(Why::Ended(state))) => {
-                info!(%state, "request over; the shard stopped without a result");
+                debug!(%state, "request over; the shard stopped without a result");
                 return Settle::Ack;
             }
             (Ok(Err(KindError::Stopped)), Some(Why::TimeLimit)) => (
@@ -269,8 +269,8 @@ impl Handler {
         } else {
             self.stop_check
         };
-        let mut tick =
-            tokio::time::interval_at(tokio::time::Instant::now() + first, self.stop_check);
+        let started = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval_at(started + first, self.stop_check);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut why = None;
         loop {
@@ -284,7 +284,13 @@ impl Handler {
                 _ = tick.tick(), if why.is_none() => {
                     why = self.unwanted(shard, received).await;
                     if let Some(reason) = &why {
-                        info!(?reason, "asking the running shard to stop");
+                        // At the first check this is the shard of a request that ended
+                        // before it started (a cancel's queued shards): routine, not news.
+                        if started.elapsed() < self.stop_check {
+                            debug!(?reason, "the request ended before the shard started; stopping it");
+                        } else {
+                            info!(?reason, "asking the running shard to stop");
+                        }
                         stop.request();
                     }
                 }
