@@ -5,9 +5,10 @@ use shardline::Registry;
 use shardline::kind::synthetic::{Speed, Synthetic};
 use shardline_worker::{Config, run};
 
-/// mimalloc: the worker and manager allocate many small, short-lived buffers per message
-/// (frames, keys, decoded shards), where it costs about half of what the system allocator
-/// does (see `docs/bench/` for the throughput record).
+/// mimalloc: a worker allocates many small, short-lived buffers per shard (frames, decoded
+/// shards and partials), where it costs about half of what the system allocator does. The
+/// manager keeps the system allocator: with mimalloc its one-shard request p99 rose from 6.3
+/// to 9.3 ms (`docs/bench/2026-12-01-throughput.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
