@@ -55,6 +55,45 @@ pub fn trace_init() {
 
 pub mod raw;
 
+/// Implement `shardline::kind::Kind` for `$t`: a kind named `$name` that sums lists of numbers,
+/// cut in even chunks, with its own `process` (a closure from the shard to its sum) and, as a
+/// fourth argument, its own `max_attempts` (3 when left out).
+#[macro_export]
+macro_rules! summing_kind {
+    ($t:ty, $name:literal, $process:expr) => {
+        $crate::summing_kind!($t, $name, $process, 3);
+    };
+    ($t:ty, $name:literal, $process:expr, $attempts:expr) => {
+        impl ::shardline::kind::Kind for $t {
+            type Input = Vec<i64>;
+            type Shard = Vec<i64>;
+            type Partial = i64;
+            type Output = i64;
+            fn name(&self) -> &'static str {
+                $name
+            }
+            fn size(&self, input: &Vec<i64>) -> u64 {
+                input.len() as u64
+            }
+            fn max_attempts(&self) -> u32 {
+                $attempts
+            }
+            fn split(&self, input: Vec<i64>, n: usize) -> Vec<Vec<i64>> {
+                ::shardline::kind::even_chunks(&input, n)
+                    .into_iter()
+                    .map(<[i64]>::to_vec)
+                    .collect()
+            }
+            fn process(&self, shard: Vec<i64>) -> Result<i64, ::shardline::kind::KindError> {
+                $process(shard)
+            }
+            fn merge(&self, parts: Vec<i64>) -> Result<i64, ::shardline::kind::KindError> {
+                Ok(parts.iter().sum())
+            }
+        }
+    };
+}
+
 use shardline::message::{FinalResult, Status};
 
 /// The output of a completed result, or a panic showing the error.

@@ -10,42 +10,21 @@ use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use shardline::Registry;
 use shardline::amqp;
-use shardline::kind::{Kind, KindError};
+use shardline::kind::KindError;
 use shardline::message::Status;
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, eventually, request_body};
+use shardline_tests::{Cluster, eventually, request_body, summing_kind};
 use uuid::Uuid;
 
 /// Sums numbers; a shard may be tried once.
 struct Once;
 
-impl Kind for Once {
-    type Input = Vec<i64>;
-    type Shard = Vec<i64>;
-    type Partial = i64;
-    type Output = i64;
-    fn name(&self) -> &'static str {
-        "once"
-    }
-    fn size(&self, input: &Vec<i64>) -> u64 {
-        input.len() as u64
-    }
-    fn max_attempts(&self) -> u32 {
-        1
-    }
-    fn split(&self, input: Vec<i64>, n: usize) -> Vec<Vec<i64>> {
-        shardline::kind::even_chunks(&input, n)
-            .into_iter()
-            .map(<[i64]>::to_vec)
-            .collect()
-    }
-    fn process(&self, shard: Vec<i64>) -> Result<i64, KindError> {
-        Ok(shard.iter().sum())
-    }
-    fn merge(&self, parts: Vec<i64>) -> Result<i64, KindError> {
-        Ok(parts.iter().sum())
-    }
-}
+summing_kind!(
+    Once,
+    "once",
+    |shard: Vec<i64>| -> Result<i64, KindError> { Ok(shard.iter().sum()) },
+    1
+);
 
 /// Take one message from `queue` without acking it and close the channel, as a worker that
 /// died holding it would: the broker puts it back marked `redelivered`.

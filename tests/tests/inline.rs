@@ -4,40 +4,19 @@
 use std::time::Duration;
 
 use shardline::Registry;
-use shardline::kind::{Kind, KindError, even_chunks};
+use shardline::kind::KindError;
 use shardline::message::Status;
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, completed, request_body};
+use shardline_tests::{Cluster, completed, request_body, summing_kind};
 use uuid::Uuid;
 
 /// Sums numbers, fast; a shard holding 13 panics.
 struct Trap;
 
-impl Kind for Trap {
-    type Input = Vec<i64>;
-    type Shard = Vec<i64>;
-    type Partial = i64;
-    type Output = i64;
-    fn name(&self) -> &'static str {
-        "trap"
-    }
-    fn size(&self, input: &Vec<i64>) -> u64 {
-        input.len() as u64
-    }
-    fn split(&self, input: Vec<i64>, n: usize) -> Vec<Vec<i64>> {
-        even_chunks(&input, n)
-            .into_iter()
-            .map(<[i64]>::to_vec)
-            .collect()
-    }
-    fn process(&self, shard: Vec<i64>) -> Result<i64, KindError> {
-        assert!(!shard.contains(&13), "unlucky shard");
-        Ok(shard.iter().sum())
-    }
-    fn merge(&self, parts: Vec<i64>) -> Result<i64, KindError> {
-        Ok(parts.iter().sum())
-    }
-}
+summing_kind!(Trap, "trap", |shard: Vec<i64>| -> Result<i64, KindError> {
+    assert!(!shard.contains(&13), "unlucky shard");
+    Ok(shard.iter().sum())
+});
 
 async fn send(c: &Cluster, replies: &Replies, numbers: &[i64]) -> Uuid {
     let payload = rmpv::Value::Array(numbers.iter().map(|n| (*n).into()).collect());

@@ -8,7 +8,7 @@ use shardline::Registry;
 use shardline::kind::{Kind, KindError, even_chunks};
 use shardline::message::{Format, RequestBody, Shard, Status};
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, completed, eventually};
+use shardline_tests::{Cluster, completed, eventually, summing_kind};
 use uuid::Uuid;
 
 /// Tries seen per shard by [`Flaky`].
@@ -19,35 +19,6 @@ struct Flaky;
 
 /// Sums numbers, but always panics.
 struct Panicky;
-
-macro_rules! summing_kind {
-    ($t:ty, $name:literal, $process:expr) => {
-        impl Kind for $t {
-            type Input = Vec<i64>;
-            type Shard = Vec<i64>;
-            type Partial = i64;
-            type Output = i64;
-            fn name(&self) -> &'static str {
-                $name
-            }
-            fn size(&self, input: &Vec<i64>) -> u64 {
-                input.len() as u64
-            }
-            fn split(&self, input: Vec<i64>, n: usize) -> Vec<Vec<i64>> {
-                even_chunks(&input, n)
-                    .into_iter()
-                    .map(<[i64]>::to_vec)
-                    .collect()
-            }
-            fn process(&self, shard: Vec<i64>) -> Result<i64, KindError> {
-                $process(shard)
-            }
-            fn merge(&self, parts: Vec<i64>) -> Result<i64, KindError> {
-                Ok(parts.iter().sum())
-            }
-        }
-    };
-}
 
 summing_kind!(Flaky, "flaky", |shard: Vec<i64>| {
     let mut tries = TRIES.lock().expect("lock");
