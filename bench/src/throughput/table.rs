@@ -62,10 +62,15 @@ fn requests_per_sec(c: &Cell) -> f64 {
 
 /// CPU µs per shard of the processes whose name starts with `prefix`, summed.
 fn cpu_per_shard(c: &Cell, prefix: &str) -> f64 {
+    cpu_per_shard_of(c, |name| name.starts_with(prefix))
+}
+
+/// CPU µs per shard of the processes whose name passes `pick`, summed.
+fn cpu_per_shard_of(c: &Cell, pick: impl Fn(&str) -> bool) -> f64 {
     let total: Duration = c
         .cpu
         .iter()
-        .filter(|(name, _)| name.starts_with(prefix))
+        .filter(|(name, _)| pick(name))
         .map(|(_, d)| *d)
         .sum();
     total.as_secs_f64() * 1e6 / c.shards.max(1) as f64
@@ -130,7 +135,7 @@ fn cells(m: &Measured, out: &mut String) {
         "### Shardline, word count, one manager and real worker processes (mean ± 95% CI over repetitions)\n\n\
          Burst: requests sent at once, first send to last result. Sequential: one request at a time \
          (p50/p99 over every repetition's requests). CPU: µs per shard of each process during the burst \
-         (workers summed).\n\n\
+         (workers: their sum, then each one's mean).\n\n\
          | build | fan-out | shards/s | requests/s | of broker ceiling | seq p50 ms | seq p99 ms | manager | workers | redis | broker | client |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
@@ -146,6 +151,33 @@ fn cells(m: &Measured, out: &mut String) {
         let per = |f: &dyn Fn(&Cell) -> f64, d: usize| {
             fmt_ci(mean_ci(&cs.iter().map(|c| f(c)).collect::<Vec<_>>()), d)
         };
+        // Each worker's own mean next to their sum, so an uneven split shows.
+        let mut names: Vec<&str> = cs
+            .iter()
+            .flat_map(|c| c.cpu.iter().map(|(n, _)| n.as_str()))
+            .filter(|n| n.starts_with('w'))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let each: Vec<String> = names
+            .iter()
+            .map(|n| {
+                format!(
+                    "{:.0}",
+                    mean_ci(
+                        &cs.iter()
+                            .map(|c| cpu_per_shard_of(c, |name| name == *n))
+                            .collect::<Vec<_>>()
+                    )
+                    .0
+                )
+            })
+            .collect();
+        let workers = format!(
+            "{} ({})",
+            per(&|c| cpu_per_shard(c, "w"), 0),
+            each.join(" / ")
+        );
         let _ = writeln!(
             out,
             "| {build} | {fan_out} | {} | {} | {}% | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
@@ -155,7 +187,7 @@ fn cells(m: &Measured, out: &mut String) {
             percentile(&seq, 0.5).as_secs_f64() * 1e3,
             percentile(&seq, 0.99).as_secs_f64() * 1e3,
             per(&|c| cpu_per_shard(c, "manager"), 0),
-            per(&|c| cpu_per_shard(c, "w"), 0),
+            workers,
             per(&|c| cpu_per_shard(c, "redis"), 0),
             per(&|c| cpu_per_shard(c, "broker"), 0),
             per(&|c| cpu_per_shard(c, "client"), 0),
