@@ -815,7 +815,7 @@ impl Store {
         })
     }
 
-    /// Count a publication of a request's final result, just before it is sent: `Some(1)` for
+    /// Count a publication of a request's final result, before it is sent: `Some(1)` for
     /// the first one ever, `Some(n)` for a re-driven one that may repeat an earlier copy, `None`
     /// when the request is gone or already published (send nothing).
     ///
