@@ -282,7 +282,7 @@ impl Store {
             names,
             grace: Self::DEFAULT_GRACE,
         };
-        let mut c = store.conn().await?;
+        let mut c = store.conn();
         let _: String = redis::cmd("PING").query_async(&mut c).await?;
         Ok(store)
     }
@@ -300,9 +300,8 @@ impl Store {
     }
 
     /// The shared connection (a cheap handle; commands on clones are multiplexed).
-    #[allow(clippy::unused_async)]
-    async fn conn(&self) -> Result<ConnectionManager, Error> {
-        Ok(self.conn.clone())
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
     }
 
     /// TTL for a live request's keys: until its deadline plus the grace period.
@@ -331,7 +330,7 @@ impl Store {
         routes: &[(u32, &str)],
     ) -> Result<Created, Error> {
         let n = &self.names;
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let mut inv = CREATE.key(n.meta_key(req.id));
         inv.arg(self.live_ttl_ms(req.deadline))
             .arg("id")
@@ -381,7 +380,7 @@ impl Store {
     /// Redis failures.
     pub async fn set_routes(&self, id: Uuid, routes: &[(u32, &str)]) -> Result<(), Error> {
         let key = self.names.meta_key(id);
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         for chunk in routes.chunks(BATCH) {
             let items: Vec<(String, &str)> = chunk
                 .iter()
@@ -450,7 +449,7 @@ impl Store {
 
     async fn settle(&self, s: &Settle<'_>, value: &[u8], mode: &str) -> Result<Recorded, Error> {
         let (id, n) = (s.id, &self.names);
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let (code, done, total): (i64, u32, u32) = RECORD
             .key(n.meta_key(id))
             .key(n.parts_key(id))
@@ -510,7 +509,7 @@ impl Store {
         tombstone: Option<Duration>,
     ) -> Result<Ended, Error> {
         let n = &self.names;
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let code: i64 = FAIL
             .key(n.meta_key(id))
             .key(n.lease_key(id))
@@ -567,7 +566,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn overdue(&self, now: u64, limit: usize) -> Result<Vec<Uuid>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let ids: Vec<String> = c
             .zrangebyscore_limit(self.names.inflight_key(), "-inf", now, 0, limit as isize)
             .await?;
@@ -580,7 +579,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn release(&self, id: Uuid, holder: &str) -> Result<bool, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let released: i64 = RELEASE
             .key(self.names.lease_key(id))
             .arg(holder)
@@ -595,7 +594,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn renew(&self, id: Uuid, holder: &str, lease: Duration) -> Result<bool, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let renewed: i64 = RENEW
             .key(self.names.lease_key(id))
             .arg(holder)
@@ -614,7 +613,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn begin(&self, id: Uuid, index: u32) -> Result<(Option<String>, u32), Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let (state, attempt): (String, u32) = BEGIN
             .key(self.names.meta_key(id))
             .key(self.names.parts_key(id))
@@ -630,7 +629,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn state(&self, id: Uuid) -> Result<Option<String>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         Ok(c.hget(self.names.meta_key(id), "state").await?)
     }
 
@@ -660,7 +659,7 @@ impl Store {
 
     /// `SET key holder NX PX ttl`: true when the key was free and is now ours.
     async fn set_nx_px(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let taken: Option<String> = redis::cmd("SET")
             .arg(key)
             .arg(holder)
@@ -679,7 +678,7 @@ impl Store {
     pub async fn meta(&self, id: Uuid) -> Result<Option<Meta>, Error> {
         // Only the request's own fields: the hash also holds two fields per shard (route and
         // attempts), which for a large fan-out would cost megabytes to read.
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let values: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.names.meta_key(id))
             .arg(META_FIELDS)
@@ -704,7 +703,7 @@ impl Store {
     /// Redis failures.
     pub async fn routes(&self, id: Uuid) -> Result<BTreeMap<u32, String>, Error> {
         let key = self.names.meta_key(id);
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let mut routes = BTreeMap::new();
         let mut cursor = String::from("0");
         loop {
@@ -734,7 +733,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn recorded(&self, id: Uuid) -> Result<Vec<u32>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let keys: Vec<String> = c.hkeys(self.names.parts_key(id)).await?;
         Ok(keys.iter().filter_map(|k| k.parse().ok()).collect())
     }
@@ -747,7 +746,7 @@ impl Store {
         &self,
         id: Uuid,
     ) -> Result<std::collections::BTreeMap<u32, String>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let raw: HashMap<String, String> = c.hgetall(self.names.failures_key(id)).await?;
         Ok(raw
             .into_iter()
@@ -770,7 +769,7 @@ impl Store {
     /// Redis failures, or a missing part ([`Error::Corrupt`]).
     pub async fn parts_of(&self, id: Uuid, indices: &[u32]) -> Result<Vec<Vec<u8>>, Error> {
         let key = self.names.parts_key(id);
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let mut out = Vec::with_capacity(indices.len());
         for chunk in indices.chunks(BATCH) {
             let got: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
@@ -799,7 +798,7 @@ impl Store {
             let Some(total) = total.filter(|t| (1..=BATCH as u32).contains(t)) else {
                 return Ok(None);
             };
-            let mut c = self.conn().await?;
+            let mut c = self.conn();
             let got: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
                 .arg(self.names.parts_key(id))
                 .arg((0..total).collect::<Vec<u32>>())
@@ -822,7 +821,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn publication(&self, id: Uuid) -> Result<Option<u64>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let n: u64 = PUBLICATION
             .key(self.names.meta_key(id))
             .invoke_async(&mut c)
@@ -838,7 +837,7 @@ impl Store {
     /// Redis failures.
     pub async fn finish(&self, id: Uuid, status: &str) -> Result<(), Error> {
         let n = &self.names;
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let _: i64 = FINISH
             .key(n.meta_key(id))
             .key(n.parts_key(id))
@@ -878,7 +877,7 @@ impl Store {
         start: usize,
         limit: usize,
     ) -> Result<Vec<(Uuid, u64)>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let first = isize::try_from(start).unwrap_or(isize::MAX);
         let stop = first
             .saturating_add(isize::try_from(limit).unwrap_or(isize::MAX))
@@ -897,7 +896,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn forget(&self, id: Uuid) -> Result<(), Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let _: () = c.zrem(self.names.inflight_key(), id.to_string()).await?;
         Ok(())
     }
@@ -910,7 +909,7 @@ impl Store {
     /// Redis failures.
     pub async fn heartbeat(&self, engine: &str, info: &str, ttl: Duration) -> Result<(), Error> {
         let n = &self.names;
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         // Not MULTI: the two keys live in different Redis Cluster slots.
         let _: () = redis::pipe()
             .pset_ex(n.engine_key(engine), info, ttl.as_millis() as u64)
@@ -929,7 +928,7 @@ impl Store {
     /// Redis failures.
     pub async fn retire(&self, engine: &str) -> Result<(), Error> {
         let n = &self.names;
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         // Two slots in a Redis Cluster: two plain commands, not one MULTI.
         let _: () = c.zadd(n.engines_key(), engine, 0).await?;
         let _: () = c.del(n.engine_key(engine)).await?;
@@ -942,7 +941,7 @@ impl Store {
     /// Redis failures.
     pub async fn deregister(&self, engine: &str) -> Result<(), Error> {
         let n = &self.names;
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let _: () = redis::pipe()
             .del(n.engine_key(engine))
             .ignore()
@@ -958,7 +957,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn known_engines(&self) -> Result<Vec<String>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let mut ids: Vec<String> = c.zrange(self.names.engines_key(), 0, -1).await?;
         ids.sort();
         Ok(ids)
@@ -970,7 +969,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn delete_namespace(&self) -> Result<(), Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let pattern = format!("{}:*", self.names.namespace());
         let mut cursor = String::from("0");
         loop {
@@ -997,7 +996,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn live_engines(&self, ttl: Duration) -> Result<Vec<String>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let since = now_ms().saturating_sub(ttl.as_millis() as u64);
         let mut ids: Vec<String> = c
             .zrangebyscore(self.names.engines_key(), since, "+inf")
@@ -1015,7 +1014,7 @@ impl Store {
         if engines.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let keys: Vec<String> = engines.iter().map(|e| self.names.engine_key(e)).collect();
         Ok(redis::cmd("MGET").arg(keys).query_async(&mut c).await?)
     }
@@ -1025,7 +1024,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn publish_event(&self, line: &str) -> Result<(), Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let _: i64 = c.publish(self.names.events_channel(), line).await?;
         Ok(())
     }
@@ -1035,7 +1034,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn load_history(&self) -> Result<Option<Vec<u8>>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         Ok(c.get(self.names.history_key()).await?)
     }
 
@@ -1044,7 +1043,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn save_history(&self, blob: &[u8], ttl: Duration) -> Result<(), Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let _: () = c
             .pset_ex(self.names.history_key(), blob, ttl.as_millis() as u64)
             .await?;
@@ -1056,7 +1055,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn dead_engines(&self, ttl: Duration) -> Result<Vec<String>, Error> {
-        let mut c = self.conn().await?;
+        let mut c = self.conn();
         let before = now_ms().saturating_sub(ttl.as_millis() as u64);
         Ok(
             c.zrangebyscore(self.names.engines_key(), "-inf", format!("({before}"))
