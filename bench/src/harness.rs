@@ -291,7 +291,7 @@ async fn antagonist(
     let ch = amqp::confirm_channel(&conn).await?;
     let cost = Duration::from_micros(unit_us * ANTAGONIST_UNITS);
     let gap = cost.div_f64(ANTAGONIST_SLOTS);
-    let queue = names.engine_queue(&engine_id(2));
+    let engine = engine_id(2);
     let mut next = start;
     while next.duration_since(start) < length {
         let phase = next.duration_since(start).as_secs_f64() % period.as_secs_f64();
@@ -338,7 +338,11 @@ async fn antagonist(
         };
         let body = rmp_serde::to_vec_named(&shard)?;
         let props = lapin::BasicProperties::default().with_message_id(shard.message_id().into());
-        amqp::publish(&ch, "", &queue, &body, props, false).await?;
+        let published = amqp::publish_to_engine(&ch, &names, &engine, &body, props).await?;
+        anyhow::ensure!(
+            matches!(published, amqp::Published::Stored),
+            "the antagonist's engine {engine} has no queue"
+        );
         next += gap;
     }
     Ok(())

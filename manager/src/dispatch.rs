@@ -540,9 +540,9 @@ impl Dispatcher {
             .with_content_type(shardline::message::CONTENT_TYPE_MSGPACK.into())
             .with_type(shard.kind.clone().into());
         if let Some(engine) = engine {
-            let queue = self.names.engine_queue(&engine);
             let published =
-                amqp::publish(&self.channel, "", &queue, &body, props.clone(), true).await?;
+                amqp::publish_to_engine(&self.channel, &self.names, &engine, &body, props.clone())
+                    .await?;
             if !published.is_returned(&id) {
                 // Stored, or another shard came back with this confirm (AMQP returns carry no
                 // delivery tag): send that one on.

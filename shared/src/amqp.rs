@@ -102,6 +102,13 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> 
         none.clone(),
     )
     .await?;
+    ch.exchange_declare(
+        names.engines_exchange().into(),
+        ExchangeKind::Direct,
+        durable,
+        none.clone(),
+    )
+    .await?;
 
     ch.queue_declare(
         names.dead_queue().into(),
@@ -140,18 +147,48 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> 
     Ok(())
 }
 
-/// Declare one engine's durable shard queue.
+/// Declare one engine's durable shard queue and bind it to the engines exchange under the
+/// engine's id (call [`declare_topology`] first).
 ///
 /// # Errors
 /// The broker refuses the declaration.
 pub async fn declare_engine_queue(ch: &Channel, names: &Names, engine: &str) -> Result<(), Error> {
+    let queue = names.engine_queue(engine);
     ch.queue_declare(
-        names.engine_queue(engine).into(),
+        queue.as_str().into(),
         QueueDeclareOptions::durable(),
         dlx(names),
     )
     .await?;
+    ch.queue_bind(
+        queue.as_str().into(),
+        names.engines_exchange().into(),
+        engine.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     Ok(())
+}
+
+/// Publish a shard to one engine's queue through the engines exchange, confirmed and
+/// mandatory: a shard whose engine has unbound its queue (it is stopping, or gone) comes back
+/// as [`Published::Returned`]; send it to the shared queue.
+///
+/// Never publish to an engine queue by its name on the default exchange: that route cannot be
+/// withdrawn, and RabbitMQ confirms, without storing, a message that reaches a queue as it is
+/// deleted.
+///
+/// # Errors
+/// Broker failures, or [`Error::Nacked`].
+pub async fn publish_to_engine(
+    ch: &Channel,
+    names: &Names,
+    engine: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<Published, Error> {
+    publish(ch, &names.engines_exchange(), engine, body, props, true).await
 }
 
 /// What happened to a confirmed publish.

@@ -1,18 +1,29 @@
 //! Handing an engine's queued shards to the shared queue, so nothing is stranded in a queue
 //! nobody will consume again. A stopping worker does it for itself; the manager's sweeper does
 //! it for an engine whose heartbeat expired.
+//!
+//! The order matters. RabbitMQ confirms a message that reaches a queue as the queue is deleted
+//! without storing it, so a queue that still receives shards must never be deleted. The queue
+//! first leaves the engines exchange: from then on a manager's shard for this engine comes back
+//! to it as unroutable and goes to the shared queue. After a short pause for publishes the
+//! broker routed just before, the queued shards move and the empty queue is deleted.
+
+use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
 use tracing::{info, warn};
 
 use crate::amqp::{self, Published};
 use crate::{Error, Names};
 
-/// Attempts at draining and deleting the queue (a shard may land between the two).
+/// Attempts at draining and deleting the queue (a consumer may still be attached).
 const ATTEMPTS: usize = 5;
-/// Pause between attempts: longer than a manager's engine refresh, so that managers that
-/// still routed to the engine have stopped.
-const PAUSE: std::time::Duration = std::time::Duration::from_millis(700);
+/// Pause between attempts: time for the broker to notice that a dead engine's connection is
+/// gone and drop its consumer.
+const PAUSE: Duration = Duration::from_millis(700);
+/// Pause after the unbind, for publishes routed to the queue before it to arrive in it.
+const SETTLE: Duration = Duration::from_millis(100);
 
 /// True for the broker's 404: the queue does not exist.
 fn is_not_found(e: &lapin::Error) -> bool {
@@ -24,15 +35,16 @@ fn is_not_found(e: &lapin::Error) -> bool {
     )
 }
 
-/// Move every ready message of the engine's queue to the shared queue (confirmed before each
-/// ack; a message delivered before keeps that mark, see [`amqp::moved_properties`]), then delete the engine queue if it is empty and has no consumer. Returns how many
-/// shards moved, and whether the queue is gone.
+/// Unbind the engine's queue from the engines exchange, move every ready message of it to the
+/// shared queue (confirmed before each ack; a message delivered before keeps that mark, see
+/// [`amqp::moved_properties`]), then delete the queue if it is empty and has no consumer.
+/// Returns how many shards moved, and whether the queue is gone.
 ///
-/// Call it after the engine has deregistered, so managers stop routing to it; a manager's
-/// publish that arrives after the delete comes back as unroutable and goes to the shared queue.
-/// A queue that still has a consumer (an engine alive after all, or one whose connection the
-/// broker has not yet noticed is dead) is left in place: deleting it would drop the deliveries
-/// that consumer has not acked.
+/// Call it after the engine has left routing (retired or expired), so managers stop picking
+/// it; a shard a manager still sends it after the unbind comes back as unroutable and goes to
+/// the shared queue. A queue that still has a consumer (an engine alive after all, or one whose
+/// connection the broker has not yet noticed is dead) is left in place: deleting it would drop
+/// the deliveries that consumer has not acked.
 ///
 /// # Errors
 /// Broker failures.
@@ -43,6 +55,8 @@ pub async fn handoff(
 ) -> Result<(usize, bool), Error> {
     let queue = names.engine_queue(engine);
     let shared = names.shared_queue();
+    withdraw(conn, names, engine).await?;
+    tokio::time::sleep(SETTLE).await;
     let mut moved = 0;
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
@@ -80,13 +94,35 @@ pub async fn handoff(
                 info!(moved, %queue, "engine queue handed off and deleted");
                 return Ok((moved, true));
             }
-            // A shard arrived after the drain, or a consumer is still attached: the channel is
-            // closed; try again on a new one.
+            // A consumer is still attached (or a message published to the queue by name
+            // arrived): the channel is closed; try again on a new one.
             Err(error) => {
-                warn!(%error, %queue, "engine queue not empty or still consumed; retrying")
+                warn!(%error, %queue, "engine queue still consumed or not empty; retrying")
             }
         }
     }
-    warn!(moved, %queue, "engine queue kept receiving shards or has a consumer; leaving it");
+    warn!(moved, %queue, "engine queue still has a consumer; leaving it");
     Ok((moved, false))
+}
+
+/// Take the engine's queue out of the engines exchange, so that no new shard reaches it. A
+/// queue (or exchange) that does not exist has nothing to withdraw.
+async fn withdraw(conn: &lapin::Connection, names: &Names, engine: &str) -> Result<(), Error> {
+    let ch = conn.create_channel().await?;
+    let unbound = ch
+        .queue_unbind(
+            names.engine_queue(engine).into(),
+            names.engines_exchange().into(),
+            engine.into(),
+            FieldTable::default(),
+        )
+        .await;
+    match unbound {
+        Ok(()) => {
+            let _ = ch.close(200, "unbound".into()).await;
+            Ok(())
+        }
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -90,6 +90,11 @@ impl Names {
     pub fn engine_queue(&self, engine: &str) -> String {
         format!("{}.engine.{engine}", self.ns)
     }
+    /// Direct exchange that routes a shard to one engine's queue; routing key = engine id.
+    /// A stopping engine unbinds its queue here before deleting it (see `handoff`).
+    pub fn engines_exchange(&self) -> String {
+        format!("{}.engines", self.ns)
+    }
 
     // === Redis ===
 

@@ -40,6 +40,7 @@ pub async fn remove_namespace(
         n.requests_exchange(),
         n.results_exchange(),
         n.dead_exchange(),
+        n.engines_exchange(),
     ] {
         let ch = conn.create_channel().await?;
         if ch

@@ -1,11 +1,12 @@
 //! # Shardline worker
 //!
 //! A worker engine registers itself (a heartbeat key with a TTL), declares its own durable
-//! queue `<ns>.engine.<id>`, and consumes it and the shared queue `<ns>.shards`. Each shard is
-//! processed on a blocking thread, or inline when it takes microseconds ([`inline`]), its
-//! partial result is recorded with the resolver script, and the worker whose write completes
-//! the set assembles and publishes the final result. A shard is acked only after its result
-//! is stored (and, for the last one, published).
+//! queue `<ns>.engine.<id>` (bound to the exchange `<ns>.engines` under its id), and consumes
+//! it and the shared queue `<ns>.shards`. Each shard is processed on a blocking thread, or
+//! inline when it takes microseconds ([`inline`]), its partial result is recorded with the
+//! resolver script, and the worker whose write completes the set assembles and publishes the
+//! final result. A shard is acked only after its result is stored (and, for the last one,
+//! published).
 //!
 //! On the happy path a shard costs one delivery, one Redis script and one ack: a first
 //! delivery does not ask Redis before it runs (its try is counted if it ever comes back, see
@@ -17,8 +18,9 @@
 //! # Shutdown
 //!
 //! On SIGTERM/SIGINT the worker stops taking deliveries, puts back those it had prefetched but
-//! not started, finishes and acks the running shards (bounded by the grace period),
-//! deregisters, moves whatever is left in its queue to the shared queue, and deletes its queue.
+//! not started, finishes and acks the running shards (bounded by the grace period), leaves
+//! routing, unbinds its queue from the engines exchange, moves whatever is left in it to the
+//! shared queue, and deletes it (see [`shardline::handoff`]).
 //!
 //! # Layout
 //!
