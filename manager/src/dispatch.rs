@@ -313,12 +313,12 @@ impl Dispatcher {
                     info!(%state, "request is already closing; nothing to publish");
                     return Ok(());
                 }
-                self.store.recorded(id).await?.into_iter().collect()
+                self.store.settled(id).await?.into_iter().collect()
             }
         };
         reserved.release(&skip);
         if !(created == Created::New && with_record) {
-            // A stored shard keeps the route it ran on (a redelivered request).
+            // A settled shard (stored or failed) keeps the route it ran on (a redelivered request).
             let pairs: Vec<(u32, &str)> = all
                 .iter()
                 .filter(|(i, _)| !skip.contains(i))
@@ -426,7 +426,7 @@ impl Dispatcher {
             match payload {
                 Some(p) if !skip.contains(&index) => go.push((shard(index, p), engine)),
                 _ => {
-                    // Already stored (a redelivered request): it goes nowhere, and the slot
+                    // Already settled (a redelivered request): it goes nowhere, and the slot
                     // the hold gave it is free for another held shard.
                     if engine.is_some() {
                         self.predictor.ledger.finished(id, index);

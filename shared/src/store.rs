@@ -728,14 +728,23 @@ impl Store {
         }
     }
 
-    /// Shard indices that already have a stored result.
+    /// Shard indices that are settled: a result is stored, or (under a tolerant failure
+    /// policy) a failure is recorded. Neither will run again.
     ///
     /// # Errors
     /// Redis failures.
-    pub async fn recorded(&self, id: Uuid) -> Result<Vec<u32>, Error> {
+    pub async fn settled(&self, id: Uuid) -> Result<Vec<u32>, Error> {
         let mut c = self.conn();
-        let keys: Vec<String> = c.hkeys(self.names.parts_key(id)).await?;
-        Ok(keys.iter().filter_map(|k| k.parse().ok()).collect())
+        let (parts, failed): (Vec<String>, Vec<String>) = redis::pipe()
+            .hkeys(self.names.parts_key(id))
+            .hkeys(self.names.failures_key(id))
+            .query_async(&mut c)
+            .await?;
+        Ok(parts
+            .iter()
+            .chain(&failed)
+            .filter_map(|k| k.parse().ok())
+            .collect())
     }
 
     /// Failed shards (index → reason) of a request whose policy tolerates failures.

@@ -1,6 +1,7 @@
 //! Shards that fail: retried with backoff up to the kind's limit, then the request fails once.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
@@ -47,6 +48,38 @@ summing_kind!(Picky, "picky", |shard: Vec<i64>| {
     }
 });
 
+/// Lets [`Gated`]'s shard holding [`GATE`] finish.
+static GATE_OPEN: AtomicBool = AtomicBool::new(false);
+/// Starts of [`Gated`]'s shard holding [`GATE`], and of its failing shard.
+static GATED_RUNS: AtomicU32 = AtomicU32::new(0);
+static FAILED_RUNS: AtomicU32 = AtomicU32::new(0);
+/// The number that makes a [`Gated`] shard wait for [`GATE_OPEN`].
+const GATE: i64 = 1_000;
+
+/// Sums numbers; a shard holding a negative number fails on its one try, and a shard holding
+/// [`GATE`] waits (at most 60 s) until the test opens the gate.
+struct Gated;
+
+summing_kind!(
+    Gated,
+    "gated",
+    |shard: Vec<i64>| {
+        if shard.iter().any(|x| *x < 0) {
+            FAILED_RUNS.fetch_add(1, Ordering::SeqCst);
+            return Err(KindError::Failed("negative number".into()));
+        }
+        if shard.contains(&GATE) {
+            GATED_RUNS.fetch_add(1, Ordering::SeqCst);
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            while !GATE_OPEN.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(shard.iter().sum())
+    },
+    1
+);
+
 /// Sums numbers, but its merge panics.
 struct BadMerge;
 
@@ -82,7 +115,8 @@ async fn cluster() -> Cluster {
                 .with(Flaky)
                 .with(Panicky)
                 .with(BadMerge)
-                .with(Picky),
+                .with(Picky)
+                .with(Gated),
         )
         .start()
         .await
@@ -97,19 +131,24 @@ async fn send_with(
     replies: &Replies,
     kind: &str,
     payload: Vec<i64>,
-    mut options: Vec<(rmpv::Value, rmpv::Value)>,
+    options: Vec<(rmpv::Value, rmpv::Value)>,
 ) -> Uuid {
+    let id = Uuid::new_v4();
+    let body = body(kind, payload, options);
+    publish_request(c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    id
+}
+
+/// A request body of `kind` cut into at most three shards.
+fn body(kind: &str, payload: Vec<i64>, mut options: Vec<(rmpv::Value, rmpv::Value)>) -> Vec<u8> {
     options.push(("max_shards".into(), 3.into()));
-    let body = Format::MsgPack
+    Format::MsgPack
         .encode(&RequestBody {
             kind: kind.into(),
             payload: rmpv::Value::Array(payload.into_iter().map(Into::into).collect()),
             options: Some(rmpv::Value::Map(options)),
         })
-        .expect("encode");
-    let id = Uuid::new_v4();
-    publish_request(c, &body, None, &id.to_string(), Some(&replies.queue)).await;
-    id
+        .expect("encode")
 }
 
 /// A shard that fails twice and then succeeds is retried, and the request completes.
@@ -220,6 +259,62 @@ async fn quorum_unreachable_fails_the_request() {
     let r = replies.next(Duration::from_secs(30)).await;
     assert_eq!((r.request_id, r.status), (id, Status::Failed));
     assert_eq!(r.error.expect("error").code, "quorum_unreachable");
+    assert!(
+        !replies.another_within(Duration::from_secs(1)).await,
+        "one terminal result"
+    );
+    c.shutdown().await;
+}
+
+/// A request redelivered while it runs does not send again a shard that already failed for
+/// good under `failure_policy: partial`: the failure settled it as a stored result would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_request_does_not_resend_a_failed_shard() {
+    let c = cluster().await;
+    let mut replies = Replies::new(&c).await;
+    let id = Uuid::new_v4();
+    // Shards [GATE, 1], [-3, 4], [5, 6]: the first waits, the second fails for good.
+    let opts = vec![("failure_policy".into(), "partial".into())];
+    let body = body("gated", vec![GATE, 1, -3, 4, 5, 6], opts);
+    publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    eventually(
+        "the failing shard's failure recorded",
+        Duration::from_secs(30),
+        || async {
+            c.store
+                .failures(id)
+                .await
+                .ok()?
+                .contains_key(&1)
+                .then_some(())
+        },
+    )
+    .await;
+    // The same request again (a manager died before acking it): its unsettled shards go out
+    // again, the gated one among them.
+    publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    eventually(
+        "the gated shard sent again",
+        Duration::from_secs(30),
+        || async { (GATED_RUNS.load(Ordering::SeqCst) >= 2).then_some(()) },
+    )
+    .await;
+    eventually(
+        "every shard sent again has reached a worker",
+        Duration::from_secs(30),
+        || async { shardline_tests::delivered(&c, id, 3).await.then_some(()) },
+    )
+    .await;
+    GATE_OPEN.store(true, Ordering::SeqCst);
+    let r = replies.next(Duration::from_secs(60)).await;
+    assert_eq!((r.request_id, r.status), (id, Status::Partial));
+    assert_eq!(r.output, Some(rmpv::Value::from(GATE + 12)));
+    assert_eq!(r.failed_shards, vec![1]);
+    assert_eq!(
+        FAILED_RUNS.load(Ordering::SeqCst),
+        1,
+        "the failed shard ran again"
+    );
     assert!(
         !replies.another_within(Duration::from_secs(1)).await,
         "one terminal result"
