@@ -315,6 +315,7 @@ async fn antagonist(
             format: shardline::message::Format::MsgPack,
             policy: Default::default(),
             quorum: None,
+            manager: "bench-antagonist".into(),
         };
         store
             .create(&record)

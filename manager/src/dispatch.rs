@@ -71,6 +71,8 @@ struct Placement<'a> {
 
 /// Everything a request handler needs.
 pub struct Dispatcher {
+    /// This manager's id (`manager-<uuid>`), written into each request it records.
+    pub(crate) id: String,
     pub(crate) config: Config,
     pub(crate) names: Names,
     pub(crate) store: Store,
@@ -274,6 +276,7 @@ impl Dispatcher {
             format: reply.format,
             policy: options.failure_policy.unwrap_or_default(),
             quorum: options.quorum,
+            manager: self.id.clone(),
         };
         let held = |i: u32| holding.as_ref().is_some_and(|h| h.holds(i));
         let all: Vec<(u32, &str)> = routes

@@ -14,7 +14,7 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::history::History;
-use crate::ledger::{Ledger, STALE_AFTER};
+use crate::ledger::Ledger;
 use crate::predictor::Predictor;
 
 /// One completion: `<engine> <request> <index> <micros>`.
@@ -151,7 +151,6 @@ async fn listen_once(
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     let mut messages = pubsub.on_message();
-    let mut last_expire = tokio::time::Instant::now();
     while let Some(msg) = messages.next().await {
         let payload: String = msg.get_payload()?;
         match Event::parse(&payload) {
@@ -163,10 +162,6 @@ async fn listen_once(
                 }
             }
             None => debug!(%payload, "ignoring a malformed event"),
-        }
-        if last_expire.elapsed() > Duration::from_secs(30) {
-            ledger.expire(STALE_AFTER);
-            last_expire = tokio::time::Instant::now();
         }
     }
     Ok(())

@@ -22,10 +22,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 /// Entries older than this are dropped from the ledger.
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
+/// How often stale entries are looked for.
+pub const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 
 /// One shard sent and not finished.
 #[derive(Debug, Clone)]
@@ -168,6 +171,24 @@ impl Ledger {
     }
 }
 
+/// Forget entries older than `age` every `every`, until `stop`. On its own timer: the lost
+/// events this exists for are exactly when no event arrives to trigger it.
+pub async fn expire_until(
+    ledger: Arc<Ledger>,
+    every: Duration,
+    age: Duration,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => ledger.expire(age),
+        }
+    }
+}
+
 /// Ledger entries of shards routed but not yet published; see [`Ledger::reservation`].
 #[derive(Debug)]
 #[must_use = "a reservation dropped at once releases its entries"]
@@ -277,5 +298,25 @@ mod tests {
         l.sent(Uuid::new_v4(), 0, entry("a", 1.0));
         l.expire(Duration::ZERO);
         assert_eq!(l.in_flight("a"), 0);
+    }
+
+    /// Stale entries expire on a timer, with no event arriving at all (a silent events
+    /// channel is the lost-event case the expiry exists for).
+    #[tokio::test]
+    async fn stale_entries_expire_without_events() {
+        let l = Arc::new(Ledger::default());
+        l.sent(Uuid::new_v4(), 0, entry("a", 1.0));
+        let stop = CancellationToken::new();
+        let every = Duration::from_millis(10);
+        let task = tokio::spawn(expire_until(l.clone(), every, Duration::ZERO, stop.clone()));
+        let gone = tokio::time::timeout(Duration::from_secs(5), async {
+            while l.in_flight("a") > 0 {
+                tokio::time::sleep(every).await;
+            }
+        })
+        .await;
+        stop.cancel();
+        task.await.expect("expiry task");
+        assert!(gone.is_ok(), "the stale entry stayed");
     }
 }

@@ -133,13 +133,19 @@ async fn serve(
         config.engine_ttl(),
         background.clone(),
     ));
+    tokio::spawn(ledger::expire_until(
+        predictor.ledger.clone(),
+        ledger::EXPIRE_EVERY,
+        ledger::STALE_AFTER,
+        background.clone(),
+    ));
     tokio::spawn(events::listen(
         Store::raw_client(&config.connect.redis_url).await?,
         names.events_channel(),
         predictor.clone(),
         background.clone(),
     ));
-    let holder = format!("manager-{}", uuid::Uuid::new_v4().simple());
+    let id = format!("manager-{}", uuid::Uuid::new_v4().simple());
     let sweeper = sweep::Sweeper {
         store: store.clone(),
         names: names.clone(),
@@ -151,7 +157,7 @@ async fn serve(
         ),
         engine_ttl: config.engine_ttl(),
         lease: config.lease(),
-        holder,
+        holder: id.clone(),
         cursor: Default::default(),
     };
     tokio::spawn(sweeper.run(background.clone()));
@@ -189,6 +195,7 @@ async fn serve(
     let holds = router.holds().is_some();
     info!(router = router.name(), shard_count = %config.shard_count, "routing");
     let dispatcher = Arc::new(Dispatcher {
+        id,
         config: config.clone(),
         names: names.clone(),
         store,
@@ -205,7 +212,7 @@ async fn serve(
         tokio::spawn(dispatcher.clone().release_held_until(background.clone()));
     }
     let _stop_background = background.drop_guard();
-    info!(namespace = names.namespace(), queue = %names.requests_queue(), "manager consuming requests");
+    info!(manager.id = %dispatcher.id, namespace = names.namespace(), queue = %names.requests_queue(), "manager consuming requests");
 
     let tracker = TaskTracker::new();
     let outcome = loop {

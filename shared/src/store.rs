@@ -70,6 +70,8 @@ pub struct NewRequest {
     pub policy: FailurePolicy,
     /// Shards that must succeed, with [`FailurePolicy::Quorum`].
     pub quorum: Option<u32>,
+    /// Id of the manager that recorded it (the `manager` field, for inspection).
+    pub manager: String,
 }
 
 /// What [`Store::create`] found.
@@ -346,7 +348,9 @@ impl Store {
             .arg("format")
             .arg(req.format.as_str())
             .arg("policy")
-            .arg(req.policy.as_str());
+            .arg(req.policy.as_str())
+            .arg("manager")
+            .arg(&req.manager);
         if let Some(q) = req.quorum {
             inv.arg("quorum").arg(q);
         }

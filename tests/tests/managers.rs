@@ -1,17 +1,38 @@
 //! Managers: several at once, and one killed in the middle of a fan-out.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
+
+use redis::AsyncCommands;
 
 use shardline_tests::process::{signal, spawn_manager};
 use shardline_tests::raw::{Replies, publish_request};
 use shardline_tests::{Cluster, completed, eventually, request_body, synthetic, unsharded};
 use uuid::Uuid;
 
-/// Two managers consume the request queue together; every request completes exactly once.
+/// Two managers consume the request queue together: each records some of the requests, and
+/// every request completes exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_managers_share_the_requests() {
     let mut c = Cluster::builder().start().await;
     c.start_manager(|_| {});
+    eventually(
+        "both managers consuming",
+        Duration::from_secs(20),
+        || async {
+            let ch = c.channel().await;
+            let q = ch
+                .queue_declare(
+                    c.names.requests_queue().into(),
+                    lapin::options::QueueDeclareOptions::default().passive(),
+                    Default::default(),
+                )
+                .await
+                .ok()?;
+            (q.consumer_count() == 2).then_some(())
+        },
+    )
+    .await;
     let mut replies = Replies::new(&c).await;
     let payload = rmpv::Value::Array((0..300i64).rev().map(rmpv::Value::from).collect());
     let body = request_body("sort", payload.clone(), &[]);
@@ -27,6 +48,22 @@ async fn two_managers_share_the_requests() {
     {
         assert_eq!(completed(r), want);
     }
+    let client = redis::Client::open(c.connect.redis_url.as_str()).expect("redis url");
+    let mut redis = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let mut managers = BTreeMap::<String, usize>::new();
+    for id in &ids {
+        let manager: Option<String> = redis
+            .hget(c.names.meta_key(*id), "manager")
+            .await
+            .expect("hget");
+        *managers
+            .entry(manager.expect("a manager field"))
+            .or_default() += 1;
+    }
+    assert_eq!(managers.len(), 2, "requests per manager: {managers:?}");
     c.shutdown().await;
 }
 

@@ -190,6 +190,7 @@ async fn stage_claimed_request(c: &Cluster, reply_queue: &str) -> (Uuid, rmpv::V
             format: Format::MsgPack,
             policy: Default::default(),
             quorum: None,
+            manager: "test".into(),
         })
         .await
         .expect("create");

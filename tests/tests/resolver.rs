@@ -31,6 +31,7 @@ async fn request(store: &Store, total: u32) -> Uuid {
             format: Format::MsgPack,
             policy: Default::default(),
             quorum: None,
+            manager: "test".into(),
         })
         .await
         .expect("create");
