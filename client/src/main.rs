@@ -144,7 +144,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let options = Options {
                 max_shards,
                 deadline_ms,
-                failure_policy: failure_policy.map(|p| FailurePolicy::parse(&p.replace('-', "_"))),
+                failure_policy: failure_policy
+                    .map(|p| FailurePolicy::try_from(p.replace('-', "_")))
+                    .transpose()
+                    .map_err(Error::Input)?,
                 quorum,
             };
             let (id, rx) = client.send(&kind, payload, options).await?;
@@ -184,7 +187,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                         "{id}  kind={} state={} status={} done={}/{} deadline={}",
                         m.kind,
                         m.state,
-                        m.status.as_deref().unwrap_or("-"),
+                        m.status.map_or("-", Status::as_str),
                         m.done,
                         m.total,
                         m.deadline

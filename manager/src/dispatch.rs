@@ -20,7 +20,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shardline::amqp::{self, Published};
 use shardline::kind::KindError;
 use shardline::message::{FinalResult, Shard};
-use shardline::store::{Created, NewRequest, Store};
+use shardline::store::{Created, NewRequest, RequestState, Store};
 use shardline::{Error, Names, Registry, RejectReason, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -155,7 +155,7 @@ impl Dispatcher {
             None
         };
         if let Some(meta) = &existing
-            && meta.state == "published"
+            && meta.state == RequestState::Published
         {
             info!("request already finished; dropping the duplicate");
             return Ok(());
@@ -312,7 +312,7 @@ impl Dispatcher {
                     );
                     return Ok(());
                 }
-                if state != "running" {
+                if *state != RequestState::Running {
                     info!(%state, "request is already closing; nothing to publish");
                     return Ok(());
                 }

@@ -24,10 +24,10 @@ use std::time::Duration;
 use shardline::handoff::handoff;
 use shardline::message::{ErrorInfo, Status};
 use shardline::resolve::Resolver;
-use shardline::store::{Ended, Store};
+use shardline::store::{Ended, RequestState, Store};
 use shardline::{Error, Names, now_ms};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Time between sweeps.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -105,7 +105,7 @@ impl Sweeper {
                 self.store.forget(id).await?;
                 continue;
             };
-            if meta.state != "running" {
+            if meta.state != RequestState::Running {
                 continue;
             }
             let info = ErrorInfo {
@@ -160,9 +160,18 @@ impl Sweeper {
         };
         self.cursor.store(next, Ordering::Relaxed);
         for (id, _) in page {
-            match self.store.state(id).await?.as_deref() {
-                None | Some("published") => self.store.forget(id).await?,
-                Some("finalizing" | "failing") => {
+            let state = match self.store.state(id).await {
+                Err(error @ Error::Corrupt { .. }) => {
+                    // Nothing can finish it; leave the index rather than log it every pass.
+                    error!(%error, "dropping a corrupt request from the in-flight index");
+                    self.store.forget(id).await?;
+                    continue;
+                }
+                state => state?,
+            };
+            match state {
+                None | Some(RequestState::Published) => self.store.forget(id).await?,
+                Some(state) if state.is_closing() => {
                     if !self.store.claim_lease(id, &self.holder, self.lease).await? {
                         continue;
                     }
@@ -171,7 +180,7 @@ impl Sweeper {
                         .store
                         .meta(id)
                         .await?
-                        .is_some_and(|m| m.outcome.as_deref() == Some("cancelled"));
+                        .is_some_and(|m| m.outcome == Some(Status::Cancelled));
                     if cancelled {
                         info!(request.id = %id, "publishing the cancelled result");
                     } else {

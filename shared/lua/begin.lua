@@ -6,15 +6,15 @@
 -- catches shards that crash their worker outright: each redelivery is one more attempt. (A
 -- first delivery put back unstarted, by a stopping worker, is counted as a try too: the worker
 -- cannot tell, and counting too many only ever ends a failing shard sooner.)
--- A shard whose result is already stored (a duplicate, a copy moved by a hand-off, a
--- redelivery after a lost ack) is reported as 'stored' and not counted.
+-- A shard whose result or failure is already stored (a duplicate, a copy moved by a hand-off,
+-- a redelivery after a lost ack) is reported as 'settled' and not counted.
 -- KEYS[1] meta hash, KEYS[2] parts hash, KEYS[3] failures hash; ARGV[1] shard index
 -- Returns {state or '', attempts so far including this one (0 when not running)}.
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'', 0} end
 if state ~= 'running' then return {state, 0} end
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('HEXISTS', KEYS[3], ARGV[1]) == 1 then
-  return {'stored', 0}
+  return {'settled', 0}
 end
 local field = 'attempts.' .. ARGV[1]
 if redis.call('HSETNX', KEYS[1], field, 2) == 1 then return {state, 2} end

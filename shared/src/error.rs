@@ -42,6 +42,15 @@ pub enum Error {
         /// What was wrong.
         detail: String,
     },
+    /// A Lua script answered with something it never returns (a script and a binary of
+    /// different versions, or a bug).
+    #[error("unexpected reply from the {script} script: {reply}")]
+    Script {
+        /// Which script.
+        script: &'static str,
+        /// What it returned.
+        reply: String,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Join(#[from] tokio::task::JoinError),

@@ -58,12 +58,12 @@ impl Format {
         }
     }
 
-    /// Parse [`Format::as_str`].
-    pub fn parse(s: &str) -> Self {
-        if s == "json" {
-            Format::Json
-        } else {
-            Format::MsgPack
+    /// Parse [`Format::as_str`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "json" => Some(Format::Json),
+            "msgpack" => Some(Format::MsgPack),
+            _ => None,
         }
     }
 
@@ -134,12 +134,13 @@ impl FailurePolicy {
         }
     }
 
-    /// Parse [`FailurePolicy::as_str`]; anything unknown is fail-fast.
-    pub fn parse(s: &str) -> Self {
+    /// Parse [`FailurePolicy::as_str`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
-            "partial" => FailurePolicy::Partial,
-            "quorum" => FailurePolicy::Quorum,
-            _ => FailurePolicy::FailFast,
+            "fail_fast" => Some(FailurePolicy::FailFast),
+            "partial" => Some(FailurePolicy::Partial),
+            "quorum" => Some(FailurePolicy::Quorum),
+            _ => None,
         }
     }
 }
@@ -148,12 +149,9 @@ impl TryFrom<String> for FailurePolicy {
     type Error = String;
 
     fn try_from(s: String) -> Result<Self, String> {
-        match s.as_str() {
-            "fail_fast" | "partial" | "quorum" => Ok(FailurePolicy::parse(&s)),
-            other => Err(format!(
-                "unknown failure_policy {other:?}; use fail_fast, partial or quorum"
-            )),
-        }
+        FailurePolicy::parse(&s).ok_or_else(|| {
+            format!("unknown failure_policy {s:?}; use fail_fast, partial or quorum")
+        })
     }
 }
 
@@ -298,15 +296,16 @@ impl Status {
         }
     }
 
-    /// Parse [`Status::as_str`]; anything unknown is `Failed`.
-    pub fn parse(s: &str) -> Self {
+    /// Parse [`Status::as_str`]; `None` for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
         match s {
-            "completed" => Status::Completed,
-            "rejected" => Status::Rejected,
-            "timed_out" => Status::TimedOut,
-            "cancelled" => Status::Cancelled,
-            "partial" => Status::Partial,
-            _ => Status::Failed,
+            "completed" => Some(Status::Completed),
+            "failed" => Some(Status::Failed),
+            "rejected" => Some(Status::Rejected),
+            "timed_out" => Some(Status::TimedOut),
+            "cancelled" => Some(Status::Cancelled),
+            "partial" => Some(Status::Partial),
+            _ => None,
         }
     }
 }

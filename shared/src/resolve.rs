@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::amqp::{ReplyTo, publish_result};
 use crate::message::{ErrorInfo, FailurePolicy, FinalResult, Status};
-use crate::store::{Closing, Meta, Store};
+use crate::store::{Closing, Meta, RequestState, Store};
 use crate::{Error, Registry};
 
 /// Assembles and publishes final results.
@@ -117,12 +117,12 @@ impl Resolver {
             warn!(request.id = %id, "request vanished before it was finalized");
             return Ok(None);
         };
-        if meta.state == "published" {
+        if meta.state == RequestState::Published {
             return Ok(None);
         }
-        let (result, merged) = if meta.state == "failing" {
+        let (result, merged) = if meta.state == RequestState::Failing {
             let mut r = failed(meta, meta.error.clone());
-            r.status = Status::parse(meta.outcome.as_deref().unwrap_or("failed"));
+            r.status = meta.outcome.unwrap_or(Status::Failed);
             (r, None)
         } else {
             self.assemble(meta, &closing).await?
@@ -164,7 +164,7 @@ impl Resolver {
             }
             Err(e) => return Err(e),
         };
-        self.store.finish(id, result.status.as_str()).await?;
+        self.store.finish(id, result.status).await?;
         debug!(request.id = %id, status = result.status.as_str(), "final result published");
         Ok(Some(result))
     }

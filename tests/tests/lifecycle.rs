@@ -111,7 +111,7 @@ async fn cancel_a_ten_thousand_shard_request() {
         meta.done, done_at_cancel,
         "no shard was counted after the cancel"
     );
-    assert_eq!(meta.status.as_deref(), Some("cancelled"));
+    assert_eq!(meta.status, Some(Status::Cancelled));
     assert!(
         !replies.another_within(Duration::from_millis(500)).await,
         "one terminal result"

@@ -6,7 +6,7 @@ use std::time::Duration;
 use lapin::options::QueueDeclareOptions;
 use shardline::amqp::{self, ReplyTo};
 use shardline::message::{Format, Status};
-use shardline::store::{NewRequest, Recorded};
+use shardline::store::{NewRequest, Recorded, RequestState};
 use shardline::{Registry, now_ms};
 use shardline_tests::process::{signal, spawn_worker};
 use shardline_tests::raw::{Replies, publish_request};
@@ -241,7 +241,7 @@ async fn finalizer_killed_before_publishing() {
         Format::MsgPack.decode(&d.data).expect("decodable result");
     assert_eq!(completed(&result), unsharded("sort", payload));
     let meta = c.store.meta(id).await.expect("redis").expect("meta");
-    assert_eq!(meta.state, "published");
+    assert_eq!(meta.state, RequestState::Published);
     c.shutdown().await;
 }
 
@@ -297,7 +297,7 @@ async fn finalizer_killed_after_publishing() {
     eventually(
         "the request marked published",
         Duration::from_secs(5),
-        || async { (c.store.state(id).await.ok()?? == "published").then_some(()) },
+        || async { (c.store.state(id).await.ok()?? == RequestState::Published).then_some(()) },
     )
     .await;
     c.shutdown().await;

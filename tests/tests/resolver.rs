@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use shardline::store::{Created, NewRequest, Recorded, Store};
+use shardline::message::Status;
+use shardline::store::{Begun, Created, NewRequest, Recorded, Store};
 use shardline::{Names, message::Format, now_ms};
 use shardline_tests::{Services, eventually};
 use uuid::Uuid;
@@ -160,7 +161,7 @@ async fn release_and_finish() {
         record(&s, id, 0, b"p", "b", LEASE).await,
         Recorded::Claimed { .. }
     ));
-    s.finish(id, "completed").await.expect("finish");
+    s.finish(id, Status::Completed).await.expect("finish");
     assert_eq!(record(&s, id, 0, b"p", "c", LEASE).await, Recorded::Closed);
     assert!(
         s.inflight(100)
@@ -179,7 +180,7 @@ async fn publications_are_numbered_until_published() {
     let id = request(&s, 1).await;
     assert_eq!(s.publication(id).await.expect("redis"), Some(1));
     assert_eq!(s.publication(id).await.expect("redis"), Some(2));
-    s.finish(id, "completed").await.expect("finish");
+    s.finish(id, Status::Completed).await.expect("finish");
     assert_eq!(s.publication(id).await.expect("redis"), None);
     assert_eq!(s.publication(Uuid::new_v4()).await.expect("redis"), None);
 }
@@ -201,24 +202,18 @@ async fn unknown_requests_and_bad_indices_are_refused() {
 }
 
 /// Before processing a redelivered shard, a shard whose result is already stored is reported
-/// as `stored` and not counted as an attempt; others count attempts, the first call counting
-/// the first delivery's uncounted try too (2, 3, ...).
+/// settled and not counted as an attempt; others count attempts, the first call counting the
+/// first delivery's uncounted try too (2, 3, ...).
 #[tokio::test]
 async fn begin_counts_attempts_but_not_stored_shards() {
     let s = store().await;
     let id = request(&s, 2).await;
-    assert_eq!(
-        s.begin(id, 0).await.expect("begin"),
-        (Some("running".into()), 2)
-    );
-    assert_eq!(
-        s.begin(id, 0).await.expect("begin"),
-        (Some("running".into()), 3)
-    );
+    assert_eq!(s.begin(id, 0).await.expect("begin"), Begun::Attempt(2));
+    assert_eq!(s.begin(id, 0).await.expect("begin"), Begun::Attempt(3));
     record(&s, id, 0, b"p", "a", LEASE).await;
+    assert_eq!(s.begin(id, 0).await.expect("begin"), Begun::Settled);
     assert_eq!(
-        s.begin(id, 0).await.expect("begin"),
-        (Some("stored".into()), 0)
+        s.begin(Uuid::new_v4(), 0).await.expect("begin"),
+        Begun::Gone
     );
-    assert_eq!(s.begin(Uuid::new_v4(), 0).await.expect("begin"), (None, 0));
 }

@@ -10,7 +10,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shardline::kind::{DynKind, KindError, Stop};
 use shardline::message::{ErrorInfo, Shard, Status};
 use shardline::resolve::Resolver;
-use shardline::store::{Ended, Recorded, Store};
+use shardline::store::{Begun, Ended, Recorded, RequestState, Store};
 use shardline::{Names, Registry, amqp, now_ms};
 use tokio::task::JoinError;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -156,12 +156,9 @@ impl Handler {
         let tried_before = amqp::tried_before(delivery);
         let attempt = if tried_before {
             match self.store.begin(shard.request_id, shard.index).await {
-                Ok((Some(state), attempt)) if state == "running" => attempt,
-                Ok((state, _)) => {
-                    debug!(
-                        ?state,
-                        "result already stored or request not running; skipping"
-                    );
+                Ok(Begun::Attempt(attempt)) => attempt,
+                Ok(begun) => {
+                    debug!(?begun, "shard settled or request not running; skipping");
                     return Settle::Ack;
                 }
                 Err(e) => {
@@ -307,8 +304,9 @@ impl Handler {
             return Some(Why::Ended("deadline passed".into()));
         }
         match self.store.state(shard.request_id).await {
-            Ok(Some(state)) if state == "running" => None,
-            Ok(state) => Some(Why::Ended(state.unwrap_or_else(|| "gone".into()))),
+            Ok(Some(RequestState::Running)) => None,
+            Ok(Some(state)) => Some(Why::Ended(state.to_string())),
+            Ok(None) => Some(Why::Ended("gone".into())),
             Err(error) => {
                 debug!(%error, "checking the request state failed; the shard goes on");
                 None

@@ -7,6 +7,7 @@ use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 use shardline::Names;
 use shardline::config::ConnectArgs;
+use shardline::message::Status;
 use shardline::store::Store;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -75,8 +76,8 @@ pub(crate) async fn describe(store: &Store, id: Uuid) -> String {
             format!(
                 "state={} status={} outcome={} done={}/{} engines={:?} error={}",
                 m.state,
-                m.status.as_deref().unwrap_or("-"),
-                m.outcome.as_deref().unwrap_or("-"),
+                m.status.map_or("-", Status::as_str),
+                m.outcome.map_or("-", Status::as_str),
                 m.done,
                 m.total,
                 engines,

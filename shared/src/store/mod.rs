@@ -1,0 +1,202 @@
+//! Redis state of requests and engines. Every Redis command Shardline sends is in this module
+//! (plus the Lua scripts in `shared/lua/`), so the layout in [`crate::names`] is the whole truth.
+//!
+//! - [`requests`]: a request's record: create, read, route, end early, the in-flight index;
+//! - [`shards`]: per-shard accounting: results and failures, tries, parts;
+//! - [`finalize`]: closing a request: the finalizer lease, what it reads, publication, finish;
+//! - [`engines`]: registration and liveness of worker engines;
+//! - [`state`]: the request states stored in `meta.state`.
+//!
+//! This file holds the connection and what spans the namespace (locks, events, the learned
+//! history, deleting it all).
+
+mod engines;
+mod finalize;
+mod requests;
+mod shards;
+mod state;
+
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::{Error, Names, now_ms};
+
+pub use finalize::Closing;
+pub use requests::{CANCEL_TOMBSTONE_TTL, Created, Ended, Meta, NewRequest};
+pub use shards::{Begun, Recorded};
+pub use state::RequestState;
+
+/// How many fields one `HMGET`/`HSET` carries when a request has many shards.
+const BATCH: usize = 1024;
+
+/// How long connecting to Redis may take, and how long one command may wait for its answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Redis access for one namespace.
+///
+/// Every command goes over one multiplexed connection (commands from concurrent tasks are
+/// pipelined on it), which reconnects by itself after an error. A pool of connections would
+/// check each connection out with a round trip of its own (deadpool-redis sends `PING` on
+/// every checkout), as many round trips as the commands themselves.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    names: Names,
+    grace: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("names", &self.names).finish()
+    }
+}
+
+impl Store {
+    /// How long keys outlive a request's deadline, and a published request's metadata lives.
+    pub const DEFAULT_GRACE: Duration = Duration::from_secs(600);
+
+    /// Connect and check the server answers.
+    ///
+    /// # Errors
+    /// A bad URL, or Redis unreachable.
+    pub async fn connect(url: &str, names: Names) -> Result<Self, Error> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| {
+            Error::Redis(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "connecting to Redis timed out",
+            )))
+        })??;
+        let store = Store {
+            conn,
+            names,
+            grace: Self::DEFAULT_GRACE,
+        };
+        let mut c = store.conn();
+        let _: String = redis::cmd("PING").query_async(&mut c).await?;
+        Ok(store)
+    }
+
+    /// Change how long keys outlive a deadline and a published request.
+    #[must_use]
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The names this store builds keys from.
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// The shared connection (a cheap handle; commands on clones are multiplexed).
+    fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// TTL for a live request's keys: until its deadline plus the grace period.
+    fn live_ttl_ms(&self, deadline: u64) -> u64 {
+        deadline.saturating_sub(now_ms()) + self.grace.as_millis() as u64
+    }
+
+    /// Take a namespace-wide lock for `ttl` (so that one manager of several does a sweep step).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn try_lock(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
+        self.set_nx_px(&self.names.lock_key(name), holder, ttl)
+            .await
+    }
+
+    /// `SET key holder NX PX ttl`: true when the key was free and is now ours.
+    async fn set_nx_px(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, Error> {
+        let mut c = self.conn();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(holder)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .query_async(&mut c)
+            .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Publish a line on the namespace's events channel (see [`Names::events_channel`]).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn publish_event(&self, line: &str) -> Result<(), Error> {
+        let mut c = self.conn();
+        let _: i64 = c.publish(self.names.events_channel(), line).await?;
+        Ok(())
+    }
+
+    /// The stored history blob, if any.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn load_history(&self) -> Result<Option<Vec<u8>>, Error> {
+        let mut c = self.conn();
+        Ok(c.get(self.names.history_key()).await?)
+    }
+
+    /// Replace the stored history blob; it expires after `ttl` without a save.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn save_history(&self, blob: &[u8], ttl: Duration) -> Result<(), Error> {
+        let mut c = self.conn();
+        let _: () = c
+            .pset_ex(self.names.history_key(), blob, ttl.as_millis() as u64)
+            .await?;
+        Ok(())
+    }
+
+    /// Delete every key of the namespace (`SCAN` and `UNLINK` in pages, so a large namespace
+    /// does not block Redis). Only for a namespace nothing runs on.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn delete_namespace(&self) -> Result<(), Error> {
+        let mut c = self.conn();
+        let pattern = format!("{}:*", self.names.namespace());
+        let mut cursor = String::from("0");
+        loop {
+            let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
+                .arg(&cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut c)
+                .await?;
+            if !keys.is_empty() {
+                let _: i64 = redis::cmd("UNLINK").arg(keys).query_async(&mut c).await?;
+            }
+            if next == "0" {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    /// A fresh pub/sub connection for completion events (see [`Names::events_channel`]).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn raw_client(url: &str) -> Result<redis::Client, Error> {
+        Ok(redis::Client::open(url)?)
+    }
+}
