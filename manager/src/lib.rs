@@ -49,7 +49,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
 use shardline::resolve::Resolver;
 use shardline::store::Store;
-use shardline::supervise::{Started, supervise, until_shutdown};
+use shardline::supervise::{Background, Started, supervise, until_shutdown};
 use shardline::{Registry, amqp};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -60,6 +60,9 @@ use dispatch::{Dispatcher, Routing};
 use engines::Engines;
 use hold::Hold;
 use predictor::Predictor;
+
+/// How long the background tasks get to stop at shutdown.
+const BACKGROUND_STOP: Duration = Duration::from_secs(5);
 
 /// The manager's error type (shared with the other service).
 pub use shardline::service::ServiceError as Error;
@@ -127,24 +130,32 @@ async fn serve(
     if let Err(error) = predictor.history.load(&store).await {
         warn!(%error, "loading the saved history failed; starting cold");
     }
-    let background = CancellationToken::new();
-    tokio::spawn(engines.clone().keep_fresh(
-        store.clone(),
-        config.engine_ttl(),
-        background.clone(),
-    ));
-    tokio::spawn(ledger::expire_until(
-        predictor.ledger.clone(),
-        ledger::EXPIRE_EVERY,
-        ledger::STALE_AFTER,
-        background.clone(),
-    ));
-    tokio::spawn(events::listen(
-        Store::raw_client(&config.connect.redis_url).await?,
-        names.events_channel(),
-        predictor.clone(),
-        background.clone(),
-    ));
+    let mut background = Background::default();
+    let token = background.token();
+    background.spawn(
+        "engines",
+        engines
+            .clone()
+            .keep_fresh(store.clone(), config.engine_ttl(), token.clone()),
+    );
+    background.spawn(
+        "ledger expiry",
+        ledger::expire_until(
+            predictor.ledger.clone(),
+            ledger::EXPIRE_EVERY,
+            ledger::STALE_AFTER,
+            token.clone(),
+        ),
+    );
+    background.spawn(
+        "events",
+        events::listen(
+            Store::raw_client(&config.connect.redis_url).await?,
+            names.events_channel(),
+            predictor.clone(),
+            token.clone(),
+        ),
+    );
     let id = format!("manager-{}", uuid::Uuid::new_v4().simple());
     let sweeper = sweep::Sweeper {
         store: store.clone(),
@@ -160,9 +171,9 @@ async fn serve(
         holder: id.clone(),
         cursor: Default::default(),
     };
-    tokio::spawn(sweeper.run(background.clone()));
-
-    tokio::spawn(
+    background.spawn("sweeper", sweeper.run(token.clone()));
+    background.spawn(
+        "depth sampler",
         depth::Sampler {
             conn: conn.clone(),
             names: names.clone(),
@@ -171,23 +182,27 @@ async fn serve(
             depths: predictor.depths.clone(),
             every: config.depth_sample(),
         }
-        .run(background.clone()),
+        .run(token.clone()),
     );
-    tokio::spawn(forecast::run(
-        predictor.depths.clone(),
-        predictor.forecasts.clone(),
-        forecast::Settings {
-            every: Duration::from_millis(config.forecast_ms),
-            horizon: 40,
-            period: (config.forecast_period > 0).then_some(config.forecast_period),
-        },
-        background.clone(),
-    ));
-    tokio::spawn(
+    background.spawn(
+        "forecast",
+        forecast::run(
+            predictor.depths.clone(),
+            predictor.forecasts.clone(),
+            forecast::Settings {
+                every: Duration::from_millis(config.forecast_ms),
+                horizon: 40,
+                period: (config.forecast_period > 0).then_some(config.forecast_period),
+            },
+            token.clone(),
+        ),
+    );
+    background.spawn(
+        "history saver",
         predictor
             .history
             .clone()
-            .keep_saved(store.clone(), background.clone()),
+            .keep_saved(store.clone(), token.clone()),
     );
     let router = config
         .router
@@ -209,15 +224,21 @@ async fn serve(
         }),
     });
     if holds {
-        tokio::spawn(dispatcher.clone().release_held_until(background.clone()));
+        background.spawn(
+            "hold release",
+            dispatcher.clone().release_held_until(token.clone()),
+        );
     }
-    let _stop_background = background.drop_guard();
     info!(manager.id = %dispatcher.id, namespace = names.namespace(), queue = %names.requests_queue(), "manager consuming requests");
 
     let tracker = TaskTracker::new();
     let outcome = loop {
         tokio::select! {
             () = stop.cancelled() => break Ok(()),
+            ended = background.ended() => {
+                error!(%ended, "restarting the manager");
+                break Err(Error::TaskEnded(ended));
+            }
             next = consumer.next() => match next {
                 Some(Ok(delivery)) => {
                     let d = dispatcher.clone();
@@ -259,6 +280,7 @@ async fn serve(
     if let Err(error) = dispatcher.predictor.history.save(&dispatcher.store).await {
         warn!(%error, "saving the history at shutdown failed");
     }
+    background.stop(BACKGROUND_STOP).await;
     if let Err(error) = conn.close(200, "manager stopping".into()).await {
         warn!(%error, "closing the broker connection failed");
     }

@@ -20,6 +20,9 @@ pub enum ServiceError {
     /// The broker closed a consumer.
     #[error("a consumer was closed by the broker")]
     ConsumerClosed,
+    /// A background task ended before it was told to (see [`crate::supervise::Background`]).
+    #[error("{0}")]
+    TaskEnded(String),
 }
 
 impl ServiceError {
@@ -27,7 +30,7 @@ impl ServiceError {
     pub fn is_transient(&self) -> bool {
         match self {
             ServiceError::Shared(e) => e.is_transient(),
-            ServiceError::ConsumerClosed => true,
+            ServiceError::ConsumerClosed | ServiceError::TaskEnded(_) => true,
             ServiceError::Config(_) => false,
         }
     }

@@ -1,4 +1,5 @@
-//! The supervisor loop shared by the manager and the worker.
+//! The supervisor loop shared by the manager and the worker, and the set of background tasks
+//! one attempt runs.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -73,5 +74,81 @@ pub async fn until_shutdown<T>(
             stop.cancel();
             work.await
         }
+    }
+}
+
+/// The background tasks of one served attempt, started and stopped together and watched: a
+/// task that ends before it is told to stop (it returned, or panicked) is reported by
+/// [`Background::ended`], so that the attempt can end and be restarted instead of running on
+/// without it. Dropping the set stops every task.
+#[derive(Debug, Default)]
+pub struct Background {
+    stop: CancellationToken,
+    tasks: tokio::task::JoinSet<&'static str>,
+}
+
+impl Background {
+    /// The token every task must watch, and return when it is cancelled.
+    pub fn token(&self) -> CancellationToken {
+        self.stop.clone()
+    }
+
+    /// Start a task under `name` (for the report when it ends early).
+    pub fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.tasks.spawn(async move {
+            task.await;
+            name
+        });
+    }
+
+    /// Wait until a task ends on its own, and say which and how. Pending while every task
+    /// runs (forever if there are none).
+    pub async fn ended(&mut self) -> String {
+        match self.tasks.join_next().await {
+            Some(Ok(name)) => format!("background task {name} returned"),
+            Some(Err(e)) if e.is_panic() => format!(
+                "a background task panicked: {}",
+                crate::panic_message(&*e.into_panic())
+            ),
+            Some(Err(e)) => format!("a background task was cancelled: {e}"),
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Tell every task to stop and wait for them, at most `within`; the rest are aborted.
+    pub async fn stop(mut self, within: Duration) {
+        self.stop.cancel();
+        let all = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(within, all).await.is_err() {
+            warn!(?within, "background tasks still running; aborting them");
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A task that panics or returns before it is told to stop is reported, by name when it
+    /// returned; tasks that watch the token stop when told.
+    #[tokio::test]
+    async fn a_task_that_ends_early_is_reported() {
+        let mut set = Background::default();
+        let token = set.token();
+        set.spawn("watcher", async move { token.cancelled().await });
+        set.spawn("quitter", async {});
+        assert_eq!(set.ended().await, "background task quitter returned");
+        set.spawn("crasher", async { panic!("boom") });
+        let report = set.ended().await;
+        assert!(report.contains("panicked: boom"), "{report}");
+        let still = tokio::time::timeout(Duration::from_millis(50), set.ended()).await;
+        assert!(still.is_err(), "the watcher ended on its own");
+        set.stop(Duration::from_secs(5)).await;
     }
 }
