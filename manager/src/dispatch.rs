@@ -17,13 +17,14 @@ use futures::{StreamExt, TryStreamExt};
 use lapin::BasicProperties;
 use lapin::message::{BasicReturnMessage, Delivery};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use shardline::amqp::{self, Published};
+use shardline::amqp::{self, Published, ReplyTo};
 use shardline::kind::KindError;
-use shardline::message::{FinalResult, Shard};
-use shardline::store::{Created, NewRequest, RequestState, Store};
+use shardline::message::{FinalResult, Options, Shard};
+use shardline::store::{Created, Meta, NewRequest, RequestState, Store};
 use shardline::{Error, Names, Registry, RejectReason, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
+use uuid::Uuid;
 
 use crate::config::Config;
 use crate::engines::{Engine, Engines};
@@ -67,6 +68,92 @@ struct Placement<'a> {
     routes: Vec<Option<String>>,
     reserved: Reservation<'a>,
     holding: Option<Holding<'a>>,
+}
+
+/// What the store holds of a request before this delivery.
+enum Prior {
+    /// Finished already: this delivery is a duplicate, dropped.
+    Finished,
+    /// Not finished: its record, if an earlier delivery left one.
+    Open(Option<Meta>),
+}
+
+/// A kind's split: the shard payloads, by index.
+type Split = Result<Vec<Vec<u8>>, KindError>;
+
+/// One request cut into shards, with what its record, its shards and the predictor need.
+struct Cut {
+    /// Request id.
+    id: Uuid,
+    /// Kind name.
+    kind: String,
+    /// Shard payloads, by index (taken out when the shards are published).
+    payloads: Vec<Vec<u8>>,
+    /// The request's size, as its kind measures it.
+    size: u64,
+    /// Shard count.
+    total: u32,
+    /// Where the result goes.
+    reply: ReplyTo,
+    /// The request's options.
+    options: Options,
+    /// Epoch ms this dispatch began.
+    created: u64,
+    /// Epoch ms deadline (the recorded one, for a request recorded before).
+    deadline: u64,
+    /// Attempt number the shards carry: 2 when the request was recorded before.
+    attempt: u32,
+    /// The live engines the shard count was planned for, and the shards are placed on.
+    engines: Vec<Engine>,
+    /// When planning began: the dispatch timings the predictor learns from start here.
+    begun: Instant,
+}
+
+impl Cut {
+    /// The mean shard size, which placement weighs shards by.
+    fn shard_size(&self) -> f64 {
+        self.size as f64 / f64::from(self.total.max(1))
+    }
+
+    /// Shard `index` of this request, carrying `payload`.
+    fn shard(&self, index: u32, payload: Vec<u8>) -> Shard {
+        Shard {
+            request_id: self.id,
+            index,
+            total: self.total,
+            kind: self.kind.clone(),
+            attempt: self.attempt,
+            deadline: self.deadline,
+            payload,
+        }
+    }
+
+    /// The request's record, as manager `manager` writes it.
+    fn record(&self, manager: &str) -> NewRequest {
+        NewRequest {
+            id: self.id,
+            kind: self.kind.clone(),
+            total: self.total,
+            created: self.created,
+            deadline: self.deadline,
+            reply_to: self.reply.reply_to.clone(),
+            correlation_id: self.reply.correlation_id.clone(),
+            format: self.reply.format,
+            policy: self.options.failure_policy.unwrap_or_default(),
+            quorum: self.options.quorum,
+            manager: manager.to_owned(),
+        }
+    }
+}
+
+/// Whether the delivery is a cancel message rather than a request.
+fn is_cancel(delivery: &Delivery) -> bool {
+    delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(CANCEL_TYPE)
+}
+
+/// Whether shard `index` is in the hold.
+fn is_held(holding: Option<&Holding<'_>>, index: u32) -> bool {
+    holding.is_some_and(|h| h.holds(index))
 }
 
 /// Everything a request handler needs.
@@ -127,29 +214,74 @@ impl Dispatcher {
         .await;
     }
 
-    async fn dispatch(&self, id: uuid::Uuid, delivery: &Delivery) -> Result<(), Error> {
-        if delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(CANCEL_TYPE) {
-            let ended = self
-                .store
-                .cancel(id, "cancelled by an AMQP message")
-                .await?;
-            info!(?ended, "cancel requested");
-            return Ok(());
+    /// Handle one request, step by step; a step that rejects the request, or finds nothing
+    /// (more) to publish, ends it there.
+    async fn dispatch(&self, id: Uuid, delivery: &Delivery) -> Result<(), Error> {
+        if is_cancel(delivery) {
+            return self.cancel(id).await;
         }
-        let accepted = match intake::accept(
+        let accepted = match self.accept(id, delivery) {
+            Ok(a) => a,
+            Err(rej) => return self.reject(delivery, *rej).await,
+        };
+        let Prior::Open(existing) = self.prior_record(id, delivery.redelivered).await? else {
+            return Ok(());
+        };
+        let mut cut = match self.cut(id, accepted, existing.as_ref()).await? {
+            Ok(cut) => cut,
+            Err(rej) => return self.reject(delivery, *rej).await,
+        };
+        let Placement {
+            routes,
+            mut reserved,
+            holding,
+        } = self.route(id, &cut.kind, cut.shard_size(), cut.total, &cut.engines);
+        let Some(skip) = self
+            .record(&cut, &routes, holding.as_ref(), &mut reserved)
+            .await?
+        else {
+            return Ok(());
+        };
+        // From here on the shards are published; a failure part-way leaves their entries until
+        // the redelivered request routes them again (same keys) or they expire.
+        reserved.keep();
+        let started = Instant::now();
+        let (sent, payloads) = self
+            .publish_now(&mut cut, routes, &skip, holding.as_ref())
+            .await?;
+        self.learn(&cut, started, sent, holding.as_ref());
+        self.await_held(&cut, holding, &skip, payloads, sent).await
+    }
+
+    /// Cancel the request a cancel message names, in the store; the message carries no
+    /// request of its own.
+    async fn cancel(&self, id: Uuid) -> Result<(), Error> {
+        let ended = self
+            .store
+            .cancel(id, "cancelled by an AMQP message")
+            .await?;
+        info!(?ended, "cancel requested");
+        Ok(())
+    }
+
+    /// Validate the delivery as a request of a registered kind, within the payload limit.
+    fn accept(&self, id: Uuid, delivery: &Delivery) -> Result<Accepted, Box<Rejection>> {
+        intake::accept(
             id,
             &delivery.data,
             &delivery.properties,
             self.config.max_payload_bytes,
             &self.registry,
-        ) {
-            Ok(a) => a,
-            Err(rej) => return self.reject(delivery, *rej).await,
-        };
+        )
+    }
+
+    /// Read the record an earlier delivery of this request left, so that a redelivered request
+    /// is cut the same way and a finished one is not run again.
+    async fn prior_record(&self, id: Uuid, redelivered: bool) -> Result<Prior, Error> {
         // Only a request delivered before can have a record already (a client that
         // republishes a request under the same id gets the recorded copy's answer: the create
-        // step below finds the record and this copy stands down).
-        let existing = if delivery.redelivered {
+        // step in `record` finds the record and this copy stands down).
+        let existing = if redelivered {
             self.store.meta(id).await?
         } else {
             None
@@ -158,11 +290,24 @@ impl Dispatcher {
             && meta.state == RequestState::Published
         {
             info!("request already finished; dropping the duplicate");
-            return Ok(());
+            return Ok(Prior::Finished);
         }
-        let fixed = existing.as_ref().map(|m| m.total as usize);
+        Ok(Prior::Open(existing))
+    }
+
+    /// Plan the shard count and split the payload. A request recorded before is cut into its
+    /// recorded count (splits are deterministic, so each index names the same shard) and keeps
+    /// its recorded deadline. A payload the kind cannot split, or a quorum above the shard
+    /// count, is a rejection.
+    async fn cut(
+        &self,
+        id: Uuid,
+        accepted: Accepted,
+        existing: Option<&Meta>,
+    ) -> Result<Result<Cut, Box<Rejection>>, Error> {
+        let fixed = existing.map(|m| m.total as usize);
         let created = now_ms();
-        let deadline = existing.as_ref().map_or_else(
+        let deadline = existing.map_or_else(
             || {
                 created.saturating_add(
                     accepted
@@ -175,13 +320,73 @@ impl Dispatcher {
         );
         let begun = Instant::now();
         let engines = self.engines.snapshot();
+        let plan = self.plan(&accepted, &engines);
+        let Accepted {
+            kind,
+            payload,
+            reply,
+            options,
+            ..
+        } = accepted;
+        let (split, size) = self.split(&kind, payload, fixed, plan).await?;
+        let payloads = match split {
+            Ok(p) => p,
+            Err(e) => {
+                let reason = match e {
+                    KindError::Empty(_) => RejectReason::EmptyPayload,
+                    _ => RejectReason::InvalidPayload,
+                };
+                let message = e.to_string();
+                return Ok(Err(Box::new(Rejection {
+                    id,
+                    kind,
+                    reason,
+                    message,
+                    reply,
+                })));
+            }
+        };
+        let total =
+            u32::try_from(payloads.len()).map_err(|_| Error::Config("too many shards".into()))?;
+        if let Some(q) = options.quorum
+            && q > total
+        {
+            return Ok(Err(Box::new(Rejection {
+                id,
+                kind,
+                reason: RejectReason::BadOptions,
+                message: format!(
+                    "quorum {q} is more than the {total} shards the request was cut into"
+                ),
+                reply,
+            })));
+        }
+        Ok(Ok(Cut {
+            id,
+            kind,
+            payloads,
+            size,
+            total,
+            reply,
+            options,
+            created,
+            deadline,
+            attempt: if existing.is_some() { 2 } else { 1 },
+            engines,
+            begun,
+        }))
+    }
+
+    /// The inputs of the shard-count decision for `accepted` on `engines`. The learned model,
+    /// when there is one, is logged at debug: it explains the count chosen.
+    fn plan(&self, accepted: &Accepted, engines: &[Engine]) -> Plan {
         let plan = Plan {
             engines: engines.len(),
             request_max: accepted.options.max_shards,
             manager_max: self.config.max_shards,
             scale: self.config.shard_size_scale,
             mode: self.config.shard_count,
-            model: self.predictor.model(&accepted.kind, &engines),
+            model: self.predictor.model(&accepted.kind, engines),
         };
         if let Some(m) = &plan.model {
             debug!(
@@ -200,18 +405,24 @@ impl Dispatcher {
                 "shard-count model"
             );
         }
-        let Accepted {
-            kind: kind_name,
-            payload,
-            reply,
-            options,
-            ..
-        } = accepted;
+        plan
+    }
+
+    /// Split `payload` with its kind on the blocking pool (splitting is CPU work): into `fixed`
+    /// shards when set, else as many as `plan` gives for the size the kind measures. Returns
+    /// the split and that size.
+    async fn split(
+        &self,
+        kind_name: &str,
+        payload: rmpv::Value,
+        fixed: Option<usize>,
+        plan: Plan,
+    ) -> Result<(Split, u64), Error> {
         let kind = self
             .registry
-            .get(&kind_name)
+            .get(kind_name)
             .ok_or_else(|| Error::Config(format!("kind {kind_name} vanished")))?;
-        let (split, size) = tokio::task::spawn_blocking(move || {
+        let split = tokio::task::spawn_blocking(move || {
             let mut request_size = 0;
             let split = kind.split(payload, &mut |size, hint| {
                 request_size = size;
@@ -220,71 +431,26 @@ impl Dispatcher {
             (split, request_size)
         })
         .await?;
-        let payloads = match split {
-            Ok(p) => p,
-            Err(e) => {
-                let reason = match e {
-                    KindError::Empty(_) => RejectReason::EmptyPayload,
-                    _ => RejectReason::InvalidPayload,
-                };
-                let rej = Rejection {
-                    id,
-                    kind: kind_name,
-                    reason,
-                    message: e.to_string(),
-                    reply,
-                };
-                return self.reject(delivery, rej).await;
-            }
-        };
-        let total =
-            u32::try_from(payloads.len()).map_err(|_| Error::Config("too many shards".into()))?;
-        if let Some(q) = options.quorum
-            && q > total
-        {
-            let rej = Rejection {
-                id,
-                kind: kind_name,
-                reason: RejectReason::BadOptions,
-                message: format!(
-                    "quorum {q} is more than the {total} shards the request was cut into"
-                ),
-                reply,
-            };
-            return self.reject(delivery, rej).await;
-        }
-        let Placement {
-            routes,
-            mut reserved,
-            holding,
-        } = self.route(
-            id,
-            &kind_name,
-            size as f64 / f64::from(total.max(1)),
-            total,
-            &engines,
-        );
+        Ok(split)
+    }
 
-        let record = NewRequest {
-            id,
-            kind: kind_name.clone(),
-            total,
-            created,
-            deadline,
-            reply_to: reply.reply_to.clone(),
-            correlation_id: reply.correlation_id.clone(),
-            format: reply.format,
-            policy: options.failure_policy.unwrap_or_default(),
-            quorum: options.quorum,
-            manager: self.id.clone(),
-        };
-        let held = |i: u32| holding.as_ref().is_some_and(|h| h.holds(i));
+    /// Record the request and its shards' routes in Redis, before any shard is published (the
+    /// record is what a redelivery resumes from). Settled shards of a request recorded before
+    /// leave the ledger and keep their recorded routes. Returns those settled shards, or `None`
+    /// when this copy must stand down.
+    async fn record(
+        &self,
+        cut: &Cut,
+        routes: &[Option<String>],
+        holding: Option<&Holding<'_>>,
+        reserved: &mut Reservation<'_>,
+    ) -> Result<Option<HashSet<u32>>, Error> {
         let all: Vec<(u32, &str)> = routes
             .iter()
             .enumerate()
             .map(|(i, r)| {
                 let i = i as u32;
-                let route = if held(i) {
+                let route = if is_held(holding, i) {
                     HELD_ROUTE
                 } else {
                     r.as_deref().unwrap_or(SHARED_ROUTE)
@@ -296,28 +462,10 @@ impl Dispatcher {
         let with_record = all.len() <= ROUTES_WITH_RECORD;
         let created = self
             .store
-            .create_routed(&record, if with_record { &all } else { &[] })
+            .create_routed(&cut.record(&self.id), if with_record { &all } else { &[] })
             .await?;
-        let skip: HashSet<u32> = match &created {
-            Created::New => HashSet::new(),
-            Created::Existing { state, total: t } => {
-                if *t != total {
-                    // Another copy of this request (same message_id) is being dispatched
-                    // concurrently with another shard count; that copy owns it. Publishing any
-                    // result here could contradict its result, so drop this copy quietly.
-                    info!(
-                        recorded = t,
-                        split = total,
-                        "another copy owns this request; dropping this one"
-                    );
-                    return Ok(());
-                }
-                if *state != RequestState::Running {
-                    info!(%state, "request is already closing; nothing to publish");
-                    return Ok(());
-                }
-                self.store.settled(id).await?.into_iter().collect()
-            }
+        let Some(skip) = self.settled(cut, &created).await? else {
+            return Ok(None);
         };
         reserved.release(&skip);
         if !(created == Created::New && with_record) {
@@ -327,33 +475,67 @@ impl Dispatcher {
                 .filter(|(i, _)| !skip.contains(i))
                 .copied()
                 .collect();
-            self.store.set_routes(id, &pairs).await?;
+            self.store.set_routes(cut.id, &pairs).await?;
         }
+        Ok(Some(skip))
+    }
 
-        // From here on the shards are published; a failure part-way leaves their entries until
-        // the redelivered request routes them again (same keys) or they expire.
-        reserved.keep();
-        let attempt = if existing.is_some() { 2 } else { 1 };
-        let started = Instant::now();
-        let prepare_us = started.duration_since(begun).as_secs_f64() * 1e6;
-        let mut payloads: Vec<Option<_>> = payloads.into_iter().map(Some).collect();
-        let shard = |index: u32, payload| Shard {
-            request_id: id,
-            index,
-            total,
-            kind: kind_name.clone(),
-            attempt,
-            deadline,
-            payload,
-        };
+    /// The shards of a request found `created` that are settled (stored or failed) and must
+    /// not be published again, or `None` when the recorded request is not this copy's to run.
+    async fn settled(&self, cut: &Cut, created: &Created) -> Result<Option<HashSet<u32>>, Error> {
+        match created {
+            Created::New => Ok(Some(HashSet::new())),
+            Created::Existing { state, total: t } => {
+                if *t != cut.total {
+                    // Another copy of this request (same message_id) is being dispatched
+                    // concurrently with another shard count; that copy owns it. Publishing any
+                    // result here could contradict its result, so drop this copy quietly.
+                    info!(
+                        recorded = t,
+                        split = cut.total,
+                        "another copy owns this request; dropping this one"
+                    );
+                    return Ok(None);
+                }
+                if *state != RequestState::Running {
+                    info!(%state, "request is already closing; nothing to publish");
+                    return Ok(None);
+                }
+                Ok(Some(
+                    self.store.settled(cut.id).await?.into_iter().collect(),
+                ))
+            }
+        }
+    }
+
+    /// Publish the shards that go now: those neither settled (`skip`) nor held. Returns how
+    /// many went, and the payloads left for the held shards.
+    async fn publish_now(
+        &self,
+        cut: &mut Cut,
+        routes: Vec<Option<String>>,
+        skip: &HashSet<u32>,
+        holding: Option<&Holding<'_>>,
+    ) -> Result<(usize, Vec<Option<Vec<u8>>>), Error> {
+        let mut payloads: Vec<Option<_>> = std::mem::take(&mut cut.payloads)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let cut = &*cut;
         let now: Vec<_> = routes
             .into_iter()
             .enumerate()
             .map(|(i, engine)| (i as u32, engine))
-            .filter(|&(i, _)| !skip.contains(&i) && !held(i))
-            .filter_map(|(i, engine)| Some((shard(i, payloads[i as usize].take()?), engine)))
+            .filter(|&(i, _)| !skip.contains(&i) && !is_held(holding, i))
+            .filter_map(|(i, engine)| Some((cut.shard(i, payloads[i as usize].take()?), engine)))
             .collect();
         let sent = self.publish_all(now).await?;
+        Ok((sent, payloads))
+    }
+
+    /// Feed the predictor what this dispatch showed: the publish cost per shard, the request
+    /// and shard flow of the kind, and the time to prepare and to dispatch.
+    fn learn(&self, cut: &Cut, started: Instant, sent: usize, holding: Option<&Holding<'_>>) {
         // Publishing is pipelined: only a large fan-out shows the marginal cost of a shard (a
         // small one mostly measures one confirm round trip).
         if sent >= MEASURE_FROM {
@@ -361,25 +543,38 @@ impl Dispatcher {
             self.predictor.history.observe_publish(per_shard);
         }
         // Held shards count as sent here: the flow is the rate requests and shards arrive.
-        let waiting = holding.as_ref().map_or(0, Holding::pending);
-        self.predictor.flow.dispatched(
-            &kind_name,
-            u32::try_from(sent + waiting).unwrap_or(u32::MAX),
-        );
+        let waiting = holding.map_or(0, Holding::pending);
+        self.predictor
+            .flow
+            .dispatched(&cut.kind, u32::try_from(sent + waiting).unwrap_or(u32::MAX));
+        let prepare_us = started.duration_since(cut.begun).as_secs_f64() * 1e6;
         self.predictor.history.observe_dispatch(
             prepare_us,
-            begun.elapsed().as_secs_f64() * 1e6,
+            cut.begun.elapsed().as_secs_f64() * 1e6,
             sent,
         );
-        let Some(mut holding) = holding.filter(|_| waiting > 0) else {
-            info!(kind = %kind_name, total, sent, "request dispatched");
+    }
+
+    /// Publish the held shards as the hold lets them go, so that the request is acked only
+    /// after the last of them; if the hold goes away first, the rest go to the shared queue.
+    async fn await_held(
+        &self,
+        cut: &Cut,
+        holding: Option<Holding<'_>>,
+        skip: &HashSet<u32>,
+        mut payloads: Vec<Option<Vec<u8>>>,
+        sent: usize,
+    ) -> Result<(), Error> {
+        let (kind, total) = (&cut.kind, cut.total);
+        let Some(mut holding) = holding.filter(|h| h.pending() > 0) else {
+            info!(kind = %kind, total, sent, "request dispatched");
             return Ok(());
         };
-        info!(kind = %kind_name, total, sent, held = waiting, "request dispatched; the rest is held");
+        info!(kind = %kind, total, sent, held = holding.pending(), "request dispatched; the rest is held");
         let mut late = 0;
         while let Some(batch) = holding.next().await {
             late += self
-                .publish_released(id, batch, &skip, &mut payloads, &shard)
+                .publish_released(cut, batch, skip, &mut payloads)
                 .await?;
         }
         if holding.pending() > 0 {
@@ -396,10 +591,10 @@ impl Dispatcher {
                 })
                 .collect();
             late += self
-                .publish_released(id, rest, &skip, &mut payloads, &shard)
+                .publish_released(cut, rest, skip, &mut payloads)
                 .await?;
         }
-        info!(kind = %kind_name, total, sent = late, "held shards dispatched");
+        info!(kind = %kind, total, sent = late, "held shards dispatched");
         Ok(())
     }
 
@@ -417,17 +612,17 @@ impl Dispatcher {
     /// Record the routes of shards the hold let go, and publish them; returns how many.
     async fn publish_released(
         &self,
-        id: uuid::Uuid,
+        cut: &Cut,
         batch: Vec<Release>,
         skip: &HashSet<u32>,
         payloads: &mut [Option<Vec<u8>>],
-        shard: &impl Fn(u32, Vec<u8>) -> Shard,
     ) -> Result<usize, Error> {
+        let id = cut.id;
         let mut go = Vec::with_capacity(batch.len());
         for Release { index, engine } in batch {
             let payload = payloads.get_mut(index as usize).and_then(Option::take);
             match payload {
-                Some(p) if !skip.contains(&index) => go.push((shard(index, p), engine)),
+                Some(p) if !skip.contains(&index) => go.push((cut.shard(index, p), engine)),
                 _ => {
                     // Already settled (a redelivered request): it goes nowhere, and the slot
                     // the hold gave it is free for another held shard.
