@@ -231,10 +231,19 @@ mod tests {
             ledger.sent(id, i, crate::ledger::entry("w1", 1_000.0));
         }
         for i in 0..12 {
-            let e = Event::parse(&format!("w1 {id} {i} 2000")).expect("parses");
-            e.clone().apply(&ledger, &history);
-            e.apply(&ledger, &history);
+            Event::parse(&format!("w1 {id} {i} 2000"))
+                .expect("parses")
+                .apply(&ledger, &history);
+            // A duplicate of the same completion, far off: it must not be learned.
+            Event::parse(&format!("w1 {id} {i} 50000"))
+                .expect("parses")
+                .apply(&ledger, &history);
         }
+        // A completion of a shard this manager never sent, far off too.
+        let stranger = Uuid::new_v4();
+        Event::parse(&format!("w1 {stranger} 0 50000"))
+            .expect("parses")
+            .apply(&ledger, &history);
         assert_eq!(ledger.in_flight("w1"), 0);
         let predicted = history.predict("k", 1.0).expect("learned");
         assert!((predicted - 2_000.0).abs() < 1e-6, "{predicted}");

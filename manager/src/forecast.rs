@@ -205,16 +205,27 @@ mod tests {
         assert!(forecast(&[0.0; 30], None, 0).is_none());
     }
 
-    /// A flat idle queue forecasts zero; a spike never forecasts below zero.
+    /// A flat idle queue forecasts zero; a draining queue whose trend runs below zero is
+    /// forecast at zero, not below.
     #[test]
     fn forecasts_are_clamped_at_zero() {
         let (p, model) = forecast(&[0.0; 40], None, 4).expect("fits");
         assert_eq!(model, "ets");
         assert!(p.iter().all(|v| *v == 0.0), "{p:?}");
-        let mut s = vec![0.0; 40];
-        s[39] = 50.0;
+        // Falling by 2 a step to 2: the trend goes below zero within the horizon.
+        let s: Vec<f64> = (0..40).map(|i| 80.0 - 2.0 * f64::from(i)).collect();
+        let raw = AutoETS::non_seasonal()
+            .fit(&s)
+            .expect("fits")
+            .predict(8, None)
+            .expect("predicts")
+            .point;
+        assert!(raw.iter().any(|v| *v < 0.0), "unclamped {raw:?}");
         let (p, _) = forecast(&s, None, 8).expect("fits");
-        assert!(p.iter().all(|v| *v >= 0.0));
+        assert!(p.iter().all(|v| *v >= 0.0), "{p:?}");
+        for (clamped, raw) in p.iter().zip(&raw) {
+            assert_eq!(*clamped, raw.max(0.0), "{p:?} from {raw:?}");
+        }
     }
 
     /// A square wave's period is found, and MSTL then predicts the next rise.

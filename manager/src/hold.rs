@@ -450,17 +450,21 @@ mod tests {
     fn an_abandoned_holding_frees_its_engines() {
         let p = predictor();
         let mut hold = Hold::new(Duration::from_secs(60));
+        let in_flight = || -> usize {
+            ["fast-a", "fast-b", "slow"]
+                .iter()
+                .map(|e| p.ledger.in_flight(e))
+                .sum()
+        };
         let h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..4);
-        hold.scan(rule(), &p, &engines());
+        // Every shard went to an engine (and into the ledger) before the holding was dropped.
+        assert_eq!(hold.scan(rule(), &p, &engines()), 4);
+        assert_eq!(in_flight(), 4);
         drop(h);
         let h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..4);
         drop(h);
         assert_eq!(hold.scan(rule(), &p, &engines()), 0);
-        let total: usize = ["fast-a", "fast-b", "slow"]
-            .iter()
-            .map(|e| p.ledger.in_flight(e))
-            .sum();
-        assert_eq!(total, 0);
+        assert_eq!(in_flight(), 0);
         assert!(hold.is_empty());
     }
 

@@ -170,14 +170,19 @@ mod tests {
         assert!(accept(id, &body("wordcount"), &p, 1024, &reg).is_ok());
     }
 
-    /// A UUID message_id is the request id; other strings map to a stable UUIDv5.
+    /// A UUID message_id is the request id; other strings map to a stable UUIDv5, a distinct one
+    /// per string.
     #[test]
     fn request_ids_are_stable_across_redeliveries() {
         let id = Uuid::new_v4();
         let p = BasicProperties::default().with_message_id(id.to_string().into());
         assert_eq!(request_id(&p), id);
         let p = BasicProperties::default().with_message_id("order-17".into());
-        assert_eq!(request_id(&p), request_id(&p));
+        let mapped = request_id(&p);
+        assert_eq!(request_id(&p), mapped);
+        assert_eq!(mapped.get_version(), Some(uuid::Version::Sha1));
+        let other = BasicProperties::default().with_message_id("order-18".into());
+        assert_ne!(request_id(&other), mapped);
         assert_ne!(
             request_id(&BasicProperties::default()),
             request_id(&BasicProperties::default())

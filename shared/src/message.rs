@@ -390,12 +390,22 @@ mod tests {
     fn json_and_msgpack_requests_agree() {
         let json = br#"{"kind":"sort","payload":[3,1,2],"options":{"max_shards":2}}"#;
         let a = decode_request(Format::Json, json).expect("json");
-        let packed = Format::MsgPack.encode(&a).expect("encode");
+        let packed = Format::MsgPack
+            .encode(&RequestBody {
+                kind: "sort".into(),
+                payload: rmpv::Value::Array(vec![3.into(), 1.into(), 2.into()]),
+                options: Some(rmpv::Value::Map(vec![("max_shards".into(), 2.into())])),
+            })
+            .expect("encode");
         let b = decode_request(Format::MsgPack, &packed).expect("msgpack");
         assert_eq!(a.kind, b.kind);
         assert_eq!(a.payload, b.payload);
-        let o = Options::from_value(b.options).expect("options");
-        assert_eq!(o.max_shards, Some(2));
+        let (oa, ob) = (
+            Options::from_value(a.options).expect("json options"),
+            Options::from_value(b.options).expect("msgpack options"),
+        );
+        assert_eq!(oa, ob);
+        assert_eq!(oa.max_shards, Some(2));
     }
 
     /// Garbage and missing fields are typed `malformed` rejections, not panics.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use lapin::types::AMQPValue;
 use shardline::amqp::REASON_HEADER;
-use shardline::message::{Format, Options, RequestBody, Status};
+use shardline::message::{FinalResult, Format, Options, RequestBody, Status};
 use shardline_tests::raw::{Replies, publish_request};
 use shardline_tests::{Cluster, completed, eventually, unsharded};
 use uuid::Uuid;
@@ -23,8 +23,12 @@ fn msgpack(kind: &str, payload: rmpv::Value, options: Option<rmpv::Value>) -> Ve
 }
 
 /// Publish `body`, expect a rejection with `code` on the reply queue, and the original in the
-/// dead-letter queue with the same reason.
-async fn expect_rejected(body: Vec<u8>, content_type: Option<&str>, code: &str) {
+/// dead-letter queue with the same reason. Returns the reply as it came.
+async fn expect_rejected(
+    body: Vec<u8>,
+    content_type: Option<&str>,
+    code: &str,
+) -> lapin::message::Delivery {
     let c = Cluster::builder()
         .workers(1)
         .manager(|m| m.max_payload_bytes = 64 * 1024)
@@ -40,7 +44,11 @@ async fn expect_rejected(body: Vec<u8>, content_type: Option<&str>, code: &str) 
         Some(&replies.queue),
     )
     .await;
-    let r = replies.next(WAIT).await;
+    let reply = replies.next_raw(WAIT).await;
+    let r: FinalResult =
+        Format::from_content_type(reply.properties.content_type().as_ref().map(|s| s.as_str()))
+            .decode(&reply.data)
+            .expect("a decodable result");
     assert_eq!(r.request_id, id);
     assert_eq!(r.status, Status::Rejected);
     let err = r.error.expect("rejections carry an error");
@@ -56,6 +64,7 @@ async fn expect_rejected(body: Vec<u8>, content_type: Option<&str>, code: &str) 
     let reason = headers.inner().get(REASON_HEADER).expect("reason header");
     assert_eq!(reason, &AMQPValue::LongString(code.into()));
     c.shutdown().await;
+    reply
 }
 
 /// Bytes that are not MessagePack are `malformed`.
@@ -67,12 +76,18 @@ async fn malformed_msgpack() {
 /// Broken JSON is `malformed`, and the answer comes back as JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json() {
-    expect_rejected(
+    let reply = expect_rejected(
         br#"{"kind": "sort", "payload": [1,"#.to_vec(),
         Some("application/json"),
         "malformed",
     )
     .await;
+    assert_eq!(
+        reply.properties.content_type().as_ref().map(|s| s.as_str()),
+        Some("application/json")
+    );
+    let r: FinalResult = serde_json::from_slice(&reply.data).expect("a JSON result");
+    assert_eq!(r.status, Status::Rejected);
 }
 
 /// A request without its `kind` field is `malformed`.

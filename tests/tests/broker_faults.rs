@@ -44,14 +44,14 @@ fn close_connections(namespace: &str) -> usize {
 }
 
 /// Manager and worker connections dropped by the broker mid-run: every request completes,
-/// exactly once, with the right answer.
+/// exactly once, with the right answer, one sent after the drop among them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_closed_by_the_broker_mid_request() {
     let c = Cluster::builder().start().await;
     let mut replies = Replies::new(&c).await;
     let payload = synthetic(200, 5_000);
     let body = request_body("synthetic", payload.clone(), &[]);
-    let ids: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
+    let mut ids: Vec<Uuid> = (0..10).map(|_| Uuid::new_v4()).collect();
     for id in &ids {
         publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
     }
@@ -61,6 +61,10 @@ async fn connections_closed_by_the_broker_mid_request() {
         closed, 4,
         "the manager's and the three workers' connections"
     );
+    // A request sent after the close reaches only a manager that came back.
+    let late = Uuid::new_v4();
+    publish_request(&c, &body, None, &late.to_string(), Some(&replies.queue)).await;
+    ids.push(late);
 
     let want = unsharded("synthetic", payload);
     for r in replies

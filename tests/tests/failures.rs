@@ -4,33 +4,27 @@ use std::time::Duration;
 
 use shardline::Registry;
 use shardline::config::ConnectArgs;
-use shardline::message::{Options, Status};
-use shardline_tests::{Cluster, eventually};
+use shardline::message::Status;
+use shardline_tests::raw::{Replies, publish_request};
+use shardline_tests::{Cluster, eventually, request_body, synthetic};
+use uuid::Uuid;
 
 /// A shard whose work fails ends its request as `failed` with the reason, published once,
 /// and the shard is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_shard_fails_the_request() {
     let c = Cluster::builder().start().await;
+    let mut replies = Replies::new(&c).await;
     // One shard declaring 1,000 s of work: over the synthetic kind's per-shard limit.
-    let w = shardline::kind::synthetic::Work {
-        units: 1_000,
-        unit_cost_us: 1_000_000,
-        spin: false,
-        noise_seed: None,
-    };
-    let payload = shardline::message::to_named_value(&w).expect("value");
-    let opts = Options {
-        max_shards: Some(1),
-        deadline_ms: None,
-        ..Options::default()
-    };
-    let r = c
-        .client()
-        .submit("synthetic", payload, opts, Duration::from_secs(30))
-        .await
-        .expect("result");
-    assert_eq!(r.status, Status::Failed);
+    let id = Uuid::new_v4();
+    let body = request_body(
+        "synthetic",
+        synthetic(1_000, 1_000_000),
+        &[("max_shards", 1)],
+    );
+    publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    let r = replies.next(Duration::from_secs(30)).await;
+    assert_eq!((r.request_id, r.status), (id, Status::Failed));
     let err = r.error.expect("error");
     assert_eq!(err.code, "shard_failed");
     assert!(err.message.contains("limit"), "{}", err.message);
@@ -41,7 +35,11 @@ async fn failing_shard_fails_the_request() {
     )
     .await;
     let shard: shardline::message::Shard = rmp_serde::from_slice(&dead.data).expect("a shard");
-    assert_eq!(shard.request_id, r.request_id);
+    assert_eq!(shard.request_id, id);
+    assert!(
+        !replies.another_within(Duration::from_secs(2)).await,
+        "one terminal result"
+    );
     c.shutdown().await;
 }
 

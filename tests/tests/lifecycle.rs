@@ -198,7 +198,7 @@ async fn cancel_from_the_cli() {
 /// result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_before_the_request_arrives() {
-    let c = Cluster::builder().start().await;
+    let c = Cluster::builder().workers(0).start().await;
     let mut replies = Replies::new(&c).await;
     let id = Uuid::new_v4();
     let ended = c.client().cancel(id).await.expect("redis");
@@ -222,5 +222,11 @@ async fn cancel_before_the_request_arrives() {
     );
     let meta = c.store.meta(id).await.expect("redis").expect("meta");
     assert_eq!(meta.done, 0, "no shard was processed");
+    // No worker runs, so a shard the manager published would still wait in the shared queue.
+    assert_eq!(
+        shardline_tests::ready(&c, &c.names.shared_queue()).await,
+        Some(0),
+        "a shard of the cancelled request was published"
+    );
     c.shutdown().await;
 }

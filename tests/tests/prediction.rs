@@ -175,6 +175,7 @@ async fn a_burst_of_requests_shares_the_in_flight_cap() {
 async fn held_shards_go_to_engines_as_slots_free() {
     let c = two_speeds(hold_all, 300_000.0).await;
     let burst = send_burst(&c, 300_000).await;
+    wait_until_held(&c, &burst).await;
     for routes in completed_routes(&c, burst, Duration::from_secs(30)).await {
         assert_eq!(on_engines(&routes), 4, "{routes:?}");
     }

@@ -52,6 +52,12 @@ async fn every_returned_shard_reaches_the_shared_queue() {
             .expect("every shard arrives");
         assert_eq!((r.status, r.shards), (Status::Completed, 3_000));
         assert_eq!(completed(&r), unsharded("synthetic", synthetic(3_000, 0)));
+        let routes = c.store.routes(r.request_id).await.expect("redis");
+        let queueless = routes.values().filter(|e| *e == "queueless").count();
+        assert!(
+            (800..=1_200).contains(&queueless),
+            "{queueless} of 3000 shards routed to the engine without a queue"
+        );
     }
     beat.abort();
     c.shutdown().await;

@@ -2,16 +2,16 @@
 
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
 use shardline::message::Options;
 use shardline_tests::process::{signal, spawn_worker};
-use shardline_tests::{Cluster, completed, eventually, unsharded};
+use shardline_tests::{Cluster, completed, eventually, ready, unsharded};
 
 /// SIGTERM to a busy worker: it finishes its running shards, hands its queued shards to the
-/// shared queue, deletes its queue, exits 0, and every request still completes correctly.
+/// shared queue, deletes its queue itself (no manager's sweeper runs meanwhile), exits 0, and
+/// every request still completes correctly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_loses_nothing() {
-    let c = Cluster::builder().workers(2).start().await;
+    let mut c = Cluster::builder().workers(2).start().await;
     let mut proc_worker = spawn_worker(env!("CARGO_BIN_EXE_worker-under-test"), &c, "p0", 2);
     c.wait_registered("p0").await;
 
@@ -67,12 +67,20 @@ async fn sigterm_mid_run_loses_nothing() {
         },
     )
     .await;
+    // Without a manager, no sweeper can reap the worker's queue for it.
+    c.stop_manager().await;
     signal(&proc_worker, "TERM");
     let status = tokio::time::timeout(Duration::from_secs(40), proc_worker.wait())
         .await
         .expect("worker exits after SIGTERM")
         .expect("wait");
     assert!(status.success(), "worker exited with {status}");
+    assert_eq!(
+        ready(&c, &c.names.engine_queue("p0")).await,
+        None,
+        "the stopped worker deleted its own queue"
+    );
+    c.start_manager(|_| {});
 
     let want = unsharded("synthetic", payload);
     for (id, rx) in pending {
@@ -83,15 +91,6 @@ async fn sigterm_mid_run_loses_nothing() {
             .expect("result");
         assert_eq!(completed(&r), want, "request {id}");
     }
-    let ch = c.channel().await;
-    let gone = ch
-        .queue_declare(
-            c.names.engine_queue("p0").into(),
-            QueueDeclareOptions::default().passive(),
-            Default::default(),
-        )
-        .await;
-    assert!(gone.is_err(), "the stopped engine's queue was deleted");
     let live = c
         .store
         .live_engines(Duration::from_secs(60))
@@ -105,8 +104,9 @@ async fn sigterm_mid_run_loses_nothing() {
 }
 
 /// Stopping the only worker mid-request (with shards running, prefetched and queued) hands
-/// every unfinished shard to the shared queue: a worker started afterwards finishes the
-/// request, so none was lost.
+/// every unfinished shard to the shared queue by itself (no manager runs to reap its queue):
+/// its queue is gone, the shared queue holds exactly the unfinished shards, and a worker
+/// started afterwards finishes the request, so none was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_of_the_only_worker_loses_nothing() {
     let mut c = Cluster::builder()
@@ -127,9 +127,23 @@ async fn graceful_stop_of_the_only_worker_loses_nothing() {
         .await
         .expect("send");
     shardline_tests::wait_progress(&c, &[id], 8).await;
+    // Every shard is published (a stopping manager lets held ones go to the shared queue),
+    // and no sweeper runs while the worker stops.
+    c.stop_manager().await;
     c.stop_worker("w0").await;
     let done = c.store.meta(id).await.expect("redis").expect("meta").done;
     assert!(done < 60, "the stop landed mid-request ({done} done)");
+    assert_eq!(
+        ready(&c, &c.names.engine_queue("w0")).await,
+        None,
+        "the stopped worker deleted its own queue"
+    );
+    assert_eq!(
+        ready(&c, &c.names.shared_queue()).await,
+        Some(60 - done),
+        "the unfinished shards wait in the shared queue"
+    );
+    c.start_manager(|m| m.shard_size_scale = 1e-9);
     c.add_worker("w1").await;
     let r = c
         .client()

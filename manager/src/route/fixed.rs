@@ -124,17 +124,22 @@ mod tests {
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
     }
 
-    /// Weights 1/1/0.25 give 4:4:1 shares, interleaved.
+    /// Weights 1/1/0.25 give 4:4:1 shares, interleaved: every run of nine picks holds them,
+    /// and no engine is picked twice in a row.
     #[test]
     fn weighted_round_robin_follows_weights() {
         let w = HashMap::from([("c".to_owned(), 0.25)]);
         let mut r = WeightedRoundRobin::new(w);
         let c = three(1.0);
-        let mut counts = [0; 3];
-        for _ in 0..90 {
-            counts[r.choose(&c).unwrap_or(0)] += 1;
+        let picks: Vec<usize> = (0..90).map(|_| r.choose(&c).unwrap_or(9)).collect();
+        for run in picks.chunks(9) {
+            let mut counts = [0; 3];
+            for &i in run {
+                counts[i] += 1;
+            }
+            assert_eq!(counts, [4, 4, 1], "{picks:?}");
         }
-        assert_eq!(counts, [40, 40, 10]);
+        assert!(picks.windows(2).all(|w| w[0] != w[1]), "{picks:?}");
     }
 
     /// Random reaches every engine; pull never names one.
