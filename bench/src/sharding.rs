@@ -106,7 +106,7 @@ impl Size {
     }
 
     /// One single size drawn from the mix (a single size draws nothing from `rng`, so its
-    /// traces stay as they were before mixed traces existed).
+    /// trace's arrivals from a seed are the ones the Poisson draw alone gives).
     fn draw(self, rng: &mut StdRng) -> Size {
         if let [(one, _)] = self.mix() {
             return *one;

@@ -5,11 +5,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use shardline::config::ConnectArgs;
-use shardline_manager::RouterKind;
 use shardline_manager::engines::Engine;
 use shardline_manager::ledger::Sent;
 use shardline_manager::plan::ShardCount;
 use shardline_manager::predictor::Predictor;
+use shardline_manager::{Config, RouterKind};
 
 use crate::harness::{self, Measured, Setup};
 use crate::report::Row;
@@ -173,7 +173,11 @@ fn ideal_us(trace: &[Arrival], w: Workload) -> f64 {
 /// engines, and (p50, p99) of building the candidates for one request (reads of the ledger,
 /// history, depth samples and forecasts) with 1,000 shards in the ledger.
 pub fn decisions() -> ((u64, u64), (u64, u64)) {
-    let predictor = Predictor::new(Duration::from_millis(250), 600, 10_000.0);
+    let predictor = Predictor::new(
+        Duration::from_millis(Config::DEFAULT_DEPTH_SAMPLE_MS),
+        Config::DEFAULT_DEPTH_WINDOW,
+        Config::DEFAULT_SHARD_US,
+    );
     let engines: Vec<Engine> = (0..3)
         .map(|i| Engine {
             id: format!("e{i}"),
@@ -196,7 +200,8 @@ pub fn decisions() -> ((u64, u64), (u64, u64)) {
             },
         );
     }
-    let mut router = RouterKind::Predictive.build(&Default::default(), 8.0, false);
+    let mut router =
+        RouterKind::Predictive.build(&Default::default(), Config::DEFAULT_IN_FLIGHT_CAP, false);
     let mut decide = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     let mut build = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     for _ in 0..20_000 {

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use shardline::config::ConnectArgs;
+use shardline::config::{ConnectArgs, DEFAULT_LEASE_MS};
 
 use crate::plan::ShardCount;
 use crate::route::{self, Router};
@@ -131,29 +131,29 @@ pub struct Config {
     #[command(flatten)]
     pub connect: ConnectArgs,
     /// Requests handled at once by this manager (AMQP prefetch on the request queue).
-    #[arg(long, env = "SHARDLINE_MANAGER_PREFETCH", default_value_t = 16)]
+    #[arg(long, env = "SHARDLINE_MANAGER_PREFETCH", default_value_t = Config::DEFAULT_PREFETCH)]
     pub prefetch: u16,
     /// Upper bound on shards per request, whatever the request asks.
-    #[arg(long, env = "SHARDLINE_MAX_SHARDS", default_value_t = 10_000)]
+    #[arg(long, env = "SHARDLINE_MAX_SHARDS", default_value_t = Config::DEFAULT_MAX_SHARDS)]
     pub max_shards: u32,
     /// Multiplies each kind's preferred shard size: below 1 cuts more, smaller shards.
-    #[arg(long, env = "SHARDLINE_SHARD_SIZE_SCALE", default_value_t = 1.0)]
+    #[arg(long, env = "SHARDLINE_SHARD_SIZE_SCALE", default_value_t = Config::DEFAULT_SHARD_SIZE_SCALE)]
     pub shard_size_scale: f64,
     /// Largest request body accepted, in bytes.
-    #[arg(long, env = "SHARDLINE_MAX_PAYLOAD_BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, env = "SHARDLINE_MAX_PAYLOAD_BYTES", default_value_t = Config::DEFAULT_MAX_PAYLOAD_BYTES)]
     pub max_payload_bytes: usize,
     /// Deadline of requests that do not set one, in milliseconds.
     #[arg(
         long,
         env = "SHARDLINE_DEFAULT_DEADLINE_MS",
-        default_value_t = 3_600_000
+        default_value_t = Config::DEFAULT_DEADLINE_MS
     )]
     pub default_deadline_ms: u64,
     /// An engine whose last heartbeat is older than this is not routed to, in milliseconds.
-    #[arg(long, env = "SHARDLINE_ENGINE_TTL_MS", default_value_t = 6_000)]
+    #[arg(long, env = "SHARDLINE_ENGINE_TTL_MS", default_value_t = Config::DEFAULT_ENGINE_TTL_MS)]
     pub engine_ttl_ms: u64,
     /// Routing policy.
-    #[arg(long, env = "SHARDLINE_ROUTER", value_enum, default_value_t = RouterKind::Predictive)]
+    #[arg(long, env = "SHARDLINE_ROUTER", value_enum, default_value_t = Config::DEFAULT_ROUTER)]
     pub router: RouterKind,
     /// Static weights for weighted round robin: `id=weight,id=weight` (others weigh 1).
     #[arg(long, env = "SHARDLINE_ROUTER_WEIGHTS", value_parser = parse_weights, default_value = "")]
@@ -169,59 +169,87 @@ pub struct Config {
     #[arg(long, env = "SHARDLINE_HOLD_MS", default_value_t = Config::DEFAULT_HOLD_MS)]
     pub hold_ms: u64,
     /// Shard count: `adaptive`, `size` (the kind's preferred size) or a fixed number.
-    #[arg(long, env = "SHARDLINE_SHARD_COUNT", default_value = "adaptive")]
+    #[arg(long, env = "SHARDLINE_SHARD_COUNT", default_value_t = Config::DEFAULT_SHARD_COUNT)]
     pub shard_count: ShardCount,
     /// Expected shard time before anything is learned, in microseconds.
-    #[arg(long, env = "SHARDLINE_DEFAULT_SHARD_US", default_value_t = 10_000.0)]
+    #[arg(long, env = "SHARDLINE_DEFAULT_SHARD_US", default_value_t = Config::DEFAULT_SHARD_US)]
     pub default_shard_us: f64,
     /// Broker depth sampling period, in milliseconds.
-    #[arg(long, env = "SHARDLINE_DEPTH_SAMPLE_MS", default_value_t = 250)]
+    #[arg(long, env = "SHARDLINE_DEPTH_SAMPLE_MS", default_value_t = Config::DEFAULT_DEPTH_SAMPLE_MS)]
     pub depth_sample_ms: u64,
     /// Depth samples kept per engine (the forecast's window).
-    #[arg(long, env = "SHARDLINE_DEPTH_WINDOW", default_value_t = 600)]
+    #[arg(long, env = "SHARDLINE_DEPTH_WINDOW", default_value_t = Config::DEFAULT_DEPTH_WINDOW)]
     pub depth_window: usize,
     /// Time between forecast fits, in milliseconds.
-    #[arg(long, env = "SHARDLINE_FORECAST_MS", default_value_t = 300)]
+    #[arg(long, env = "SHARDLINE_FORECAST_MS", default_value_t = Config::DEFAULT_FORECAST_MS)]
     pub forecast_ms: u64,
     /// Seasonal period of the depth series, in samples; 0 detects it with a periodogram.
-    #[arg(long, env = "SHARDLINE_FORECAST_PERIOD", default_value_t = 0)]
+    #[arg(long, env = "SHARDLINE_FORECAST_PERIOD", default_value_t = Config::DEFAULT_FORECAST_PERIOD)]
     pub forecast_period: usize,
     /// Finalizer lease the sweeper takes when it re-drives a request, in milliseconds.
-    #[arg(long, env = "SHARDLINE_LEASE_MS", default_value_t = 30_000)]
+    #[arg(long, env = "SHARDLINE_LEASE_MS", default_value_t = DEFAULT_LEASE_MS)]
     pub lease_ms: u64,
     /// How long shutdown waits for requests being dispatched, in milliseconds.
-    #[arg(long, env = "SHARDLINE_GRACE_MS", default_value_t = 10_000)]
+    #[arg(long, env = "SHARDLINE_GRACE_MS", default_value_t = Config::DEFAULT_GRACE_MS)]
     pub grace_ms: u64,
 }
 
 impl Config {
+    /// Default of `--prefetch`.
+    pub const DEFAULT_PREFETCH: u16 = 16;
+    /// Default of `--max-shards`.
+    pub const DEFAULT_MAX_SHARDS: u32 = 10_000;
+    /// Default of `--shard-size-scale`.
+    pub const DEFAULT_SHARD_SIZE_SCALE: f64 = 1.0;
+    /// Default of `--max-payload-bytes` (16 MiB).
+    pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+    /// Default of `--default-deadline-ms` (one hour).
+    pub const DEFAULT_DEADLINE_MS: u64 = 3_600_000;
+    /// Default of `--engine-ttl-ms`.
+    pub const DEFAULT_ENGINE_TTL_MS: u64 = 6_000;
+    /// Default of `--router`.
+    pub const DEFAULT_ROUTER: RouterKind = RouterKind::Predictive;
     /// Default of `--in-flight-cap`.
     pub const DEFAULT_IN_FLIGHT_CAP: f64 = 8.0;
     /// Default of `--hold-ms`.
     pub const DEFAULT_HOLD_MS: u64 = 5_000;
+    /// Default of `--shard-count`.
+    pub const DEFAULT_SHARD_COUNT: ShardCount = ShardCount::Adaptive;
+    /// Default of `--default-shard-us`.
+    pub const DEFAULT_SHARD_US: f64 = 10_000.0;
+    /// Default of `--depth-sample-ms`.
+    pub const DEFAULT_DEPTH_SAMPLE_MS: u64 = 250;
+    /// Default of `--depth-window`.
+    pub const DEFAULT_DEPTH_WINDOW: usize = 600;
+    /// Default of `--forecast-ms`.
+    pub const DEFAULT_FORECAST_MS: u64 = 300;
+    /// Default of `--forecast-period` (0: detected).
+    pub const DEFAULT_FORECAST_PERIOD: usize = 0;
+    /// Default of `--grace-ms`.
+    pub const DEFAULT_GRACE_MS: u64 = 10_000;
 
     /// Defaults with the given connection settings (for tests and embedding).
     pub fn new(connect: ConnectArgs) -> Self {
         Config {
             connect,
-            prefetch: 16,
-            max_shards: 10_000,
-            shard_size_scale: 1.0,
-            max_payload_bytes: 16 * 1024 * 1024,
-            default_deadline_ms: 3_600_000,
-            engine_ttl_ms: 6_000,
-            router: RouterKind::Predictive,
+            prefetch: Config::DEFAULT_PREFETCH,
+            max_shards: Config::DEFAULT_MAX_SHARDS,
+            shard_size_scale: Config::DEFAULT_SHARD_SIZE_SCALE,
+            max_payload_bytes: Config::DEFAULT_MAX_PAYLOAD_BYTES,
+            default_deadline_ms: Config::DEFAULT_DEADLINE_MS,
+            engine_ttl_ms: Config::DEFAULT_ENGINE_TTL_MS,
+            router: Config::DEFAULT_ROUTER,
             weights: HashMap::new(),
             in_flight_cap: Config::DEFAULT_IN_FLIGHT_CAP,
             hold_ms: Config::DEFAULT_HOLD_MS,
-            shard_count: ShardCount::Adaptive,
-            default_shard_us: 10_000.0,
-            depth_sample_ms: 250,
-            depth_window: 600,
-            forecast_ms: 300,
-            forecast_period: 0,
-            lease_ms: 30_000,
-            grace_ms: 10_000,
+            shard_count: Config::DEFAULT_SHARD_COUNT,
+            default_shard_us: Config::DEFAULT_SHARD_US,
+            depth_sample_ms: Config::DEFAULT_DEPTH_SAMPLE_MS,
+            depth_window: Config::DEFAULT_DEPTH_WINDOW,
+            forecast_ms: Config::DEFAULT_FORECAST_MS,
+            forecast_period: Config::DEFAULT_FORECAST_PERIOD,
+            lease_ms: DEFAULT_LEASE_MS,
+            grace_ms: Config::DEFAULT_GRACE_MS,
         }
     }
 

@@ -99,10 +99,11 @@ impl Arrivals {
     ///
     /// A kind that speeds up reads fast within a few requests, not a [`WINDOW`]: when the mean
     /// of its last gaps falls below the mean gap by more than [`PEAK`], the rate is read from
-    /// it. Reading a kind slow costs more than reading it fast: measured, the first requests
-    /// of a 250 per second burst were cut into 4 to 12 shards while the mean still read the
-    /// pace of the 6 requests before it (and the cap, then a tenth of the window, held it under
-    /// 200 per second for 40 requests), and the backlog they left doubled the p50.
+    /// it. Reading a kind slow costs more than reading it fast: with the rate read from the
+    /// mean alone, the first requests of a 250 per second burst are cut into 4 to 12 shards
+    /// while the mean still reads the pace of the 6 requests before it (and a cap of a tenth
+    /// of the window holds it under 200 per second for 40 requests), and the backlog they
+    /// leave doubles the p50 (measured).
     pub fn per_sec(&self, now: Instant) -> f64 {
         let (Some(mean), Some(last)) = (self.gap, self.last) else {
             return 0.0;
@@ -271,7 +272,8 @@ mod tests {
     }
 
     /// A kind that speeds up ninefold after a few requests reads at least half its new rate
-    /// within 24 requests (the mean and the former cap read 107 per second of 250).
+    /// within 24 requests (the mean alone, with a cap of a tenth of the window, reads 107 per
+    /// second of 250).
     #[test]
     fn a_kind_that_speeds_up_reads_fast_soon() {
         let t0 = Instant::now();

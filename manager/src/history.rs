@@ -87,8 +87,8 @@ pub struct CostLine {
     sy: f64,
     sxx: f64,
     sxy: f64,
-    /// Weighted sum of squared times (histories saved before it existed start at 0 and
-    /// read as noise-free until it has filled).
+    /// Weighted sum of squared times (a saved history without this field starts it at 0,
+    /// which reads as noise-free until it has filled).
     #[serde(default)]
     syy: f64,
     n: u32,
@@ -207,8 +207,8 @@ pub struct Learned {
     #[serde(default)]
     latency: Latency,
     /// The manager's time from taking a request to publishing its first shard (split, plan,
-    /// records), µs. Until 2026-11-25 it ran to the last confirm, which counted a large
-    /// fan-out's publishes twice in the shard-count model.
+    /// records), µs. It stops at the first publish, not the last confirm: the shard-count
+    /// model charges the publishes separately, so a large fan-out's would count twice.
     #[serde(default)]
     dispatch: Ewma,
     /// The same, for requests of few shards (whose publishes overlap), as a second reading of

@@ -14,9 +14,9 @@
 //! When it is routed, not when it is published: the dispatcher enters each shard here while it
 //! still holds the router, so a request routed a moment later sees it even though the first
 //! request is still writing its record to Redis. (Entered only at publish time, sixteen
-//! requests of a burst each saw the same empty engines, and the in-flight cap let all of them
-//! through.) A [`Reservation`] takes the entries out again if the dispatch stops before
-//! publishing.
+//! requests of a burst would each see the same empty engines, and the in-flight cap would let
+//! all of them through.) A [`Reservation`] takes the entries out again if the dispatch stops
+//! before publishing.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

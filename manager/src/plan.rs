@@ -139,9 +139,9 @@ impl Model {
     /// `size`) were cut into `n` shards: every shard is charged its fixed cost and its whole
     /// transport latency besides its share of the work. That is more than the slot hold
     /// (`hold_us`) on purpose: on a shared machine each shard's transport also takes CPU from
-    /// everything else, which the path load under-reads. Charging only the hold let frequent
-    /// small requests swing to 4 shards at twice the p50 of one shard; half the latency, to
-    /// 8–12.
+    /// everything else, which the path load under-reads. Charging only the hold lets frequent
+    /// small requests swing to 4 shards at twice the p50 of one shard; charging half the
+    /// latency, to 8–12.
     pub fn slot_load_with(&self, size: f64, n: u64) -> f64 {
         let capacity: f64 = self
             .engines
@@ -166,8 +166,8 @@ impl Model {
     /// `k`-th shard on an engine of `s` slots starts after about `(k + 1 - s) / s` holds. The
     /// request then waits for the slowest of the shards still running at the end, at most one
     /// per slot: `cv × (H(m) - 1)` shard times past the mean for `m` of them, exact for
-    /// exponential times (`H` is the harmonic number). The former `cv × √(2 ln n)` over every
-    /// shard overstated it and held large requests to fewer shards than fixed 64.
+    /// exponential times (`H` is the harmonic number). Charging `cv × √(2 ln n)` over every
+    /// shard instead would overstate it and hold large requests to fewer shards than fixed 64.
     pub fn completion_us(&self, size: f64, n: u64) -> f64 {
         let load = self.load_with(n).max(self.slot_load_with(size, n));
         let slow = slowdown(load);
@@ -542,8 +542,8 @@ mod tests {
 
     /// With exponential shard times on idle engines and nothing else to pay, the predicted
     /// completion is within 8% of a simulation for every count from 1 shard to 8 rounds (it
-    /// is within 5%; the former model, lockstep rounds and `cv × √(2 ln n)` over every shard,
-    /// was 46% high at 2 shards, 28% at 4 and 14% at 64).
+    /// is within 5%; a model of lockstep rounds and `cv × √(2 ln n)` over every shard is 46%
+    /// high at 2 shards, 28% at 4 and 14% at 64).
     #[test]
     fn completion_matches_a_simulation_of_uneven_shards() {
         let m = Model {

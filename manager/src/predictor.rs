@@ -180,7 +180,8 @@ mod tests {
     }
 
     /// Two requests placed back to back, neither published yet, share the in-flight cap: the
-    /// second sees the first's shards (a burst used to see empty engines sixteen times over).
+    /// second sees the first's shards (otherwise each request of a burst sees the same empty
+    /// engines).
     #[test]
     fn placements_see_earlier_unpublished_placements() {
         let p = Predictor::new(Duration::from_millis(250), 64, 10_000.0);

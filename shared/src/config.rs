@@ -6,6 +6,9 @@ use crate::{Error, Names};
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Default of `--lease-ms` (`SHARDLINE_LEASE_MS`), the finalizer lease: a worker's, and the
+/// one the manager's sweeper takes when it re-drives a request.
+pub const DEFAULT_LEASE_MS: u64 = 30_000;
 
 /// Where the broker and Redis are, and which namespace of names to use.
 #[derive(Debug, Clone, clap::Args)]

@@ -2,10 +2,21 @@
 
 use std::time::Duration;
 
-use shardline::config::ConnectArgs;
+use shardline::config::{ConnectArgs, DEFAULT_LEASE_MS};
 
+/// Default of `--heartbeat-ms`.
+pub const DEFAULT_HEARTBEAT_MS: u64 = 2_000;
+/// Default of `--grace-ms`.
+pub const DEFAULT_GRACE_MS: u64 = 30_000;
+/// Default of `--shard-time-limit-ms` (25 minutes, below the broker's 30-minute
+/// `consumer_timeout`).
+pub const DEFAULT_SHARD_TIME_LIMIT_MS: u64 = 25 * 60 * 1_000;
+/// Default of `--stop-check-ms`.
+pub const DEFAULT_STOP_CHECK_MS: u64 = 500;
 /// Default of `--inline-us`.
 pub const DEFAULT_INLINE_US: u64 = 200;
+/// Default of `--synthetic-speed`.
+pub const DEFAULT_SYNTHETIC_SPEED: f64 = 1.0;
 
 /// Worker configuration.
 #[derive(Debug, Clone, clap::Parser)]
@@ -25,23 +36,23 @@ pub struct Config {
     #[arg(long, env = "SHARDLINE_CONCURRENCY")]
     pub concurrency: Option<u16>,
     /// Heartbeat period in milliseconds; the heartbeat key lives three periods.
-    #[arg(long, env = "SHARDLINE_HEARTBEAT_MS", default_value_t = 2_000)]
+    #[arg(long, env = "SHARDLINE_HEARTBEAT_MS", default_value_t = DEFAULT_HEARTBEAT_MS)]
     pub heartbeat_ms: u64,
     /// Finalizer lease in milliseconds: how long assembly may take before another worker may
     /// take it over.
-    #[arg(long, env = "SHARDLINE_LEASE_MS", default_value_t = 30_000)]
+    #[arg(long, env = "SHARDLINE_LEASE_MS", default_value_t = DEFAULT_LEASE_MS)]
     pub lease_ms: u64,
     /// How long shutdown waits for running shards, in milliseconds.
-    #[arg(long, env = "SHARDLINE_GRACE_MS", default_value_t = 30_000)]
+    #[arg(long, env = "SHARDLINE_GRACE_MS", default_value_t = DEFAULT_GRACE_MS)]
     pub grace_ms: u64,
     /// Longest a shard may run, in milliseconds, before it is stopped and counted as a failed
     /// attempt. Keep it below the broker's `consumer_timeout` (30 minutes by default), or the
     /// broker closes the channel and redelivers every shard it held.
-    #[arg(long, env = "SHARDLINE_SHARD_TIME_LIMIT_MS", default_value_t = 25 * 60 * 1_000)]
+    #[arg(long, env = "SHARDLINE_SHARD_TIME_LIMIT_MS", default_value_t = DEFAULT_SHARD_TIME_LIMIT_MS)]
     pub shard_time_limit_ms: u64,
     /// How often a running shard checks that its request still wants it, in milliseconds
     /// (a cancelled or ended request stops its running shards at their next check).
-    #[arg(long, env = "SHARDLINE_STOP_CHECK_MS", default_value_t = 500)]
+    #[arg(long, env = "SHARDLINE_STOP_CHECK_MS", default_value_t = DEFAULT_STOP_CHECK_MS)]
     pub stop_check_ms: u64,
     /// Shards expected to take less than this many µs (from the kind's learned time per
     /// byte) run on the async runtime's thread instead of a blocking thread, saving two
@@ -50,7 +61,7 @@ pub struct Config {
     pub inline_us: u64,
     /// Speed of the `synthetic` kind on this engine (0.25 = four times slower), for load
     /// experiments.
-    #[arg(long, env = "SHARDLINE_SYNTHETIC_SPEED", default_value_t = 1.0)]
+    #[arg(long, env = "SHARDLINE_SYNTHETIC_SPEED", default_value_t = DEFAULT_SYNTHETIC_SPEED)]
     pub synthetic_speed: f64,
 }
 
@@ -61,13 +72,13 @@ impl Config {
             connect,
             id: None,
             concurrency: None,
-            heartbeat_ms: 2_000,
-            lease_ms: 30_000,
-            grace_ms: 30_000,
-            shard_time_limit_ms: 25 * 60 * 1_000,
-            stop_check_ms: 500,
+            heartbeat_ms: DEFAULT_HEARTBEAT_MS,
+            lease_ms: DEFAULT_LEASE_MS,
+            grace_ms: DEFAULT_GRACE_MS,
+            shard_time_limit_ms: DEFAULT_SHARD_TIME_LIMIT_MS,
+            stop_check_ms: DEFAULT_STOP_CHECK_MS,
             inline_us: DEFAULT_INLINE_US,
-            synthetic_speed: 1.0,
+            synthetic_speed: DEFAULT_SYNTHETIC_SPEED,
         }
     }
 

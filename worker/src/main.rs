@@ -7,8 +7,8 @@ use shardline_worker::{Config, run};
 
 /// mimalloc: a worker allocates many small, short-lived buffers per shard (frames, decoded
 /// shards and partials), where it costs about half of what the system allocator does. The
-/// manager keeps the system allocator: with mimalloc its one-shard request p99 rose from 6.3
-/// to 9.3 ms (`docs/bench/2026-12-01-throughput.md`).
+/// manager keeps the system allocator: mimalloc raises its one-shard request p99 from 6.3 to
+/// 9.3 ms (`docs/bench/2026-12-01-throughput.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
