@@ -49,7 +49,7 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, 
 use lapin::types::FieldTable;
 use shardline::resolve::Resolver;
 use shardline::store::Store;
-use shardline::supervise::{Started, supervise, until_shutdown};
+use shardline::supervise::{Background, Started, supervise, until_shutdown};
 use shardline::{Registry, amqp};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -58,6 +58,9 @@ use tracing::{debug, error, info, warn};
 
 pub use config::Config;
 use handler::Handler;
+
+/// How long the background tasks get to stop at shutdown.
+const BACKGROUND_STOP: Duration = Duration::from_secs(5);
 
 /// The worker's error type (shared with the other service).
 pub use shardline::service::ServiceError as Error;
@@ -125,15 +128,17 @@ async fn serve(
     store.heartbeat(engine, &info, ttl).await?;
     started.set();
 
-    let beat = CancellationToken::new();
-    tokio::spawn(heartbeat::keep_alive(
-        store.clone(),
-        engine.to_owned(),
-        info,
-        config.heartbeat(),
-        beat.clone(),
-    ));
-    let _stop_beat = beat.clone().drop_guard();
+    let mut background = Background::default();
+    background.spawn(
+        "heartbeat",
+        heartbeat::keep_alive(
+            store.clone(),
+            engine.to_owned(),
+            info,
+            config.heartbeat(),
+            background.token(),
+        ),
+    );
     let handler = Arc::new(Handler {
         engine: engine.to_owned(),
         names: names.clone(),
@@ -155,6 +160,10 @@ async fn serve(
     let outcome = loop {
         tokio::select! {
             () = stop.cancelled() => break Ok(()),
+            ended = background.ended() => {
+                error!(%ended, "restarting the worker");
+                break Err(Error::TaskEnded(ended));
+            }
             Ok(()) = prefetch_changes.changed() => {
                 let n = *prefetch_changes.borrow_and_update();
                 match consume.basic_qos(n, BasicQosOptions { global: true }).await {
@@ -200,9 +209,10 @@ async fn serve(
         warn!(%error, "closing the consuming channel failed");
     }
     if outcome.is_ok() {
-        // Graceful stop: leave routing at once, then hand queued shards to the others. If the
-        // hand-off cannot finish, the engine stays known as dead and the sweeper finishes it.
-        beat.cancel();
+        // Graceful stop: leave routing at once (no heartbeat may re-register the engine), then
+        // hand queued shards to the others. If the hand-off cannot finish, the engine stays
+        // known as dead and the sweeper finishes it.
+        background.stop(BACKGROUND_STOP).await;
         if let Err(error) = store.retire(engine).await {
             warn!(%error, "retiring failed; the heartbeat will expire");
         }
