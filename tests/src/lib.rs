@@ -175,6 +175,16 @@ pub async fn attempts(cluster: &Cluster, id: uuid::Uuid, index: u32) -> u32 {
 
 /// Messages ready in `queue` (a passive declare), `None` when it cannot be read.
 pub async fn ready(cluster: &Cluster, queue: &str) -> Option<u32> {
+    Some(declared(cluster, queue).await?.message_count())
+}
+
+/// Consumers attached to `queue` (a passive declare), `None` when it cannot be read.
+pub async fn consumers(cluster: &Cluster, queue: &str) -> Option<u32> {
+    Some(declared(cluster, queue).await?.consumer_count())
+}
+
+/// `queue` as a passive declare reports it, `None` when it does not exist.
+async fn declared(cluster: &Cluster, queue: &str) -> Option<lapin::Queue> {
     let ch = cluster.channel().await;
     let q = ch
         .queue_declare(
@@ -185,7 +195,7 @@ pub async fn ready(cluster: &Cluster, queue: &str) -> Option<u32> {
         .await
         .ok()?;
     let _ = ch.close(200, "done".into()).await;
-    Some(q.message_count())
+    Some(q)
 }
 
 /// Whether all `shards` shards of request `id` have reached a worker: each is routed and no

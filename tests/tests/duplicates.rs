@@ -7,7 +7,7 @@ use lapin::BasicProperties;
 use shardline::amqp;
 use shardline::message::{Format, RequestBody, Shard};
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, completed, eventually, unsharded};
+use shardline_tests::{Cluster, completed, eventually, ready, unsharded};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -62,15 +62,7 @@ async fn duplicate_shards_complete_once() {
     assert_eq!(completed(&r), unsharded("sort", payload));
     // Let every duplicate run to its ack: stopping a worker finishes its running shards.
     eventually("all 30 deliveries consumed", WAIT, || async {
-        let q = ch
-            .queue_declare(
-                c.names.shared_queue().into(),
-                lapin::options::QueueDeclareOptions::default().passive(),
-                Default::default(),
-            )
-            .await
-            .ok()?;
-        (q.message_count() == 0).then_some(())
+        (ready(&c, &c.names.shared_queue()).await? == 0).then_some(())
     })
     .await;
     for i in 0..3 {

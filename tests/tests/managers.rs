@@ -7,7 +7,9 @@ use redis::AsyncCommands;
 
 use shardline_tests::process::{signal, spawn_manager};
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, completed, eventually, request_body, synthetic, unsharded};
+use shardline_tests::{
+    Cluster, completed, consumers, eventually, request_body, synthetic, unsharded,
+};
 use uuid::Uuid;
 
 /// Two managers consume the request queue together: each records some of the requests, and
@@ -20,16 +22,8 @@ async fn two_managers_share_the_requests() {
         "both managers consuming",
         Duration::from_secs(20),
         || async {
-            let ch = c.channel().await;
-            let q = ch
-                .queue_declare(
-                    c.names.requests_queue().into(),
-                    lapin::options::QueueDeclareOptions::default().passive(),
-                    Default::default(),
-                )
-                .await
-                .ok()?;
-            (q.consumer_count() == 2).then_some(())
+            let n = consumers(&c, &c.names.requests_queue()).await?;
+            (n == 2).then_some(())
         },
     )
     .await;
