@@ -12,7 +12,8 @@
 //! - [`store`] — all Redis access (Lua scripts in `shared/lua/`);
 //! - [`config`] — the connection flags every process takes;
 //! - [`amqp`] — connecting, declaring the topology, confirmed publishing;
-//! - [`resolve`] — assembling and publishing a request's final result.
+//! - [`resolve`] — assembling and publishing a request's final result;
+//! - [`inline`] — which small work runs on the runtime's thread instead of a blocking one;
 //! - [`service`] — the services' error type and exit codes;
 //! - [`signal`], [`telemetry`] — shutdown signals and logging for the binaries;
 //! - [`teardown`] — removing a namespace (tests, benchmarks, retired deployments).
@@ -23,6 +24,7 @@ pub mod amqp;
 pub mod config;
 mod error;
 pub mod handoff;
+pub mod inline;
 pub mod kind;
 pub mod message;
 pub mod names;

@@ -10,12 +10,15 @@
 //! copies need checking). Failures that would repeat forever (a panicking merge, an output
 //! the request's encoding cannot carry) become a `failed` result instead.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::amqp::{ReplyTo, publish_result};
+use crate::inline::Inline;
+use crate::kind::{DynKind, KindError};
 use crate::message::{ErrorInfo, FailurePolicy, FinalResult, Status};
 use crate::store::{Closing, Meta, RequestState, Store};
 use crate::{Error, Registry};
@@ -26,6 +29,7 @@ pub struct Resolver {
     store: Store,
     channel: lapin::Channel,
     registry: Registry,
+    merges: Arc<Inline>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -38,13 +42,24 @@ impl std::fmt::Debug for Resolver {
 }
 
 impl Resolver {
-    /// A resolver publishing on `channel`, which must be in confirm mode.
+    /// A resolver publishing on `channel`, which must be in confirm mode. Every merge runs on
+    /// a blocking thread; see [`Resolver::with_inline_merges`].
     pub fn new(store: Store, channel: lapin::Channel, registry: Registry) -> Self {
         Resolver {
             store,
             channel,
             registry,
+            merges: Arc::new(Inline::new(Duration::ZERO)),
         }
+    }
+
+    /// Run merges that this resolver has learned take under `limit` on the async runtime's
+    /// thread (see [`crate::inline`]); a slow merge keeps running on a blocking thread, where
+    /// it cannot hold up the renewal of its finalizer lease.
+    #[must_use]
+    pub fn with_inline_merges(mut self, limit: Duration) -> Self {
+        self.merges = Arc::new(Inline::new(limit));
+        self
     }
 
     /// Assemble, publish and mark published, as `holder` of the request's finalizer lease,
@@ -200,8 +215,8 @@ impl Resolver {
             Some(parts) => parts,
             None => self.store.parts_of(meta.id, &ok).await?,
         };
-        let started = std::time::Instant::now();
-        let merged = merge(kind, parts).await;
+        let started = Instant::now();
+        let merged = merge(kind, parts, &self.merges).await;
         let line = merged_event(&meta.kind, ok.len(), started.elapsed());
         let result = match merged {
             Ok(Ok(output)) if failures.is_empty() => FinalResult {
@@ -250,25 +265,28 @@ fn prefetched(closing: &Closing, ok: &[u32]) -> Option<Vec<Vec<u8>>> {
         .collect()
 }
 
-/// Largest total size of the parts merged on the async runtime's thread (for kinds whose cost
-/// follows their size): a merge this small takes microseconds, less than the hand-off to a
-/// blocking thread and back. Larger merges run on a blocking thread.
-pub const MERGE_INLINE_BYTES: usize = 16 * 1024;
-
-/// Merge the parts, inline when they are small, else on a blocking thread; a panic is caught
+/// Merge the parts, inline when `merges` has learned that the kind's merges of this size take
+/// microseconds, else on a blocking thread (timed there, to learn from); a panic is caught
 /// either way and returned as its message.
 async fn merge(
-    kind: std::sync::Arc<dyn crate::kind::DynKind>,
+    kind: Arc<dyn DynKind>,
     parts: Vec<Vec<u8>>,
-) -> Result<Result<rmpv::Value, crate::kind::KindError>, String> {
+    merges: &Arc<Inline>,
+) -> Result<Result<rmpv::Value, KindError>, String> {
     let bytes: usize = parts.iter().map(Vec::len).sum();
-    if kind.cost_follows_size() && bytes <= MERGE_INLINE_BYTES {
+    if merges.admits(kind.name(), kind.cost_follows_size(), bytes) {
         return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kind.merge(parts)))
             .map_err(|panic| crate::panic_message(&*panic));
     }
-    tokio::task::spawn_blocking(move || kind.merge(parts))
-        .await
-        .map_err(|e| e.to_string())
+    let merges = Arc::clone(merges);
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let merged = kind.merge(parts);
+        merges.observe(kind.name(), bytes, started.elapsed());
+        merged
+    })
+    .await
+    .map_err(|e| e.to_string())
 }
 
 fn failures_error(failures: &std::collections::BTreeMap<u32, String>, total: u32) -> ErrorInfo {
@@ -302,4 +320,82 @@ fn failed(meta: &Meta, error: Option<ErrorInfo>) -> FinalResult {
 /// `merged <kind> <parts> <micros>`.
 pub fn merged_event(kind: &str, parts: usize, took: std::time::Duration) -> String {
     format!("merged {kind} {parts} {}", took.as_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::kind::{Kind, even_chunks};
+
+    /// Sums its parts after blocking its thread for 100 ms.
+    struct Slow;
+
+    impl Kind for Slow {
+        type Input = Vec<i64>;
+        type Shard = Vec<i64>;
+        type Partial = i64;
+        type Output = i64;
+        fn name(&self) -> &'static str {
+            "slow"
+        }
+        fn size(&self, input: &Vec<i64>) -> u64 {
+            input.len() as u64
+        }
+        fn split(&self, input: Vec<i64>, n: usize) -> Vec<Vec<i64>> {
+            even_chunks(&input, n)
+                .into_iter()
+                .map(<[i64]>::to_vec)
+                .collect()
+        }
+        fn process(&self, shard: Vec<i64>) -> Result<i64, KindError> {
+            Ok(shard.iter().sum())
+        }
+        fn merge(&self, parts: Vec<i64>) -> Result<i64, KindError> {
+            std::thread::sleep(Duration::from_millis(100));
+            Ok(parts.iter().sum())
+        }
+    }
+
+    /// How often a 5 ms ticker on the same single-threaded runtime ran during one merge of
+    /// small parts: zero when the merge blocked the runtime's only thread.
+    async fn ticks_during_merge(merges: &Arc<Inline>) -> u32 {
+        let ticks = Arc::new(AtomicU32::new(0));
+        let ticker = tokio::spawn({
+            let ticks = Arc::clone(&ticks);
+            async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    ticks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let parts = vec![rmp_serde::to_vec(&1i64).expect("encodes"); 4];
+        let merged = merge(Arc::new(Slow), parts, merges).await;
+        ticker.abort();
+        assert_eq!(merged.ok().and_then(Result::ok), Some(rmpv::Value::from(4)));
+        ticks.load(Ordering::Relaxed)
+    }
+
+    /// A merge whose kind has not been timed runs on a blocking thread, so the runtime (and a
+    /// finalizer's lease renewal on it) keeps going while it runs; one learned to be slow stays
+    /// there.
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_untimed_or_slow_merge_does_not_block_the_runtime() {
+        let merges = Arc::new(Inline::new(Duration::from_millis(1)));
+        for _ in 0..crate::inline::MIN_SAMPLES + 1 {
+            assert!(ticks_during_merge(&merges).await >= 5);
+        }
+    }
+
+    /// A merge learned to take microseconds runs inline.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_merge_learned_to_be_fast_runs_inline() {
+        let merges = Arc::new(Inline::new(Duration::from_secs(10)));
+        for _ in 0..crate::inline::MIN_SAMPLES {
+            merges.observe("slow", 32, Duration::from_micros(1));
+        }
+        assert_eq!(ticks_during_merge(&merges).await, 0);
+    }
 }

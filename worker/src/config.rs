@@ -54,9 +54,10 @@ pub struct Config {
     /// (a cancelled or ended request stops its running shards at their next check).
     #[arg(long, env = "SHARDLINE_STOP_CHECK_MS", default_value_t = DEFAULT_STOP_CHECK_MS)]
     pub stop_check_ms: u64,
-    /// Shards expected to take less than this many µs (from the kind's learned time per
-    /// byte) run on the async runtime's thread instead of a blocking thread, saving two
-    /// thread hand-offs each; 0 runs every shard on a blocking thread. See [`crate::inline`].
+    /// Shards and merges expected to take less than this many µs (from the kind's learned
+    /// time per byte) run on the async runtime's thread instead of a blocking thread, saving
+    /// two thread hand-offs each; 0 runs all of them on a blocking thread. See
+    /// [`shardline::inline`].
     #[arg(long, env = "SHARDLINE_INLINE_US", default_value_t = DEFAULT_INLINE_US)]
     pub inline_us: u64,
     /// Speed of the `synthetic` kind on this engine (0.25 = four times slower), for load

@@ -15,8 +15,8 @@ use shardline::{Names, Registry, amqp, now_ms};
 use tokio::task::JoinError;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use crate::inline::Inline;
 use crate::prefetch::Prefetch;
+use shardline::inline::Inline;
 
 /// Pause before a shard that hit a transient error is put back on its queue.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);

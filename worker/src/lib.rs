@@ -3,7 +3,7 @@
 //! A worker engine registers itself (a heartbeat key with a TTL), declares its own durable
 //! queue `<ns>.engine.<id>` (bound to the exchange `<ns>.engines` under its id), and consumes
 //! it and the shared queue `<ns>.shards`. Each shard is processed on a blocking thread, or
-//! inline when it takes microseconds ([`inline`]), its partial result is recorded with the
+//! inline when it takes microseconds ([`shardline::inline`]), its partial result is recorded with the
 //! resolver script, and the worker whose write completes the set assembles and publishes the
 //! final result. A shard is acked only after its result is stored (and, for the last one,
 //! published).
@@ -28,7 +28,6 @@
 //! - [`heartbeat`] — registration;
 //! - [`handler`] — one shard from bytes to ack (queue hand-off on shutdown is
 //!   [`shardline::handoff`]);
-//! - [`inline`] — which shards run on the runtime's thread instead of a blocking one;
 //! - [`prefetch`] — how many shards the worker takes ahead of its slots.
 
 #![warn(missing_docs)]
@@ -36,7 +35,6 @@
 pub mod config;
 pub mod handler;
 pub mod heartbeat;
-pub mod inline;
 pub mod prefetch;
 
 use std::future::Future;
@@ -47,6 +45,7 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use shardline::inline::Inline;
 use shardline::resolve::Resolver;
 use shardline::store::Store;
 use shardline::supervise::{Background, Started, supervise, until_shutdown};
@@ -144,12 +143,13 @@ async fn serve(
         names: names.clone(),
         store: store.clone(),
         channel: publish.clone(),
-        resolver: Resolver::new(store.clone(), publish, registry.clone()),
+        resolver: Resolver::new(store.clone(), publish, registry.clone())
+            .with_inline_merges(config.inline_limit()),
         registry: registry.clone(),
         lease: config.lease(),
         time_limit: config.shard_time_limit(),
         stop_check: config.stop_check(),
-        inline: Arc::new(inline::Inline::new(config.inline_limit())),
+        inline: Arc::new(Inline::new(config.inline_limit())),
         prefetch: Arc::new(prefetch),
     });
     info!(worker.id = engine, concurrency, "worker consuming shards");

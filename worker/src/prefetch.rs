@@ -5,7 +5,7 @@
 //!   a shard the worker cannot start yet stays ready in its queue, where the managers' depth
 //!   samples see it and, on the shared queue, another worker can take it.
 //! - **Deep**, [`DEEP_FACTOR`] per slot, once [`DEEPEN_AFTER`] shards in a row ran inline
-//!   (each took microseconds, see [`crate::inline`]): a slot then mostly waits for the broker
+//!   (each took microseconds, see [`shardline::inline`]): a slot then mostly waits for the broker
 //!   round trip between an ack and the next delivery, and a shard waiting here behind a few
 //!   microsecond shards delays nobody. One shard on a blocking thread makes it shallow again.
 

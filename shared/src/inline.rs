@@ -1,39 +1,41 @@
-//! Which shards run inline, on the async runtime's own thread, instead of on a blocking thread.
+//! Which work runs inline, on the async runtime's own thread, instead of on a blocking thread.
 //!
-//! Handing a shard to the blocking pool and back costs two thread wake-ups, more than the work
-//! of a small shard (a 500-word count takes tens of µs). A shard runs inline when:
+//! Handing work to the blocking pool and back costs two thread wake-ups, more than the work of
+//! a small shard (a 500-word count takes tens of µs) or a small merge. Workers keep one
+//! [`Inline`] for shards and one for merges. Work runs inline when:
 //!
 //! - its kind's time follows its size ([`DynKind::cost_follows_size`]);
-//! - this worker has timed at least [`MIN_SAMPLES`] of the kind's shards;
-//! - [`MARGIN`] times the kind's average time per byte, times this shard's bytes, is under the
-//!   limit (`--inline-us`), and the shard is at most [`MAX_INLINE_BYTES`].
+//! - this process has timed at least [`MIN_SAMPLES`] of the kind's work on the blocking pool;
+//! - [`MARGIN`] times the kind's average time per byte, times this work's bytes, is under the
+//!   limit (the worker's `--inline-us`), and the work is at most [`MAX_INLINE_BYTES`].
 //!
-//! The average is exponentially weighted (1/[`WEIGHT`] per shard) over processing times
-//! measured where the work runs (without the hand-off to a blocking thread). It shrugs off the
-//! odd shard that the OS preempted on a busy machine, while one shard many times slower than
-//! the rest moves it far enough to keep its kind on the blocking pool for a while. An inline
-//! shard cannot be stopped midway and is not watched for its time limit: it takes
-//! microseconds. A panic inline is caught like one on the pool.
+//! The average is exponentially weighted (1/[`WEIGHT`] per observation) over times measured
+//! where the work runs (without the hand-off to a blocking thread). It shrugs off the odd shard
+//! that the OS preempted on a busy machine, while one shard many times slower than the rest
+//! moves it far enough to keep its kind on the blocking pool for a while. Inline work cannot be
+//! stopped midway and blocks its runtime thread (a finalizer's lease renewal included), which
+//! is why nothing runs inline before it has been timed. A panic inline is caught like one on
+//! the pool.
 //!
-//! [`DynKind::cost_follows_size`]: shardline::kind::DynKind::cost_follows_size
+//! [`DynKind::cost_follows_size`]: crate::kind::DynKind::cost_follows_size
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Shards of a kind timed on the blocking pool before any of its shards may run inline.
+/// Pieces of a kind's work timed on the blocking pool before any of it may run inline.
 pub const MIN_SAMPLES: u32 = 8;
-/// Larger shards always go to the blocking pool.
+/// Larger work (a shard's payload, a merge's parts) always goes to the blocking pool.
 pub const MAX_INLINE_BYTES: usize = 256 * 1024;
-/// Weight of the newest shard in the average rate is 1/`WEIGHT`.
+/// Weight of the newest observation in the average rate is 1/`WEIGHT`.
 const WEIGHT: f64 = 16.0;
-/// A shard runs inline only if this many times its predicted time is under the limit.
+/// Work runs inline only if this many times its predicted time is under the limit.
 pub const MARGIN: f64 = 2.0;
-/// Bytes below which a shard counts as this many when its rate is learned: a tiny shard's
-/// time is mostly fixed cost, which would read as a high rate per byte.
+/// Bytes below which work counts as this many when its rate is learned: tiny work's time
+/// is mostly fixed cost, which would read as a high rate per byte.
 const MIN_RATE_BYTES: usize = 64;
 
-/// What the worker has learned of each kind's time per byte.
+/// What a process has learned of each kind's time per byte, for one sort of work.
 #[derive(Debug)]
 pub struct Inline {
     limit: Duration,
@@ -48,7 +50,7 @@ struct Rate {
 }
 
 impl Inline {
-    /// Run shards expected to take under `limit` inline; `Duration::ZERO` never does.
+    /// Run work expected to take under `limit` inline; `Duration::ZERO` never does.
     pub fn new(limit: Duration) -> Self {
         Inline {
             limit,
@@ -56,7 +58,7 @@ impl Inline {
         }
     }
 
-    /// Whether a shard of `kind` with `bytes` of payload should run inline.
+    /// Whether work of `kind` on `bytes` of input should run inline.
     pub fn admits(&self, kind: &str, cost_follows_size: bool, bytes: usize) -> bool {
         if !cost_follows_size || self.limit.is_zero() || bytes > MAX_INLINE_BYTES {
             return false;
@@ -69,7 +71,7 @@ impl Inline {
         })
     }
 
-    /// Learn from a shard of `kind` with `bytes` of payload that took `took` to process.
+    /// Learn from work of `kind` on `bytes` of input that took `took`.
     pub fn observe(&self, kind: &'static str, bytes: usize, took: Duration) {
         let rate = took.as_nanos() as f64 / bytes.max(MIN_RATE_BYTES) as f64;
         let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
