@@ -423,13 +423,44 @@ mod tests {
         assert!(dear < cheap, "{dear} vs {cheap}");
     }
 
-    /// The slow engine finishes last, so it gets fewer shards than its slot share.
+    /// A backlog on an engine delays the request's shards.
     #[test]
-    fn prediction_accounts_for_speed_and_backlog() {
+    fn prediction_accounts_for_backlog() {
         let idle = model(0.0, 0.0).completion_us(100.0, 12);
         let busy = model(0.0, 1_000_000.0).completion_us(100.0, 12);
-        assert!(busy > idle);
-        assert!(model(0.0, 0.0).completion_us(100.0, 1) > idle);
+        assert!(busy > idle, "busy {busy}, idle {idle}");
+    }
+
+    /// Spreading work over idle slots beats running it as one shard.
+    #[test]
+    fn prediction_favours_spreading_over_idle_slots() {
+        let m = model(0.0, 0.0);
+        assert!(m.completion_us(100.0, 1) > m.completion_us(100.0, 12));
+    }
+
+    /// The quarter-speed engine would finish a shard in four holds, later than a second round
+    /// on the fast ones: 12 shards all go to the two fast engines (two rounds), as if the slow
+    /// one were not there, instead of one round over all 12 slots.
+    #[test]
+    fn slow_engine_gets_fewer_shards_than_its_slots() {
+        let three = model(0.0, 0.0);
+        let fast_only = Model {
+            engines: three.engines[..2].to_vec(),
+            ..three.clone()
+        };
+        let all_fast = Model {
+            engines: vec![three.engines[0]; 3],
+            ..three.clone()
+        };
+        let (with_slow, without) = (
+            three.completion_us(100.0, 12),
+            fast_only.completion_us(100.0, 12),
+        );
+        assert!((with_slow - without).abs() < 1.0, "{with_slow} {without}");
+        // One more round: a shard's work (a + b × 100 / 12) and its hold.
+        let round = 200.0 + 1_000.0 * 100.0 / 12.0 + 1_000.0;
+        let fast = all_fast.completion_us(100.0, 12);
+        assert!((with_slow - fast - round).abs() < 1.0, "{with_slow} {fast}");
     }
 
     /// On a busy shared path, a kind whose requests come often is cut into fewer shards: more
