@@ -749,7 +749,11 @@ impl Dispatcher {
                 }
                 return Ok(());
             }
-            debug!(%engine, shard.index = shard.index, "engine queue is gone; using the shared queue");
+            debug!(
+                %engine,
+                shard.index = shard.index,
+                "the broker returned the shard (its engine left routing); sending it to the shared queue"
+            );
             self.predictor
                 .ledger
                 .finished(shard.request_id, shard.index);
@@ -775,7 +779,11 @@ impl Dispatcher {
                 .map(|s| s.to_string())
                 .unwrap_or_default();
             if let Some((request, index)) = Shard::parse_message_id(&id) {
-                debug!(request.id = %request, shard.index = index, "returned shard; using the shared queue");
+                debug!(
+                    request.id = %request,
+                    shard.index = index,
+                    "the broker returned a shard as unroutable; sending it to the shared queue"
+                );
                 self.predictor.ledger.finished(request, index);
             }
             let Delivery {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::amqp::{self, Published};
 use crate::{Error, Names};
@@ -70,7 +70,12 @@ pub async fn handoff(
             {
                 Ok(Some(msg)) => msg,
                 Ok(None) => break,
-                Err(e) if is_not_found(&e) => return Ok((moved, true)),
+                // Already deleted (by its engine's own hand-off, or another's): the expected
+                // end of a hand-off, not a failure.
+                Err(e) if is_not_found(&e) => {
+                    debug!(moved, %queue, "engine queue already gone; hand-off done");
+                    return Ok((moved, true));
+                }
                 Err(e) => return Err(e.into()),
             };
             let d = msg.delivery;
@@ -92,6 +97,10 @@ pub async fn handoff(
         match ch.queue_delete(queue.as_str().into(), delete).await {
             Ok(_) => {
                 info!(moved, %queue, "engine queue handed off and deleted");
+                return Ok((moved, true));
+            }
+            Err(e) if is_not_found(&e) => {
+                debug!(moved, %queue, "engine queue already gone; hand-off done");
                 return Ok((moved, true));
             }
             // A consumer is still attached (or a message published to the queue by name
@@ -122,7 +131,10 @@ async fn withdraw(conn: &lapin::Connection, names: &Names, engine: &str) -> Resu
             let _ = ch.close(200, "unbound".into()).await;
             Ok(())
         }
-        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) if is_not_found(&e) => {
+            debug!(engine, "no engine queue or exchange to unbind");
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }

@@ -45,12 +45,10 @@ async fn publish_until(c: &Cluster, engine: &str, first: u64, stop: Arc<AtomicBo
     sent
 }
 
-/// Shards a manager publishes to an engine queue during its hand-off are either confirmed and
-/// then found in the shared queue, or returned to the publisher; the broker never confirms a
-/// shard that the queue's deletion dropped.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hand_off_under_publishing_loses_no_confirmed_shard() {
-    let mut c = Cluster::builder()
+/// A cluster with neither manager nor worker, its topology declared, a channel to set up
+/// engine queues on and a connection to hand them off with.
+async fn bare_cluster() -> (Cluster, lapin::Channel, lapin::Connection) {
+    let c = Cluster::builder()
         .workers(0)
         .without_manager()
         .start()
@@ -62,6 +60,15 @@ async fn a_hand_off_under_publishing_loses_no_confirmed_shard() {
     let conn = amqp::connect(&c.connect.amqp_url, "hand-off test")
         .await
         .expect("connect");
+    (c, setup, conn)
+}
+
+/// Shards a manager publishes to an engine queue during its hand-off are either confirmed and
+/// then found in the shared queue, or returned to the publisher; the broker never confirms a
+/// shard that the queue's deletion dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_under_publishing_loses_no_confirmed_shard() {
+    let (mut c, setup, conn) = bare_cluster().await;
     let mut engines = Vec::new();
     let mut all = Sent::default();
     for round in 0..ROUNDS {
@@ -107,4 +114,15 @@ async fn a_hand_off_under_publishing_loses_no_confirmed_shard() {
     );
     let _ = conn.close(200, "done".into()).await;
     c.cleanup(&engines).await;
+}
+
+/// Handing off an engine whose queue is already gone (its own hand-off deleted it) is done:
+/// nothing moved, and the queue counts as deleted rather than the hand-off failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_of_a_queue_already_gone_is_done() {
+    let (mut c, _, conn) = bare_cluster().await;
+    let outcome = shardline::handoff::handoff(&conn, &c.names, "gone").await;
+    assert_eq!(outcome.expect("hand-off"), (0, true));
+    let _ = conn.close(200, "done".into()).await;
+    c.cleanup(&[]).await;
 }
