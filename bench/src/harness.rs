@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shardline::config::ConnectArgs;
-use shardline::kind::synthetic::{Speed, Synthetic, Tally, Work};
+use shardline::kind::synthetic::{Speed, Stragglers, Synthetic, Tally, Work};
 use shardline::message::{Options, Shard, Status};
 use shardline::store::{NewRequest, Store};
 use shardline::{Names, Registry, amqp, now_ms};
@@ -28,10 +28,16 @@ pub struct Setup {
     pub shard_count: ShardCount,
     /// Engine speeds at the start.
     pub speeds: [f64; ENGINES],
-    /// Engine 0 runs at 0.25× between a third and two thirds of the trace (W3).
-    pub slowdown: bool,
-    /// Square-wave antagonist on engine 2: (period, warm-up before the trace) (W4).
-    pub antagonist: Option<(Duration, Duration)>,
+    /// How engine 0's speed changes during the run.
+    pub speed_plan: SpeedPlan,
+    /// Square-wave antagonist on engine 2, with this period (W4).
+    pub antagonist: Option<Duration>,
+    /// How long the antagonist or the speed plan runs before the trace starts.
+    pub warmup: Duration,
+    /// Managers sharing the engines (W5: 2).
+    pub managers: usize,
+    /// Share of shards that straggle on every engine, and how many times slower (W7).
+    pub stragglers: Option<(f64, f64)>,
     /// Cost of one unit of work, µs.
     pub unit_us: u64,
     /// The predictive policies' in-flight cap.
@@ -43,6 +49,23 @@ pub struct Setup {
     pub prime: Vec<Work>,
     /// How long to wait for the last results after the last arrival.
     pub drain: Duration,
+}
+
+/// How engine 0's speed changes during a run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpeedPlan {
+    /// It keeps its nominal speed.
+    Steady,
+    /// It runs at 0.25× between a third and two thirds of the trace (W3).
+    Slowdown,
+    /// From the start of the warm-up, nominal in the first half of every `period` and `low`
+    /// times nominal in the second (W6).
+    Periodic {
+        /// Length of one cycle.
+        period: Duration,
+        /// Speed factor in the slow half.
+        low: f64,
+    },
 }
 
 /// What one cell measured.
@@ -100,7 +123,15 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     let speeds: Vec<Speed> = setup.speeds.iter().map(|s| Speed::new(*s)).collect();
     let mut workers = Vec::new();
     for (i, speed) in speeds.iter().enumerate() {
-        workers.push(start_worker(&connect, i, speed.clone()));
+        let mut kind = Synthetic::with_speed(speed.clone());
+        if let Some((share, factor)) = setup.stragglers {
+            kind = kind.with_stragglers(Stragglers {
+                share,
+                factor,
+                seed: i as u64,
+            });
+        }
+        workers.push(start_worker(&connect, i, kind));
     }
     let engines = (0..ENGINES).map(engine_id).collect::<Vec<_>>();
     wait_until("engines registered", Duration::from_secs(20), || async {
@@ -108,7 +139,9 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
         engines.iter().all(|e| live.contains(e)).then_some(())
     })
     .await?;
-    let manager = start_manager(&connect, setup);
+    let managers: Vec<Running> = (0..setup.managers.max(1))
+        .map(|_| start_manager(&connect, setup))
+        .collect();
     let client = Arc::new(Client::connect(&connect).await?);
     // The manager's engine view refreshes every 500 ms; let it see all three.
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -125,9 +158,10 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
         );
     }
     let start = Instant::now();
+    let t0 = start + setup.warmup;
+    let length = trace.last().map_or(Duration::ZERO, |a| a.at);
     let mut side = Vec::new();
-    let mut offset = Duration::ZERO;
-    if let Some((period, warmup)) = setup.antagonist {
+    if let Some(period) = setup.antagonist {
         let run = antagonist(
             connect.clone(),
             names.clone(),
@@ -135,26 +169,32 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
             period,
             setup.unit_us,
             start,
-            warmup + trace.last().map_or(Duration::ZERO, |a| a.at) + setup.drain,
+            setup.warmup + length + setup.drain,
         );
         side.push(tokio::spawn(async move {
             if let Err(error) = run.await {
                 eprintln!("antagonist stopped: {error:#}");
             }
         }));
-        offset = warmup;
     }
-    let t0 = start + offset;
-    let length = trace.last().map_or(Duration::ZERO, |a| a.at);
-    if setup.slowdown {
-        let s = speeds[0].clone();
-        let nominal = setup.speeds[0];
-        side.push(tokio::spawn(async move {
+    let speed = speeds[0].clone();
+    let nominal = setup.speeds[0];
+    match setup.speed_plan {
+        SpeedPlan::Steady => {}
+        SpeedPlan::Slowdown => side.push(tokio::spawn(async move {
             tokio::time::sleep_until((t0 + length / 3).into()).await;
-            s.set(nominal * 0.25);
+            speed.set(nominal * 0.25);
             tokio::time::sleep_until((t0 + length * 2 / 3).into()).await;
-            s.set(nominal);
-        }));
+            speed.set(nominal);
+        })),
+        SpeedPlan::Periodic { period, low } => side.push(tokio::spawn(async move {
+            let mut half = start;
+            for slow in [false, true].into_iter().cycle() {
+                speed.set(if slow { nominal * low } else { nominal });
+                half += period / 2;
+                tokio::time::sleep_until(half.into()).await;
+            }
+        })),
     }
     let sends = trace.iter().map(|a| {
         let client = client.clone();
@@ -188,7 +228,9 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     for s in side {
         s.abort();
     }
-    manager.stop().await;
+    for m in managers {
+        m.stop().await;
+    }
     for w in workers {
         w.stop().await;
     }
@@ -231,13 +273,13 @@ fn engine_id(i: usize) -> String {
     format!("e{i}")
 }
 
-fn start_worker(connect: &ConnectArgs, i: usize, speed: Speed) -> Running {
+fn start_worker(connect: &ConnectArgs, i: usize, synthetic: Synthetic) -> Running {
     let mut cfg = shardline_worker::Config::new(connect.clone());
     cfg.id = Some(engine_id(i));
     cfg.concurrency = Some(SLOTS);
     cfg.grace_ms = 500;
     cfg.heartbeat_ms = 500;
-    let registry = Registry::builtin().with(Synthetic::with_speed(speed));
+    let registry = Registry::builtin().with(synthetic);
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let shutdown = async {

@@ -9,7 +9,8 @@
 //!
 //! Suites:
 //! - [`suite::routing`] — policy × workload × load → p50/p99/p99.9, throughput,
-//!   makespan/ideal, and p99 ratios against round robin, sampled-depth JSQ and pull;
+//!   makespan/ideal, and p99 ratios against round robin, sampled-depth JSQ and pull, each
+//!   with a paired [`bootstrap`] confidence interval;
 //! - [`sharding::sharding`] — fixed shard counts (1/4/16/64 by default) against adaptive, on
 //!   small, medium and large requests, each mode over every size, and a mixed trace of all
 //!   three where one fixed count has to serve every size;
@@ -22,6 +23,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bootstrap;
 pub mod harness;
 pub mod report;
 pub mod sharding;

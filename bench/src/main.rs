@@ -2,7 +2,7 @@
 //!
 //! `--mode quick` (the default, under 3 minutes) runs the routing suite on W1, W2, W3, W4 and W8
 //! with six policies on short traces, and the decision cost; `--suite sharding` (about two
-//! minutes) compares shard counts; `--mode full` (about 45 minutes) runs every workload and
+//! minutes) compares shard counts; `--mode full` (about 70 minutes) runs every workload and
 //! policy, three repetitions of 8 s traces, and the shard counts on two repetitions of 15 s
 //! traces, for the record.
 //! Tables go to the terminal and to `--out` (Markdown, CSV, and a PNG of p99 by policy).
@@ -64,7 +64,8 @@ struct Args {
     /// Seconds of arrivals per run (default: 2.5 quick, 8 full; sharding 3 and 15).
     #[arg(long)]
     duration: Option<f64>,
-    /// W4 antagonist period in seconds (default: 2 quick, 4 full).
+    /// Period of the W4 antagonist and of W6's engine speed, in seconds (default: 2 quick, 4
+    /// full).
     #[arg(long)]
     period: Option<f64>,
     /// Repetitions, interleaved (default: 1 quick; 3 full, 2 for shard counts).
@@ -163,9 +164,9 @@ async fn main() -> anyhow::Result<()> {
                 Workload::W4,
                 Workload::W8,
             ];
-            // W8w stays out of quick mode to keep it short.
+            // W5, W6, W7 and W8w stay out of quick mode to keep it short.
             if full {
-                all.push(Workload::W8w);
+                all.extend([Workload::W5, Workload::W6, Workload::W7, Workload::W8w]);
             }
             all
         } else {
@@ -202,7 +203,7 @@ async fn main() -> anyhow::Result<()> {
         let rows = suite::routing(&s).await?;
         let table = report::markdown(&rows);
         let text = format!(
-            "## Routing ({} s of arrivals per run, {} rep(s), unit {} µs, W4 period {} s, seed {})\n\n{table}",
+            "## Routing ({} s of arrivals per run, {} rep(s), unit {} µs, W4 and W6 period {} s, seed {})\n\n{table}",
             s.duration.as_secs_f64(),
             s.reps,
             s.unit_us,

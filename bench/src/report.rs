@@ -33,7 +33,18 @@ pub struct Row {
     pub throughput: f64,
     /// Makespan over ideal (batches), else `None`.
     pub makespan_ratio: Option<f64>,
+    /// Latencies of each repetition after its warm-up, µs, in trace order (`None`: lost).
+    pub runs: Vec<Vec<Option<u64>>>,
+    /// Makespan over ideal of each repetition (batches).
+    pub makespans: Vec<f64>,
 }
+
+/// A p99 that rests on fewer requests than this is marked: it is then set by the slowest two
+/// or three requests of the cell.
+pub const FEW_REQUESTS: usize = 200;
+
+/// Seed of the bootstrap resampling, so that a report is reproducible.
+const BOOTSTRAP_SEED: u64 = 0x5eed;
 
 impl Row {
     /// Figures of `m` without its first `warmup` requests (by scheduled time).
@@ -65,23 +76,87 @@ impl Row {
             p999: ms(0.999),
             throughput: done as f64 / (m.span_us.max(1) as f64 / 1e6),
             makespan_ratio: ideal_us.map(|i| m.span_us as f64 / i.max(1.0)),
+            runs: vec![kept.to_vec()],
+            makespans: ideal_us
+                .map(|i| m.span_us as f64 / i.max(1.0))
+                .into_iter()
+                .collect(),
         }
+    }
+
+    /// The answered latencies of each repetition; `None` when a request was lost.
+    fn answered(&self) -> Option<Vec<Vec<u64>>> {
+        self.runs
+            .iter()
+            .map(|run| run.iter().copied().collect::<Option<Vec<u64>>>())
+            .collect()
     }
 }
 
+/// `r`'s p99 over `baseline`'s on the same workload and load, with its paired bootstrap
+/// interval: "0.93 (0.85–1.02)"; "–" when either lost requests.
 fn ratio(rows: &[Row], r: &Row, baseline: &str) -> String {
-    rows.iter()
+    let Some(b) = rows
+        .iter()
         .find(|b| b.workload == r.workload && b.load == r.load && b.policy == baseline)
         .filter(|b| b.lost == 0 && r.lost == 0 && b.p99 > 0.0)
-        .map_or_else(|| "–".into(), |b| format!("{:.2}", r.p99 / b.p99))
+    else {
+        return "–".into();
+    };
+    let interval = r
+        .answered()
+        .zip(b.answered())
+        .and_then(|(x, y)| crate::bootstrap::quantile_ratio(&x, &y, 0.99, BOOTSTRAP_SEED));
+    with_interval(r.p99 / b.p99, interval)
 }
 
-/// A Markdown table of every row, with each p99 against round robin, sampled-depth JSQ and
-/// the pull queue of the same workload and load. Cells with lost requests say "unstable".
+/// `r`'s mean makespan over `baseline`'s (batches), with its paired bootstrap interval.
+fn makespan_ratio(rows: &[Row], r: &Row, baseline: &str) -> String {
+    let Some(b) = rows
+        .iter()
+        .find(|b| b.workload == r.workload && b.load == r.load && b.policy == baseline)
+        .filter(|b| !b.makespans.is_empty() && !r.makespans.is_empty())
+    else {
+        return "–".into();
+    };
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    let interval = crate::bootstrap::mean_ratio(&r.makespans, &b.makespans, BOOTSTRAP_SEED);
+    with_interval(mean(&r.makespans) / mean(&b.makespans), interval)
+}
+
+fn with_interval(point: f64, interval: Option<crate::bootstrap::Interval>) -> String {
+    match interval {
+        Some(i) => format!("{point:.2} ({:.2}–{:.2})", i.low, i.high),
+        None => format!("{point:.2}"),
+    }
+}
+
+/// Policies other rows are compared with, when they ran: (policy, column label).
+const BASELINES: [(&str, &str); 4] = [
+    ("round-robin", "RR"),
+    ("jsq-depth", "JSQ-depth"),
+    ("predictive-no-forecast", "no-forecast"),
+    ("pull", "pull"),
+];
+
+/// A Markdown table of every row, with each p99 against each baseline policy that ran
+/// ([`BASELINES`]) on the same workload and load, and each batch makespan against pull's, with
+/// 95% paired bootstrap intervals. Cells with lost requests say "unstable"; a p99 resting on
+/// fewer than [`FEW_REQUESTS`] requests is marked †.
 pub fn markdown(rows: &[Row]) -> String {
+    let baselines: Vec<(&str, &str)> = BASELINES
+        .into_iter()
+        .filter(|(p, _)| rows.iter().any(|r| r.policy == *p))
+        .collect();
     let mut s = String::from(
-        "| workload | load | policy | requests | mean ms | p50 ms | p99 ms | p99.9 ms | req/s | makespan/ideal | p99 / RR | p99 / JSQ-depth | p99 / pull |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| workload | load | policy | requests | mean ms | p50 ms | p99 ms | p99.9 ms | req/s | makespan/ideal |",
     );
+    for (_, label) in &baselines {
+        let _ = write!(s, " p99 / {label} |");
+    }
+    s.push_str(" makespan / pull |\n|---|---|---|");
+    s.push_str(&"---:|".repeat(8 + baselines.len()));
+    s.push('\n');
     for r in rows {
         let load = if r.load > 0.0 {
             format!("{:.2}", r.load)
@@ -95,13 +170,21 @@ pub fn markdown(rows: &[Row]) -> String {
             (
                 format!("{:.1}", r.mean),
                 format!("{:.1}", r.p50),
-                format!("{:.1}", r.p99),
+                format!(
+                    "{:.1}{}",
+                    r.p99,
+                    if r.requests < FEW_REQUESTS {
+                        " †"
+                    } else {
+                        ""
+                    }
+                ),
                 format!("{:.1}", r.p999),
             )
         };
-        let _ = writeln!(
+        let _ = write!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
             r.workload,
             load,
             r.policy,
@@ -112,11 +195,17 @@ pub fn markdown(rows: &[Row]) -> String {
             p999,
             r.throughput,
             r.makespan_ratio.map_or("–".into(), |m| format!("{m:.2}")),
-            ratio(rows, r, "round-robin"),
-            ratio(rows, r, "jsq-depth"),
-            ratio(rows, r, "pull"),
         );
+        for (policy, _) in &baselines {
+            let _ = write!(s, " {} |", ratio(rows, r, policy));
+        }
+        let _ = writeln!(s, " {} |", makespan_ratio(rows, r, "pull"));
     }
+    let _ = writeln!(
+        s,
+        "\nRatios: point estimate (95% paired bootstrap interval over repetitions and requests). \
+         † the p99 rests on fewer than {FEW_REQUESTS} requests."
+    );
     s
 }
 

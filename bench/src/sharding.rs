@@ -10,7 +10,7 @@ use shardline::kind::synthetic::Work;
 use shardline_manager::RouterKind;
 use shardline_manager::plan::ShardCount;
 
-use crate::harness::{self, Setup};
+use crate::harness::{self, Setup, SpeedPlan};
 use crate::report::Row;
 use crate::suite::{Pool, WARMUP};
 use crate::workload::{self, Workload};
@@ -178,11 +178,14 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
             for i in (0..k).map(|i| (i + rep as usize) % k) {
                 let (mode, (pool, per_size, shards)) = (s.modes[i], &mut pools[i]);
                 let setup = Setup {
-                    policy: RouterKind::Predictive,
+                    policy: shardline_manager::Config::DEFAULT_ROUTER,
                     shard_count: mode,
                     speeds: [1.0; 3],
-                    slowdown: false,
+                    speed_plan: SpeedPlan::Steady,
                     antagonist: None,
+                    warmup: Duration::ZERO,
+                    managers: 1,
+                    stragglers: None,
                     unit_us: UNIT_US,
                     in_flight_cap: shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP,
                     hold_ms: shardline_manager::Config::DEFAULT_HOLD_MS,

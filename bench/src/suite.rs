@@ -11,7 +11,7 @@ use shardline_manager::plan::ShardCount;
 use shardline_manager::predictor::Predictor;
 use shardline_manager::{Config, RouterKind};
 
-use crate::harness::{self, Measured, Setup};
+use crate::harness::{self, Measured, Setup, SpeedPlan};
 use crate::report::Row;
 use crate::workload::{self, Arrival, SHARDS, Workload};
 
@@ -27,7 +27,8 @@ pub struct Routing {
     pub seed: u64,
     /// Arrivals per run.
     pub duration: Duration,
-    /// W4 antagonist period (it also runs for two periods before the trace).
+    /// Period of the W4 antagonist and of W6's speed (each also runs for two periods before
+    /// the trace).
     pub period: Duration,
     /// Cost of one unit, µs (a light shard is one unit).
     pub unit_us: u64,
@@ -43,10 +44,10 @@ pub struct Routing {
     pub hold_ms: u64,
 }
 
-/// Latencies (and batch makespans) of one cell, pooled over repetitions.
+/// Latencies (and batch makespans) of one cell, kept per repetition.
 #[derive(Default)]
 pub(crate) struct Pool {
-    latencies: Vec<Option<u64>>,
+    runs: Vec<Vec<Option<u64>>>,
     span_us: u64,
     makespans: Vec<f64>,
 }
@@ -65,13 +66,14 @@ impl Pool {
         keep: impl Fn(usize) -> bool,
     ) {
         let skip = (m.latencies.len() as f64 * WARMUP) as usize;
-        self.latencies.extend(
+        self.runs.push(
             m.latencies
                 .iter()
                 .enumerate()
                 .skip(skip)
                 .filter(|&(i, _)| keep(i))
-                .map(|(_, l)| *l),
+                .map(|(_, l)| *l)
+                .collect(),
         );
         self.span_us += m.span_us;
         if let Some(i) = ideal_us {
@@ -82,12 +84,14 @@ impl Pool {
     /// The pooled figures as a row.
     pub(crate) fn row(&self, workload: &str, load: f64, policy: &str) -> Row {
         let m = Measured {
-            latencies: self.latencies.clone(),
+            latencies: self.runs.concat(),
             wrong: 0,
             span_us: self.span_us,
             shards: Vec::new(),
         };
         let mut r = Row::new(workload, load, policy, &m, 0, None);
+        r.runs.clone_from(&self.runs);
+        r.makespans.clone_from(&self.makespans);
         if !self.makespans.is_empty() {
             r.makespan_ratio =
                 Some(self.makespans.iter().sum::<f64>() / self.makespans.len() as f64);
@@ -113,8 +117,15 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
                         policy,
                         shard_count: ShardCount::Fixed(SHARDS),
                         speeds: w.speeds(),
-                        slowdown: w == Workload::W3,
-                        antagonist: (w == Workload::W4).then_some((s.period, s.period * 2)),
+                        speed_plan: speed_plan(w, s.period),
+                        antagonist: (w == Workload::W4).then_some(s.period),
+                        warmup: if matches!(w, Workload::W4 | Workload::W6) {
+                            s.period * 2
+                        } else {
+                            Duration::ZERO
+                        },
+                        managers: w.managers(),
+                        stragglers: w.stragglers(),
                         unit_us: s.unit_us,
                         in_flight_cap: s.in_flight_cap,
                         hold_ms: s.hold_ms,
@@ -164,6 +175,18 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
         .collect())
 }
 
+/// How engine 0's speed changes in workload `w`.
+fn speed_plan(w: Workload, period: Duration) -> SpeedPlan {
+    match w {
+        Workload::W3 => SpeedPlan::Slowdown,
+        Workload::W6 => SpeedPlan::Periodic {
+            period,
+            low: workload::PERIODIC_LOW,
+        },
+        _ => SpeedPlan::Steady,
+    }
+}
+
 /// Total work over total true capacity, µs.
 fn ideal_us(trace: &[Arrival], w: Workload) -> f64 {
     trace.iter().map(|a| a.cost_us(SHARDS)).sum::<f64>() / w.capacity()
@@ -201,7 +224,7 @@ pub fn decisions() -> ((u64, u64), (u64, u64)) {
         );
     }
     let mut router =
-        RouterKind::Predictive.build(&Default::default(), Config::DEFAULT_IN_FLIGHT_CAP, false);
+        Config::DEFAULT_ROUTER.build(&Default::default(), Config::DEFAULT_IN_FLIGHT_CAP, false);
     let mut decide = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     let mut build = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     for _ in 0..20_000 {

@@ -26,6 +26,12 @@ pub const PRIME: usize = 20;
 pub const ANTAGONIST_SLOTS: f64 = 2.0;
 /// Cost of one antagonist shard, in units.
 pub const ANTAGONIST_UNITS: u64 = 5;
+/// W6: engine 0's speed in the slow half of each period.
+pub const PERIODIC_LOW: f64 = 0.25;
+/// W7: share of shards that straggle, on every engine.
+pub const STRAGGLER_SHARE: f64 = 0.01;
+/// W7: how many times slower a straggler runs.
+pub const STRAGGLER_FACTOR: f64 = 10.0;
 
 /// A workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -39,6 +45,16 @@ pub enum Workload {
     /// A periodic antagonist publishes straight to engine 2's queue (square wave, 50% duty,
     /// two of its four slots).
     W4,
+    /// Two managers share engines 1/1/0.25; each sees the other's shards only through the
+    /// sampled queue depths.
+    W5,
+    /// Engine 0's speed follows a square wave, 1 in the first half of each period and
+    /// [`PERIODIC_LOW`] in the second (a co-located batch job); it runs for two periods before
+    /// the trace.
+    W6,
+    /// Random stragglers: [`STRAGGLER_SHARE`] of the shards on every engine run
+    /// [`STRAGGLER_FACTOR`] times slower.
+    W7,
     /// A closed batch of requests at t = 0, heterogeneous engines: makespan against ideal.
     /// The manager starts cold: it learns the speeds during the batch.
     W8,
@@ -55,6 +71,9 @@ impl Workload {
             Workload::W2 => "W2 speeds 1/1/0.25",
             Workload::W3 => "W3 slowdown",
             Workload::W4 => "W4 antagonist",
+            Workload::W5 => "W5 two managers",
+            Workload::W6 => "W6 periodic speed",
+            Workload::W7 => "W7 stragglers",
             Workload::W8 => "W8 batch 1/1/0.25",
             Workload::W8w => "W8w warm batch",
         }
@@ -63,7 +82,7 @@ impl Workload {
     /// Nominal engine speeds.
     pub fn speeds(self) -> [f64; ENGINES] {
         match self {
-            Workload::W2 | Workload::W8 | Workload::W8w => [1.0, 1.0, 0.25],
+            Workload::W2 | Workload::W5 | Workload::W8 | Workload::W8w => [1.0, 1.0, 0.25],
             _ => [1.0, 1.0, 1.0],
         }
     }
@@ -72,10 +91,20 @@ impl Workload {
     /// runs instead; three loads of W1 and W2 made it a seven-hour run on two cores).
     pub fn loads(self) -> Vec<f64> {
         match self {
-            Workload::W3 | Workload::W4 => vec![0.7],
+            Workload::W3 | Workload::W4 | Workload::W6 | Workload::W7 => vec![0.7],
             Workload::W8 | Workload::W8w => vec![1.0],
             _ => vec![0.8],
         }
+    }
+
+    /// Managers sharing the engines.
+    pub fn managers(self) -> usize {
+        if self == Workload::W5 { 2 } else { 1 }
+    }
+
+    /// Stragglers on every engine, if any.
+    pub fn stragglers(self) -> Option<(f64, f64)> {
+        (self == Workload::W7).then_some((STRAGGLER_SHARE, STRAGGLER_FACTOR))
     }
 
     /// A closed batch, measured by makespan.
@@ -104,6 +133,8 @@ impl Workload {
         let nominal: f64 = self.speeds().iter().map(|s| s * f64::from(SLOTS)).sum();
         match self {
             Workload::W4 => nominal - ANTAGONIST_SLOTS * 0.5,
+            Workload::W6 => nominal - f64::from(SLOTS) * (1.0 - PERIODIC_LOW) * 0.5,
+            Workload::W7 => nominal / (1.0 + STRAGGLER_SHARE * (STRAGGLER_FACTOR - 1.0)),
             _ => nominal,
         }
     }

@@ -9,7 +9,10 @@
 //!   the seed and the shard's first unit, so every run of the same trace faces identical work
 //!   (common random numbers);
 //! - an engine's [`Speed`] divides the cost, and can change while the worker runs, to model a
-//!   slower or slowing machine.
+//!   slower or slowing machine;
+//! - an engine's [`Stragglers`] make a random share of the shards it runs several times slower,
+//!   to model pauses and noisy neighbours: a property of the run, not of the shard, so another
+//!   copy of the same shard is most likely not slow.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,14 +32,50 @@ const STOP_CHECK: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, Default)]
 pub struct Synthetic {
     speed: Speed,
+    stragglers: Option<Stragglers>,
+    /// Shards run so far: the draw of the next straggler.
+    runs: Arc<AtomicU64>,
 }
 
 impl Synthetic {
     /// A synthetic kind whose shards run at `speed` (shared: changing it later takes effect on
     /// the next shard).
     pub fn with_speed(speed: Speed) -> Self {
-        Synthetic { speed }
+        Synthetic {
+            speed,
+            ..Synthetic::default()
+        }
     }
+
+    /// Make a random share of the shards this engine runs slower (see [`Stragglers`]).
+    #[must_use]
+    pub fn with_stragglers(mut self, stragglers: Stragglers) -> Self {
+        self.stragglers = Some(stragglers);
+        self
+    }
+
+    /// The factor the next shard's cost is multiplied by: [`Stragglers::factor`] for a
+    /// straggler, else 1.
+    fn straggle(&self) -> f64 {
+        let Some(s) = self.stragglers else {
+            return 1.0;
+        };
+        let run = self.runs.fetch_add(1, Ordering::Relaxed);
+        let u = (mix(s.seed ^ mix(run)) >> 11) as f64 / (1u64 << 53) as f64;
+        if u < s.share { s.factor } else { 1.0 }
+    }
+}
+
+/// Random stragglers on one engine: each shard it runs is, with probability `share`, `factor`
+/// times slower. Draws are seeded per engine and follow the order in which it runs shards.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stragglers {
+    /// Share of shards that straggle (0.01 is 1%).
+    pub share: f64,
+    /// How many times slower a straggler runs.
+    pub factor: f64,
+    /// Seed of the draws.
+    pub seed: u64,
 }
 
 /// How fast an engine runs synthetic work: a shard's cost is divided by it. Cheap to clone;
@@ -183,7 +222,7 @@ impl Kind for Synthetic {
 
     fn process_with(&self, span: Span, stop: &Stop) -> Result<Tally, KindError> {
         let units = span.end.saturating_sub(span.start);
-        let cost = (span.cost_us() / self.speed.get()).round() as u64;
+        let cost = (span.cost_us() * self.straggle() / self.speed.get()).round() as u64;
         if cost > MAX_SHARD_COST_US {
             return Err(KindError::Failed(format!(
                 "synthetic shard would run {cost} µs, over the {MAX_SHARD_COST_US} µs limit"
@@ -294,6 +333,21 @@ mod tests {
         );
         speed.set(f64::NAN);
         assert_eq!(speed.get(), Speed::MIN);
+    }
+
+    /// About `share` of the shards an engine runs straggle, each `factor` times its cost.
+    #[test]
+    fn stragglers_slow_a_share_of_the_runs() {
+        let kind = Synthetic::default().with_stragglers(Stragglers {
+            share: 0.01,
+            factor: 10.0,
+            seed: 3,
+        });
+        let factors: Vec<f64> = (0..20_000).map(|_| kind.straggle()).collect();
+        let slow = factors.iter().filter(|&&f| f == 10.0).count();
+        assert!((150..=250).contains(&slow), "{slow} stragglers in 20,000");
+        assert!(factors.iter().all(|&f| f == 1.0 || f == 10.0));
+        assert!((0..1_000).all(|_| Synthetic::default().straggle() == 1.0));
     }
 
     /// A long shard returns soon after its stop flag is raised, sleeping or spinning.
