@@ -27,7 +27,8 @@ pub enum RouterKind {
     LeastExpectedDelay,
     /// Least expected delay plus the depth forecast and an in-flight cap.
     Predictive,
-    /// The predictive policy without the forecast (the ablation).
+    /// The predictive policy without the forecast: the default, because the forecast did not
+    /// measure better (see `docs/routing.md`).
     PredictiveNoForecast,
     /// The predictive policy with its overflow in the shared queue, not held in the manager
     /// (the ablation of the hold).
@@ -76,6 +77,11 @@ impl RouterKind {
             }
             RouterKind::Pull => Box::new(route::Pull),
         }
+    }
+
+    /// Whether the policy reads the depth forecasts: the manager fits them only then.
+    pub fn uses_forecast(self) -> bool {
+        matches!(self, RouterKind::Predictive | RouterKind::PredictiveShared)
     }
 
     /// The flag value (`round-robin`, `predictive`, …).
@@ -156,7 +162,12 @@ pub struct Config {
     #[arg(long, env = "SHARDLINE_ROUTER", value_enum, default_value_t = Config::DEFAULT_ROUTER)]
     pub router: RouterKind,
     /// Static weights for weighted round robin: `id=weight,id=weight` (others weigh 1).
-    #[arg(long, env = "SHARDLINE_ROUTER_WEIGHTS", value_parser = parse_weights, default_value = "")]
+    #[arg(
+        long,
+        env = "SHARDLINE_ROUTER_WEIGHTS",
+        value_parser = parse_weights,
+        default_value = Config::DEFAULT_WEIGHTS
+    )]
     pub weights: HashMap<String, f64>,
     /// Predictive policy: unfinished shards allowed per engine slot, and backlog per slot in
     /// shard times of the fastest engine, before the engine is skipped (every engine full:
@@ -208,7 +219,9 @@ impl Config {
     /// Default of `--engine-ttl-ms`.
     pub const DEFAULT_ENGINE_TTL_MS: u64 = 6_000;
     /// Default of `--router`.
-    pub const DEFAULT_ROUTER: RouterKind = RouterKind::Predictive;
+    pub const DEFAULT_ROUTER: RouterKind = RouterKind::PredictiveNoForecast;
+    /// Default of `--weights`: none, every engine weighs 1.
+    pub const DEFAULT_WEIGHTS: &str = "";
     /// Default of `--in-flight-cap`.
     pub const DEFAULT_IN_FLIGHT_CAP: f64 = 8.0;
     /// Default of `--hold-ms`.
@@ -239,7 +252,8 @@ impl Config {
             default_deadline_ms: Config::DEFAULT_DEADLINE_MS,
             engine_ttl_ms: Config::DEFAULT_ENGINE_TTL_MS,
             router: Config::DEFAULT_ROUTER,
-            weights: HashMap::new(),
+            weights: parse_weights(Config::DEFAULT_WEIGHTS)
+                .expect("the default of --weights parses"),
             in_flight_cap: Config::DEFAULT_IN_FLIGHT_CAP,
             hold_ms: Config::DEFAULT_HOLD_MS,
             shard_count: Config::DEFAULT_SHARD_COUNT,

@@ -184,19 +184,21 @@ async fn serve(
         }
         .run(token.clone()),
     );
-    background.spawn(
-        "forecast",
-        forecast::run(
-            predictor.depths.clone(),
-            predictor.forecasts.clone(),
-            forecast::Settings {
-                every: Duration::from_millis(config.forecast_ms),
-                horizon: 40,
-                period: (config.forecast_period > 0).then_some(config.forecast_period),
-            },
-            token.clone(),
-        ),
-    );
+    if config.router.uses_forecast() {
+        background.spawn(
+            "forecast",
+            forecast::run(
+                predictor.depths.clone(),
+                predictor.forecasts.clone(),
+                forecast::Settings {
+                    every: Duration::from_millis(config.forecast_ms),
+                    horizon: 40,
+                    period: (config.forecast_period > 0).then_some(config.forecast_period),
+                },
+                token.clone(),
+            ),
+        );
+    }
     background.spawn(
         "history saver",
         predictor
