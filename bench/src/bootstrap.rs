@@ -40,6 +40,17 @@ impl Interval {
 /// repetition `r` in trace order. `None` without data, or when the repetitions do not pair
 /// (different counts, or a repetition of different lengths).
 pub fn quantile_ratio(a: &[Vec<u64>], b: &[Vec<u64>], q: f64, seed: u64) -> Option<Interval> {
+    paired_ratio(a, b, seed, |xs| quantile(xs, q) as f64)
+}
+
+/// Interval of `stat(a) / stat(b)` over paired resamples of the repetitions' latencies (see
+/// [`quantile_ratio`] for the pairing).
+pub fn paired_ratio(
+    a: &[Vec<u64>],
+    b: &[Vec<u64>],
+    seed: u64,
+    stat: impl Fn(&mut [u64]) -> f64,
+) -> Option<Interval> {
     let paired = a.len() == b.len()
         && !a.is_empty()
         && a.iter()
@@ -62,12 +73,17 @@ pub fn quantile_ratio(a: &[Vec<u64>], b: &[Vec<u64>], q: f64, seed: u64) -> Opti
                 xb.push(b[r][i]);
             }
         }
-        let below = quantile(&mut xb, q);
-        if below > 0 {
-            ratios.push(quantile(&mut xa, q) as f64 / below as f64);
+        let below = stat(&mut xb);
+        if below > 0.0 {
+            ratios.push(stat(&mut xa) / below);
         }
     }
     interval(ratios)
+}
+
+/// The mean of `xs`; 0 when empty.
+pub fn mean(xs: &mut [u64]) -> f64 {
+    xs.iter().map(|&x| x as f64).sum::<f64>() / xs.len().max(1) as f64
 }
 
 /// Interval of `mean(a) / mean(b)` over repetitions paired by index (batch makespans).

@@ -240,19 +240,21 @@ async fn main() -> anyhow::Result<()> {
         let mut table = String::new();
         if !rows.by_size.is_empty() {
             table = format!(
-                "{}\nAcross sizes:\n\n{}",
+                "{}\nAcross sizes:\n\n{}\nAgainst the adaptive count:\n\n{}",
                 report::markdown(&rows.by_size),
-                report::across_sizes(&rows.by_size)
+                report::across_sizes(&rows.by_size),
+                report::against(&rows.by_size, "adaptive")
             );
         }
         if !rows.mixed.is_empty() {
             table.push_str(&format!(
-                "\nOne trace of mixed sizes (80% small, 15% medium, 5% large by count), whole and by size:\n\n{}",
-                report::markdown(&rows.mixed)
+                "\nOne trace of mixed sizes (80% small, 15% medium, 5% large by count), whole and by size:\n\n{}\nAgainst the adaptive count:\n\n{}",
+                report::markdown(&rows.mixed),
+                report::against(&rows.mixed, "adaptive")
             ));
         }
         let text = format!(
-            "\n## Shard count ({} s of arrivals per run, {} rep(s), load {}, predictive routing)\n\n{table}",
+            "\n## Shard count ({} s of arrivals per run, {} rep(s), load {}, default routing)\n\n{table}",
             s.duration.as_secs_f64(),
             s.reps,
             s.load

@@ -209,6 +209,43 @@ pub fn markdown(rows: &[Row]) -> String {
     s
 }
 
+/// Each row against the row of the same workload whose policy starts with `baseline` (the
+/// shard-count suite's "adaptive (mean … shards)"): mean, p50 and p99 ratios with 95% paired
+/// bootstrap intervals. Rows with lost requests have none.
+pub fn against(rows: &[Row], baseline: &str) -> String {
+    let mut s = format!(
+        "| case | mode | mean / {baseline} | p50 / {baseline} | p99 / {baseline} |\n|---|---|---:|---:|---:|\n"
+    );
+    for r in rows.iter().filter(|r| !r.policy.starts_with(baseline)) {
+        let Some(b) = rows
+            .iter()
+            .find(|b| b.workload == r.workload && b.policy.starts_with(baseline))
+        else {
+            continue;
+        };
+        let pair = r.answered().zip(b.answered());
+        let cell = |point: f64, stat: &dyn Fn(&mut [u64]) -> f64| match &pair {
+            Some((x, y)) => with_interval(
+                point,
+                crate::bootstrap::paired_ratio(x, y, BOOTSTRAP_SEED, stat),
+            ),
+            None => "–".into(),
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} |",
+            r.workload,
+            r.policy,
+            cell(r.mean / b.mean, &crate::bootstrap::mean),
+            cell(r.p50 / b.p50, &|xs| crate::bootstrap::quantile(xs, 0.5)
+                as f64),
+            cell(r.p99 / b.p99, &|xs| crate::bootstrap::quantile(xs, 0.99)
+                as f64),
+        );
+    }
+    s
+}
+
 /// Each shard-count mode over every request size: the geometric means of its p50 and mean
 /// latency across sizes, and their ratio to the adaptive count's (above 1: adaptive is
 /// faster). A mode with lost requests at some size has no figures.

@@ -7,7 +7,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shardline::config::ConnectArgs;
 use shardline::kind::synthetic::Work;
-use shardline_manager::RouterKind;
 use shardline_manager::plan::ShardCount;
 
 use crate::harness::{self, Setup, SpeedPlan};
@@ -217,7 +216,9 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
         for (mode, (pool, per_size, shards)) in s.modes.iter().copied().zip(&pools) {
             let mean = shards.iter().sum::<f64>() / shards.len().max(1) as f64;
             let name = match mode {
-                ShardCount::Adaptive => format!("adaptive (mean {mean:.1} shards)"),
+                ShardCount::Adaptive | ShardCount::Target => {
+                    format!("{mode} (mean {mean:.1} shards)")
+                }
                 other => mode_name(other),
             };
             if mixed {

@@ -179,7 +179,8 @@ pub struct Config {
     /// goes to the shared queue. 0 sends the overflow to the shared queue at once.
     #[arg(long, env = "SHARDLINE_HOLD_MS", default_value_t = Config::DEFAULT_HOLD_MS)]
     pub hold_ms: u64,
-    /// Shard count: `adaptive`, `size` (the kind's preferred size) or a fixed number.
+    /// Shard count: `adaptive`, `target` (shards of a few per-shard overheads of work), `size`
+    /// (the kind's preferred size) or a fixed number.
     #[arg(long, env = "SHARDLINE_SHARD_COUNT", default_value_t = Config::DEFAULT_SHARD_COUNT)]
     pub shard_count: ShardCount,
     /// Expected shard time before anything is learned, in microseconds.

@@ -5,6 +5,9 @@
 //!   time, from the kind's learned cost line, each engine's learned speed, slots and current
 //!   backlog, and the measured per-shard overheads ([`Model::best`]). Until the kind has a
 //!   trusted cost line it falls back to the size rule;
+//! - **target**: cut so that a shard's predicted work is [`TARGET_OVERHEADS`] times its
+//!   measured per-shard overhead, at most [`TARGET_ROUNDS`] shards per slot
+//!   ([`Model::target`]); the size rule until the kind has a trusted cost line;
 //! - **size**: about `size / (shard_size_hint × scale)` shards, at least one per live engine;
 //! - **fixed** `N`: always `N` (for benchmarks and special deployments).
 //!
@@ -19,6 +22,8 @@ use crate::latency::MAX_LOAD;
 pub enum ShardCount {
     /// Minimise predicted completion time.
     Adaptive,
+    /// Shards of a target size, a multiple of the per-shard overhead.
+    Target,
     /// Follow the kind's preferred shard size.
     BySize,
     /// Always this many.
@@ -31,11 +36,12 @@ impl FromStr for ShardCount {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "adaptive" => Ok(ShardCount::Adaptive),
+            "target" => Ok(ShardCount::Target),
             "size" => Ok(ShardCount::BySize),
             n => match n.parse::<u32>() {
                 Ok(n) if n > 0 => Ok(ShardCount::Fixed(n)),
                 _ => Err(format!(
-                    "shard count must be `adaptive`, `size` or a positive number, not {s:?}"
+                    "shard count must be `adaptive`, `target`, `size` or a positive number, not {s:?}"
                 )),
             },
         }
@@ -46,6 +52,7 @@ impl std::fmt::Display for ShardCount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ShardCount::Adaptive => f.write_str("adaptive"),
+            ShardCount::Target => f.write_str("target"),
             ShardCount::BySize => f.write_str("size"),
             ShardCount::Fixed(n) => write!(f, "{n}"),
         }
@@ -117,6 +124,11 @@ pub struct Model {
 
 /// Largest count the model simulates shard by shard; beyond it, counts follow the size rule.
 pub const MAX_SIMULATED: u64 = 4096;
+
+/// The target rule's shard size: this many times the per-shard overhead.
+pub const TARGET_OVERHEADS: f64 = 4.0;
+/// The target rule's most shards per slot.
+pub const TARGET_ROUNDS: u64 = 4;
 
 impl Model {
     /// Slots over every engine (an engine reporting none counts as one).
@@ -207,6 +219,24 @@ impl Model {
         last + straggler + self.path_us * slow + n as f64 * self.merge_us
     }
 
+    /// The target rule: the most shards whose predicted work each is at least
+    /// [`TARGET_OVERHEADS`] times the per-shard overhead (its transport latency, its publish
+    /// and its part of the merge), up to `cap` and [`TARGET_ROUNDS`] per slot. Free slots do
+    /// not cap it: that cut a large request arriving at a busy moment into one long shard per
+    /// slot, which kept the slots busy for the next one (large requests' p99 went from 0.5 to
+    /// 4 s). A kind whose fixed cost alone reaches the target is not cut.
+    pub fn target(&self, size: f64, cap: u64) -> u64 {
+        let overhead = self.latency_us + self.publish_us + self.merge_us;
+        let room = TARGET_OVERHEADS * overhead - self.a_us;
+        let n = if room > 0.0 {
+            (self.b_us * size / room).floor()
+        } else {
+            1.0
+        };
+        let most = (TARGET_ROUNDS * self.total_slots()).min(cap).max(1);
+        (n as u64).clamp(1, most)
+    }
+
     /// The count in `1..=cap` with the least predicted completion time (the smaller on a tie
     /// within 1%), among powers of two, their 1.5 multiples and multiples of the total slots.
     pub fn best(&self, size: f64, cap: u64) -> u64 {
@@ -279,6 +309,9 @@ impl Plan {
             (ShardCount::Fixed(n), _) => u64::from(n),
             (ShardCount::Adaptive, Some(model)) if !model.engines.is_empty() => {
                 model.best(size as f64, cap)
+            }
+            (ShardCount::Target, Some(model)) if !model.engines.is_empty() => {
+                model.target(size as f64, cap)
             }
             _ => self.by_size(size, hint),
         };
@@ -461,6 +494,22 @@ mod tests {
         let round = 200.0 + 1_000.0 * 100.0 / 12.0 + 1_000.0;
         let fast = all_fast.completion_us(100.0, 12);
         assert!((with_slow - fast - round).abs() < 1.0, "{with_slow} {fast}");
+    }
+
+    /// The target rule cuts shards of about four overheads of work each, never more than four
+    /// per slot or the cap, and does not cut a kind whose fixed cost alone reaches the target.
+    #[test]
+    fn target_cuts_shards_of_a_few_overheads() {
+        let mut m = model(0.0, 0.0);
+        m.latency_us = 1_000.0;
+        m.publish_us = 0.0;
+        // a = 200 µs, b = 1,000 µs per unit: 3,800 µs of room, so 3.8 units a shard.
+        assert_eq!(m.target(38.0, 1_000), 10);
+        assert_eq!(m.target(3.0, 1_000), 1);
+        assert_eq!(m.target(100_000.0, 1_000), TARGET_ROUNDS * 12);
+        assert_eq!(m.target(100_000.0, 7), 7);
+        m.a_us = 5_000.0;
+        assert_eq!(m.target(100_000.0, 1_000), 1);
     }
 
     /// On a busy shared path, a kind whose requests come often is cut into fewer shards: more
