@@ -198,6 +198,11 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
                 if mixed {
                     for (part, p) in parts.iter().zip(per_size.iter_mut()) {
                         p.add_only(&m, None, |i| sizes[i] == *part);
+                        eprintln!(
+                            "  {:<24} mean shards {:.1}",
+                            part.label(),
+                            mean_shards_of(&m, skip, |i| sizes[i] == *part)
+                        );
                     }
                 }
                 shards.push(mean_shards);
@@ -233,6 +238,20 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
         }
     }
     Ok(rows)
+}
+
+/// Mean shard count of the answered requests after the first `skip` whose trace index `keep`
+/// accepts.
+fn mean_shards_of(m: &harness::Measured, skip: usize, keep: impl Fn(usize) -> bool) -> f64 {
+    let counts: Vec<f64> = m
+        .shards
+        .iter()
+        .enumerate()
+        .skip(skip)
+        .filter(|&(i, &n)| n > 0 && keep(i))
+        .map(|(_, &n)| f64::from(n))
+        .collect();
+    counts.iter().sum::<f64>() / counts.len().max(1) as f64
 }
 
 /// Poisson arrivals of `size` at `rate` per µs for `duration`, and the single size of each.
