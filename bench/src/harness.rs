@@ -85,12 +85,18 @@ pub struct Measured {
 impl Measured {
     /// Mean shard count of the answered requests after the first `skip`.
     pub fn mean_shards(&self, skip: usize) -> f64 {
+        self.mean_shards_where(skip, |_| true)
+    }
+
+    /// [`Measured::mean_shards`] of the requests whose trace index `keep` accepts.
+    pub fn mean_shards_where(&self, skip: usize, keep: impl Fn(usize) -> bool) -> f64 {
         let counted: Vec<f64> = self
             .shards
             .iter()
+            .enumerate()
             .skip(skip)
-            .filter(|&&n| n > 0)
-            .map(|&n| f64::from(n))
+            .filter(|&(i, &n)| n > 0 && keep(i))
+            .map(|(_, &n)| f64::from(n))
             .collect();
         counted.iter().sum::<f64>() / counted.len().max(1) as f64
     }

@@ -31,8 +31,6 @@ pub struct Row {
     pub p999: f64,
     /// Completed requests per second.
     pub throughput: f64,
-    /// Makespan over ideal (batches), else `None`.
-    pub makespan_ratio: Option<f64>,
     /// Latencies of each repetition after its warm-up, µs, in trace order (`None`: lost).
     pub runs: Vec<Vec<Option<u64>>>,
     /// Makespan over ideal of each repetition (batches).
@@ -75,13 +73,18 @@ impl Row {
             p99: ms(0.99),
             p999: ms(0.999),
             throughput: done as f64 / (m.span_us.max(1) as f64 / 1e6),
-            makespan_ratio: ideal_us.map(|i| m.span_us as f64 / i.max(1.0)),
             runs: vec![kept.to_vec()],
             makespans: ideal_us
                 .map(|i| m.span_us as f64 / i.max(1.0))
                 .into_iter()
                 .collect(),
         }
+    }
+
+    /// Mean makespan over ideal over the repetitions (batches), else `None`.
+    pub fn makespan_ratio(&self) -> Option<f64> {
+        (!self.makespans.is_empty())
+            .then(|| self.makespans.iter().sum::<f64>() / self.makespans.len() as f64)
     }
 
     /// The answered latencies of each repetition; `None` when a request was lost.
@@ -93,13 +96,17 @@ impl Row {
     }
 }
 
+/// The row of policy `baseline` on `r`'s workload and load.
+fn baseline_of<'a>(rows: &'a [Row], r: &Row, baseline: &str) -> Option<&'a Row> {
+    rows.iter()
+        .find(|b| b.workload == r.workload && b.load == r.load && b.policy == baseline)
+}
+
 /// `r`'s p99 over `baseline`'s on the same workload and load, with its paired bootstrap
 /// interval: "0.93 (0.85–1.02)"; "–" when either lost requests.
 fn ratio(rows: &[Row], r: &Row, baseline: &str) -> String {
-    let Some(b) = rows
-        .iter()
-        .find(|b| b.workload == r.workload && b.load == r.load && b.policy == baseline)
-        .filter(|b| b.lost == 0 && r.lost == 0 && b.p99 > 0.0)
+    let Some(b) =
+        baseline_of(rows, r, baseline).filter(|b| b.lost == 0 && r.lost == 0 && b.p99 > 0.0)
     else {
         return "–".into();
     };
@@ -112,16 +119,14 @@ fn ratio(rows: &[Row], r: &Row, baseline: &str) -> String {
 
 /// `r`'s mean makespan over `baseline`'s (batches), with its paired bootstrap interval.
 fn makespan_ratio(rows: &[Row], r: &Row, baseline: &str) -> String {
-    let Some(b) = rows
-        .iter()
-        .find(|b| b.workload == r.workload && b.load == r.load && b.policy == baseline)
-        .filter(|b| !b.makespans.is_empty() && !r.makespans.is_empty())
-    else {
+    let Some(b) = baseline_of(rows, r, baseline) else {
         return "–".into();
     };
-    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
+    let Some((mine, theirs)) = r.makespan_ratio().zip(b.makespan_ratio()) else {
+        return "–".into();
+    };
     let interval = crate::bootstrap::mean_ratio(&r.makespans, &b.makespans, BOOTSTRAP_SEED);
-    with_interval(mean(&r.makespans) / mean(&b.makespans), interval)
+    with_interval(mine / theirs, interval)
 }
 
 fn with_interval(point: f64, interval: Option<crate::bootstrap::Interval>) -> String {
@@ -194,7 +199,7 @@ pub fn markdown(rows: &[Row]) -> String {
             p99,
             p999,
             r.throughput,
-            r.makespan_ratio.map_or("–".into(), |m| format!("{m:.2}")),
+            r.makespan_ratio().map_or("–".into(), |m| format!("{m:.2}")),
         );
         for (policy, _) in &baselines {
             let _ = write!(s, " {} |", ratio(rows, r, policy));
@@ -308,7 +313,7 @@ pub fn csv(rows: &[Row]) -> String {
             r.p99,
             r.p999,
             r.throughput,
-            r.makespan_ratio
+            r.makespan_ratio()
                 .map_or(String::new(), |m| format!("{m:.3}"))
         );
     }

@@ -201,7 +201,7 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
                         eprintln!(
                             "  {:<24} mean shards {:.1}",
                             part.label(),
-                            mean_shards_of(&m, skip, |i| sizes[i] == *part)
+                            m.mean_shards_where(skip, |i| sizes[i] == *part)
                         );
                     }
                 }
@@ -238,20 +238,6 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
         }
     }
     Ok(rows)
-}
-
-/// Mean shard count of the answered requests after the first `skip` whose trace index `keep`
-/// accepts.
-fn mean_shards_of(m: &harness::Measured, skip: usize, keep: impl Fn(usize) -> bool) -> f64 {
-    let counts: Vec<f64> = m
-        .shards
-        .iter()
-        .enumerate()
-        .skip(skip)
-        .filter(|&(i, &n)| n > 0 && keep(i))
-        .map(|(_, &n)| f64::from(n))
-        .collect();
-    counts.iter().sum::<f64>() / counts.len().max(1) as f64
 }
 
 /// Poisson arrivals of `size` at `rate` per µs for `duration`, and the single size of each.

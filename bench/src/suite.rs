@@ -92,10 +92,6 @@ impl Pool {
         let mut r = Row::new(workload, load, policy, &m, 0, None);
         r.runs.clone_from(&self.runs);
         r.makespans.clone_from(&self.makespans);
-        if !self.makespans.is_empty() {
-            r.makespan_ratio =
-                Some(self.makespans.iter().sum::<f64>() / self.makespans.len() as f64);
-        }
         r
     }
 }
