@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use shardline::config::ConnectArgs;
+use shardline::exporter::MetricsAddr;
 use shardline::kind::synthetic::{Speed, Stragglers, Synthetic, Tally, Work};
 use shardline::message::{Options, Shard, Status};
 use shardline::store::{NewRequest, Store};
@@ -300,6 +301,8 @@ fn start_worker(connect: &ConnectArgs, i: usize, synthetic: Synthetic) -> Runnin
 
 fn start_manager(connect: &ConnectArgs, setup: &Setup) -> Running {
     let mut cfg = shardline_manager::Config::new(connect.clone());
+    // In-process managers share one process: none binds the default metrics port.
+    cfg.metrics_addr = MetricsAddr::Off;
     cfg.router = setup.policy;
     cfg.shard_count = setup.shard_count;
     cfg.in_flight_cap = setup.in_flight_cap;

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use shardline::config::{ConnectArgs, DEFAULT_LEASE_MS};
+use shardline::exporter::MetricsAddr;
 
 use crate::plan::ShardCount;
 use crate::route::{self, Router};
@@ -204,6 +205,10 @@ pub struct Config {
     /// How long shutdown waits for requests being dispatched, in milliseconds.
     #[arg(long, env = "SHARDLINE_GRACE_MS", default_value_t = Config::DEFAULT_GRACE_MS)]
     pub grace_ms: u64,
+    /// Serve Prometheus metrics at `http://<addr>/metrics`: `ip:port`, `0` for any free
+    /// loopback port, or `off`.
+    #[arg(long, env = "SHARDLINE_METRICS_ADDR", default_value_t = Config::DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: MetricsAddr,
 }
 
 impl Config {
@@ -241,6 +246,12 @@ impl Config {
     pub const DEFAULT_FORECAST_PERIOD: usize = 0;
     /// Default of `--grace-ms`.
     pub const DEFAULT_GRACE_MS: u64 = 10_000;
+    /// Default of `--metrics-addr`: the loopback interface, port 9464 (the port the
+    /// OpenTelemetry Prometheus exporter uses by convention).
+    pub const DEFAULT_METRICS_ADDR: MetricsAddr = MetricsAddr::On(std::net::SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        9464,
+    ));
 
     /// Defaults with the given connection settings (for tests and embedding).
     pub fn new(connect: ConnectArgs) -> Self {
@@ -265,6 +276,7 @@ impl Config {
             forecast_period: Config::DEFAULT_FORECAST_PERIOD,
             lease_ms: DEFAULT_LEASE_MS,
             grace_ms: Config::DEFAULT_GRACE_MS,
+            metrics_addr: Config::DEFAULT_METRICS_ADDR,
         }
     }
 

@@ -20,6 +20,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shardline::amqp::{self, Published, ReplyTo};
 use shardline::kind::KindError;
 use shardline::message::{FinalResult, Options, Shard};
+use shardline::metric;
 use shardline::store::{Created, Meta, NewRequest, RequestState, Store};
 use shardline::{Error, Names, Registry, RejectReason, now_ms};
 use tokio_util::sync::CancellationToken;
@@ -231,6 +232,9 @@ impl Dispatcher {
             Ok(cut) => cut,
             Err(rej) => return self.reject(delivery, *rej).await,
         };
+        if existing.is_none() {
+            metric::request_accepted(&cut.kind, cut.payloads.len());
+        }
         let Placement {
             routes,
             mut reserved,
@@ -724,6 +728,11 @@ impl Dispatcher {
         self.lock_routing().hold.flush()
     }
 
+    /// Shards held now.
+    pub fn held(&self) -> usize {
+        self.lock_routing().hold.len()
+    }
+
     fn lock_routing(&self) -> std::sync::MutexGuard<'_, Routing> {
         self.routing
             .lock()
@@ -801,6 +810,7 @@ impl Dispatcher {
     /// Answer a rejected request with an error result and dead-letter it with the reason.
     async fn reject(&self, delivery: &Delivery, rej: Rejection) -> Result<(), Error> {
         warn!(reason = %rej.reason, message = %rej.message, "request rejected");
+        metric::request_rejected(rej.reason);
         let result = FinalResult::rejected(rej.id, &rej.kind, rej.reason, &rej.message);
         amqp::publish_result(&self.channel, &self.names, &rej.reply, &result, None).await?;
         amqp::dead_letter(

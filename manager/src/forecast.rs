@@ -66,6 +66,19 @@ impl Forecasts {
         Some(f.points[i])
     }
 
+    /// The hidden load expected on `engine` one sample period after its latest sample, if a
+    /// fresh forecast exists.
+    pub fn next(&self, engine: &str) -> Option<f64> {
+        let g = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let f = g.get(engine)?;
+        (f.at.elapsed() <= STALE_AFTER)
+            .then(|| f.points.first().copied())
+            .flatten()
+    }
+
     fn replace(&self, all: HashMap<String, Forecast>) {
         *self
             .inner

@@ -18,6 +18,7 @@
 //!   - [`depth`] — sampled broker depth per engine queue;
 //!   - [`forecast`] — `augurs` forecasts of that depth;
 //! - [`engines`] — the live-engine view from heartbeats;
+//! - [`gauges`] — what the manager exports about engines and its hold;
 //! - [`dispatch`] — one request from split to confirmed publish;
 //! - [`sweep`] — recovery: dead engines' queues, lost finalizers.
 
@@ -30,6 +31,7 @@ pub mod engines;
 pub mod events;
 pub mod flow;
 pub mod forecast;
+pub mod gauges;
 pub mod history;
 pub mod hold;
 pub mod intake;
@@ -47,6 +49,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use shardline::exporter::Exporter;
 use shardline::resolve::Resolver;
 use shardline::store::Store;
 use shardline::supervise::{Background, Started, supervise, until_shutdown};
@@ -80,9 +83,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
+    let exporter = match config.metrics_addr.listen() {
+        Some(addr) => Some(Exporter::start(addr).await?),
+        None => None,
+    };
+    let gauges = exporter.is_some();
     let stop = CancellationToken::new();
     let work = supervise(&stop, Error::is_transient, |started| {
-        serve(&config, &registry, &stop, started)
+        serve(&config, &registry, gauges, &stop, started)
     });
     until_shutdown(stop.clone(), shutdown, work).await
 }
@@ -90,6 +98,7 @@ pub async fn run(
 async fn serve(
     config: &Config,
     registry: &Registry,
+    gauges: bool,
     stop: &CancellationToken,
     started: Started,
 ) -> Result<(), Error> {
@@ -229,6 +238,12 @@ async fn serve(
         background.spawn(
             "hold release",
             dispatcher.clone().release_held_until(token.clone()),
+        );
+    }
+    if gauges {
+        background.spawn(
+            "gauges",
+            gauges::keep_set(dispatcher.clone(), token.clone()),
         );
     }
     info!(manager.id = %dispatcher.id, namespace = names.namespace(), queue = %names.requests_queue(), "manager consuming requests");

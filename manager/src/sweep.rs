@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use shardline::handoff::handoff;
 use shardline::message::{ErrorInfo, Status};
+use shardline::metric::{self, SweepAction};
 use shardline::resolve::Resolver;
 use shardline::store::{Ended, RequestState, Store};
 use shardline::{Error, Names, now_ms};
@@ -86,6 +87,7 @@ impl Sweeper {
             if gone {
                 self.store.deregister(&engine).await?;
                 info!(%engine, moved, "reaped a dead engine: its shards went to the shared queue");
+                metric::swept(SweepAction::ReapedEngine);
                 reaped += 1;
             } else {
                 debug!(%engine, moved, "engine queue still consumed; not reaped yet");
@@ -128,6 +130,7 @@ impl Sweeper {
                 .await?;
             if claimed == Ended::Claimed {
                 warn!(request.id = %id, done = meta.done, total = meta.total, "deadline passed; timing out");
+                metric::swept(SweepAction::TimedOut);
                 self.finish(id).await?;
                 ended += 1;
             }
@@ -185,6 +188,7 @@ impl Sweeper {
                         info!(request.id = %id, "publishing the cancelled result");
                     } else {
                         warn!(request.id = %id, "no finalizer holds this request; finalizing here");
+                        metric::swept(SweepAction::RedrivenFinalizer);
                     }
                     self.finish(id).await?;
                     redriven += 1;

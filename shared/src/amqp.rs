@@ -361,5 +361,6 @@ pub async fn dead_letter(
         props = props.with_message_id(id.to_string().into());
     }
     publish(ch, &names.dead_exchange(), "", body, props, false).await?;
+    crate::metric::dead_lettered(reason);
     Ok(())
 }

@@ -14,6 +14,7 @@
 //! - [`amqp`] — connecting, declaring the topology, confirmed publishing;
 //! - [`resolve`] — assembling and publishing a request's final result;
 //! - [`inline`] — which small work runs on the runtime's thread instead of a blocking one;
+//! - [`metric`], [`exporter`] — the metrics every process records, and `/metrics`;
 //! - [`service`] — the services' error type and exit codes;
 //! - [`signal`], [`telemetry`] — shutdown signals and logging for the binaries;
 //! - [`teardown`] — removing a namespace (tests, benchmarks, retired deployments).
@@ -23,10 +24,12 @@
 pub mod amqp;
 pub mod config;
 mod error;
+pub mod exporter;
 pub mod handoff;
 pub mod inline;
 pub mod kind;
 pub mod message;
+pub mod metric;
 pub mod names;
 pub mod resolve;
 pub mod service;

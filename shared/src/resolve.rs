@@ -21,7 +21,7 @@ use crate::inline::Inline;
 use crate::kind::{DynKind, KindError};
 use crate::message::{ErrorInfo, FailurePolicy, FinalResult, Status};
 use crate::store::{Closing, Meta, RequestState, Store};
-use crate::{Error, Registry};
+use crate::{Error, Registry, metric};
 
 /// Assembles and publishes final results.
 #[derive(Clone)]
@@ -163,6 +163,7 @@ impl Resolver {
         if attempt > 1 {
             warn!(request.id = %id, attempt, "publishing a re-driven final result; it may repeat an earlier copy (same message_id)");
         }
+        let published = attempt;
         let attempt = Some(attempt);
         let result = match publish_result(&self.channel, self.store.names(), &to, &result, attempt)
             .await
@@ -179,6 +180,7 @@ impl Resolver {
             }
             Err(e) => return Err(e),
         };
+        metric::request_ended(&meta.kind, result.status, meta.created, published);
         self.store.finish(id, result.status).await?;
         debug!(request.id = %id, status = result.status.as_str(), "final result published");
         Ok(Some(result))

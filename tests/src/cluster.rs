@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions};
 use shardline::config::ConnectArgs;
+use shardline::exporter::MetricsAddr;
 use shardline::store::Store;
 use shardline::{Names, Registry, amqp, teardown};
 use shardline_client::Client;
@@ -122,7 +123,7 @@ impl ClusterBuilder {
             cleaned: false,
         };
         if self.manager {
-            let mut cfg = shardline_manager::Config::new(cluster.connect.clone());
+            let mut cfg = manager_config(&cluster.connect);
             (self.manager_tweak)(&mut cfg);
             cluster
                 .managers
@@ -134,6 +135,14 @@ impl ClusterBuilder {
         cluster.client = Some(Client::connect(&cluster.connect).await.expect("client"));
         cluster
     }
+}
+
+/// Manager defaults for an in-process manager: several share the test process, so none binds
+/// the default metrics port.
+pub fn manager_config(connect: &ConnectArgs) -> shardline_manager::Config {
+    let mut cfg = shardline_manager::Config::new(connect.clone());
+    cfg.metrics_addr = MetricsAddr::Off;
+    cfg
 }
 
 fn spawn_manager(cfg: shardline_manager::Config, registry: Registry) -> Running {
@@ -242,7 +251,7 @@ impl Cluster {
     /// Start one more manager (competing with any already running), adjusting its
     /// configuration.
     pub fn start_manager(&mut self, tweak: impl FnOnce(&mut shardline_manager::Config)) {
-        let mut cfg = shardline_manager::Config::new(self.connect.clone());
+        let mut cfg = manager_config(&self.connect);
         tweak(&mut cfg);
         self.managers
             .push(spawn_manager(cfg, self.registry.clone()));

@@ -43,7 +43,9 @@ pub fn spawn_worker_with(
 /// process on the cluster's namespace, with extra environment settings.
 pub fn spawn_manager(bin: &str, cluster: &Cluster, env: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(bin);
-    cmd.env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
+    // Tests start several managers at once: no default metrics port unless `env` asks.
+    cmd.env("SHARDLINE_METRICS_ADDR", "off")
+        .env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
         .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
         .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)
         .env(

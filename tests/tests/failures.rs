@@ -51,7 +51,7 @@ async fn manager_fails_fast_without_a_broker() {
     connect.amqp_url = "amqp://guest:guest@127.0.0.1:1/%2f".into();
     connect.redis_url = shardline_tests::Services::get().await.redis_url;
     let run = shardline_manager::run(
-        shardline_manager::Config::new(connect),
+        shardline_tests::cluster::manager_config(&connect),
         Registry::builtin(),
         std::future::pending(),
     );

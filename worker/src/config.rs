@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use shardline::config::{ConnectArgs, DEFAULT_LEASE_MS};
+use shardline::exporter::MetricsAddr;
 
 /// Default of `--heartbeat-ms`.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 2_000;
@@ -17,6 +18,8 @@ pub const DEFAULT_STOP_CHECK_MS: u64 = 500;
 pub const DEFAULT_INLINE_US: u64 = 200;
 /// Default of `--synthetic-speed`.
 pub const DEFAULT_SYNTHETIC_SPEED: f64 = 1.0;
+/// Default of `--metrics-addr`: off (a host runs many workers; each picks its own port).
+pub const DEFAULT_METRICS_ADDR: MetricsAddr = MetricsAddr::Off;
 
 /// Worker configuration.
 #[derive(Debug, Clone, clap::Parser)]
@@ -64,6 +67,10 @@ pub struct Config {
     /// experiments.
     #[arg(long, env = "SHARDLINE_SYNTHETIC_SPEED", default_value_t = DEFAULT_SYNTHETIC_SPEED)]
     pub synthetic_speed: f64,
+    /// Serve Prometheus metrics at `http://<addr>/metrics`: `ip:port`, `0` for any free
+    /// loopback port, or `off`. The address is recorded in the worker's registration.
+    #[arg(long, env = "SHARDLINE_METRICS_ADDR", default_value_t = DEFAULT_METRICS_ADDR)]
+    pub metrics_addr: MetricsAddr,
 }
 
 impl Config {
@@ -80,6 +87,7 @@ impl Config {
             stop_check_ms: DEFAULT_STOP_CHECK_MS,
             inline_us: DEFAULT_INLINE_US,
             synthetic_speed: DEFAULT_SYNTHETIC_SPEED,
+            metrics_addr: DEFAULT_METRICS_ADDR,
         }
     }
 

@@ -9,6 +9,7 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shardline::kind::{DynKind, KindError, Stop};
 use shardline::message::{ErrorInfo, Shard, Status};
+use shardline::metric::{self, ShardOutcome};
 use shardline::resolve::Resolver;
 use shardline::store::{Begun, Ended, Recorded, RequestState, Store};
 use shardline::{Names, Registry, amqp, now_ms};
@@ -148,6 +149,7 @@ impl Handler {
         // times its request out).
         if now_ms() > shard.deadline {
             debug!("deadline passed; skipping the shard");
+            self.count(&shard, ShardOutcome::Skipped);
             return Settle::Ack;
         }
         // A first delivery goes straight to work: no earlier try can have crashed, and the
@@ -155,14 +157,17 @@ impl Handler {
         // delivered before asks Redis first, to count its tries and skip a stored result.
         let tried_before = amqp::tried_before(delivery);
         let attempt = if tried_before {
+            metric::shard_redelivered(self.kind_label(&shard));
             match self.store.begin(shard.request_id, shard.index).await {
                 Ok(Begun::Attempt(attempt)) => attempt,
                 Ok(begun) => {
                     debug!(?begun, "shard settled or request not running; skipping");
+                    self.count(&shard, ShardOutcome::Skipped);
                     return Settle::Ack;
                 }
                 Err(e) => {
                     warn!(error = %e, "reading the request state failed");
+                    self.count(&shard, ShardOutcome::Retried);
                     return Settle::Requeue;
                 }
             }
@@ -189,6 +194,7 @@ impl Handler {
             }
             (Ok(Err(_)), Some(Why::Ended(state))) => {
                 debug!(%state, "request over; the shard stopped without a result");
+                self.count(&shard, ShardOutcome::Skipped);
                 return Settle::Ack;
             }
             (Ok(Err(KindError::Stopped)), Some(Why::TimeLimit)) => (
@@ -204,6 +210,7 @@ impl Handler {
         if attempt < limit {
             let pause = backoff(attempt);
             warn!(code, error = %msg, attempt, limit, ?pause, "shard failed; retrying after a pause");
+            self.count(&shard, ShardOutcome::Retried);
             tokio::time::sleep(pause).await;
             return Settle::Requeue;
         }
@@ -334,6 +341,17 @@ impl Handler {
             )
         })
         .await;
+        let outcome = match &recorded {
+            Ok(Recorded::Claimed { .. } | Recorded::Accepted { .. }) => ShardOutcome::Stored,
+            Ok(Recorded::Duplicate) => ShardOutcome::Duplicate,
+            Ok(Recorded::BadIndex) => ShardOutcome::Failed,
+            Ok(_) => ShardOutcome::Skipped,
+            Err(_) => ShardOutcome::Retried,
+        };
+        self.count(shard, outcome);
+        if outcome == ShardOutcome::Stored {
+            metric::shard_processed(&shard.kind, elapsed.as_secs_f64());
+        }
         match recorded {
             Ok(Recorded::Claimed { total, .. }) => {
                 info!(total, "last shard in: finalizing");
@@ -377,6 +395,22 @@ impl Handler {
     /// lease, it publishes the failed result. The shard is dead-lettered with the reason.
     async fn fail(&self, shard: &Shard, delivery: &Delivery, code: &str, message: &str) -> Settle {
         error!(code, message, "shard failed");
+        let settle = self.fail_for_good(shard, delivery, code, message).await;
+        let outcome = match settle {
+            Settle::Ack => ShardOutcome::Failed,
+            Settle::Requeue => ShardOutcome::Retried,
+        };
+        self.count(shard, outcome);
+        settle
+    }
+
+    async fn fail_for_good(
+        &self,
+        shard: &Shard,
+        delivery: &Delivery,
+        code: &str,
+        message: &str,
+    ) -> Settle {
         let reason = format!("{code}: {message}");
         let settled = patiently("recording the failure", || {
             self.store.record_failure(
@@ -430,6 +464,21 @@ impl Handler {
             }
         }
         self.dead_letter(delivery, code, message).await
+    }
+
+    /// Count one settled delivery of `shard`.
+    fn count(&self, shard: &Shard, outcome: ShardOutcome) {
+        metric::shard_settled(self.kind_label(shard), &self.engine, outcome);
+    }
+
+    /// The shard's kind as a metric label: a kind from the wire that this worker does not
+    /// have is `unknown`, so that bad input cannot grow the label set.
+    fn kind_label<'a>(&self, shard: &'a Shard) -> &'a str {
+        if self.registry.get(&shard.kind).is_some() {
+            &shard.kind
+        } else {
+            "unknown"
+        }
     }
 
     async fn finalize(&self, shard: &Shard) -> Settle {

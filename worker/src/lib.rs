@@ -38,6 +38,7 @@ pub mod heartbeat;
 pub mod prefetch;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
+use shardline::exporter::Exporter;
 use shardline::inline::Inline;
 use shardline::resolve::Resolver;
 use shardline::store::Store;
@@ -75,9 +77,14 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
     let engine = config.engine_id();
+    let exporter = match config.metrics_addr.listen() {
+        Some(addr) => Some(Exporter::start(addr).await?),
+        None => None,
+    };
+    let metrics = exporter.as_ref().map(Exporter::addr);
     let stop = CancellationToken::new();
     let work = supervise(&stop, Error::is_transient, |started| {
-        serve(&config, &engine, &registry, &stop, started)
+        serve(&config, &engine, metrics, &registry, &stop, started)
     });
     until_shutdown(stop.clone(), shutdown, work).await
 }
@@ -85,6 +92,7 @@ pub async fn run(
 async fn serve(
     config: &Config,
     engine: &str,
+    metrics: Option<SocketAddr>,
     registry: &Registry,
     stop: &CancellationToken,
     started: Started,
@@ -122,7 +130,10 @@ async fn serve(
         );
     }
     let tags: Vec<_> = consumers.iter().map(lapin::Consumer::tag).collect();
-    let info = format!("concurrency={concurrency} pid={}", std::process::id());
+    let mut info = format!("concurrency={concurrency} pid={}", std::process::id());
+    if let Some(addr) = metrics {
+        info.push_str(&format!(" metrics={addr}"));
+    }
     let ttl = config.heartbeat() * heartbeat::TTL_PERIODS;
     store.heartbeat(engine, &info, ttl).await?;
     started.set();

@@ -176,6 +176,8 @@ impl Fleet {
     /// The binary cannot be started.
     pub(crate) fn start_manager(&mut self, id: &str) -> anyhow::Result<()> {
         let mut cmd = Command::new(&self.setup.bins.manager);
+        // Several managers share the host: each serves its metrics on a port of its own.
+        cmd.env("SHARDLINE_METRICS_ADDR", "0");
         cmd.env("SHARDLINE_ENGINE_TTL_MS", ENGINE_TTL_MS)
             .env("SHARDLINE_SHARD_COUNT", shard_count_of(id));
         let p = self.spawn(cmd, id, Role::Manager)?;

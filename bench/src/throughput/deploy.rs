@@ -68,6 +68,8 @@ impl Deployment {
         let mut procs = Vec::new();
         let mut manager = Command::new(build.dir.join("shardline-manager"));
         manager.env("SHARDLINE_SHARD_COUNT", shard_count);
+        // Metrics on, as by default, on a port of its own.
+        manager.env("SHARDLINE_METRICS_ADDR", "0");
         procs.push((
             "manager".to_owned(),
             spawn(manager, connect, log_dir, "manager")?,

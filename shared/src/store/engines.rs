@@ -82,6 +82,20 @@ impl Store {
         Ok(ids)
     }
 
+    /// Every registered engine with the epoch ms of its last heartbeat (0 once retired).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn engine_beats(&self) -> Result<Vec<(String, u64)>, Error> {
+        let mut c = self.conn();
+        let beats: Vec<(String, f64)> =
+            c.zrange_withscores(self.names.engines_key(), 0, -1).await?;
+        Ok(beats
+            .into_iter()
+            .map(|(id, at)| (id, at.max(0.0) as u64))
+            .collect())
+    }
+
     /// Engines whose last heartbeat is older than `ttl`: dead, or cut off.
     ///
     /// # Errors
@@ -95,7 +109,8 @@ impl Store {
         )
     }
 
-    /// The heartbeat details (`concurrency=<n> pid=<p>`) of each engine, `None` for an engine
+    /// The heartbeat details (`concurrency=<n> pid=<p>`, and `metrics=<addr>` when the worker
+    /// serves metrics) of each engine, `None` for an engine
     /// whose heartbeat key expired.
     ///
     /// # Errors

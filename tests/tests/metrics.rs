@@ -1,0 +1,190 @@
+//! Prometheus metrics of real manager and worker processes: after known traffic, each
+//! process's `/metrics`, read with a Prometheus text parser, counts exactly that traffic.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use prometheus_parse::{Scrape, Value};
+use shardline::message::{Options, Status};
+use shardline_tests::process::{spawn_manager, spawn_worker_with};
+use shardline_tests::{Cluster, eventually, patience};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const MANAGER: &str = env!("CARGO_BIN_EXE_manager-under-test");
+const WORKER: &str = env!("CARGO_BIN_EXE_worker-under-test");
+const WAIT: Duration = Duration::from_secs(30);
+/// Shards per request (the manager's fixed shard count).
+const SHARDS: u32 = 4;
+/// Requests that complete.
+const REQUESTS: u32 = 3;
+
+/// `GET /metrics` from `addr`, parsed.
+async fn scrape(addr: SocketAddr) -> Option<Scrape> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let ask = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(ask.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    Some(Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text"))
+}
+
+/// The value of the sample named `metric` whose labels include `labels` (a histogram's
+/// `_count` and `_sum` are plain samples).
+fn value(scrape: &Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == metric)
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .and_then(|s| match s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(v),
+            _ => None,
+        })
+}
+
+/// Wait until `metric{labels}` at `addr` reads `want`.
+async fn expect(addr: SocketAddr, metric: &str, labels: &[(&str, &str)], want: f64) {
+    let what = format!("{metric}{labels:?} = {want} at {addr}");
+    eventually(&what, WAIT, || async {
+        let got = value(&scrape(addr).await?, metric, labels)?;
+        (got == want).then_some(())
+    })
+    .await;
+}
+
+/// A free loopback port for the manager's endpoint.
+fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// The metrics address a worker recorded in its registration.
+async fn registered_metrics(c: &Cluster, id: &str) -> SocketAddr {
+    eventually("the worker's metrics address", WAIT, || async {
+        let details = c.store.engine_details(&[id.to_owned()]).await.ok()?;
+        details
+            .into_iter()
+            .flatten()
+            .next()?
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("metrics="))?
+            .parse()
+            .ok()
+    })
+    .await
+}
+
+/// Three completed word counts of four shards and one request of an unknown kind show up as
+/// exactly that in the manager's and the worker's metrics: requests by kind and status,
+/// shards by outcome, histograms with one observation per request or shard, the rejection and
+/// its dead letter by reason, and the manager's gauges for the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_known_traffic() {
+    let c = Cluster::builder()
+        .without_manager()
+        .workers(0)
+        .start()
+        .await;
+    let worker = spawn_worker_with(WORKER, &c, "mw1", 2, &[("SHARDLINE_METRICS_ADDR", "0")]);
+    let manager_addr = free_port();
+    let manager = spawn_manager(
+        MANAGER,
+        &c,
+        &[
+            ("SHARDLINE_METRICS_ADDR", &manager_addr.to_string()),
+            ("SHARDLINE_SHARD_COUNT", &SHARDS.to_string()),
+        ],
+    );
+    let worker_addr = registered_metrics(&c, "mw1").await;
+
+    for _ in 0..REQUESTS {
+        let r = c
+            .client()
+            .submit(
+                "wordcount",
+                "to be or not to be that is the question".into(),
+                Options::default(),
+                patience(WAIT),
+            )
+            .await
+            .expect("a result");
+        assert_eq!((r.status, r.shards), (Status::Completed, SHARDS));
+    }
+    let r = c
+        .client()
+        .submit(
+            "no-such-kind",
+            "x".into(),
+            Options::default(),
+            patience(WAIT),
+        )
+        .await
+        .expect("a result");
+    assert_eq!(r.status, Status::Rejected);
+
+    let (n, shards) = (f64::from(REQUESTS), f64::from(REQUESTS * SHARDS));
+    let wc = [("kind", "wordcount")];
+    expect(manager_addr, "shardline_requests_accepted_total", &wc, n).await;
+    expect(manager_addr, "shardline_request_shards_count", &wc, n).await;
+    expect(manager_addr, "shardline_request_shards_sum", &wc, shards).await;
+    let unknown = [("reason", "unknown_kind")];
+    expect(
+        manager_addr,
+        "shardline_requests_rejected_total",
+        &unknown,
+        1.0,
+    )
+    .await;
+    expect(manager_addr, "shardline_dead_letters_total", &unknown, 1.0).await;
+    expect(manager_addr, "shardline_engines_live", &[], 1.0).await;
+    let engine = [("engine", "mw1")];
+    expect(manager_addr, "shardline_engine_slots", &engine, 2.0).await;
+    expect(
+        manager_addr,
+        "shardline_engine_unfinished_shards",
+        &engine,
+        0.0,
+    )
+    .await;
+
+    let stored = [
+        ("kind", "wordcount"),
+        ("engine", "mw1"),
+        ("outcome", "stored"),
+    ];
+    expect(worker_addr, "shardline_shards_total", &stored, shards).await;
+    expect(
+        worker_addr,
+        "shardline_shard_duration_seconds_count",
+        &wc,
+        shards,
+    )
+    .await;
+    let completed = [("kind", "wordcount"), ("status", "completed")];
+    expect(worker_addr, "shardline_requests_total", &completed, n).await;
+    expect(
+        worker_addr,
+        "shardline_request_duration_seconds_count",
+        &wc,
+        n,
+    )
+    .await;
+    let worker_scrape = scrape(worker_addr).await.expect("a scrape");
+    for outcome in ["duplicate", "failed", "retried", "skipped"] {
+        let other = [("kind", "wordcount"), ("outcome", outcome)];
+        assert_eq!(
+            value(&worker_scrape, "shardline_shards_total", &other),
+            None,
+            "no shard was {outcome}"
+        );
+    }
+
+    for mut child in [worker, manager] {
+        let _ = child.kill().await;
+    }
+    c.shutdown().await;
+}
