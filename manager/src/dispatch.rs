@@ -21,7 +21,7 @@ use shardline::amqp::{self, Published, ReplyTo};
 use shardline::kind::KindError;
 use shardline::message::{FinalResult, Options, Shard};
 use shardline::metric;
-use shardline::store::{Created, Meta, NewRequest, RequestState, Store};
+use shardline::store::{Created, Meta, NewRequest, Rejected, RequestState, Store};
 use shardline::{Error, Names, Registry, RejectReason, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -811,6 +811,16 @@ impl Dispatcher {
     async fn reject(&self, delivery: &Delivery, rej: Rejection) -> Result<(), Error> {
         warn!(reason = %rej.reason, message = %rej.message, "request rejected");
         metric::request_rejected(rej.reason);
+        let record = Rejected {
+            kind: rej.kind.clone(),
+            reason: rej.reason,
+            message: rej.message.clone(),
+            at: now_ms(),
+        };
+        // Best effort: the answer and the dead letter are what count.
+        if let Err(error) = self.store.remember_rejection(rej.id, &record).await {
+            warn!(%error, "recording the rejection for `status` failed");
+        }
         let result = FinalResult::rejected(rej.id, &rej.kind, rej.reason, &rej.message);
         amqp::publish_result(&self.channel, &self.names, &rej.reply, &result, None).await?;
         amqp::dead_letter(

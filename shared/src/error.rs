@@ -100,6 +100,22 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
+    /// Every reason.
+    pub const ALL: [RejectReason; 7] = [
+        RejectReason::Malformed,
+        RejectReason::UnknownKind,
+        RejectReason::EmptyPayload,
+        RejectReason::Oversized,
+        RejectReason::BadOptions,
+        RejectReason::InvalidPayload,
+        RejectReason::Internal,
+    ];
+
+    /// The reason of a stable code; `None` for anything else.
+    pub fn from_code(code: &str) -> Option<RejectReason> {
+        RejectReason::ALL.into_iter().find(|r| r.code() == code)
+    }
+
     /// The stable code, e.g. `unknown_kind`.
     pub fn code(self) -> &'static str {
         match self {
@@ -117,5 +133,20 @@ impl RejectReason {
 impl fmt::Display for RejectReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every reason reads back from its code, and nothing else reads as a reason.
+    #[test]
+    fn reasons_round_trip_through_their_codes() {
+        for r in RejectReason::ALL {
+            assert_eq!(RejectReason::from_code(r.code()), Some(r));
+        }
+        assert_eq!(RejectReason::from_code("Unknown_Kind"), None);
+        assert_eq!(RejectReason::from_code(""), None);
     }
 }

@@ -110,6 +110,10 @@ impl Names {
     pub fn failures_key(&self, id: Uuid) -> String {
         format!("{}:{{{id}}}:failed", self.ns)
     }
+    /// Why a request was rejected (kind, reason, message, at), for a while after.
+    pub fn rejected_key(&self, id: Uuid) -> String {
+        format!("{}:{{{id}}}:rejected", self.ns)
+    }
     /// Finalizer lease.
     pub fn lease_key(&self, id: Uuid) -> String {
         format!("{}:{{{id}}}:lease", self.ns)
@@ -165,6 +169,7 @@ mod tests {
             n.parts_key(id),
             n.lease_key(id),
             n.failures_key(id),
+            n.rejected_key(id),
         ] {
             assert!(key.contains(&tag), "{key}");
             assert!(key.starts_with("shardline:"), "{key}");

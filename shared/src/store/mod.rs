@@ -5,6 +5,7 @@
 //! - [`shards`]: per-shard accounting: results and failures, tries, parts;
 //! - [`finalize`]: closing a request: the finalizer lease, what it reads, publication, finish;
 //! - [`engines`]: registration and liveness of worker engines;
+//! - [`rejections`]: short records of requests refused at intake;
 //! - [`state`]: the request states stored in `meta.state`.
 //!
 //! This file holds the connection and what spans the namespace (locks, events, the learned
@@ -12,6 +13,7 @@
 
 mod engines;
 mod finalize;
+mod rejections;
 mod requests;
 mod shards;
 mod state;
@@ -24,6 +26,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::{Error, Names, now_ms};
 
 pub use finalize::Closing;
+pub use rejections::Rejected;
 pub use requests::{CANCEL_TOMBSTONE_TTL, Created, Ended, Meta, NewRequest};
 pub use shards::{Begun, Recorded};
 pub use state::RequestState;
