@@ -34,7 +34,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use shardline::amqp;
 use shardline::message::{FinalResult, Format, Options, RequestBody};
-use shardline::store::{Meta, Store};
+use shardline::store::{Meta, Rejected, Store};
 use shardline::{Names, config::ConnectArgs};
 use tokio::sync::oneshot;
 use tracing::warn;
@@ -68,6 +68,9 @@ pub enum Error {
 }
 
 type Pending = Arc<Mutex<HashMap<Uuid, oneshot::Sender<FinalResult>>>>;
+
+/// A worker that beat within this long counts as running (the managers' default engine TTL).
+const LIVE_WITHIN: Duration = Duration::from_secs(6);
 
 /// A connection to a Shardline deployment.
 pub struct Client {
@@ -235,6 +238,15 @@ impl Client {
         self.store.meta(id).await.map_err(Error::Redis)
     }
 
+    /// Why a request was rejected, if it was rejected within the last few minutes (a rejected
+    /// request has no [`Client::status`]).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn rejection(&self, id: Uuid) -> Result<Option<Rejected>, Error> {
+        self.store.rejection(id).await.map_err(Error::Redis)
+    }
+
     /// The engine each shard of a request was routed to (index → engine id, `(shared)` for the
     /// shared queue); empty when unknown or expired.
     ///
@@ -271,6 +283,31 @@ impl Client {
         self.store.inflight(limit).await.map_err(Error::Redis)
     }
 
+    /// Delete every queue, exchange and Redis key of the namespace (see
+    /// [`shardline::teardown`]). Refused while a worker of the namespace is alive: its
+    /// in-flight work would be lost. Stop the managers first too; they do not register.
+    ///
+    /// # Errors
+    /// [`Error::Input`] while workers are alive; broker or Redis failures.
+    pub async fn remove_namespace(&self) -> Result<(), Error> {
+        let live = self
+            .store
+            .live_engines(LIVE_WITHIN)
+            .await
+            .map_err(Error::Redis)?;
+        if !live.is_empty() {
+            return Err(Error::Input(format!(
+                "{} worker(s) of namespace {} are still running ({}); stop them first",
+                live.len(),
+                self.names.namespace(),
+                live.join(", ")
+            )));
+        }
+        shardline::teardown::remove_namespace(&self.conn, &self.store, &[])
+            .await
+            .map_err(Error::Broker)
+    }
+
     /// Close the connection.
     pub async fn close(self) {
         if let Err(error) = self.conn.close(200, "client done".into()).await {
@@ -297,7 +334,14 @@ async fn route_replies(mut consumer: lapin::Consumer, pending: Pending) {
                 .as_ref()
                 .map(|s| s.as_str()),
         );
-        match format.decode::<FinalResult>(&delivery.data) {
+        let decoded = format.decode::<FinalResult>(&delivery.data);
+        // Ack before handing the result over: the waiter may close the connection as soon as
+        // it has it. (The reply queue is exclusive, so an ack lost with the connection loses
+        // nothing: the queue goes with it.)
+        if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
+            warn!(%error, "acking a reply failed");
+        }
+        match decoded {
             Ok(result) => {
                 let tx = pending
                     .lock()
@@ -308,9 +352,6 @@ async fn route_replies(mut consumer: lapin::Consumer, pending: Pending) {
                 }
             }
             Err(error) => warn!(%error, "ignoring an undecodable reply"),
-        }
-        if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
-            warn!(%error, "acking a reply failed");
         }
     }
     // Dropping the senders wakes every waiter with RepliesClosed.

@@ -3,6 +3,7 @@
 //! Exit codes: 0 completed; 1 the request failed or was rejected; 2 no result in time;
 //! 3 broker or Redis unreachable; 64 bad usage or input.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardline::config::ConnectArgs;
 use shardline::message::{FailurePolicy, FinalResult, Options, Status};
-use shardline::store::Ended;
+use shardline::store::{Ended, Meta, Rejected};
 use shardline_client::{Client, Error, InputFormat, parse_payload};
 use uuid::Uuid;
 
@@ -67,10 +68,14 @@ enum Command {
         #[arg(long)]
         summary: bool,
     },
-    /// State and progress of one request.
+    /// State and progress of one request (or why it was rejected).
     Status {
         /// Request id.
+        #[arg(value_parser = request_id)]
         id: Uuid,
+        /// Print JSON with raw values (epoch milliseconds).
+        #[arg(long)]
+        json: bool,
     },
     /// Send many generated requests at once, verify every answer, report throughput and the
     /// spread of shards over engines.
@@ -94,13 +99,24 @@ enum Command {
     /// Cancel a running request: one `cancelled` result is published to its reply target.
     Cancel {
         /// Request id.
+        #[arg(value_parser = request_id)]
         id: Uuid,
+    },
+    /// Delete every queue, exchange and Redis key of the namespace: for demos, tests and
+    /// retired deployments. Stop its managers and workers first (refused while a worker runs).
+    Teardown {
+        /// Confirm: everything in the namespace, in flight or not, is deleted.
+        #[arg(long)]
+        yes: bool,
     },
     /// In-flight requests, earliest deadline first.
     List {
         /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Print JSON lines with raw values (epoch milliseconds).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -179,28 +195,27 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(print_result(&result))
         }
-        Command::Status { id } => {
+        Command::Status { id, json } => {
             let client = Client::connect(&cli.connect).await?;
             let code = match client.status(id).await? {
                 Some(m) => {
-                    println!(
-                        "{id}  kind={} state={} status={} done={}/{} deadline={}",
-                        m.kind,
-                        m.state,
-                        m.status.map_or("-", Status::as_str),
-                        m.done,
-                        m.total,
-                        m.deadline
-                    );
-                    if let Some(e) = m.error {
-                        println!("error: {}: {}", e.code, e.message);
-                    }
+                    let spread = spread(client.routes(id).await?.into_values());
+                    print_status(&m, &spread, json);
                     ExitCode::SUCCESS
                 }
-                None => {
-                    eprintln!("shardline: no request {id} (unknown or expired)");
-                    ExitCode::FAILURE
-                }
+                None => match client.rejection(id).await? {
+                    Some(r) => {
+                        print_rejection(id, &r, json);
+                        ExitCode::SUCCESS
+                    }
+                    None => {
+                        eprintln!(
+                            "shardline: no request {id}: not in flight, not finished or rejected in the last {} minutes",
+                            shardline::store::Store::DEFAULT_GRACE.as_secs() / 60
+                        );
+                        ExitCode::FAILURE
+                    }
+                },
             };
             client.close().await;
             Ok(code)
@@ -233,8 +248,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 r.correct,
                 r.requests
             );
-            let spread: Vec<String> = r.spread.iter().map(|(e, n)| format!("{e}={n}")).collect();
-            println!("  shards per engine: {}", spread.join(" "));
+            print_spread(&r.spread);
             Ok(if r.correct == r.requests {
                 ExitCode::SUCCESS
             } else {
@@ -263,21 +277,149 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 }
             }
         }
-        Command::List { limit } => {
+        Command::Teardown { yes } => {
+            if !yes {
+                return Err(Error::Input(format!(
+                    "teardown deletes everything in namespace {:?}; add --yes to confirm",
+                    cli.connect.namespace
+                )));
+            }
             let client = Client::connect(&cli.connect).await?;
-            for (id, deadline) in client.list(limit).await? {
-                match client.status(id).await? {
-                    Some(m) => println!(
-                        "{id}  {:<10} {:<10} {}/{}  deadline={deadline}",
-                        m.kind, m.state, m.done, m.total
+            let removed = client.remove_namespace().await;
+            client.close().await;
+            removed?;
+            println!("namespace {} removed", cli.connect.namespace);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::List { limit, json } => {
+            let client = Client::connect(&cli.connect).await?;
+            let ids = client.list(limit).await?;
+            if ids.is_empty() && !json {
+                println!("no requests in flight");
+            }
+            for (id, deadline) in ids {
+                match (client.status(id).await?, json) {
+                    (Some(m), true) => println!("{}", status_json(&m)),
+                    (Some(m), false) => println!(
+                        "{id}  {:<10} {:<10} {}/{}  deadline {}",
+                        m.kind,
+                        m.state,
+                        m.done,
+                        m.total,
+                        when(m.deadline)
                     ),
-                    None => println!("{id}  (expired)"),
+                    (None, true) => println!(
+                        "{}",
+                        serde_json::json!({"request_id": id, "state": null, "deadline": deadline})
+                    ),
+                    (None, false) => println!("{id}  (finished or expired since the listing)"),
                 }
             }
             client.close().await;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A request id from the command line, with a message that says what is expected.
+fn request_id(s: &str) -> Result<Uuid, String> {
+    s.trim().parse().map_err(|_| {
+        format!("{s:?} is not a request id: expected a UUID such as 67e55044-10b1-426f-9247-bb680e5fe0c8")
+    })
+}
+
+/// An epoch-ms time as a person reads it: `2026-12-01T18:50:00Z (in 59m 58s)`.
+fn when(epoch_ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(epoch_ms);
+    let now = std::time::SystemTime::now();
+    let seconds = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+    let relative = match at.duration_since(now) {
+        Ok(ahead) => format!("in {}", seconds(ahead)),
+        Err(e) => format!("{} ago", seconds(e.duration())),
+    };
+    format!("{} ({relative})", humantime::format_rfc3339_seconds(at))
+}
+
+/// Shards per route (engine id, `(shared)` or `(held)`).
+fn spread(routes: impl Iterator<Item = String>) -> BTreeMap<String, u32> {
+    let mut spread = BTreeMap::new();
+    for route in routes {
+        *spread.entry(route).or_default() += 1;
+    }
+    spread
+}
+
+/// `engine=n …`, with what the manager's own routes mean when they appear.
+fn print_spread(spread: &BTreeMap<String, impl std::fmt::Display>) {
+    let parts: Vec<String> = spread.iter().map(|(e, n)| format!("{e}={n}")).collect();
+    println!("  shards per engine: {}", parts.join(" "));
+    if spread.contains_key("(shared)") {
+        println!("    (shared): sent to the shared queue, where the first free worker took them");
+    }
+    if spread.contains_key("(held)") {
+        println!("    (held): waiting in the manager for an engine with room");
+    }
+}
+
+fn status_json(m: &Meta) -> serde_json::Value {
+    serde_json::json!({
+        "request_id": m.id,
+        "kind": m.kind,
+        "state": m.state.to_string(),
+        "status": m.status.map(Status::as_str),
+        "done": m.done,
+        "total": m.total,
+        "created": m.created,
+        "deadline": m.deadline,
+        "error": m.error,
+    })
+}
+
+fn print_status(m: &Meta, spread: &BTreeMap<String, u32>, json: bool) {
+    if json {
+        let mut v = status_json(m);
+        v["shards_per_route"] = serde_json::json!(spread);
+        println!("{v}");
+        return;
+    }
+    println!(
+        "{}  kind={} state={} status={} done={}/{}",
+        m.id,
+        m.kind,
+        m.state,
+        m.status.map_or("-", Status::as_str),
+        m.done,
+        m.total,
+    );
+    println!("  accepted {}", when(m.created));
+    println!("  deadline {}", when(m.deadline));
+    if !spread.is_empty() {
+        print_spread(spread);
+    }
+    if let Some(e) = &m.error {
+        println!("error: {}: {}", e.code, e.message);
+    }
+}
+
+fn print_rejection(id: Uuid, r: &Rejected, json: bool) {
+    if json {
+        let v = serde_json::json!({
+            "request_id": id,
+            "kind": r.kind,
+            "state": "rejected",
+            "status": Status::Rejected.as_str(),
+            "rejected": r.at,
+            "error": {"code": r.reason.code(), "message": r.message},
+        });
+        println!("{v}");
+        return;
+    }
+    println!(
+        "{id}  kind={} state=rejected status=rejected",
+        if r.kind.is_empty() { "-" } else { &r.kind }
+    );
+    println!("  rejected {}", when(r.at));
+    println!("error: {}: {}", r.reason.code(), r.message);
 }
 
 fn read_input(file: Option<PathBuf>, data: Option<String>) -> Result<Vec<u8>, Error> {
@@ -338,6 +480,14 @@ fn print_result(result: &FinalResult) -> ExitCode {
     let text = serde_json::to_string_pretty(result).unwrap_or_else(|e| format!("{result:?} ({e})"));
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = writeln!(std::io::stdout().lock(), "{text}");
+    if let Some(e) = &result.error {
+        eprintln!(
+            "shardline: {}: {}: {}",
+            result.status.as_str(),
+            e.code,
+            e.message
+        );
+    }
     match result.status {
         Status::Completed | Status::Partial => ExitCode::SUCCESS,
         Status::Failed | Status::Rejected | Status::TimedOut | Status::Cancelled => {

@@ -5,7 +5,9 @@ use crate::Error;
 /// How the CLI reads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputFormat {
-    /// By kind: text for `wordcount`, bytes for `checksum`, integers for `sort`, JSON otherwise.
+    /// By kind: text for `wordcount`, bytes for `checksum`, integers for `sort`; for other
+    /// kinds JSON when the input is JSON, else text (so that a kind the CLI does not know still
+    /// reaches the manager, which says whether it knows it).
     Auto,
     /// UTF-8 text as a string.
     Text,
@@ -31,7 +33,11 @@ pub fn parse_payload(
             "wordcount" => InputFormat::Text,
             "checksum" => InputFormat::Bytes,
             "sort" if !input.trim_ascii_start().starts_with(b"[") => InputFormat::Ints,
-            _ => InputFormat::Json,
+            "sort" => InputFormat::Json,
+            _ if serde_json::from_slice::<serde::de::IgnoredAny>(&input).is_ok() => {
+                InputFormat::Json
+            }
+            _ => InputFormat::Text,
         },
         f => f,
     };
@@ -73,5 +79,16 @@ mod tests {
         let v = parse_payload("checksum", InputFormat::Auto, vec![0, 255]).expect("bytes");
         assert_eq!(v, rmpv::Value::Binary(vec![0, 255]));
         assert!(parse_payload("sort", InputFormat::Auto, b"1 x".to_vec()).is_err());
+    }
+
+    /// A kind the CLI does not know takes JSON when the input is JSON and text otherwise, so
+    /// that the request reaches the manager (which knows the kinds) instead of failing here.
+    #[test]
+    fn auto_sends_other_kinds_json_or_text() {
+        let v = parse_payload("mine", InputFormat::Auto, b"{\"a\": 1}".to_vec()).expect("json");
+        assert_eq!(v, rmpv::Value::Map(vec![("a".into(), 1.into())]));
+        let v = parse_payload("frobnicate", InputFormat::Auto, b"x".to_vec()).expect("text");
+        assert_eq!(v, rmpv::Value::from("x"));
+        assert!(parse_payload("mine", InputFormat::Json, b"x".to_vec()).is_err());
     }
 }

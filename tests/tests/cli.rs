@@ -93,3 +93,148 @@ async fn timeout_exits_two() {
     assert_eq!(out.status.code(), Some(2));
     c.shutdown().await;
 }
+
+/// A kind the CLI does not know, with plain text, reaches the manager: the answer says the
+/// kind is unknown and lists the known ones, on stdout (JSON) and stderr, and exits 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_kind_with_text_is_answered_by_the_manager() {
+    let c = Cluster::builder().workers(1).start().await;
+    let out =
+        output(cli(&c).args(["submit", "--kind", "frobnicate", "--data", "x", "--quiet"])).await;
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(json["error"]["code"], "unknown_kind");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("unknown_kind") && stderr.contains("wordcount"),
+        "{stderr}"
+    );
+    c.shutdown().await;
+}
+
+/// `status` of a request rejected a moment ago says it was rejected and why, instead of
+/// calling it unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_tells_of_a_rejection() {
+    let c = Cluster::builder().workers(1).start().await;
+    let out = output(cli(&c).args(["submit", "--kind", "nope", "--data", "{}", "--quiet"])).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let id = json["request_id"].as_str().expect("id").to_owned();
+
+    let out = output(cli(&c).args(["status", &id])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("state=rejected") && text.contains("unknown_kind"),
+        "{text}"
+    );
+    let out = output(cli(&c).args(["status", &id, "--json"])).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(json["state"], "rejected");
+    assert_eq!(json["error"]["code"], "unknown_kind");
+    assert!(json["rejected"].as_u64().is_some(), "{json}");
+    c.shutdown().await;
+}
+
+/// `status` prints times a person reads, and the shards each engine took; `--json` keeps the
+/// raw epoch milliseconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_as_text_and_as_json() {
+    let c = Cluster::builder().workers(1).start().await;
+    let out =
+        output(cli(&c).args(["submit", "--kind", "sort", "--data", "3 2 1", "--quiet"])).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let id = json["request_id"].as_str().expect("id").to_owned();
+
+    let out = output(cli(&c).args(["status", &id])).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("deadline 20") && text.contains("(in "),
+        "{text}"
+    );
+    assert!(text.contains("shards per engine: "), "{text}");
+    let out = output(cli(&c).args(["status", &id, "--json"])).await;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert!(json["deadline"].as_u64().is_some(), "{json}");
+    assert_eq!(json["status"], "completed");
+    c.shutdown().await;
+}
+
+/// A malformed id is refused with a message saying a UUID is expected (exit 2, clap's usage
+/// error), before anything is contacted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_id_asks_for_a_uuid() {
+    let c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    for command in ["status", "cancel"] {
+        let out = output(cli(&c).args([command, "12345"])).await;
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("expected a UUID"), "{command}: {stderr}");
+    }
+    c.shutdown().await;
+}
+
+/// `list` with nothing in flight says so rather than printing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_list_says_so() {
+    let c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let out = output(cli(&c).args(["list"])).await;
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no requests in flight"
+    );
+    c.shutdown().await;
+}
+
+/// `teardown` needs `--yes`, is refused while a worker of the namespace runs, and otherwise
+/// removes the namespace's queues and keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn teardown_asks_and_refuses_while_workers_run() {
+    let mut c = Cluster::builder()
+        .workers(1)
+        .without_manager()
+        .start()
+        .await;
+    let out = output(cli(&c).args(["teardown"])).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+
+    let out = output(cli(&c).args(["teardown", "--yes"])).await;
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("still running"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let workers = c.store.known_engines().await.expect("redis");
+    for id in &workers {
+        c.stop_worker(id).await;
+    }
+    let out = output(cli(&c).args(["teardown", "--yes"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let queue = c.names.requests_queue();
+    assert_eq!(
+        shardline_tests::ready(&c, &queue).await,
+        None,
+        "the requests queue is gone"
+    );
+    c.shutdown().await;
+}
