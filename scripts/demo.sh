@@ -9,7 +9,13 @@ scripts/services.sh
 echo "demo: building (first build takes a few minutes)"
 cargo build --locked --bins -q
 BIN=target/debug
-export SHARDLINE_NAMESPACE="${SHARDLINE_NAMESPACE:-shardline}"
+# A namespace of its own, from a clean state (no learned history from earlier runs), removed
+# at the end; set SHARDLINE_NAMESPACE to run in (and keep) another one.
+OWN_NAMESPACE=""
+if [ -z "${SHARDLINE_NAMESPACE:-}" ]; then
+  OWN_NAMESPACE="demo-$(date +%s)-$$"
+  export SHARDLINE_NAMESPACE="$OWN_NAMESPACE"
+fi
 LOGS=$(mktemp -d)
 PIDS=()
 
@@ -19,6 +25,9 @@ stop_all() {
     kill -TERM "${PIDS[@]}" 2>/dev/null || true
     wait "${PIDS[@]}" 2>/dev/null || true
     PIDS=()
+  fi
+  if [ -n "$OWN_NAMESPACE" ]; then
+    "$BIN/shardline" teardown --yes >/dev/null && echo "demo: namespace $OWN_NAMESPACE removed"
   fi
   echo "demo: logs are in $LOGS"
 }
@@ -42,15 +51,24 @@ sleep 1 # one refresh of the manager's engine view, so the first request sees al
 echo "demo: manager and 3 workers running (namespace $SHARDLINE_NAMESPACE)"
 
 submit() { "$BIN/shardline" submit --quiet --summary "$@"; }
+# Submit, print the result, then the request's status: how many shards went to which worker.
+submit_and_show() {
+  local out
+  out=$(submit "$@")
+  echo "$out"
+  local id
+  id=$(echo "$out" | sed -n 's/.*"request_id": "\([0-9a-f-]*\)".*/\1/p' | head -n 1)
+  [ -n "$id" ] && "$BIN/shardline" status "$id"
+}
 
 echo; echo "== wordcount: a sentence, cut on whitespace"
 submit --kind wordcount --data "the quick brown fox jumps over the lazy dog and the end"
 echo; echo "== sort: 200,000 shuffled integers, k-way merged"
-seq 1 200000 | shuf | submit --kind sort --max-shards 12
+seq 1 200000 | shuf | submit_and_show --kind sort --max-shards 12
 echo; echo "== checksum: Merkle root of 8 MB of random bytes"
 head -c 8000000 /dev/urandom | submit --kind checksum
 echo; echo "== synthetic: 300 units of 2 ms each, spread over the workers"
-submit --kind synthetic --data '{"units": 300, "unit_cost_us": 2000}'
+submit_and_show --kind synthetic --data '{"units": 300, "unit_cost_us": 2000}'
 echo; echo "== an error result: an unknown kind is answered, not dropped"
 submit --kind no-such-kind --data '{}' || echo "(exit code $?: the request was rejected, as expected)"
 
@@ -60,6 +78,6 @@ echo; echo "== throughput: many requests at once, every answer checked against a
 "$BIN/shardline" load --kind checksum --requests 50 --size 1000000
 "$BIN/shardline" load --kind synthetic --requests 20 --size 100
 
-echo; echo "== in flight right now (empty when all are done): shardline list"
+echo; echo "== in flight right now: shardline list"
 "$BIN/shardline" list
 echo; echo "demo: done"
