@@ -68,7 +68,7 @@ impl Deployment {
         let mut procs = Vec::new();
         let mut manager = Command::new(build.dir.join("shardline-manager"));
         manager.env("SHARDLINE_SHARD_COUNT", shard_count);
-        // Metrics on, as by default, on a port of its own.
+        // Metrics on in every process (a port each), so that their cost is in the figures.
         manager.env("SHARDLINE_METRICS_ADDR", "0");
         procs.push((
             "manager".to_owned(),
@@ -77,7 +77,9 @@ impl Deployment {
         for i in 0..workers {
             let id = format!("w{i}");
             let mut worker = Command::new(build.dir.join("shardline-worker"));
-            worker.env("SHARDLINE_WORKER_ID", &id);
+            worker
+                .env("SHARDLINE_WORKER_ID", &id)
+                .env("SHARDLINE_METRICS_ADDR", "0");
             procs.push((id.clone(), spawn(worker, connect, log_dir, &id)?));
         }
         let deployment = Deployment { procs };
