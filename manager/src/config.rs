@@ -209,6 +209,21 @@ pub struct Config {
     /// loopback port, or `off`.
     #[arg(long, env = "SHARDLINE_METRICS_ADDR", default_value_t = Config::DEFAULT_METRICS_ADDR)]
     pub metrics_addr: MetricsAddr,
+    /// Scaling signal: how far ahead arriving work is forecast, in seconds (a worker
+    /// replica's start-up time).
+    #[arg(long, env = "SHARDLINE_SCALE_HORIZON_S", default_value_t = Config::DEFAULT_SCALE_HORIZON_S)]
+    pub scale_horizon_s: u64,
+    /// Scaling signal: multiplier on the work, for spare capacity (at least 1).
+    #[arg(long, env = "SHARDLINE_SCALE_HEADROOM", default_value_t = Config::DEFAULT_SCALE_HEADROOM)]
+    pub scale_headroom: f64,
+    /// Scaling signal: forecast arriving work (`false`: the recent rate alone).
+    #[arg(
+        long,
+        env = "SHARDLINE_SCALE_FORECAST",
+        default_value_t = Config::DEFAULT_SCALE_FORECAST,
+        action = clap::ArgAction::Set
+    )]
+    pub scale_forecast: bool,
 }
 
 impl Config {
@@ -246,6 +261,12 @@ impl Config {
     pub const DEFAULT_FORECAST_PERIOD: usize = 0;
     /// Default of `--grace-ms`.
     pub const DEFAULT_GRACE_MS: u64 = 10_000;
+    /// Default of `--scale-horizon-s`.
+    pub const DEFAULT_SCALE_HORIZON_S: u64 = 60;
+    /// Default of `--scale-headroom`.
+    pub const DEFAULT_SCALE_HEADROOM: f64 = 1.25;
+    /// Default of `--scale-forecast`.
+    pub const DEFAULT_SCALE_FORECAST: bool = true;
     /// Default of `--metrics-addr`: the loopback interface, port 9464 (the port the
     /// OpenTelemetry Prometheus exporter uses by convention).
     pub const DEFAULT_METRICS_ADDR: MetricsAddr = MetricsAddr::On(std::net::SocketAddr::new(
@@ -277,6 +298,9 @@ impl Config {
             lease_ms: DEFAULT_LEASE_MS,
             grace_ms: Config::DEFAULT_GRACE_MS,
             metrics_addr: Config::DEFAULT_METRICS_ADDR,
+            scale_horizon_s: Config::DEFAULT_SCALE_HORIZON_S,
+            scale_headroom: Config::DEFAULT_SCALE_HEADROOM,
+            scale_forecast: Config::DEFAULT_SCALE_FORECAST,
         }
     }
 
@@ -303,6 +327,12 @@ impl Config {
         if self.depth_sample_ms == 0 || self.forecast_ms == 0 || self.depth_window < 2 {
             return Err("depth sampling and forecast periods must be positive".into());
         }
+        if self.scale_horizon_s == 0 {
+            return Err("scale horizon must be at least 1 second".into());
+        }
+        if !(self.scale_headroom.is_finite() && self.scale_headroom >= 1.0) {
+            return Err("scale headroom must be a number of at least 1".into());
+        }
         if self.max_payload_bytes == 0 {
             return Err("max payload bytes must be at least 1".into());
         }
@@ -321,6 +351,15 @@ impl Config {
 
     pub(crate) fn engine_ttl(&self) -> Duration {
         Duration::from_millis(self.engine_ttl_ms)
+    }
+
+    /// The scaling signal's settings.
+    pub fn scale(&self) -> crate::scale::Settings {
+        crate::scale::Settings {
+            horizon: Duration::from_secs(self.scale_horizon_s),
+            headroom: self.scale_headroom,
+            forecast: self.scale_forecast,
+        }
     }
 
     pub(crate) fn depth_sample(&self) -> Duration {

@@ -35,6 +35,7 @@ use crate::ledger::Reservation;
 use crate::plan::Plan;
 use crate::predictor::Predictor;
 use crate::route::Router;
+use crate::scale::Demand;
 
 /// Shard publishes in flight at once for one request.
 const PUBLISH_CONCURRENCY: usize = 256;
@@ -168,6 +169,8 @@ pub struct Dispatcher {
     pub(crate) registry: Registry,
     pub(crate) engines: Engines,
     pub(crate) predictor: Predictor,
+    /// The scaling signal's arrival series, when the signal is on.
+    pub(crate) demand: Option<Arc<Demand>>,
     pub(crate) routing: Mutex<Routing>,
 }
 
@@ -234,6 +237,7 @@ impl Dispatcher {
         };
         if existing.is_none() {
             metric::request_accepted(&cut.kind, cut.payloads.len());
+            self.count_demand(&cut);
         }
         let Placement {
             routes,
@@ -726,6 +730,18 @@ impl Dispatcher {
     /// Send every held shard to the shared queue (the manager is stopping).
     pub fn flush_held(&self) -> usize {
         self.lock_routing().hold.flush()
+    }
+
+    /// Add a new request's expected work to the scaling signal's arrivals.
+    fn count_demand(&self, cut: &Cut) {
+        if let Some(demand) = &self.demand {
+            let shard_us = self
+                .predictor
+                .history
+                .predict(&cut.kind, cut.shard_size())
+                .unwrap_or(self.config.default_shard_us);
+            demand.accepted(shard_us * f64::from(cut.total) / 1e6);
+        }
     }
 
     /// Shards held now.

@@ -20,7 +20,8 @@
 //! - [`engines`] — the live-engine view from heartbeats;
 //! - [`gauges`] — what the manager exports about engines and its hold;
 //! - [`dispatch`] — one request from split to confirmed publish;
-//! - [`sweep`] — recovery: dead engines' queues, lost finalizers.
+//! - [`sweep`] — recovery: dead engines' queues, lost finalizers;
+//! - [`scale`] — the scaling signal: worker replicas the coming minutes need.
 
 #![warn(missing_docs)]
 
@@ -40,6 +41,7 @@ pub mod ledger;
 pub mod plan;
 pub mod predictor;
 pub mod route;
+pub mod scale;
 pub mod sweep;
 
 use std::future::Future;
@@ -63,6 +65,7 @@ use dispatch::{Dispatcher, Routing};
 use engines::Engines;
 use hold::Hold;
 use predictor::Predictor;
+use scale::Scale;
 
 /// How long the background tasks get to stop at shutdown.
 const BACKGROUND_STOP: Duration = Duration::from_secs(5);
@@ -83,14 +86,16 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
+    let scale = Scale::default();
     let exporter = match config.metrics_addr.listen() {
-        Some(addr) => Some(Exporter::start(addr).await?),
+        Some(addr) => Some(Exporter::start(addr, scale.routes()).await?),
         None => None,
     };
-    let gauges = exporter.is_some();
+    // The gauges and the scaling signal are only ever read through the endpoint.
+    let exported = exporter.is_some().then_some(&scale);
     let stop = CancellationToken::new();
     let work = supervise(&stop, Error::is_transient, |started| {
-        serve(&config, &registry, gauges, &stop, started)
+        serve(&config, &registry, exported, &stop, started)
     });
     until_shutdown(stop.clone(), shutdown, work).await
 }
@@ -98,7 +103,7 @@ pub async fn run(
 async fn serve(
     config: &Config,
     registry: &Registry,
-    gauges: bool,
+    exported: Option<&Scale>,
     stop: &CancellationToken,
     started: Started,
 ) -> Result<(), Error> {
@@ -229,6 +234,7 @@ async fn serve(
         registry: registry.clone(),
         engines,
         predictor,
+        demand: exported.map(|s| s.demand.clone()),
         routing: Mutex::new(Routing {
             router,
             hold: Hold::new(config.hold()),
@@ -240,11 +246,20 @@ async fn serve(
             dispatcher.clone().release_held_until(token.clone()),
         );
     }
-    if gauges {
+    if let Some(scale) = exported {
         background.spawn(
             "gauges",
             gauges::keep_set(dispatcher.clone(), token.clone()),
         );
+        let scaler = scale::Scaler {
+            demand: scale.demand.clone(),
+            latest: scale.latest.clone(),
+            ledger: dispatcher.predictor.ledger.clone(),
+            history: dispatcher.predictor.history.clone(),
+            engines: dispatcher.engines.clone(),
+            settings: config.scale(),
+        };
+        background.spawn("scaling signal", scaler.run(token.clone()));
     }
     info!(manager.id = %dispatcher.id, namespace = names.namespace(), queue = %names.requests_queue(), "manager consuming requests");
 

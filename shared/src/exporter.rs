@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
+pub use axum::Router;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
@@ -107,12 +107,13 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    /// Install the recorder (once per process) and serve `/metrics` on `addr`.
+    /// Install the recorder (once per process) and serve `/metrics` on `addr`, with the
+    /// routes of `extra` beside it (the manager's `/api/scale`).
     ///
     /// # Errors
     /// [`ServiceError::Config`] when the address cannot be bound or another metrics recorder
     /// is installed in this process.
-    pub async fn start(addr: SocketAddr) -> Result<Exporter, ServiceError> {
+    pub async fn start(addr: SocketAddr, extra: Router) -> Result<Exporter, ServiceError> {
         let handle = recorder().map_err(ServiceError::Config)?;
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             ServiceError::Config(format!(
@@ -126,7 +127,8 @@ impl Exporter {
         tokio::spawn(upkeep(handle.clone(), stop.clone()));
         let app = Router::new()
             .route("/metrics", get(render))
-            .with_state(handle);
+            .with_state(handle)
+            .merge(extra);
         let until = stop.clone();
         tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -190,7 +192,7 @@ mod tests {
     async fn a_taken_address_is_a_clear_error() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
         let addr = taken.local_addr().expect("its address");
-        match Exporter::start(addr).await {
+        match Exporter::start(addr, Router::new()).await {
             Err(ServiceError::Config(msg)) => {
                 assert!(msg.contains(&addr.to_string()), "{msg}");
                 assert!(msg.contains("--metrics-addr"), "{msg}");

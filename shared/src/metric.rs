@@ -53,6 +53,15 @@ pub const ENGINE_SPEED: &str = "shardline_engine_speed_ratio";
 /// Time since an engine's last heartbeat, by `engine`.
 pub const ENGINE_HEARTBEAT_AGE: &str = "shardline_engine_heartbeat_age_seconds";
 
+/// Worker replicas the manager's scaling signal asks for.
+pub const DESIRED_REPLICAS: &str = "shardline_desired_replicas";
+/// Work arriving now, shard-seconds per second (mean of the last seconds).
+pub const WORK_ARRIVING: &str = "shardline_work_arriving_ratio";
+/// Forecast work arriving at the scaling horizon, shard-seconds per second.
+pub const WORK_FORECAST: &str = "shardline_work_forecast_ratio";
+/// Shard-seconds per second one replica does (mean over live engines).
+pub const REPLICA_CAPACITY: &str = "shardline_replica_capacity_ratio";
+
 /// Histogram buckets of the `_seconds` metrics: 1 ms to 10 minutes.
 pub const SECONDS_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -185,6 +194,22 @@ pub fn describe() {
             ENGINE_HEARTBEAT_AGE,
             "Seconds since an engine's last heartbeat.",
         ),
+        (
+            DESIRED_REPLICAS,
+            "Worker replicas the scaling signal asks for (sum over managers).",
+        ),
+        (
+            WORK_ARRIVING,
+            "Work arriving now, in shard-seconds per second.",
+        ),
+        (
+            WORK_FORECAST,
+            "Forecast work arriving at the scaling horizon, in shard-seconds per second.",
+        ),
+        (
+            REPLICA_CAPACITY,
+            "Shard-seconds per second one replica does.",
+        ),
     ];
     for (name, help) in gauges {
         describe_gauge!(name, help);
@@ -247,6 +272,16 @@ pub fn swept(action: SweepAction) {
 /// Shards held in the manager now.
 pub fn held_shards(n: usize) {
     gauge!(HELD_SHARDS).set(n as f64);
+}
+
+/// The scaling signal's gauges.
+pub fn scaling(desired: u32, arriving: f64, forecast: Option<f64>, capacity: f64) {
+    gauge!(DESIRED_REPLICAS).set(f64::from(desired));
+    gauge!(WORK_ARRIVING).set(arriving);
+    if let Some(f) = forecast {
+        gauge!(WORK_FORECAST).set(f);
+    }
+    gauge!(REPLICA_CAPACITY).set(capacity);
 }
 
 /// What a manager knows of one live engine, for its gauges.

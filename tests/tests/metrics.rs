@@ -7,7 +7,7 @@ use std::time::Duration;
 use prometheus_parse::{Scrape, Value};
 use shardline::message::{Options, Status};
 use shardline_tests::process::{spawn_manager, spawn_worker_with};
-use shardline_tests::{Cluster, eventually, patience};
+use shardline_tests::{Cluster, eventually, patience, synthetic};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const MANAGER: &str = env!("CARGO_BIN_EXE_manager-under-test");
@@ -18,16 +18,30 @@ const SHARDS: u32 = 4;
 /// Requests that complete.
 const REQUESTS: u32 = 3;
 
-/// `GET /metrics` from `addr`, parsed.
-async fn scrape(addr: SocketAddr) -> Option<Scrape> {
+/// `GET path` from `addr`: the content type and the body of a 200 answer.
+async fn get(addr: SocketAddr, path: &str) -> Option<(String, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let ask = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let ask = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(ask.as_bytes()).await.ok()?;
     let mut answer = String::new();
     stream.read_to_string(&mut answer).await.ok()?;
     let (head, body) = answer.split_once("\r\n\r\n")?;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let content_type = head.lines().find_map(|l| {
+        l.to_ascii_lowercase()
+            .strip_prefix("content-type: ")
+            .map(str::to_owned)
+    })?;
+    Some((content_type, body.to_owned()))
+}
+
+/// `GET /metrics` from `addr`, parsed.
+async fn scrape(addr: SocketAddr) -> Option<Scrape> {
+    let (content_type, body) = get(addr, "/metrics").await?;
+    assert!(
+        content_type.contains("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     Some(Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text"))
 }
 
@@ -182,6 +196,81 @@ async fn metrics_count_known_traffic() {
             "no shard was {outcome}"
         );
     }
+
+    for mut child in [worker, manager] {
+        let _ = child.kill().await;
+    }
+    c.shutdown().await;
+}
+
+/// The signal at `/api/scale` (the shape KEDA's metrics-api scaler reads: the desired count
+/// at `shardline.desired_replicas`), and the desired-replicas gauge.
+async fn signal(addr: SocketAddr) -> Option<(serde_json::Value, f64)> {
+    let (content_type, body) = get(addr, "/api/scale").await?;
+    assert!(content_type.contains("application/json"), "{content_type}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let gauge = value(&scrape(addr).await?, "shardline_desired_replicas", &[])?;
+    Some((json["shardline"].clone(), gauge))
+}
+
+/// Whether the signal asks for `n` replicas, in the JSON and the gauge alike.
+fn asks_for(signal: &(serde_json::Value, f64), n: u64) -> bool {
+    signal.0["desired_replicas"].as_u64() == Some(n) && signal.1 == n as f64
+}
+
+/// The scaling signal asks for no replicas while nothing arrives, for some while work arrives
+/// faster than one worker runs it, and for none again once it has drained; `/api/scale` and
+/// the gauge agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scaling_signal_follows_arriving_work() {
+    let c = Cluster::builder()
+        .without_manager()
+        .workers(0)
+        .start()
+        .await;
+    let worker = spawn_worker_with(WORKER, &c, "sw1", 1, &[]);
+    let addr = free_port();
+    let manager = spawn_manager(
+        MANAGER,
+        &c,
+        &[
+            ("SHARDLINE_METRICS_ADDR", &addr.to_string()),
+            ("SHARDLINE_SCALE_HORIZON_S", "2"),
+            ("SHARDLINE_SCALE_FORECAST", "false"),
+        ],
+    );
+    eventually("no replicas asked for while idle", WAIT, || async {
+        asks_for(&signal(addr).await?, 0).then_some(())
+    })
+    .await;
+
+    let sends: Vec<_> = (0..12)
+        .map(|_| {
+            c.client()
+                .send("synthetic", synthetic(40, 5_000), Options::default())
+        })
+        .collect();
+    let sent = futures::future::try_join_all(sends).await.expect("sent");
+    let busy = eventually("replicas asked for as work arrives", WAIT, || async {
+        let s = signal(addr).await?;
+        let n = s.0["desired_replicas"].as_u64()?;
+        let arriving = s.0["arriving"].as_f64()?;
+        (n >= 1 && asks_for(&s, n) && arriving > 0.0).then_some(s.0)
+    })
+    .await;
+    for (id, rx) in sent {
+        let r = c
+            .client()
+            .wait(id, rx, patience(WAIT * 2))
+            .await
+            .expect("a result");
+        assert_eq!(r.status, Status::Completed);
+    }
+    eventually("no replicas asked for once drained", WAIT, || async {
+        asks_for(&signal(addr).await?, 0).then_some(())
+    })
+    .await;
+    eprintln!("the signal under load: {busy}");
 
     for mut child in [worker, manager] {
         let _ = child.kill().await;

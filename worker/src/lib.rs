@@ -46,7 +46,7 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
 use lapin::types::FieldTable;
-use shardline::exporter::Exporter;
+use shardline::exporter::{Exporter, Router};
 use shardline::inline::Inline;
 use shardline::resolve::Resolver;
 use shardline::store::Store;
@@ -78,7 +78,7 @@ pub async fn run(
     config.validate().map_err(Error::Config)?;
     let engine = config.engine_id();
     let exporter = match config.metrics_addr.listen() {
-        Some(addr) => Some(Exporter::start(addr).await?),
+        Some(addr) => Some(Exporter::start(addr, Router::new()).await?),
         None => None,
     };
     let metrics = exporter.as_ref().map(Exporter::addr);
