@@ -103,13 +103,13 @@ impl Measured {
     }
 }
 
-struct Running {
+pub(crate) struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
     }
@@ -276,11 +276,11 @@ async fn one_request(
     Some((verdict, done, result.shards))
 }
 
-fn engine_id(i: usize) -> String {
+pub(crate) fn engine_id(i: usize) -> String {
     format!("e{i}")
 }
 
-fn start_worker(connect: &ConnectArgs, i: usize, synthetic: Synthetic) -> Running {
+pub(crate) fn start_worker(connect: &ConnectArgs, i: usize, synthetic: Synthetic) -> Running {
     let mut cfg = shardline_worker::Config::new(connect.clone());
     cfg.id = Some(engine_id(i));
     cfg.concurrency = Some(SLOTS);
@@ -313,6 +313,11 @@ fn start_manager(connect: &ConnectArgs, setup: &Setup) -> Running {
     cfg.weights = (0..ENGINES)
         .map(|i| (engine_id(i), setup.speeds[i]))
         .collect();
+    spawn_manager(cfg)
+}
+
+/// Run a manager with `cfg` in this process until stopped.
+pub(crate) fn spawn_manager(cfg: shardline_manager::Config) -> Running {
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let shutdown = async {
@@ -400,7 +405,11 @@ async fn antagonist(
     Ok(())
 }
 
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut probe: F) -> anyhow::Result<()>
+pub(crate) async fn wait_until<F, Fut>(
+    what: &str,
+    limit: Duration,
+    mut probe: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<()>>,

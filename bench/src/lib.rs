@@ -16,7 +16,8 @@
 //!   three where one fixed count has to serve every size;
 //! - [`suite::decisions`] — the cost of one routing decision;
 //! - [`throughput`] — the per-shard cost of real manager and worker processes against the
-//!   broker's and Redis's own ceilings, CPU per shard by process.
+//!   broker's and Redis's own ceilings, CPU per shard by process;
+//! - [`scaling`] — whether the manager's desired-replica signal rises before the queue.
 //!
 //! [`soak`] is not a benchmark: 30 minutes of mixed load on real manager and worker processes
 //! with random kills and restarts, then a check that every request got exactly one result.
@@ -26,6 +27,7 @@
 pub mod bootstrap;
 pub mod harness;
 pub mod report;
+pub mod scaling;
 pub mod sharding;
 pub mod soak;
 pub mod suite;

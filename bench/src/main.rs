@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::Parser;
 use shardline::config::ConnectArgs;
 use shardline_bench::report;
+use shardline_bench::scaling;
 use shardline_bench::sharding::{self, Sharding, Size};
 use shardline_bench::suite::{self, Routing};
 use shardline_bench::throughput::{self, Throughput, deploy::Build};
@@ -40,7 +41,9 @@ enum Suite {
     /// Per-shard cost: real manager and worker processes against the broker's and Redis's
     /// own ceilings (about 4 minutes).
     Throughput,
-    /// All four.
+    /// Whether the manager's desired-replica signal rises before the queue (about 6 minutes).
+    Scaling,
+    /// All five.
     All,
 }
 
@@ -129,13 +132,14 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let a = Args::parse();
     let full = a.mode == Mode::Full;
-    let (routing, sharding, decisions, throughput) = match a.suite {
-        Some(Suite::Routing) => (true, false, false, false),
-        Some(Suite::Sharding) => (false, true, false, false),
-        Some(Suite::Decisions) => (false, false, true, false),
-        Some(Suite::Throughput) => (false, false, false, true),
-        Some(Suite::All) => (true, true, true, true),
-        None => (true, full, true, false),
+    let (routing, sharding, decisions, throughput, scaling) = match a.suite {
+        Some(Suite::Routing) => (true, false, false, false, false),
+        Some(Suite::Sharding) => (false, true, false, false, false),
+        Some(Suite::Decisions) => (false, false, true, false, false),
+        Some(Suite::Throughput) => (false, false, false, true, false),
+        Some(Suite::Scaling) => (false, false, false, false, true),
+        Some(Suite::All) => (true, true, true, true, true),
+        None => (true, full, true, false, false),
     };
     let secs = |v: Option<f64>, quick: f64, full_v: f64| {
         Duration::from_secs_f64(v.unwrap_or(if full { full_v } else { quick }).max(0.5))
@@ -268,6 +272,24 @@ async fn main() -> anyhow::Result<()> {
         let text = throughput_suite(&a).await?;
         println!("{text}");
         summary.push_str(&text);
+    }
+    if scaling {
+        let mut runs = Vec::new();
+        for rep in 0..a.reps.unwrap_or(1).max(1) {
+            for shape in scaling::Shape::ALL {
+                let seed = a.seed + rep as u64;
+                eprintln!("scaling: {} trace, repetition {}", shape.name(), rep + 1);
+                runs.push((shape, scaling::run(&a.connect, shape, seed).await?));
+            }
+        }
+        let text = scaling::report(&runs);
+        println!("{text}");
+        summary.push_str(&text);
+        std::fs::write(a.out.join("scaling.csv"), scaling::csv(&runs))?;
+        match scaling::plot(&runs, &a.out.join("scaling.png")) {
+            Ok(()) => eprintln!("plot: {}", a.out.join("scaling.png").display()),
+            Err(error) => eprintln!("no plot: {error}"),
+        }
     }
     let path = a.out.join("report.md");
     std::fs::write(&path, summary)?;

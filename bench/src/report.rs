@@ -326,21 +326,35 @@ const FONTS: [&str; 3] = [
     "/Library/Fonts/Arial.ttf",
 ];
 
+/// Load a font for the plots' labels as `sans-serif` (once per process).
+///
+/// # Errors
+/// No usable font on this machine.
+pub(crate) fn register_font() -> anyhow::Result<()> {
+    static LOADED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let loaded = *LOADED.get_or_init(|| {
+        FONTS
+            .iter()
+            .find_map(|p| std::fs::read(p).ok())
+            .is_some_and(|font| {
+                plotters::style::register_font(
+                    "sans-serif",
+                    FontStyle::Normal,
+                    Box::leak(font.into_boxed_slice()),
+                )
+                .is_ok()
+            })
+    });
+    anyhow::ensure!(loaded, "no DejaVuSans.ttf found for the plot's labels");
+    Ok(())
+}
+
 /// Draw p99 by policy (bars) for each workload and load (groups) into a PNG.
 ///
 /// # Errors
 /// No usable font on this machine, or the file cannot be written.
 pub fn plot(rows: &[Row], path: &Path) -> anyhow::Result<()> {
-    let font = FONTS
-        .iter()
-        .find_map(|p| std::fs::read(p).ok())
-        .ok_or_else(|| anyhow::anyhow!("no DejaVuSans.ttf found for the plot's labels"))?;
-    plotters::style::register_font(
-        "sans-serif",
-        FontStyle::Normal,
-        Box::leak(font.into_boxed_slice()),
-    )
-    .map_err(|_| anyhow::anyhow!("the font did not load"))?;
+    register_font()?;
     let mut groups: Vec<(String, f64)> = Vec::new();
     let mut policies: Vec<String> = Vec::new();
     for r in rows {

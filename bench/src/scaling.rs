@@ -1,0 +1,496 @@
+//! The scaling suite: does the manager's desired-replica signal rise before the queue does?
+//!
+//! One manager and [`ENGINES`] workers (in this process, the synthetic kind, [`SLOTS`] slots
+//! each) take an arrival trace whose rate ramps from well below their capacity to past it, or
+//! swings around it periodically. Every second the suite reads the manager's `/api/scale` and
+//! counts the requests in flight (sent, not yet answered: the queue as a client sees it).
+//! From each reading it also recomputes the signal without the forecast (the same formula on
+//! the recent arrival rate alone), so the forecast and its ablation are measured on the same
+//! run.
+//!
+//! What it reports: on the ramp, when each signal first asks for more replicas than are
+//! running, against when the in-flight count first passes twice its early level; on the
+//! periodic trace, the lag at which each signal best correlates with the in-flight count
+//! (positive: the signal leads). A plot shows the three series.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use plotters::prelude::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shardline::config::ConnectArgs;
+use shardline::exporter::MetricsAddr;
+use shardline::kind::synthetic::{Synthetic, Work};
+use shardline::message::Options;
+use shardline::store::Store;
+use shardline_client::Client;
+use shardline_manager::scale;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
+
+use crate::harness::{self, Running};
+use crate::workload::{ENGINES, SLOTS};
+
+/// Cost of one unit of work (one shard), µs.
+pub const UNIT_US: u64 = 100_000;
+/// Units (shards) per request.
+pub const UNITS: u64 = 8;
+/// The manager's scaling horizon.
+pub const HORIZON: Duration = Duration::from_secs(15);
+/// Time between two readings.
+pub const EVERY: Duration = Duration::from_secs(1);
+/// Largest lag tried when correlating a signal with the in-flight count, in readings.
+pub const MAX_LAG: usize = 30;
+
+/// The shape of an arrival trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// From 30% of the workers' capacity to 140% over 90 s, then 20 s of nothing.
+    Ramp,
+    /// 75% of capacity ± 45%, a sine of period 60 s, for 240 s.
+    Periodic,
+}
+
+impl Shape {
+    /// Both shapes.
+    pub const ALL: [Shape; 2] = [Shape::Ramp, Shape::Periodic];
+
+    /// Name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Ramp => "ramp",
+            Shape::Periodic => "periodic",
+        }
+    }
+
+    /// Length of the trace.
+    pub fn length(self) -> Duration {
+        match self {
+            Shape::Ramp => Duration::from_secs(110),
+            Shape::Periodic => Duration::from_secs(240),
+        }
+    }
+
+    /// Arrival rate at `t` seconds, as a share of the workers' capacity.
+    pub fn load_at(self, t: f64) -> f64 {
+        match self {
+            Shape::Ramp if t < 90.0 => 0.3 + 1.1 * t / 90.0,
+            Shape::Ramp => 0.0,
+            Shape::Periodic => 0.75 + 0.45 * (2.0 * std::f64::consts::PI * t / 60.0).sin(),
+        }
+    }
+}
+
+/// Requests per second at full capacity: every slot busy with one-unit shards.
+pub fn capacity_per_sec() -> f64 {
+    (ENGINES as f64 * f64::from(SLOTS)) * 1e6 / (UNIT_US * UNITS) as f64
+}
+
+/// Arrival times of a non-homogeneous Poisson trace of `shape` (thinning).
+pub fn trace(shape: Shape, seed: u64) -> Vec<Duration> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let peak = 1.5 * capacity_per_sec();
+    let end = shape.length().as_secs_f64();
+    let mut t = 0.0;
+    let mut out = Vec::new();
+    loop {
+        t += -(1.0 - rng.random::<f64>()).ln() / peak;
+        if t >= end {
+            return out;
+        }
+        let rate = shape.load_at(t) * capacity_per_sec();
+        if rng.random::<f64>() < rate / peak {
+            out.push(Duration::from_secs_f64(t));
+        }
+    }
+}
+
+/// One reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// Seconds from the start of the trace.
+    pub t: f64,
+    /// Replicas the manager's signal asks for (with its forecast).
+    pub desired: u32,
+    /// Replicas the same formula asks for on the recent arrival rate alone.
+    pub reactive: u32,
+    /// Requests sent and not yet answered.
+    pub in_flight: usize,
+}
+
+/// The two signals compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The manager's signal, with its forecast.
+    Forecast,
+    /// The same formula on the recent arrival rate alone.
+    RecentRate,
+}
+
+impl Variant {
+    /// Both.
+    pub const ALL: [Variant; 2] = [Variant::Forecast, Variant::RecentRate];
+
+    /// Name for tables and plots.
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Forecast => "desired, with the forecast",
+            Variant::RecentRate => "desired, recent rate only",
+        }
+    }
+
+    /// This signal's value in `r`.
+    pub fn of(self, r: &Reading) -> u32 {
+        match self {
+            Variant::Forecast => r.desired,
+            Variant::RecentRate => r.reactive,
+        }
+    }
+}
+
+/// Run `shape` once on the servers of `base` (in a fresh namespace) and read the signal every
+/// [`EVERY`].
+///
+/// # Errors
+/// The servers are unreachable or the deployment does not start.
+pub async fn run(base: &ConnectArgs, shape: Shape, seed: u64) -> anyhow::Result<Vec<Reading>> {
+    let connect = ConnectArgs {
+        namespace: format!("scale{}", &Uuid::new_v4().simple().to_string()[..10]),
+        ..base.clone()
+    };
+    let names = connect.names()?;
+    let store = Store::connect(&connect.redis_url, names.clone()).await?;
+    let workers: Vec<Running> = (0..ENGINES)
+        .map(|i| harness::start_worker(&connect, i, Synthetic::default()))
+        .collect();
+    harness::wait_until("engines registered", Duration::from_secs(20), || async {
+        let live = store.live_engines(Duration::from_secs(10)).await.ok()?;
+        (live.len() == ENGINES).then_some(())
+    })
+    .await?;
+    let addr = free_port()?;
+    let mut cfg = shardline_manager::Config::new(connect.clone());
+    cfg.metrics_addr = MetricsAddr::On(addr);
+    cfg.scale_horizon_s = HORIZON.as_secs();
+    cfg.grace_ms = 500;
+    let headroom = cfg.scale_headroom;
+    let manager = harness::spawn_manager(cfg);
+    let client = Arc::new(Client::connect(&connect).await?);
+    harness::wait_until("the scaling signal", Duration::from_secs(20), || async {
+        signal(addr).await.map(|_| ())
+    })
+    .await?;
+
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let sends: Vec<_> = trace(shape, seed)
+        .into_iter()
+        .map(|at| {
+            let (client, in_flight) = (client.clone(), in_flight.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep_until((start + at).into()).await;
+                let work = Work {
+                    units: UNITS,
+                    unit_cost_us: UNIT_US,
+                    spin: false,
+                    noise_seed: None,
+                };
+                let payload = shardline::message::to_named_value(&work).ok()?;
+                let (id, rx) = client
+                    .send("synthetic", payload, Options::default())
+                    .await
+                    .ok()?;
+                in_flight.fetch_add(1, Ordering::Relaxed);
+                let answered = client.wait(id, rx, Duration::from_secs(600)).await;
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                answered.ok()
+            })
+        })
+        .collect();
+    let mut readings = Vec::new();
+    let mut tick = tokio::time::interval(EVERY);
+    while start.elapsed() < shape.length() {
+        tick.tick().await;
+        if let Some(s) = signal(addr).await {
+            readings.push(Reading {
+                t: start.elapsed().as_secs_f64(),
+                desired: s.desired_replicas,
+                reactive: scale::desired(
+                    s.arriving,
+                    s.backlog,
+                    s.horizon_s,
+                    s.capacity_per_replica,
+                    headroom,
+                ),
+                in_flight: in_flight.load(Ordering::Relaxed),
+            });
+        }
+    }
+    for s in sends {
+        s.abort();
+    }
+    manager.stop().await;
+    for w in workers {
+        w.stop().await;
+    }
+    if let Ok(client) = Arc::try_unwrap(client) {
+        client.close().await;
+    }
+    harness::cleanup(&connect, &names).await;
+    Ok(readings)
+}
+
+async fn signal(addr: SocketAddr) -> Option<scale::Signal> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let ask = format!("GET /api/scale HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(ask.as_bytes()).await.ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.ok()?;
+    let (_, body) = answer.split_once("\r\n\r\n")?;
+    let json: serde_json::Value = serde_json::from_str(body).ok()?;
+    serde_json::from_value(json.get("shardline")?.clone()).ok()
+}
+
+fn free_port() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// When signal `v` first asks for more than the running replicas, in seconds.
+pub fn first_scale_up(readings: &[Reading], v: Variant) -> Option<f64> {
+    readings
+        .iter()
+        .find(|r| v.of(r) as usize > ENGINES)
+        .map(|r| r.t)
+}
+
+/// When the in-flight count first passes twice its median over the first 20 s, in seconds.
+pub fn queue_onset(readings: &[Reading]) -> Option<f64> {
+    let mut early: Vec<usize> = readings
+        .iter()
+        .filter(|r| r.t < 20.0)
+        .map(|r| r.in_flight)
+        .collect();
+    early.sort_unstable();
+    let median = *early.get(early.len() / 2)?;
+    let threshold = 2 * median.max(1);
+    readings
+        .iter()
+        .find(|r| r.t >= 20.0 && r.in_flight > threshold)
+        .map(|r| r.t)
+}
+
+/// The lag (in readings, within ±[`MAX_LAG`]) at which signal `v` best correlates with the
+/// in-flight count later on, and that correlation: a positive lag means the signal moves
+/// first. Readings before `skip` seconds are left out (the forecast's warm-up).
+pub fn lead(readings: &[Reading], skip: f64, v: Variant) -> Option<(i64, f64)> {
+    let used: Vec<&Reading> = readings.iter().filter(|r| r.t >= skip).collect();
+    let x: Vec<f64> = used.iter().map(|r| f64::from(v.of(r))).collect();
+    let y: Vec<f64> = used.iter().map(|r| r.in_flight as f64).collect();
+    let lags = -(MAX_LAG as i64)..=(MAX_LAG as i64);
+    lags.filter_map(|lag| {
+        let (a, b): (Vec<f64>, Vec<f64>) = (0..x.len())
+            .filter_map(|i| {
+                let j = i as i64 + lag;
+                (j >= 0 && (j as usize) < y.len()).then(|| (x[i], y[j as usize]))
+            })
+            .unzip();
+        pearson(&a, &b).map(|c| (lag, c))
+    })
+    .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
+    if a.len() < 10 {
+        return None;
+    }
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let cov: f64 = a.iter().zip(b).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = a.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = b.iter().map(|y| (y - mb).powi(2)).sum();
+    let c = cov / (va * vb).sqrt();
+    c.is_finite().then_some(c)
+}
+
+/// The suite's table for runs of each shape.
+pub fn report(runs: &[(Shape, Vec<Reading>)]) -> String {
+    let secs = |v: Option<f64>| v.map_or("-".to_owned(), |t| format!("{t:.0}"));
+    let mut out = format!(
+        "## Scaling signal ({} workers × {} slots, horizon {} s, requests of {} shards × {} ms)\n\n",
+        ENGINES,
+        SLOTS,
+        HORIZON.as_secs(),
+        UNITS,
+        UNIT_US / 1000
+    );
+    out.push_str("| trace | signal | first asks for more than running (s) | in-flight onset (s) | lead (s) | best lag (s) | correlation |\n|---|---|---:|---:|---:|---:|---:|\n");
+    for (shape, readings) in runs {
+        let onset = queue_onset(readings);
+        for v in Variant::ALL {
+            let up = first_scale_up(readings, v);
+            let ahead = match (up, onset) {
+                (Some(u), Some(o)) => format!("{:.0}", o - u),
+                _ => "-".into(),
+            };
+            let skip = if *shape == Shape::Periodic { 60.0 } else { 0.0 };
+            let (lag, corr) = lead(readings, skip, v).map_or(("-".into(), "-".into()), |(l, c)| {
+                (format!("{}", l), format!("{c:.2}"))
+            });
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {ahead} | {lag} | {corr} |\n",
+                shape.name(),
+                v.name(),
+                secs(up),
+                secs(onset),
+            ));
+        }
+    }
+    out
+}
+
+/// Draw each run's desired replicas (both signals) and in-flight requests over time.
+///
+/// # Errors
+/// No usable font, or the file cannot be written.
+pub fn plot(runs: &[(Shape, Vec<Reading>)], path: &Path) -> anyhow::Result<()> {
+    crate::report::register_font()?;
+    let root = BitMapBackend::new(path, (1000, 360 * runs.len().max(1) as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    for ((shape, readings), area) in runs.iter().zip(root.split_evenly((runs.len().max(1), 1))) {
+        let end = readings.last().map_or(1.0, |r| r.t);
+        let top = readings
+            .iter()
+            .map(|r| r.desired.max(r.reactive) as f64)
+            .fold(f64::from(ENGINES as u32) + 1.0, f64::max);
+        let most = readings
+            .iter()
+            .map(|r| r.in_flight)
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let mut chart = ChartBuilder::on(&area)
+            .caption(
+                format!(
+                    "{}: desired replicas (left) and requests in flight (right, scaled)",
+                    shape.name()
+                ),
+                ("sans-serif", 18),
+            )
+            .margin(10)
+            .x_label_area_size(35)
+            .y_label_area_size(45)
+            .build_cartesian_2d(0.0..end, 0.0..top * 1.1)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc("replicas")
+            .draw()?;
+        for (v, color) in Variant::ALL.into_iter().zip([BLUE, GREEN]) {
+            chart
+                .draw_series(LineSeries::new(
+                    readings.iter().map(|r| (r.t, f64::from(v.of(r)))),
+                    color.stroke_width(2),
+                ))?
+                .label(v.name())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+        }
+        chart
+            .draw_series(LineSeries::new(
+                readings
+                    .iter()
+                    .map(|r| (r.t, r.in_flight as f64 / most * top)),
+                RED.stroke_width(2),
+            ))?
+            .label(format!("requests in flight (max {most:.0} at the top)"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], RED));
+        chart.draw_series(LineSeries::new(
+            [(0.0, ENGINES as f64), (end, ENGINES as f64)],
+            BLACK.mix(0.4),
+        ))?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperLeft)
+            .draw()?;
+    }
+    root.present()?;
+    Ok(())
+}
+
+/// The readings as CSV.
+pub fn csv(runs: &[(Shape, Vec<Reading>)]) -> String {
+    let mut out = String::from("trace,t,desired,reactive,in_flight\n");
+    for (shape, readings) in runs {
+        for r in readings {
+            out.push_str(&format!(
+                "{},{:.1},{},{},{}\n",
+                shape.name(),
+                r.t,
+                r.desired,
+                r.reactive,
+                r.in_flight
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn readings(desired: &[u32], in_flight: &[usize]) -> Vec<Reading> {
+        desired
+            .iter()
+            .zip(in_flight)
+            .enumerate()
+            .map(|(i, (&d, &q))| Reading {
+                t: i as f64,
+                desired: d,
+                reactive: d,
+                in_flight: q,
+            })
+            .collect()
+    }
+
+    /// A signal that moves three readings before the queue leads by three.
+    #[test]
+    fn finds_how_far_a_signal_leads() {
+        let wave: Vec<u32> = (0..80).map(|i| ((i / 10) % 2) as u32 * 4).collect();
+        let queue: Vec<usize> = (0..80)
+            .map(|i| if i < 3 { 0 } else { wave[i - 3] as usize * 10 })
+            .collect();
+        let (lag, corr) = lead(&readings(&wave, &queue), 0.0, Variant::Forecast).expect("a lag");
+        assert_eq!(lag, 3);
+        assert!(corr > 0.9, "{corr}");
+    }
+
+    /// The ramp's measures: the first reading above the running replicas, and the first
+    /// in-flight count past twice its early median.
+    #[test]
+    fn finds_scale_up_and_queue_onset() {
+        let desired: Vec<u32> = (0..60).map(|i| 1 + i / 10).collect();
+        let queue: Vec<usize> = (0..60).map(|i| if i < 40 { 5 } else { 30 }).collect();
+        let r = readings(&desired, &queue);
+        assert_eq!(first_scale_up(&r, Variant::Forecast), Some(30.0));
+        assert_eq!(queue_onset(&r), Some(40.0));
+    }
+
+    /// The traces follow their shapes: the ramp's arrivals thicken, then stop.
+    #[test]
+    fn traces_follow_their_shapes() {
+        let t = trace(Shape::Ramp, 1);
+        let count = |a: f64, b: f64| {
+            t.iter()
+                .filter(|d| (a..b).contains(&d.as_secs_f64()))
+                .count()
+        };
+        assert!(count(70.0, 90.0) > 2 * count(0.0, 20.0));
+        assert_eq!(count(90.0, 110.0), 0);
+    }
+}
