@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Run every test (unit, property, doc and integration) against real RabbitMQ and Redis,
-# starting them first if needed. Extra arguments go to `cargo test`.
+# starting them first if needed, and Chromium for the dashboard's browser tests (installed if
+# missing). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh
+# The dashboard's tests drive a real headless Chromium; installed here when missing.
+CHROMIUM="${CHROMIUM:-$(scripts/browser.sh)}"
+export CHROMIUM
 export TEST_AMQP_URL="${TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
 cargo test --workspace --locked "$@"

@@ -21,6 +21,7 @@
 
 #![warn(missing_docs)]
 
+pub mod dashboard;
 pub mod load;
 mod payload;
 

@@ -102,6 +102,20 @@ enum Command {
         #[arg(value_parser = request_id)]
         id: Uuid,
     },
+    /// Serve the web dashboard: engines, requests in flight, one request's record, cancel.
+    /// Read-only unless a token is set; binds to loopback by default.
+    Dashboard {
+        /// Address to listen on.
+        #[arg(
+            long,
+            env = "SHARDLINE_DASHBOARD_ADDR",
+            default_value = "127.0.0.1:8080"
+        )]
+        listen: std::net::SocketAddr,
+        /// Token that actions (cancel) must present as `Authorization: Bearer <token>`.
+        #[arg(long, env = "SHARDLINE_DASHBOARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Delete every queue, exchange and Redis key of the namespace: for demos, tests and
     /// retired deployments. Stop its managers and workers first (refused while a worker runs).
     Teardown {
@@ -276,6 +290,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     Ok(ExitCode::SUCCESS)
                 }
             }
+        }
+        Command::Dashboard { listen, token } => {
+            let names = cli
+                .connect
+                .names()
+                .map_err(|e| Error::Input(e.to_string()))?;
+            let store = shardline::store::Store::connect(&cli.connect.redis_url, names)
+                .await
+                .map_err(Error::Redis)?;
+            shardline_client::dashboard::serve(listen, store, token, shardline::signal::shutdown())
+                .await
+                .map_err(|e| {
+                    Error::Input(format!("cannot serve the dashboard on {listen}: {e}"))
+                })?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Teardown { yes } => {
             if !yes {

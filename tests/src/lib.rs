@@ -4,6 +4,7 @@
 //! else from testcontainers when Docker is available; with neither, tests fail loudly.
 
 pub mod cluster;
+pub mod http;
 pub mod services;
 
 use std::future::Future;

@@ -7,8 +7,7 @@ use std::time::Duration;
 use prometheus_parse::{Scrape, Value};
 use shardline::message::{Options, Status};
 use shardline_tests::process::{spawn_manager, spawn_worker_with};
-use shardline_tests::{Cluster, eventually, patience, synthetic};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use shardline_tests::{Cluster, eventually, http, patience, synthetic};
 
 const MANAGER: &str = env!("CARGO_BIN_EXE_manager-under-test");
 const WORKER: &str = env!("CARGO_BIN_EXE_worker-under-test");
@@ -18,31 +17,16 @@ const SHARDS: u32 = 4;
 /// Requests that complete.
 const REQUESTS: u32 = 3;
 
-/// `GET path` from `addr`: the content type and the body of a 200 answer.
-async fn get(addr: SocketAddr, path: &str) -> Option<(String, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let ask = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream.write_all(ask.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    let content_type = head.lines().find_map(|l| {
-        l.to_ascii_lowercase()
-            .strip_prefix("content-type: ")
-            .map(str::to_owned)
-    })?;
-    Some((content_type, body.to_owned()))
-}
-
 /// `GET /metrics` from `addr`, parsed.
 async fn scrape(addr: SocketAddr) -> Option<Scrape> {
-    let (content_type, body) = get(addr, "/metrics").await?;
+    let a = http::get(addr, "/metrics").await?;
+    assert_eq!(a.status, 200, "{}", a.body);
     assert!(
-        content_type.contains("text/plain; version=0.0.4"),
-        "{content_type}"
+        a.content_type.contains("text/plain; version=0.0.4"),
+        "{}",
+        a.content_type
     );
-    Some(Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text"))
+    Some(Scrape::parse(a.body.lines().map(|l| Ok(l.to_owned()))).expect("Prometheus text"))
 }
 
 /// The value of the sample named `metric` whose labels include `labels` (a histogram's
@@ -67,13 +51,6 @@ async fn expect(addr: SocketAddr, metric: &str, labels: &[(&str, &str)], want: f
         (got == want).then_some(())
     })
     .await;
-}
-
-/// A free loopback port for the manager's endpoint.
-fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
 }
 
 /// The metrics address a worker recorded in its registration.
@@ -104,7 +81,7 @@ async fn metrics_count_known_traffic() {
         .start()
         .await;
     let worker = spawn_worker_with(WORKER, &c, "mw1", 2, &[("SHARDLINE_METRICS_ADDR", "0")]);
-    let manager_addr = free_port();
+    let manager_addr = http::free_addr();
     let manager = spawn_manager(
         MANAGER,
         &c,
@@ -206,9 +183,13 @@ async fn metrics_count_known_traffic() {
 /// The signal at `/api/scale` (the shape KEDA's metrics-api scaler reads: the desired count
 /// at `shardline.desired_replicas`), and the desired-replicas gauge.
 async fn signal(addr: SocketAddr) -> Option<(serde_json::Value, f64)> {
-    let (content_type, body) = get(addr, "/api/scale").await?;
-    assert!(content_type.contains("application/json"), "{content_type}");
-    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let a = http::get(addr, "/api/scale").await?;
+    assert!(
+        a.content_type.contains("application/json"),
+        "{}",
+        a.content_type
+    );
+    let json = a.json();
     let gauge = value(&scrape(addr).await?, "shardline_desired_replicas", &[])?;
     Some((json["shardline"].clone(), gauge))
 }
@@ -229,7 +210,7 @@ async fn the_scaling_signal_follows_arriving_work() {
         .start()
         .await;
     let worker = spawn_worker_with(WORKER, &c, "sw1", 1, &[]);
-    let addr = free_port();
+    let addr = http::free_addr();
     let manager = spawn_manager(
         MANAGER,
         &c,

@@ -1,0 +1,319 @@
+//! `shardline dashboard`: a web page and a small JSON API over what the deployment already
+//! keeps in Redis: live engines, requests in flight, one request's record, and cancelling.
+//!
+//! | route | answer |
+//! | --- | --- |
+//! | `GET /` | the page (it polls the API every 2 s) |
+//! | `GET /api/overview?page=N` | engines and one page of in-flight requests |
+//! | `GET /api/requests/{id}` | one request: record, shards per engine, failed shards, or its rejection |
+//! | `POST /api/requests/{id}/cancel` | cancel it; needs `Authorization: Bearer <token>` |
+//! | `GET /api/targets` | the workers' metrics endpoints, in Prometheus HTTP service-discovery format |
+//!
+//! Without `--token` the dashboard is read-only: actions answer 403. Errors are JSON
+//! (`{"error": …}`) with a status that says what went wrong: 400 for a malformed id, 404 for
+//! an unknown request, 401 for a missing or wrong token, 503 while Redis is unreachable.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shardline::message::Status;
+use shardline::now_ms;
+use shardline::store::{Ended, Store};
+use uuid::Uuid;
+
+/// In-flight requests per page.
+pub const PAGE: usize = 50;
+/// An engine whose heartbeat is older than this is not listed (the managers' default TTL).
+pub const LIVE_WITHIN: Duration = Duration::from_secs(6);
+
+const PAGE_HTML: &str = include_str!("page.html");
+
+/// What every handler reads.
+#[derive(Clone)]
+struct Shared {
+    store: Store,
+    token: Option<Arc<str>>,
+}
+
+/// A JSON error with its status.
+struct Failure(StatusCode, String);
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        json_response(self.0, &json!({ "error": self.1 }))
+    }
+}
+
+impl From<shardline::Error> for Failure {
+    fn from(e: shardline::Error) -> Self {
+        Failure(StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}"))
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// The dashboard's routes over `store`; actions need `token` (none: read-only).
+pub fn router(store: Store, token: Option<String>) -> Router {
+    let shared = Shared {
+        store,
+        token: token.filter(|t| !t.is_empty()).map(Arc::from),
+    };
+    Router::new()
+        .route("/", get(page))
+        .route("/api/overview", get(overview))
+        .route("/api/requests/{id}", get(request))
+        .route("/api/requests/{id}/cancel", post(cancel))
+        .route("/api/targets", get(targets))
+        .with_state(shared)
+}
+
+/// Serve the dashboard on `listen` until `shutdown` resolves.
+///
+/// # Errors
+/// The address cannot be bound.
+pub async fn serve(
+    listen: SocketAddr,
+    store: Store,
+    token: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let mode = if token.as_deref().is_some_and(|t| !t.is_empty()) {
+        "actions need the token"
+    } else {
+        "read-only"
+    };
+    eprintln!("dashboard: http://{addr}/ ({mode})");
+    axum::serve(listener, router(store, token))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn page() -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/html; charset=utf-8")], PAGE_HTML)
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    page: Option<String>,
+}
+
+async fn overview(
+    State(s): State<Shared>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, Failure> {
+    let page: usize = match q.page.as_deref() {
+        None => 0,
+        Some(p) => p.parse().map_err(|_| {
+            Failure(
+                StatusCode::BAD_REQUEST,
+                format!("page {p:?} is not a page number"),
+            )
+        })?,
+    };
+    let engines = engines(&s.store).await?;
+    // A page past the end is empty, not an error; one past any index is clamped.
+    let start = page.checked_mul(PAGE).unwrap_or(usize::MAX / 2);
+    let ids = s.store.inflight_page(start, PAGE).await?;
+    let mut requests = Vec::with_capacity(ids.len());
+    for (id, deadline) in ids {
+        match s.store.meta(id).await {
+            Ok(Some(m)) => requests.push(json!({
+                "id": id,
+                "kind": m.kind,
+                "state": m.state.as_str(),
+                "done": m.done,
+                "total": m.total,
+                "created": m.created,
+                "deadline": m.deadline,
+            })),
+            Ok(None) => requests.push(json!({ "id": id, "state": "gone", "deadline": deadline })),
+            // One unreadable record must not take the page down.
+            Err(e @ shardline::Error::Corrupt { .. }) => {
+                requests.push(json!({ "id": id, "state": "corrupt", "error": e.to_string() }));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "namespace": s.store.names().namespace(),
+            "now": now_ms(),
+            "read_only": s.token.is_none(),
+            "engines": engines,
+            "page": page,
+            "page_size": PAGE,
+            "requests": requests,
+        }),
+    ))
+}
+
+/// Live engines with their slots, heartbeat age and metrics address.
+async fn engines(store: &Store) -> Result<Vec<Value>, shardline::Error> {
+    let ids = store.live_engines(LIVE_WITHIN).await?;
+    let details = store.engine_details(&ids).await?;
+    let beats: BTreeMap<String, u64> = store.engine_beats().await?.into_iter().collect();
+    let now = now_ms();
+    Ok(ids
+        .into_iter()
+        .zip(details)
+        .map(|(id, d)| {
+            let field = |name: &str| {
+                d.as_deref()
+                    .into_iter()
+                    .flat_map(str::split_whitespace)
+                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+                    .map(str::to_owned)
+            };
+            let age = beats
+                .get(&id)
+                .map(|&at| now.saturating_sub(at) as f64 / 1e3);
+            json!({
+                "id": id,
+                "slots": field("concurrency").and_then(|n| n.parse::<u32>().ok()),
+                "metrics": field("metrics"),
+                "heartbeat_age_s": age,
+            })
+        })
+        .collect())
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, Failure> {
+    raw.parse().map_err(|_| {
+        Failure(
+            StatusCode::BAD_REQUEST,
+            format!("{raw:?} is not a request id (a UUID is expected)"),
+        )
+    })
+}
+
+async fn request(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Response, Failure> {
+    let id = parse_id(&raw)?;
+    if let Some(m) = s.store.meta(id).await? {
+        let mut spread: BTreeMap<String, u32> = BTreeMap::new();
+        for route in s.store.routes(id).await?.into_values() {
+            *spread.entry(route).or_default() += 1;
+        }
+        let failed = s.store.failures(id).await?;
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "id": id,
+                "kind": m.kind,
+                "state": m.state.as_str(),
+                "status": m.status.map(Status::as_str),
+                "done": m.done,
+                "total": m.total,
+                "created": m.created,
+                "deadline": m.deadline,
+                "policy": m.policy,
+                "error": m.error,
+                "shards_per_route": spread,
+                "failed_shards": failed,
+            }),
+        ));
+    }
+    if let Some(r) = s.store.rejection(id).await? {
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "id": id,
+                "kind": r.kind,
+                "state": "rejected",
+                "status": Status::Rejected.as_str(),
+                "created": r.at,
+                "error": { "code": r.reason.code(), "message": r.message },
+            }),
+        ));
+    }
+    Err(Failure(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no request {id}: not in flight, and not finished or rejected in the last {} minutes",
+            Store::DEFAULT_GRACE.as_secs() / 60
+        ),
+    ))
+}
+
+/// Whether `headers` carry the dashboard's token; equal lengths compared in full, so the time
+/// taken says nothing of how much of a guess was right.
+fn authorized(s: &Shared, headers: &HeaderMap) -> Result<(), Failure> {
+    let Some(token) = &s.token else {
+        return Err(Failure(
+            StatusCode::FORBIDDEN,
+            "the dashboard is read-only: start it with --token to allow actions".into(),
+        ));
+    };
+    let given = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(Failure(
+            StatusCode::UNAUTHORIZED,
+            "a missing or wrong token".into(),
+        ))
+    }
+}
+
+async fn cancel(
+    State(s): State<Shared>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    authorized(&s, &headers)?;
+    let id = parse_id(&raw)?;
+    let outcome = match s.store.cancel(id, "cancelled from the dashboard").await? {
+        Ended::Claimed | Ended::Marked => "cancelled",
+        Ended::NotRunning => "not_running",
+        Ended::Remembered => "remembered",
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "id": id, "outcome": outcome }),
+    ))
+}
+
+/// Prometheus HTTP service discovery: one target group per worker that serves metrics.
+async fn targets(State(s): State<Shared>) -> Result<Response, Failure> {
+    let groups: Vec<Value> = engines(&s.store)
+        .await?
+        .into_iter()
+        .filter_map(|e| {
+            let addr = e["metrics"].as_str()?.to_owned();
+            Some(json!({
+                "targets": [addr],
+                "labels": { "job": "shardline-worker", "engine": e["id"] },
+            }))
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &Value::Array(groups)))
+}

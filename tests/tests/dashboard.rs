@@ -1,0 +1,267 @@
+//! The web dashboard as a person meets it: the real `shardline dashboard` process, its page in
+//! headless Chromium, its actions behind the token, and clear errors for bad input.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use shardline::message::{Options, Status};
+use shardline_tests::process::{cli, spawn_worker_with};
+use shardline_tests::{Cluster, eventually, http, patience, synthetic};
+use tokio::process::Child;
+
+const CLI: &str = env!("CARGO_BIN_EXE_shardline-under-test");
+const WORKER: &str = env!("CARGO_BIN_EXE_worker-under-test");
+const WAIT: Duration = Duration::from_secs(30);
+const TOKEN: &str = "s3cret-token";
+
+/// Start `shardline dashboard` on a free port (with `token`, if any) and wait until it answers.
+async fn dashboard(c: &Cluster, token: Option<&str>) -> (Child, SocketAddr) {
+    let addr = http::free_addr();
+    let mut cmd = cli(CLI, c);
+    cmd.args(["dashboard", "--listen", &addr.to_string()])
+        .env_remove("SHARDLINE_DASHBOARD_TOKEN")
+        .stdout(std::process::Stdio::null());
+    if let Some(t) = token {
+        cmd.args(["--token", t]);
+    }
+    let child = cmd.spawn().expect("start the dashboard");
+    eventually("the dashboard answers", WAIT, || async {
+        (http::get(addr, "/api/overview").await?.status == 200).then_some(())
+    })
+    .await;
+    (child, addr)
+}
+
+/// A long request, sent and left running: its id.
+async fn long_request(c: &Cluster) -> uuid::Uuid {
+    let (id, _rx) = c
+        .client()
+        .send("synthetic", synthetic(8, 2_000_000), Options::default())
+        .await
+        .expect("sent");
+    eventually("the request in flight", WAIT, || async {
+        let m = c.store.meta(id).await.ok()??;
+        (m.total > 0).then_some(())
+    })
+    .await;
+    id
+}
+
+/// Headless Chromium (from `scripts/browser.sh`, or `$CHROMIUM`): the page's DOM after its
+/// scripts ran.
+async fn rendered(url: &str) -> String {
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let profile = std::env::temp_dir().join(format!("shardline-chromium-{}", uuid::Uuid::new_v4()));
+    let out = tokio::process::Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(url)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("chromium finishes")
+        .unwrap_or_else(|e| {
+            panic!("cannot run {chromium:?} ({e}): run scripts/browser.sh to install Chromium")
+        });
+    let _ = std::fs::remove_dir_all(&profile);
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// In a real browser, the page lists both engines and the request in flight, and a request's
+/// page (its id in the address) shows its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_shows_engines_and_requests_in_a_browser() {
+    let c = Cluster::builder().workers(2).start().await;
+    let id = long_request(&c).await;
+    let (mut dash, addr) = dashboard(&c, Some(TOKEN)).await;
+
+    let dom = rendered(&format!("http://{addr}/")).await;
+    let engines = c
+        .store
+        .live_engines(Duration::from_secs(10))
+        .await
+        .expect("redis");
+    assert_eq!(engines.len(), 2);
+    for e in &engines {
+        assert!(
+            dom.contains(e.as_str()),
+            "engine {e} not on the page:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains(&id.to_string()),
+        "request {id} not on the page:\n{dom}"
+    );
+
+    let dom = rendered(&format!("http://{addr}/#{id}")).await;
+    assert!(
+        dom.contains("id=\"request-detail\""),
+        "no request detail:\n{dom}"
+    );
+    assert!(
+        dom.contains("synthetic") && dom.contains(">running<"),
+        "{dom}"
+    );
+
+    let dom = rendered(&format!("http://{addr}/#{}", uuid::Uuid::new_v4())).await;
+    assert!(
+        dom.contains("id=\"request-error\"") && dom.contains("no request"),
+        "{dom}"
+    );
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}
+
+/// Cancel needs the token: none or a wrong one is refused (401) and the request runs on; the
+/// right one ends it with one `cancelled` result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_needs_the_token() {
+    let c = Cluster::builder().workers(1).start().await;
+    let (id, rx) = c
+        .client()
+        .send("synthetic", synthetic(8, 2_000_000), Options::default())
+        .await
+        .expect("sent");
+    let (mut dash, addr) = dashboard(&c, Some(TOKEN)).await;
+    let path = format!("/api/requests/{id}/cancel");
+
+    for headers in [vec![], vec![("Authorization", "Bearer wrong-token!")]] {
+        let a = http::request(addr, "POST", &path, &headers)
+            .await
+            .expect("an answer");
+        assert_eq!(a.status, 401, "{}", a.body);
+        assert!(a.json()["error"].as_str().is_some());
+    }
+    let m = c.store.meta(id).await.expect("redis").expect("recorded");
+    assert_eq!(m.state.as_str(), "running");
+
+    let bearer = format!("Bearer {TOKEN}");
+    let a = http::request(addr, "POST", &path, &[("Authorization", &bearer)])
+        .await
+        .expect("an answer");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["outcome"], "cancelled");
+    let r = c
+        .client()
+        .wait(id, rx, patience(WAIT))
+        .await
+        .expect("a result");
+    assert_eq!(r.status, Status::Cancelled);
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}
+
+/// Without a token the dashboard is read-only: actions answer 403, even with a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_actions_are_refused() {
+    let c = Cluster::builder().workers(1).start().await;
+    let id = long_request(&c).await;
+    let (mut dash, addr) = dashboard(&c, None).await;
+    let overview = http::get(addr, "/api/overview")
+        .await
+        .expect("an answer")
+        .json();
+    assert_eq!(overview["read_only"], true);
+
+    let path = format!("/api/requests/{id}/cancel");
+    let a = http::request(addr, "POST", &path, &[("Authorization", "Bearer anything")])
+        .await
+        .expect("an answer");
+    assert_eq!(a.status, 403, "{}", a.body);
+    let m = c.store.meta(id).await.expect("redis").expect("recorded");
+    assert_eq!(m.state.as_str(), "running");
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}
+
+/// Bad input gets a clear JSON error with a fitting status, never a crash: a malformed id
+/// (400), an unknown request (404), a page that is not a number (400); a page far past the end
+/// is simply empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_errors() {
+    let c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let (mut dash, addr) = dashboard(&c, Some(TOKEN)).await;
+    let cases = [
+        ("/api/requests/not-a-uuid", 400, "UUID"),
+        (
+            &*format!("/api/requests/{}", uuid::Uuid::new_v4()),
+            404,
+            "no request",
+        ),
+        ("/api/overview?page=abc", 400, "page"),
+        ("/api/overview?page=99999999999999999999999", 400, "page"),
+    ];
+    for (path, status, says) in cases {
+        let a = http::get(addr, path).await.expect("an answer");
+        assert_eq!(a.status, status, "{path}: {}", a.body);
+        let error = a.json()["error"].as_str().unwrap_or_default().to_owned();
+        assert!(error.contains(says), "{path}: {error}");
+    }
+    let a = http::get(addr, "/api/overview?page=1000000000000")
+        .await
+        .expect("an answer");
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["requests"], serde_json::json!([]));
+    // Still serving after all that.
+    assert_eq!(http::get(addr, "/").await.expect("an answer").status, 200);
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}
+
+/// `/api/targets` lists each worker that serves metrics, in Prometheus HTTP service-discovery
+/// format, at the address it registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_list_the_workers_metrics_endpoints() {
+    let c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let mut worker = spawn_worker_with(WORKER, &c, "tw1", 1, &[("SHARDLINE_METRICS_ADDR", "0")]);
+    let (mut dash, addr) = dashboard(&c, None).await;
+    let groups = eventually("the worker among the targets", WAIT, || async {
+        let groups = http::get(addr, "/api/targets").await?.json();
+        (groups.as_array()?.len() == 1).then_some(groups)
+    })
+    .await;
+    let group = &groups[0];
+    assert_eq!(group["labels"]["engine"], "tw1");
+    let target: SocketAddr = group["targets"][0]
+        .as_str()
+        .expect("a target")
+        .parse()
+        .expect("an address");
+    let a = http::get(target, "/metrics")
+        .await
+        .expect("the worker's metrics");
+    assert_eq!(a.status, 200);
+
+    let _ = dash.kill().await;
+    let _ = worker.kill().await;
+    c.shutdown().await;
+}
