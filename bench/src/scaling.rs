@@ -259,28 +259,62 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// When signal `v` first asks for more than the running replicas, in seconds.
-pub fn first_scale_up(readings: &[Reading], v: Variant) -> Option<f64> {
-    readings
-        .iter()
-        .find(|r| v.of(r) as usize > ENGINES)
-        .map(|r| r.t)
+/// Readings in a row the in-flight count must stay high for a rise to count.
+pub const SUSTAINED: usize = 5;
+/// How long before a queue rise a signal rise may come and still count as leading it.
+pub const LEAD_WINDOW: f64 = 45.0;
+/// Queue rises in the first seconds are left out: the signal needs [`scale::RECENT`] seconds
+/// of arrivals first.
+pub const WARMUP: f64 = 20.0;
+
+/// When the in-flight count rises: the first reading of each run of [`SUSTAINED`] or more
+/// readings above a tenth of its maximum (at least 2), in seconds.
+pub fn queue_rises(readings: &[Reading]) -> Vec<f64> {
+    let most = readings.iter().map(|r| r.in_flight).max().unwrap_or(0);
+    let threshold = (most / 10).max(2);
+    let mut rises = Vec::new();
+    let mut run = 0;
+    for (i, r) in readings.iter().enumerate() {
+        if r.in_flight > threshold {
+            run += 1;
+            if run == SUSTAINED {
+                rises.push(readings[i + 1 - SUSTAINED].t);
+            }
+        } else {
+            run = 0;
+        }
+    }
+    rises
 }
 
-/// When the in-flight count first passes twice its median over the first 20 s, in seconds.
-pub fn queue_onset(readings: &[Reading]) -> Option<f64> {
-    let mut early: Vec<usize> = readings
-        .iter()
-        .filter(|r| r.t < 20.0)
-        .map(|r| r.in_flight)
-        .collect();
-    early.sort_unstable();
-    let median = *early.get(early.len() / 2)?;
-    let threshold = 2 * median.max(1);
-    readings
-        .iter()
-        .find(|r| r.t >= 20.0 && r.in_flight > threshold)
-        .map(|r| r.t)
+/// When signal `v` starts asking for more replicas than are running, in seconds.
+pub fn signal_rises(readings: &[Reading], v: Variant) -> Vec<f64> {
+    let mut above = false;
+    let mut rises = Vec::new();
+    for r in readings {
+        let now = v.of(r) as usize > ENGINES;
+        if now && !above {
+            rises.push(r.t);
+        }
+        above = now;
+    }
+    rises
+}
+
+/// For each queue rise after [`WARMUP`], how long before it signal `v` started asking for
+/// more replicas (its first rise within [`LEAD_WINDOW`] before; 0 when it did not rise first).
+pub fn leads(readings: &[Reading], v: Variant) -> Vec<f64> {
+    let signal = signal_rises(readings, v);
+    queue_rises(readings)
+        .into_iter()
+        .filter(|&q| q >= WARMUP)
+        .map(|q| {
+            signal
+                .iter()
+                .find(|&&s| s <= q && q - s <= LEAD_WINDOW)
+                .map_or(0.0, |s| q - s)
+        })
+        .collect()
 }
 
 /// The lag (in readings, within ±[`MAX_LAG`]) at which signal `v` best correlates with the
@@ -318,7 +352,6 @@ fn pearson(a: &[f64], b: &[f64]) -> Option<f64> {
 
 /// The suite's table for runs of each shape.
 pub fn report(runs: &[(Shape, Vec<Reading>)]) -> String {
-    let secs = |v: Option<f64>| v.map_or("-".to_owned(), |t| format!("{t:.0}"));
     let mut out = format!(
         "## Scaling signal ({} workers × {} slots, horizon {} s, requests of {} shards × {} ms)\n\n",
         ENGINES,
@@ -327,25 +360,41 @@ pub fn report(runs: &[(Shape, Vec<Reading>)]) -> String {
         UNITS,
         UNIT_US / 1000
     );
-    out.push_str("| trace | signal | first asks for more than running (s) | in-flight onset (s) | lead (s) | best lag (s) | correlation |\n|---|---|---:|---:|---:|---:|---:|\n");
+    out.push_str(
+        "Lead: for each rise of the requests in flight, how long before it the signal started \
+         asking for more replicas than the running ones (0: it did not). Lag: the shift at which \
+         the signal best correlates with the requests in flight (positive: the signal first).\n\n\
+         | trace | signal | queue rises at (s) | signal led by (s) | mean lead (s) | best lag (s) | correlation |\n\
+         |---|---|---|---|---:|---:|---:|\n",
+    );
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|t| format!("{t:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     for (shape, readings) in runs {
-        let onset = queue_onset(readings);
+        let rises: Vec<f64> = queue_rises(readings)
+            .into_iter()
+            .filter(|&q| q >= WARMUP)
+            .collect();
         for v in Variant::ALL {
-            let up = first_scale_up(readings, v);
-            let ahead = match (up, onset) {
-                (Some(u), Some(o)) => format!("{:.0}", o - u),
-                _ => "-".into(),
+            let leads = leads(readings, v);
+            let mean = if leads.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.1}", leads.iter().sum::<f64>() / leads.len() as f64)
             };
             let skip = if *shape == Shape::Periodic { 60.0 } else { 0.0 };
             let (lag, corr) = lead(readings, skip, v).map_or(("-".into(), "-".into()), |(l, c)| {
-                (format!("{}", l), format!("{c:.2}"))
+                (l.to_string(), format!("{c:.2}"))
             });
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {ahead} | {lag} | {corr} |\n",
+                "| {} | {} | {} | {} | {mean} | {lag} | {corr} |\n",
                 shape.name(),
                 v.name(),
-                secs(up),
-                secs(onset),
+                list(&rises),
+                list(&leads),
             ));
         }
     }
@@ -470,15 +519,32 @@ mod tests {
         assert!(corr > 0.9, "{corr}");
     }
 
-    /// The ramp's measures: the first reading above the running replicas, and the first
-    /// in-flight count past twice its early median.
+    /// A queue rise counts once it lasts; the signal's rise before it is its lead.
     #[test]
-    fn finds_scale_up_and_queue_onset() {
-        let desired: Vec<u32> = (0..60).map(|i| 1 + i / 10).collect();
-        let queue: Vec<usize> = (0..60).map(|i| if i < 40 { 5 } else { 30 }).collect();
+    fn finds_queue_rises_and_leads() {
+        let desired: Vec<u32> = (0..60)
+            .map(|i| match i {
+                25 => 4, // an early rise that falls back: the first within the window counts
+                i if i >= 30 => 5,
+                _ => 2,
+            })
+            .collect();
+        let queue: Vec<usize> = (0..60)
+            .map(|i| match i {
+                10 => 40, // one spike: not a rise
+                i if i >= 40 => 30,
+                _ => 1,
+            })
+            .collect();
         let r = readings(&desired, &queue);
-        assert_eq!(first_scale_up(&r, Variant::Forecast), Some(30.0));
-        assert_eq!(queue_onset(&r), Some(40.0));
+        assert_eq!(queue_rises(&r), vec![40.0]);
+        assert_eq!(signal_rises(&r, Variant::Forecast), vec![25.0, 30.0]);
+        assert_eq!(leads(&r, Variant::Forecast), vec![15.0]);
+        let late: Vec<u32> = (0..60).map(|i| if i >= 45 { 5 } else { 2 }).collect();
+        assert_eq!(
+            leads(&readings(&late, &queue), Variant::Forecast),
+            vec![0.0]
+        );
     }
 
     /// The traces follow their shapes: the ramp's arrivals thicken, then stop.
