@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod private_redis;
 pub mod services;
 
 use std::future::Future;

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use shardline::message::{Options, Status};
+use shardline_tests::private_redis::PrivateRedis;
 use shardline_tests::process::{cli, spawn_worker_with};
 use shardline_tests::{Cluster, eventually, http, patience, synthetic};
 use tokio::process::Child;
@@ -264,4 +265,48 @@ async fn targets_list_the_workers_metrics_endpoints() {
     let _ = dash.kill().await;
     let _ = worker.kill().await;
     c.shutdown().await;
+}
+
+/// While Redis is down the API answers 503 with a JSON error and the page still loads; once
+/// Redis is back the API answers again, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_outlives_a_redis_outage() {
+    let mut redis = PrivateRedis::start().await;
+    let addr = http::free_addr();
+    let mut dash = tokio::process::Command::new(CLI)
+        .args(["dashboard", "--listen", &addr.to_string()])
+        .env("SHARDLINE_REDIS_URL", redis.url())
+        .env("SHARDLINE_NAMESPACE", "dash-outage")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the dashboard");
+    let status = |path: &'static str| async move { Some(http::get(addr, path).await?.status) };
+    eventually("the dashboard answers", WAIT, || async {
+        (status("/api/overview").await? == 200).then_some(())
+    })
+    .await;
+
+    redis.kill().await;
+    let down = eventually("a 503 while Redis is down", WAIT, || async {
+        let a = http::get(addr, "/api/overview").await?;
+        (a.status == 503).then_some(a)
+    })
+    .await;
+    assert!(
+        down.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("redis")),
+        "{}",
+        down.body
+    );
+    assert_eq!(status("/").await, Some(200), "the page still loads");
+
+    redis.restart().await;
+    eventually("answers again once Redis is back", WAIT, || async {
+        (status("/api/overview").await? == 200).then_some(())
+    })
+    .await;
+    let _ = dash.kill().await;
 }
