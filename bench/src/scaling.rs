@@ -364,8 +364,9 @@ pub fn report(runs: &[(Shape, Vec<Reading>)]) -> String {
         "Lead: for each rise of the requests in flight, how long before it the signal started \
          asking for more replicas than the running ones (0: it did not). Lag: the shift at which \
          the signal best correlates with the requests in flight (positive: the signal first).\n\n\
-         | trace | signal | queue rises at (s) | signal led by (s) | mean lead (s) | best lag (s) | correlation |\n\
-         |---|---|---|---|---:|---:|---:|\n",
+         Mean asked: the replicas the signal asked for, averaged over the run (its cost).\n\n\
+         | trace | signal | queue rises at (s) | signal led by (s) | mean lead (s) | best lag (s) | correlation | mean asked |\n\
+         |---|---|---|---|---:|---:|---:|---:|\n",
     );
     let list = |v: &[f64]| {
         v.iter()
@@ -389,8 +390,10 @@ pub fn report(runs: &[(Shape, Vec<Reading>)]) -> String {
             let (lag, corr) = lead(readings, skip, v).map_or(("-".into(), "-".into()), |(l, c)| {
                 (l.to_string(), format!("{c:.2}"))
             });
+            let asked = readings.iter().map(|r| f64::from(v.of(r))).sum::<f64>()
+                / readings.len().max(1) as f64;
             out.push_str(&format!(
-                "| {} | {} | {} | {} | {mean} | {lag} | {corr} |\n",
+                "| {} | {} | {} | {} | {mean} | {lag} | {corr} | {asked:.2} |\n",
                 shape.name(),
                 v.name(),
                 list(&rises),
