@@ -17,6 +17,7 @@ use futures::{StreamExt, TryStreamExt};
 use lapin::BasicProperties;
 use lapin::message::{BasicReturnMessage, Delivery};
 use lapin::options::{BasicAckOptions, BasicNackOptions};
+use shardline::activity::{Counters, Event};
 use shardline::amqp::{self, Published, ReplyTo};
 use shardline::kind::KindError;
 use shardline::message::{FinalResult, Options, Shard};
@@ -171,6 +172,8 @@ pub struct Dispatcher {
     pub(crate) predictor: Predictor,
     /// The scaling signal's arrival series, when the signal is on.
     pub(crate) demand: Option<Arc<Demand>>,
+    /// This namespace's activity counts (the dashboard's charts).
+    pub(crate) activity: Arc<Counters>,
     pub(crate) routing: Mutex<Routing>,
 }
 
@@ -237,6 +240,7 @@ impl Dispatcher {
         };
         if existing.is_none() {
             metric::request_accepted(&cut.kind, cut.payloads.len());
+            self.activity.count(Event::Accepted);
             self.count_demand(&cut);
         }
         let Placement {
@@ -827,6 +831,7 @@ impl Dispatcher {
     async fn reject(&self, delivery: &Delivery, rej: Rejection) -> Result<(), Error> {
         warn!(reason = %rej.reason, message = %rej.message, "request rejected");
         metric::request_rejected(rej.reason);
+        self.activity.count(Event::Rejected);
         let record = Rejected {
             kind: rej.kind.clone(),
             reason: rej.reason,

@@ -214,6 +214,10 @@ async fn serve(
         );
     }
     background.spawn(
+        "activity",
+        shardline::activity::keep_flushing(store.clone(), token.clone()),
+    );
+    background.spawn(
         "history saver",
         predictor
             .history
@@ -235,6 +239,7 @@ async fn serve(
         engines,
         predictor,
         demand: exported.map(|s| s.demand.clone()),
+        activity: shardline::activity::Counters::of(names.namespace()),
         routing: Mutex::new(Routing {
             router,
             hold: Hold::new(config.hold()),

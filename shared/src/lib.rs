@@ -15,12 +15,14 @@
 //! - [`resolve`] — assembling and publishing a request's final result;
 //! - [`inline`] — which small work runs on the runtime's thread instead of a blocking one;
 //! - [`metric`], [`exporter`] — the metrics every process records, and `/metrics`;
+//! - [`activity`] — requests accepted and ended per bucket, for the dashboard's charts;
 //! - [`service`] — the services' error type and exit codes;
 //! - [`signal`], [`telemetry`] — shutdown signals and logging for the binaries;
 //! - [`teardown`] — removing a namespace (tests, benchmarks, retired deployments).
 
 #![warn(missing_docs)]
 
+pub mod activity;
 pub mod amqp;
 pub mod config;
 mod error;

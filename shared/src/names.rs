@@ -139,6 +139,10 @@ impl Names {
     pub fn events_channel(&self) -> String {
         format!("{}:events", self.ns)
     }
+    /// Stream of per-process activity counts per bucket (the dashboard's charts).
+    pub fn activity_key(&self) -> String {
+        format!("{}:activity", self.ns)
+    }
     /// The managers' learned service times, shared so that a restarted or second manager
     /// starts warm.
     pub fn history_key(&self) -> String {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::activity::{Counters, Event};
 use crate::amqp::{ReplyTo, publish_result};
 use crate::inline::Inline;
 use crate::kind::{DynKind, KindError};
@@ -30,6 +31,7 @@ pub struct Resolver {
     channel: lapin::Channel,
     registry: Registry,
     merges: Arc<Inline>,
+    activity: Arc<Counters>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -45,11 +47,13 @@ impl Resolver {
     /// A resolver publishing on `channel`, which must be in confirm mode. Every merge runs on
     /// a blocking thread; see [`Resolver::with_inline_merges`].
     pub fn new(store: Store, channel: lapin::Channel, registry: Registry) -> Self {
+        let activity = Counters::of(store.names().namespace());
         Resolver {
             store,
             channel,
             registry,
             merges: Arc::new(Inline::new(Duration::ZERO)),
+            activity,
         }
     }
 
@@ -181,6 +185,7 @@ impl Resolver {
             Err(e) => return Err(e),
         };
         metric::request_ended(&meta.kind, result.status, meta.created, published);
+        self.activity.count(Event::of(result.status));
         self.store.finish(id, result.status).await?;
         debug!(request.id = %id, status = result.status.as_str(), "final result published");
         Ok(Some(result))

@@ -310,3 +310,79 @@ async fn the_dashboard_outlives_a_redis_outage() {
     .await;
     let _ = dash.kill().await;
 }
+
+/// The activity chart's series counts what happened: three completed requests and one
+/// rejected one appear in the last hour's buckets (within one flush period), and the page
+/// draws the chart's lines in a real browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_activity_chart_counts_what_happened() {
+    let c = Cluster::builder().workers(1).start().await;
+    for _ in 0..3 {
+        let r = c
+            .client()
+            .submit(
+                "wordcount",
+                "to be or not".into(),
+                Options::default(),
+                patience(WAIT),
+            )
+            .await
+            .expect("a result");
+        assert_eq!(r.status, Status::Completed);
+    }
+    let r = c
+        .client()
+        .submit(
+            "no-such-kind",
+            "x".into(),
+            Options::default(),
+            patience(WAIT),
+        )
+        .await
+        .expect("a result");
+    assert_eq!(r.status, Status::Rejected);
+    let (mut dash, addr) = dashboard(&c, None).await;
+
+    let total = |json: &serde_json::Value, event: &str| -> u64 {
+        json["points"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["counts"][event].as_u64())
+            .sum()
+    };
+    let series = eventually("the counts in the activity series", WAIT, || async {
+        let json = http::get(addr, "/api/activity?minutes=10").await?.json();
+        (total(&json, "completed") == 3).then_some(json)
+    })
+    .await;
+    assert_eq!(total(&series, "accepted"), 3, "{series}");
+    assert_eq!(total(&series, "rejected"), 1, "{series}");
+    assert_eq!(total(&series, "failed"), 0, "{series}");
+    assert_eq!(
+        series["points"].as_array().map(Vec::len),
+        Some(61),
+        "one point per 10 s"
+    );
+    let bad = http::get(addr, "/api/activity?minutes=100000")
+        .await
+        .expect("an answer");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
+    let dom = rendered(&format!("http://{addr}/")).await;
+    for line in [
+        "accepted",
+        "completed",
+        "failed, timed out or cancelled",
+        "rejected",
+    ] {
+        assert!(
+            dom.contains(&format!("data-name=\"{line}\"")),
+            "no {line} line in the chart"
+        );
+    }
+    assert!(dom.contains("completed 3"), "the legend's totals are wrong");
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}

@@ -149,6 +149,10 @@ async fn serve(
             background.token(),
         ),
     );
+    background.spawn(
+        "activity",
+        shardline::activity::keep_flushing(store.clone(), background.token()),
+    );
     let handler = Arc::new(Handler {
         engine: engine.to_owned(),
         names: names.clone(),

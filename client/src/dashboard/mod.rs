@@ -5,6 +5,7 @@
 //! | --- | --- |
 //! | `GET /` | the page (it polls the API every 2 s) |
 //! | `GET /api/overview?page=N` | engines and one page of in-flight requests |
+//! | `GET /api/activity?minutes=N` | requests accepted, rejected and ended per 10 s, last `N` minutes (60) |
 //! | `GET /api/requests/{id}` | one request: record, shards per engine, failed shards, or its rejection |
 //! | `POST /api/requests/{id}/cancel` | cancel it; needs `Authorization: Bearer <token>` |
 //! | `GET /api/targets` | the workers' metrics endpoints, in Prometheus HTTP service-discovery format |
@@ -78,6 +79,7 @@ pub fn router(store: Store, token: Option<String>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/api/overview", get(overview))
+        .route("/api/activity", get(activity))
         .route("/api/requests/{id}", get(request))
         .route("/api/requests/{id}/cancel", post(cancel))
         .route("/api/targets", get(targets))
@@ -163,6 +165,48 @@ async fn overview(
             "page": page,
             "page_size": PAGE,
             "requests": requests,
+        }),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct MinutesQuery {
+    minutes: Option<String>,
+}
+
+/// Longest window `/api/activity` answers for, minutes (the stream keeps two hours).
+pub const MAX_MINUTES: u64 = 120;
+
+async fn activity(
+    State(s): State<Shared>,
+    Query(q): Query<MinutesQuery>,
+) -> Result<Response, Failure> {
+    let minutes: u64 = match q.minutes.as_deref() {
+        None => 60,
+        Some(m) => m
+            .parse()
+            .ok()
+            .filter(|m| (1..=MAX_MINUTES).contains(m))
+            .ok_or_else(|| {
+                Failure(
+                    StatusCode::BAD_REQUEST,
+                    format!("minutes {m:?} is not a number from 1 to {MAX_MINUTES}"),
+                )
+            })?,
+    };
+    let now = now_ms();
+    let since = now.saturating_sub(minutes * 60_000);
+    let entries = s.store.activity_since(since).await?;
+    let points = shardline::activity::series(
+        &entries,
+        shardline::activity::bucket_of(since),
+        shardline::activity::bucket_of(now),
+    );
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "bucket_s": shardline::activity::BUCKET.as_secs(),
+            "points": points,
         }),
     ))
 }

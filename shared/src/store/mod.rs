@@ -4,6 +4,7 @@
 //! - [`requests`]: a request's record: create, read, route, end early, the in-flight index;
 //! - [`shards`]: per-shard accounting: results and failures, tries, parts;
 //! - [`finalize`]: closing a request: the finalizer lease, what it reads, publication, finish;
+//! - [`activity`]: the per-bucket activity counts behind the dashboard's charts;
 //! - [`engines`]: registration and liveness of worker engines;
 //! - [`rejections`]: short records of requests refused at intake;
 //! - [`state`]: the request states stored in `meta.state`.
@@ -11,6 +12,7 @@
 //! This file holds the connection and what spans the namespace (locks, events, the learned
 //! history, deleting it all).
 
+mod activity;
 mod engines;
 mod finalize;
 mod rejections;
