@@ -299,11 +299,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             let store = shardline::store::Store::connect(&cli.connect.redis_url, names)
                 .await
                 .map_err(Error::Redis)?;
-            shardline_client::dashboard::serve(listen, store, token, shardline::signal::shutdown())
-                .await
-                .map_err(|e| {
-                    Error::Input(format!("cannot serve the dashboard on {listen}: {e}"))
-                })?;
+            shardline_client::dashboard::serve(
+                listen,
+                store,
+                &cli.connect.amqp_url,
+                token,
+                shardline::signal::shutdown(),
+            )
+            .await
+            .map_err(|e| Error::Input(format!("cannot serve the dashboard on {listen}: {e}")))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Teardown { yes } => {

@@ -22,7 +22,9 @@ use shardline::amqp::{self, Published, ReplyTo};
 use shardline::kind::KindError;
 use shardline::message::{FinalResult, Options, Shard};
 use shardline::metric;
-use shardline::store::{Created, Meta, NewRequest, Rejected, RequestState, Store};
+use shardline::store::{
+    Created, DeadKind, DeadLetter, Meta, NewRequest, Rejected, RequestState, Store,
+};
 use shardline::{Error, Names, Registry, RejectReason, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -853,6 +855,18 @@ impl Dispatcher {
             &rej.message,
             Some(rej.id),
         )
-        .await
+        .await?;
+        let entry = DeadLetter::new(
+            DeadKind::Request,
+            &delivery.data,
+            &delivery.properties,
+            rej.reason.code(),
+            &rej.message,
+            Some(rej.id),
+        );
+        if let Err(error) = self.store.remember_dead_letter(&entry).await {
+            warn!(%error, "recording the dead letter for the dashboard failed");
+        }
+        Ok(())
     }
 }

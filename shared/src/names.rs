@@ -143,6 +143,10 @@ impl Names {
     pub fn activity_key(&self) -> String {
         format!("{}:activity", self.ns)
     }
+    /// List of recent dead letters, newest first (the dashboard's).
+    pub fn dead_letters_key(&self) -> String {
+        format!("{}:dead", self.ns)
+    }
     /// The managers' learned service times, shared so that a restarted or second manager
     /// starts warm.
     pub fn history_key(&self) -> String {

@@ -7,7 +7,8 @@ use std::time::Duration;
 use shardline::message::{Options, Status};
 use shardline_tests::private_redis::PrivateRedis;
 use shardline_tests::process::{cli, spawn_worker_with};
-use shardline_tests::{Cluster, eventually, http, patience, synthetic};
+use shardline_tests::raw::{Replies, publish_request};
+use shardline_tests::{Cluster, eventually, http, patience, request_body, synthetic};
 use tokio::process::Child;
 
 const CLI: &str = env!("CARGO_BIN_EXE_shardline-under-test");
@@ -382,6 +383,59 @@ async fn the_activity_chart_counts_what_happened() {
         );
     }
     assert!(dom.contains("completed 3"), "the legend's totals are wrong");
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}
+
+/// A rejected request is listed among the dead letters with its reason, in the API and on
+/// the page; re-submitting it needs the token and publishes it again under the same id and
+/// reply queue (here it is rejected again: a second answer and a second dead letter).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_resubmitted() {
+    let c = Cluster::builder().workers(1).start().await;
+    let mut replies = Replies::new(&c).await;
+    let id = uuid::Uuid::new_v4();
+    let body = request_body("no-such-kind", "x".into(), &[]);
+    publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    let first = replies.next(WAIT).await;
+    assert_eq!((first.request_id, first.status), (id, Status::Rejected));
+    let (mut dash, addr) = dashboard(&c, Some(TOKEN)).await;
+
+    let listed = eventually("the dead letter listed", WAIT, || async {
+        let json = http::get(addr, "/api/dead").await?.json();
+        let entry = json["dead_letters"].as_array()?.first()?.clone();
+        (entry["request_id"] == id.to_string()).then_some(entry)
+    })
+    .await;
+    assert_eq!(listed["reason"], "unknown_kind");
+    assert_eq!(listed["resubmittable"], true);
+    let dom = rendered(&format!("http://{addr}/")).await;
+    assert!(
+        dom.contains("data-entry=") && dom.contains("unknown_kind"),
+        "no dead letter on the page"
+    );
+
+    let path = format!(
+        "/api/dead/{}/resubmit",
+        listed["entry"].as_str().expect("an entry id")
+    );
+    let refused = http::request(addr, "POST", &path, &[])
+        .await
+        .expect("an answer");
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let bearer = format!("Bearer {TOKEN}");
+    let done = http::request(addr, "POST", &path, &[("Authorization", &bearer)])
+        .await
+        .expect("an answer");
+    assert_eq!(done.status, 200, "{}", done.body);
+    let again = replies.next(WAIT).await;
+    assert_eq!((again.request_id, again.status), (id, Status::Rejected));
+    eventually("a second dead letter", WAIT, || async {
+        let json = http::get(addr, "/api/dead").await?.json();
+        (json["dead_letters"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
 
     let _ = dash.kill().await;
     c.shutdown().await;

@@ -11,7 +11,7 @@ use shardline::kind::{DynKind, KindError, Stop};
 use shardline::message::{ErrorInfo, Shard, Status};
 use shardline::metric::{self, ShardOutcome};
 use shardline::resolve::Resolver;
-use shardline::store::{Begun, Ended, Recorded, RequestState, Store};
+use shardline::store::{Begun, DeadKind, DeadLetter, Ended, Recorded, RequestState, Store};
 use shardline::{Names, Registry, amqp, now_ms};
 use tokio::task::JoinError;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -517,12 +517,36 @@ impl Handler {
         )
         .await
         {
-            Ok(()) => Settle::Ack,
+            Ok(()) => {
+                self.remember_dead_letter(delivery, reason, detail).await;
+                Settle::Ack
+            }
             Err(e) if e.is_transient() => Settle::Requeue,
             Err(e) => {
                 error!(error = %e, "dead-lettering failed; dropping the shard");
                 Settle::Ack
             }
+        }
+    }
+
+    /// Leave a record of the dead letter for the dashboard (best effort).
+    async fn remember_dead_letter(&self, delivery: &Delivery, reason: &str, detail: &str) {
+        let request = delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .and_then(|id| Shard::parse_message_id(id.as_str()))
+            .map(|(request, _)| request);
+        let entry = DeadLetter::new(
+            DeadKind::Shard,
+            &delivery.data,
+            &delivery.properties,
+            reason,
+            detail,
+            request,
+        );
+        if let Err(error) = self.store.remember_dead_letter(&entry).await {
+            warn!(%error, "recording the dead letter for the dashboard failed");
         }
     }
 }

@@ -9,6 +9,8 @@
 //! | `GET /api/requests/{id}` | one request: record, shards per engine, failed shards, or its rejection |
 //! | `POST /api/requests/{id}/cancel` | cancel it; needs `Authorization: Bearer <token>` |
 //! | `GET /api/targets` | the workers' metrics endpoints, in Prometheus HTTP service-discovery format |
+//! | `GET /api/dead?page=N` | recent dead letters, newest first |
+//! | `POST /api/dead/{entry}/resubmit` | publish a dead-lettered request again; needs the token |
 //!
 //! Without `--token` the dashboard is read-only: actions answer 403. Errors are JSON
 //! (`{"error": …}`) with a status that says what went wrong: 400 for a malformed id, 404 for
@@ -27,9 +29,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use shardline::amqp;
 use shardline::message::Status;
 use shardline::now_ms;
-use shardline::store::{Ended, Store};
+use shardline::store::{DEAD_KEPT, DeadKind, Ended, Store};
 use uuid::Uuid;
 
 /// In-flight requests per page.
@@ -44,6 +47,36 @@ const PAGE_HTML: &str = include_str!("page.html");
 struct Shared {
     store: Store,
     token: Option<Arc<str>>,
+    broker: Arc<Broker>,
+}
+
+/// The broker connection for re-submitting, opened on first use.
+struct Broker {
+    url: String,
+    channel: tokio::sync::Mutex<Option<(lapin::Connection, lapin::Channel)>>,
+}
+
+impl Broker {
+    /// Publish `body` to the requests exchange with confirms, reconnecting when the last
+    /// connection is gone.
+    async fn publish(
+        &self,
+        names: &shardline::Names,
+        body: &[u8],
+        props: lapin::BasicProperties,
+    ) -> Result<(), shardline::Error> {
+        let mut slot = self.channel.lock().await;
+        if !slot.as_ref().is_some_and(|(c, _)| c.status().connected()) {
+            let conn = amqp::connect(&self.url, "shardline-dashboard").await?;
+            let ch = amqp::confirm_channel(&conn).await?;
+            *slot = Some((conn, ch));
+        }
+        let Some((_, ch)) = slot.as_ref() else {
+            return Err(shardline::Error::Config("no broker channel".into()));
+        };
+        amqp::publish(ch, &names.requests_exchange(), "", body, props, false).await?;
+        Ok(())
+    }
 }
 
 /// A JSON error with its status.
@@ -70,11 +103,16 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
         .into_response()
 }
 
-/// The dashboard's routes over `store`; actions need `token` (none: read-only).
-pub fn router(store: Store, token: Option<String>) -> Router {
+/// The dashboard's routes over `store` (and the broker at `amqp_url`, for re-submitting);
+/// actions need `token` (none: read-only).
+pub fn router(store: Store, amqp_url: &str, token: Option<String>) -> Router {
     let shared = Shared {
         store,
         token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        broker: Arc::new(Broker {
+            url: amqp_url.to_owned(),
+            channel: tokio::sync::Mutex::new(None),
+        }),
     };
     Router::new()
         .route("/", get(page))
@@ -83,6 +121,8 @@ pub fn router(store: Store, token: Option<String>) -> Router {
         .route("/api/requests/{id}", get(request))
         .route("/api/requests/{id}/cancel", post(cancel))
         .route("/api/targets", get(targets))
+        .route("/api/dead", get(dead))
+        .route("/api/dead/{entry}/resubmit", post(resubmit))
         .with_state(shared)
 }
 
@@ -93,6 +133,7 @@ pub fn router(store: Store, token: Option<String>) -> Router {
 pub async fn serve(
     listen: SocketAddr,
     store: Store,
+    amqp_url: &str,
     token: Option<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -104,7 +145,7 @@ pub async fn serve(
         "read-only"
     };
     eprintln!("dashboard: http://{addr}/ ({mode})");
-    axum::serve(listener, router(store, token))
+    axum::serve(listener, router(store, amqp_url, token))
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -118,19 +159,24 @@ struct PageQuery {
     page: Option<String>,
 }
 
-async fn overview(
-    State(s): State<Shared>,
-    Query(q): Query<PageQuery>,
-) -> Result<Response, Failure> {
-    let page: usize = match q.page.as_deref() {
-        None => 0,
+/// The page number in `q` (0 when absent).
+fn page_number(q: &PageQuery) -> Result<usize, Failure> {
+    match q.page.as_deref() {
+        None => Ok(0),
         Some(p) => p.parse().map_err(|_| {
             Failure(
                 StatusCode::BAD_REQUEST,
                 format!("page {p:?} is not a page number"),
             )
-        })?,
-    };
+        }),
+    }
+}
+
+async fn overview(
+    State(s): State<Shared>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, Failure> {
+    let page = page_number(&q)?;
     let engines = engines(&s.store).await?;
     // A page past the end is empty, not an error; one past any index is clamped.
     let start = page.checked_mul(PAGE).unwrap_or(usize::MAX / 2);
@@ -360,4 +406,74 @@ async fn targets(State(s): State<Shared>) -> Result<Response, Failure> {
         })
         .collect();
     Ok(json_response(StatusCode::OK, &Value::Array(groups)))
+}
+
+async fn dead(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Result<Response, Failure> {
+    let page = page_number(&q)?;
+    let start = page.checked_mul(PAGE).unwrap_or(usize::MAX / 2);
+    let entries: Vec<Value> = s
+        .store
+        .dead_letters(start, PAGE)
+        .await?
+        .into_iter()
+        .map(|d| {
+            json!({
+                "entry": d.id,
+                "at": d.at,
+                "what": d.what,
+                "reason": d.reason,
+                "detail": d.detail,
+                "request_id": d.request_id,
+                "resubmittable": d.what == DeadKind::Request && d.body.is_some(),
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "page": page, "page_size": PAGE, "dead_letters": entries }),
+    ))
+}
+
+/// Publish a dead-lettered request again, with its original id, reply target and encoding.
+async fn resubmit(
+    State(s): State<Shared>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    authorized(&s, &headers)?;
+    let entry = parse_id(&raw)?;
+    let all = s.store.dead_letters(0, DEAD_KEPT as usize).await?;
+    let Some(d) = all.into_iter().find(|d| d.id == entry) else {
+        return Err(Failure(
+            StatusCode::NOT_FOUND,
+            format!("no dead letter {entry} among the newest {DEAD_KEPT}"),
+        ));
+    };
+    let Some(body) = d.body.filter(|_| d.what == DeadKind::Request) else {
+        return Err(Failure(
+            StatusCode::CONFLICT,
+            "only a rejected request whose body was kept can be re-submitted".into(),
+        ));
+    };
+    let mut props = lapin::BasicProperties::default();
+    if let Some(v) = d.content_type {
+        props = props.with_content_type(v.into());
+    }
+    if let Some(v) = d.reply_to {
+        props = props.with_reply_to(v.into());
+    }
+    if let Some(v) = d.correlation_id {
+        props = props.with_correlation_id(v.into());
+    }
+    if let Some(v) = d.message_id {
+        props = props.with_message_id(v.into());
+    }
+    s.broker
+        .publish(s.store.names(), &body, props)
+        .await
+        .map_err(|e| Failure(StatusCode::SERVICE_UNAVAILABLE, format!("broker: {e}")))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "entry": entry, "request_id": d.request_id, "outcome": "resubmitted" }),
+    ))
 }

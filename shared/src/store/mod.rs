@@ -5,6 +5,7 @@
 //! - [`shards`]: per-shard accounting: results and failures, tries, parts;
 //! - [`finalize`]: closing a request: the finalizer lease, what it reads, publication, finish;
 //! - [`activity`]: the per-bucket activity counts behind the dashboard's charts;
+//! - [`dead`]: a record of recent dead letters (the queue itself cannot be read in place);
 //! - [`engines`]: registration and liveness of worker engines;
 //! - [`rejections`]: short records of requests refused at intake;
 //! - [`state`]: the request states stored in `meta.state`.
@@ -13,6 +14,7 @@
 //! history, deleting it all).
 
 mod activity;
+mod dead;
 mod engines;
 mod finalize;
 mod rejections;
@@ -27,6 +29,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::{Error, Names, now_ms};
 
+pub use dead::{DEAD_BODY_MAX, DEAD_KEPT, DeadKind, DeadLetter};
 pub use finalize::Closing;
 pub use rejections::Rejected;
 pub use requests::{CANCEL_TOMBSTONE_TTL, Created, Ended, Meta, NewRequest};
