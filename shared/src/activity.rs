@@ -6,6 +6,10 @@
 //! Redis), and every [`BUCKET`] appends one entry with its counts to the stream
 //! `<ns>:activity`, trimmed to [`KEEP`] by entry time. The dashboard reads the stream's last
 //! hour and adds up the entries of each bucket across processes.
+//!
+//! The ids of the requests a process finished go along in the same flush, into the index of
+//! recently finished requests (`<ns>:finished`, scored by time, trimmed to [`FINISHED_FOR`]),
+//! so the dashboard can list them without a keyspace scan.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+use uuid::Uuid;
 
 use crate::message::Status;
 use crate::now_ms;
@@ -24,6 +29,11 @@ use crate::store::Store;
 pub const BUCKET: Duration = Duration::from_secs(10);
 /// How long entries are kept.
 pub const KEEP: Duration = Duration::from_secs(2 * 3600);
+/// How long finished requests stay in their index (as long as their records live).
+pub const FINISHED_FOR: Duration = Store::DEFAULT_GRACE;
+/// Finished ids one process keeps between two flushes; more are left out of the index (they
+/// still count in the series).
+pub const FINISHED_PER_FLUSH: usize = 20_000;
 
 /// What is counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -92,7 +102,10 @@ impl Event {
 /// process that serves the namespace ([`Counters::of`]), so that services embedded side by
 /// side in one process (tests, benchmarks) count each namespace apart.
 #[derive(Debug, Default)]
-pub struct Counters([AtomicU64; 7]);
+pub struct Counters {
+    counts: [AtomicU64; 7],
+    finished: Mutex<Vec<(Uuid, u64)>>,
+}
 
 impl Counters {
     /// The counters of `namespace` in this process.
@@ -108,7 +121,21 @@ impl Counters {
 
     /// Count one `event`.
     pub fn count(&self, event: Event) {
-        self.0[event as usize].fetch_add(1, Ordering::Relaxed);
+        self.counts[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Request `id` was finished (its result published) now.
+    pub fn finished(&self, id: Uuid) {
+        let mut f = self.lock_finished();
+        if f.len() < FINISHED_PER_FLUSH {
+            f.push((id, now_ms()));
+        }
+    }
+
+    fn lock_finished(&self) -> std::sync::MutexGuard<'_, Vec<(Uuid, u64)>> {
+        self.finished
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Take the counts since the last call (zeroing them), as (event, count) for those above 0.
@@ -116,16 +143,19 @@ impl Counters {
         Event::ALL
             .into_iter()
             .filter_map(|e| {
-                let n = self.0[e as usize].swap(0, Ordering::Relaxed);
+                let n = self.counts[e as usize].swap(0, Ordering::Relaxed);
                 (n > 0).then_some((e, n))
             })
             .collect()
     }
 
-    fn put_back(&self, counts: Vec<(Event, u64)>) {
+    fn put_back(&self, counts: Vec<(Event, u64)>, finished: Vec<(Uuid, u64)>) {
         for (e, n) in counts {
-            self.0[e as usize].fetch_add(n, Ordering::Relaxed);
+            self.counts[e as usize].fetch_add(n, Ordering::Relaxed);
         }
+        let mut f = self.lock_finished();
+        let room = FINISHED_PER_FLUSH.saturating_sub(f.len());
+        f.extend(finished.into_iter().take(room));
     }
 }
 
@@ -141,11 +171,14 @@ pub async fn keep_flushing(store: Store, stop: CancellationToken) {
             _ = tick.tick() => false,
         };
         let counts = counters.take();
-        if !counts.is_empty()
-            && let Err(error) = store.append_activity(bucket_of(now_ms()), &counts).await
+        let finished = std::mem::take(&mut *counters.lock_finished());
+        if !(counts.is_empty() && finished.is_empty())
+            && let Err(error) = store
+                .append_activity(bucket_of(now_ms()), &counts, &finished)
+                .await
         {
             debug!(%error, "writing the activity counts failed; keeping them for the next try");
-            counters.put_back(counts);
+            counters.put_back(counts, finished);
         }
         if stopping {
             return;

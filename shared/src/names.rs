@@ -143,6 +143,10 @@ impl Names {
     pub fn activity_key(&self) -> String {
         format!("{}:activity", self.ns)
     }
+    /// Sorted set of recently finished request ids, scored by finish time (epoch ms).
+    pub fn finished_key(&self) -> String {
+        format!("{}:finished", self.ns)
+    }
     /// List of recent dead letters, newest first (the dashboard's).
     pub fn dead_letters_key(&self) -> String {
         format!("{}:dead", self.ns)

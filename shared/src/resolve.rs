@@ -186,6 +186,7 @@ impl Resolver {
         };
         metric::request_ended(&meta.kind, result.status, meta.created, published);
         self.activity.count(Event::of(result.status));
+        self.activity.finished(id);
         self.store.finish(id, result.status).await?;
         debug!(request.id = %id, status = result.status.as_str(), "final result published");
         Ok(Some(result))

@@ -440,3 +440,52 @@ async fn dead_letters_are_listed_and_resubmitted() {
     let _ = dash.kill().await;
     c.shutdown().await;
 }
+
+/// Requests finished in the last minutes are listed, newest first, with their kind and status
+/// (within one flush period of their result), in the API and on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_requests_are_listed() {
+    let c = Cluster::builder().workers(1).start().await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let r = c
+            .client()
+            .submit(
+                "wordcount",
+                "to be or not".into(),
+                Options::default(),
+                patience(WAIT),
+            )
+            .await
+            .expect("a result");
+        assert_eq!(r.status, Status::Completed);
+        ids.push(r.request_id.to_string());
+    }
+    let (mut dash, addr) = dashboard(&c, None).await;
+    let listed = eventually("the finished requests listed", WAIT, || async {
+        let json = http::get(addr, "/api/finished").await?.json();
+        let requests = json["requests"].as_array()?.clone();
+        (requests.len() == 3).then_some(requests)
+    })
+    .await;
+    let mut got: Vec<String> = listed
+        .iter()
+        .map(|r| r["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+    assert!(
+        listed
+            .iter()
+            .all(|r| r["status"] == "completed" && r["kind"] == "wordcount")
+    );
+    let dom = rendered(&format!("http://{addr}/")).await;
+    assert!(
+        ids.iter().all(|id| dom.contains(id.as_str())),
+        "finished requests not on the page"
+    );
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}

@@ -6,6 +6,7 @@
 //! | `GET /` | the page (it polls the API every 2 s) |
 //! | `GET /api/overview?page=N` | engines and one page of in-flight requests |
 //! | `GET /api/activity?minutes=N` | requests accepted, rejected and ended per 10 s, last `N` minutes (60) |
+//! | `GET /api/finished?page=N` | requests finished in the last 10 minutes, newest first |
 //! | `GET /api/requests/{id}` | one request: record, shards per engine, failed shards, or its rejection |
 //! | `POST /api/requests/{id}/cancel` | cancel it; needs `Authorization: Bearer <token>` |
 //! | `GET /api/targets` | the workers' metrics endpoints, in Prometheus HTTP service-discovery format |
@@ -121,6 +122,7 @@ pub fn router(store: Store, amqp_url: &str, token: Option<String>) -> Router {
         .route("/api/requests/{id}", get(request))
         .route("/api/requests/{id}/cancel", post(cancel))
         .route("/api/targets", get(targets))
+        .route("/api/finished", get(finished))
         .route("/api/dead", get(dead))
         .route("/api/dead/{entry}/resubmit", post(resubmit))
         .with_state(shared)
@@ -475,5 +477,36 @@ async fn resubmit(
     Ok(json_response(
         StatusCode::OK,
         &json!({ "entry": entry, "request_id": d.request_id, "outcome": "resubmitted" }),
+    ))
+}
+
+async fn finished(
+    State(s): State<Shared>,
+    Query(q): Query<PageQuery>,
+) -> Result<Response, Failure> {
+    let page = page_number(&q)?;
+    let start = page.checked_mul(PAGE).unwrap_or(usize::MAX / 2);
+    let mut requests = Vec::new();
+    for (id, at) in s.store.finished_page(start, PAGE).await? {
+        let meta = match s.store.meta(id).await {
+            Ok(m) => m,
+            Err(shardline::Error::Corrupt { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        requests.push(match meta {
+            Some(m) => json!({
+                "id": id,
+                "finished": at,
+                "kind": m.kind,
+                "status": m.status.map(Status::as_str),
+                "total": m.total,
+                "created": m.created,
+            }),
+            None => json!({ "id": id, "finished": at }),
+        });
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "page": page, "page_size": PAGE, "requests": requests }),
     ))
 }

@@ -1,30 +1,88 @@
-//! The activity stream: each process's counts per bucket, for the dashboard's charts (see
-//! [`crate::activity`]).
+//! The activity stream (each process's counts per bucket) and the index of recently finished
+//! requests, for the dashboard (see [`crate::activity`]).
+
+use redis::AsyncCommands;
+use uuid::Uuid;
 
 use super::Store;
-use crate::activity::{Event, KEEP};
+use crate::activity::{Event, FINISHED_FOR, KEEP};
 use crate::{Error, now_ms};
 
 impl Store {
     /// Append one process's counts for the bucket starting at `t` (epoch s), dropping entries
-    /// older than [`KEEP`].
+    /// older than [`KEEP`], and add the requests it `finished` (id, epoch ms) to the index of
+    /// recently finished requests, dropping those older than [`FINISHED_FOR`].
     ///
     /// # Errors
     /// Redis failures.
-    pub async fn append_activity(&self, t: u64, counts: &[(Event, u64)]) -> Result<(), Error> {
-        let mut cmd = redis::cmd("XADD");
-        cmd.arg(self.names.activity_key())
-            .arg("MINID")
-            .arg("~")
-            .arg(now_ms().saturating_sub(KEEP.as_millis() as u64))
-            .arg("*")
-            .arg("t")
-            .arg(t);
-        for (e, n) in counts {
-            cmd.arg(e.as_str()).arg(n);
+    pub async fn append_activity(
+        &self,
+        t: u64,
+        counts: &[(Event, u64)],
+        finished: &[(Uuid, u64)],
+    ) -> Result<(), Error> {
+        let now = now_ms();
+        // Not MULTI: the two keys live in different Redis Cluster slots.
+        let mut pipe = redis::pipe();
+        if !counts.is_empty() {
+            let xadd = pipe
+                .cmd("XADD")
+                .arg(self.names.activity_key())
+                .arg("MINID")
+                .arg("~")
+                .arg(now.saturating_sub(KEEP.as_millis() as u64))
+                .arg("*")
+                .arg("t")
+                .arg(t);
+            for (e, n) in counts {
+                xadd.arg(e.as_str()).arg(n);
+            }
+            pipe.ignore();
         }
-        let _: String = cmd.query_async(&mut self.conn()).await?;
+        if !finished.is_empty() {
+            let key = self.names.finished_key();
+            let members: Vec<(u64, String)> = finished
+                .iter()
+                .map(|(id, at)| (*at, id.to_string()))
+                .collect();
+            pipe.zadd_multiple(&key, &members)
+                .ignore()
+                .zrembyscore(
+                    &key,
+                    "-inf",
+                    format!("({}", now.saturating_sub(FINISHED_FOR.as_millis() as u64)),
+                )
+                .ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn()).await?;
         Ok(())
+    }
+
+    /// Requests finished in the last [`FINISHED_FOR`], newest first, from `start`, at most
+    /// `count`: id and epoch ms. Members this version cannot read are skipped.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn finished_page(
+        &self,
+        start: usize,
+        count: usize,
+    ) -> Result<Vec<(Uuid, u64)>, Error> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let (Ok(first), Ok(last)) = (isize::try_from(start), isize::try_from(start + count - 1))
+        else {
+            return Ok(Vec::new());
+        };
+        let mut c = self.conn();
+        let page: Vec<(String, f64)> = c
+            .zrevrange_withscores(self.names.finished_key(), first, last)
+            .await?;
+        Ok(page
+            .into_iter()
+            .filter_map(|(id, at)| Some((id.parse().ok()?, at.max(0.0) as u64)))
+            .collect())
     }
 
     /// The entries appended since `since_ms` (epoch ms): bucket start and counts. Fields this
