@@ -1,6 +1,6 @@
-//! The manager's gauges for the metrics endpoint: what it knows of each live engine (slots,
-//! unfinished shards, sampled depth, forecast, learned speed, heartbeat age) and of its hold,
-//! set every [`EVERY`] while the endpoint is on.
+//! What the manager reports about engines every [`EVERY`]: what it knows of each live engine
+//! (slots, unfinished shards, sampled depth, forecast, learned speed, heartbeat age) and of its
+//! hold, as gauges for the metrics endpoint and, for the dashboard, in Redis.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,10 +13,12 @@ use tracing::debug;
 
 use crate::dispatch::Dispatcher;
 
-/// Time between two settings of the gauges.
+/// Time between two reports.
 pub const EVERY: Duration = Duration::from_secs(1);
+/// How long one report stays in Redis.
+pub const REPORT_TTL: Duration = Duration::from_secs(10);
 
-/// Set the gauges every [`EVERY`] until cancelled; a failed round is logged and skipped.
+/// Report every [`EVERY`] until cancelled; a failed round is logged and skipped.
 pub async fn keep_set(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
     loop {
@@ -24,17 +26,17 @@ pub async fn keep_set(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
                 if let Err(error) = set(&dispatcher).await {
-                    debug!(%error, "reading the heartbeats for the gauges failed");
+                    debug!(%error, "reporting the engines failed");
                 }
             }
         }
     }
 }
 
-/// Set the gauges once.
+/// Report once.
 ///
 /// # Errors
-/// Redis failures (reading the heartbeats).
+/// Redis failures.
 pub async fn set(d: &Dispatcher) -> Result<(), shardline::Error> {
     let beats: HashMap<String, u64> = d.store.engine_beats().await?.into_iter().collect();
     let engines = d.engines.snapshot();
@@ -58,5 +60,9 @@ pub async fn set(d: &Dispatcher) -> Result<(), shardline::Error> {
         .collect();
     metric::engines(&readings);
     metric::held_shards(d.held());
-    Ok(())
+    let documents: Vec<(String, String)> = readings
+        .iter()
+        .filter_map(|r| Some((r.id.to_owned(), serde_json::to_string(r).ok()?)))
+        .collect();
+    d.store.report_engines(&d.id, &documents, REPORT_TTL).await
 }

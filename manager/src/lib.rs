@@ -18,7 +18,7 @@
 //!   - [`depth`] — sampled broker depth per engine queue;
 //!   - [`forecast`] — `augurs` forecasts of that depth;
 //! - [`engines`] — the live-engine view from heartbeats;
-//! - [`gauges`] — what the manager exports about engines and its hold;
+//! - [`gauges`] — what the manager reports about engines and its hold (metrics, dashboard);
 //! - [`dispatch`] — one request from split to confirmed publish;
 //! - [`sweep`] — recovery: dead engines' queues, lost finalizers;
 //! - [`scale`] — the scaling signal: worker replicas the coming minutes need.
@@ -91,7 +91,7 @@ pub async fn run(
         Some(addr) => Some(Exporter::start(addr, scale.routes()).await?),
         None => None,
     };
-    // The gauges and the scaling signal are only ever read through the endpoint.
+    // The scaling signal is only ever read through the endpoint.
     let exported = exporter.is_some().then_some(&scale);
     let stop = CancellationToken::new();
     let work = supervise(&stop, Error::is_transient, |started| {
@@ -251,11 +251,11 @@ async fn serve(
             dispatcher.clone().release_held_until(token.clone()),
         );
     }
+    background.spawn(
+        "engine reports",
+        gauges::keep_set(dispatcher.clone(), token.clone()),
+    );
     if let Some(scale) = exported {
-        background.spawn(
-            "gauges",
-            gauges::keep_set(dispatcher.clone(), token.clone()),
-        );
         let scaler = scale::Scaler {
             demand: scale.demand.clone(),
             latest: scale.latest.clone(),

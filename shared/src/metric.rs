@@ -284,8 +284,8 @@ pub fn scaling(desired: u32, arriving: f64, forecast: Option<f64>, capacity: f64
     gauge!(REPLICA_CAPACITY).set(capacity);
 }
 
-/// What a manager knows of one live engine, for its gauges.
-#[derive(Debug, Clone, PartialEq)]
+/// What a manager knows of one live engine, for its gauges (and, as JSON, for the dashboard).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct EngineReading<'a> {
     /// Engine id.
     pub id: &'a str,

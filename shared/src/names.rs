@@ -143,6 +143,14 @@ impl Names {
     pub fn activity_key(&self) -> String {
         format!("{}:activity", self.ns)
     }
+    /// Sorted set of managers that report engine readings, scored by their last report.
+    pub fn managers_key(&self) -> String {
+        format!("{}:managers", self.ns)
+    }
+    /// What one manager knows of each engine now (engine id → JSON), for the dashboard.
+    pub fn manager_engines_key(&self, manager: &str) -> String {
+        format!("{}:manager:{manager}:engines", self.ns)
+    }
     /// Sorted set of recently finished request ids, scored by finish time (epoch ms).
     pub fn finished_key(&self) -> String {
         format!("{}:finished", self.ns)

@@ -489,3 +489,32 @@ async fn finished_requests_are_listed() {
     let _ = dash.kill().await;
     c.shutdown().await;
 }
+
+/// The engines list carries what the managers report of each engine: a learned speed and a
+/// sampled queue depth, and the unfinished shards a long request left there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_show_what_the_managers_report() {
+    let c = Cluster::builder().workers(1).start().await;
+    let (mut dash, addr) = dashboard(&c, None).await;
+    let engine = |json: serde_json::Value| json["engines"].as_array()?.first().cloned();
+    // Once the manager reports the engine, it routes to it (rather than the shared queue).
+    eventually("the manager's report of the engine", WAIT, || async {
+        let e = engine(http::get(addr, "/api/overview").await?.json())?;
+        (e["speed"].is_f64() && e["queue_depth"].is_u64()).then_some(())
+    })
+    .await;
+    let id = long_request(&c).await;
+    let meta = c.store.meta(id).await.expect("redis").expect("recorded");
+    let busy = eventually("unfinished shards on the engine", WAIT, || async {
+        let e = engine(http::get(addr, "/api/overview").await?.json())?;
+        (e["unfinished"].as_u64()? > 0).then_some(e)
+    })
+    .await;
+    assert!(
+        busy["unfinished"].as_u64() <= Some(u64::from(meta.total)),
+        "{busy}"
+    );
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}

@@ -259,11 +259,51 @@ async fn activity(
     ))
 }
 
-/// Live engines with their slots, heartbeat age and metrics address.
+/// Managers' reports older than this are not used.
+pub const REPORT_WITHIN: Duration = Duration::from_secs(5);
+
+/// What the managers report of one engine, put together: unfinished shards added up over
+/// managers (each counts its own), the largest sampled depth and forecast, the mean speed.
+#[derive(Debug, Default)]
+struct Reported {
+    unfinished: Option<u64>,
+    depth: Option<u64>,
+    forecast: Option<f64>,
+    speeds: Vec<f64>,
+}
+
+async fn reported(store: &Store) -> Result<BTreeMap<String, Reported>, shardline::Error> {
+    let mut by_engine: BTreeMap<String, Reported> = BTreeMap::new();
+    for (_, readings) in store.engine_reports(REPORT_WITHIN).await? {
+        for (engine, doc) in readings {
+            let Ok(v) = serde_json::from_str::<Value>(&doc) else {
+                continue;
+            };
+            let r = by_engine.entry(engine).or_default();
+            if let Some(n) = v["unfinished"].as_u64() {
+                r.unfinished = Some(r.unfinished.unwrap_or(0) + n);
+            }
+            if let Some(d) = v["depth"].as_u64() {
+                r.depth = Some(r.depth.map_or(d, |x| x.max(d)));
+            }
+            if let Some(f) = v["forecast_hidden"].as_f64() {
+                r.forecast = Some(r.forecast.map_or(f, |x| x.max(f)));
+            }
+            if let Some(s) = v["speed"].as_f64() {
+                r.speeds.push(s);
+            }
+        }
+    }
+    Ok(by_engine)
+}
+
+/// Live engines with their slots, heartbeat age, metrics address, and what the managers report
+/// of them.
 async fn engines(store: &Store) -> Result<Vec<Value>, shardline::Error> {
     let ids = store.live_engines(LIVE_WITHIN).await?;
     let details = store.engine_details(&ids).await?;
     let beats: BTreeMap<String, u64> = store.engine_beats().await?.into_iter().collect();
+    let mut reported = reported(store).await?;
     let now = now_ms();
     Ok(ids
         .into_iter()
@@ -279,11 +319,18 @@ async fn engines(store: &Store) -> Result<Vec<Value>, shardline::Error> {
             let age = beats
                 .get(&id)
                 .map(|&at| now.saturating_sub(at) as f64 / 1e3);
+            let r = reported.remove(&id).unwrap_or_default();
+            let speed = (!r.speeds.is_empty())
+                .then(|| r.speeds.iter().sum::<f64>() / r.speeds.len() as f64);
             json!({
                 "id": id,
                 "slots": field("concurrency").and_then(|n| n.parse::<u32>().ok()),
                 "metrics": field("metrics"),
                 "heartbeat_age_s": age,
+                "unfinished": r.unfinished,
+                "queue_depth": r.depth,
+                "forecast_hidden": r.forecast,
+                "speed": speed,
             })
         })
         .collect())
