@@ -87,7 +87,7 @@ async fn rendered(url: &str) -> String {
 }
 
 /// In a real browser, the page lists both engines and the request in flight, and a request's
-/// page (its id in the address) shows its record.
+/// page (its id in the address) shows its record and its shards one by one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_engines_and_requests_in_a_browser() {
     let c = Cluster::builder().workers(2).start().await;
@@ -112,10 +112,21 @@ async fn the_page_shows_engines_and_requests_in_a_browser() {
         "request {id} not on the page:\n{dom}"
     );
 
+    let detail = http::get(addr, &format!("/api/requests/{id}"))
+        .await
+        .expect("an answer")
+        .json();
+    let total = detail["total"].as_u64().expect("a shard count");
+    let shards = detail["shards"].as_array().expect("shards listed");
+    assert_eq!(shards.len() as u64, total);
+    assert!(
+        shards.iter().all(|s| s["attempts"].as_u64() >= Some(1)),
+        "{detail}"
+    );
     let dom = rendered(&format!("http://{addr}/#{id}")).await;
     assert!(
-        dom.contains("id=\"request-detail\""),
-        "no request detail:\n{dom}"
+        dom.contains("id=\"request-detail\"") && dom.contains("id=\"request-shards\""),
+        "no request detail or shard list:\n{dom}"
     );
     assert!(
         dom.contains("synthetic") && dom.contains(">running<"),

@@ -38,6 +38,8 @@ use uuid::Uuid;
 
 /// In-flight requests per page.
 pub const PAGE: usize = 50;
+/// Requests of at most this many shards get their shards listed one by one.
+pub const SHARDS_LISTED: u32 = 1000;
 /// An engine whose heartbeat is older than this is not listed (the managers' default TTL).
 pub const LIVE_WITHIN: Duration = Duration::from_secs(6);
 
@@ -348,11 +350,26 @@ fn parse_id(raw: &str) -> Result<Uuid, Failure> {
 async fn request(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Response, Failure> {
     let id = parse_id(&raw)?;
     if let Some(m) = s.store.meta(id).await? {
+        let routes = s.store.routes(id).await?;
         let mut spread: BTreeMap<String, u32> = BTreeMap::new();
-        for route in s.store.routes(id).await?.into_values() {
-            *spread.entry(route).or_default() += 1;
+        for route in routes.values() {
+            *spread.entry(route.clone()).or_default() += 1;
         }
         let failed = s.store.failures(id).await?;
+        let attempts = s.store.attempts(id).await?;
+        // Shard by shard for requests small enough to show that way.
+        let shards: Option<Vec<Value>> = (m.total <= SHARDS_LISTED).then(|| {
+            (0..m.total)
+                .map(|i| {
+                    json!({
+                        "index": i,
+                        "route": routes.get(&i),
+                        "attempts": attempts.get(&i).copied().unwrap_or(1),
+                        "failure": failed.get(&i),
+                    })
+                })
+                .collect()
+        });
         return Ok(json_response(
             StatusCode::OK,
             &json!({
@@ -368,6 +385,7 @@ async fn request(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Res
                 "error": m.error,
                 "shards_per_route": spread,
                 "failed_shards": failed,
+                "shards": shards,
             }),
         ));
     }

@@ -330,27 +330,46 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn routes(&self, id: Uuid) -> Result<BTreeMap<u32, String>, Error> {
+        self.per_shard(id, "shard.").await
+    }
+
+    /// How many times each shard of a request was started, for the shards delivered more than
+    /// once (index → tries, the first included); read in pages like [`Store::routes`].
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn attempts(&self, id: Uuid) -> Result<BTreeMap<u32, u32>, Error> {
+        Ok(self
+            .per_shard(id, "attempts.")
+            .await?
+            .into_iter()
+            .filter_map(|(i, n)| Some((i, n.parse().ok()?)))
+            .collect())
+    }
+
+    /// The metadata fields `<prefix><index>` of a request, by index, read in pages.
+    async fn per_shard(&self, id: Uuid, prefix: &str) -> Result<BTreeMap<u32, String>, Error> {
         let key = self.names.meta_key(id);
         let mut c = self.conn();
-        let mut routes = BTreeMap::new();
+        let mut found = BTreeMap::new();
         let mut cursor = String::from("0");
         loop {
             let (next, flat): (String, Vec<String>) = redis::cmd("HSCAN")
                 .arg(&key)
                 .arg(&cursor)
                 .arg("MATCH")
-                .arg("shard.*")
+                .arg(format!("{prefix}*"))
                 .arg("COUNT")
                 .arg(BATCH)
                 .query_async(&mut c)
                 .await?;
             for pair in flat.chunks_exact(2) {
-                if let Some(i) = pair[0].strip_prefix("shard.").and_then(|i| i.parse().ok()) {
-                    routes.insert(i, pair[1].clone());
+                if let Some(i) = pair[0].strip_prefix(prefix).and_then(|i| i.parse().ok()) {
+                    found.insert(i, pair[1].clone());
                 }
             }
             if next == "0" {
-                return Ok(routes);
+                return Ok(found);
             }
             cursor = next;
         }
