@@ -5,6 +5,9 @@ use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// How long one request may take, answer included.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// An HTTP answer.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -33,25 +36,57 @@ pub async fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> Option<Answer> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    send(addr, method, path, headers, "").await
+}
+
+/// Send `method path` with a JSON `body` to `addr`; `None` when nothing answers.
+pub async fn json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> Option<Answer> {
+    let body = body.to_string();
+    send(
+        addr,
+        method,
+        path,
+        &[("Content-Type", "application/json")],
+        &body,
+    )
+    .await
+}
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Option<Answer> {
     let mut ask = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
     );
     for (k, v) in headers {
         ask.push_str(&format!("{k}: {v}\r\n"));
     }
     ask.push_str("\r\n");
-    stream.write_all(ask.as_bytes()).await.ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).await.ok()?;
+    ask.push_str(body);
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        stream.write_all(ask.as_bytes()).await.ok()?;
+        read_answer(&mut stream).await
+    };
+    let answer = tokio::time::timeout(ANSWER_WITHIN, exchange).await.ok()??;
     let (head, body) = answer.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     let content_type = head
         .lines()
         .find_map(|l| {
             l.to_ascii_lowercase()
-                .strip_prefix("content-type: ")
-                .map(str::to_owned)
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
         })
         .unwrap_or_default();
     Some(Answer {
@@ -59,6 +94,43 @@ pub async fn request(
         content_type,
         body: body.to_owned(),
     })
+}
+
+/// Read one answer: the head, then `Content-Length` bytes of body (to the end of the stream
+/// without one). Servers that keep the connection open (chromedriver) are read that way too.
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return String::from_utf8(raw).ok();
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    match length {
+        Some(len) => {
+            while raw.len() < head_end + len {
+                let n = stream.read(&mut buf).await.ok()?;
+                if n == 0 {
+                    break;
+                }
+                raw.extend_from_slice(&buf[..n]);
+            }
+        }
+        None => {
+            stream.read_to_end(&mut raw).await.ok()?;
+        }
+    }
+    String::from_utf8(raw).ok()
 }
 
 /// `GET path` from `addr`.

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod http;
 pub mod private_redis;
 pub mod services;
+pub mod webdriver;
 
 use std::future::Future;
 use std::time::Duration;

@@ -8,6 +8,7 @@ use shardline::message::{Options, Status};
 use shardline_tests::private_redis::PrivateRedis;
 use shardline_tests::process::{cli, spawn_worker_with};
 use shardline_tests::raw::{Replies, publish_request};
+use shardline_tests::webdriver::Browser;
 use shardline_tests::{Cluster, eventually, http, patience, request_body, synthetic};
 use tokio::process::Child;
 
@@ -526,6 +527,45 @@ async fn engines_show_what_the_managers_report() {
         "{busy}"
     );
 
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}
+
+/// Clicking in a real browser: cancel without the token is refused on the page and the request
+/// runs on; with the token typed in, the click ends the request with one `cancelled` result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_by_clicking_in_a_browser() {
+    let c = Cluster::builder().workers(1).start().await;
+    let (id, rx) = c
+        .client()
+        .send("synthetic", synthetic(8, 2_000_000), Options::default())
+        .await
+        .expect("sent");
+    let (mut dash, addr) = dashboard(&c, Some(TOKEN)).await;
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{addr}/#{id}")).await;
+
+    eventually("the refusal on the page", WAIT, || async {
+        browser.click("#cancel").await;
+        let said = browser.text("#cancel-result").await?;
+        said.contains("missing or wrong token").then_some(())
+    })
+    .await;
+    let m = c.store.meta(id).await.expect("redis").expect("recorded");
+    assert_eq!(m.state.as_str(), "running");
+
+    eventually("the token typed and cancel clicked", WAIT, || async {
+        (browser.type_into("#token", TOKEN).await && browser.click("#cancel").await).then_some(())
+    })
+    .await;
+    let r = c
+        .client()
+        .wait(id, rx, patience(WAIT))
+        .await
+        .expect("a result");
+    assert_eq!(r.status, Status::Cancelled);
+
+    browser.quit().await;
     let _ = dash.kill().await;
     c.shutdown().await;
 }
