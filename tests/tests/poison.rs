@@ -109,17 +109,18 @@ impl Kind for BadMerge {
 }
 
 async fn cluster() -> Cluster {
-    Cluster::builder()
-        .registry(
-            Registry::builtin()
-                .with(Flaky)
-                .with(Panicky)
-                .with(BadMerge)
-                .with(Picky)
-                .with(Gated),
-        )
-        .start()
-        .await
+    builder().start().await
+}
+
+fn builder() -> shardline_tests::cluster::ClusterBuilder {
+    Cluster::builder().registry(
+        Registry::builtin()
+            .with(Flaky)
+            .with(Panicky)
+            .with(BadMerge)
+            .with(Picky)
+            .with(Gated),
+    )
 }
 
 async fn send(c: &Cluster, replies: &Replies, kind: &str, payload: Vec<i64>) -> Uuid {
@@ -270,7 +271,13 @@ async fn quorum_unreachable_fails_the_request() {
 /// good under `failure_policy: partial`: the failure settled it as a stored result would.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redelivered_request_does_not_resend_a_failed_shard() {
-    let c = cluster().await;
+    // Four slots a worker: the two copies of the gated shard, blocked until the end, can never
+    // hold every slot of the worker a re-sent shard was routed to (with two slots they could,
+    // and that shard then waited in its queue for a gate that waited for it).
+    let c = builder()
+        .worker(|cfg| cfg.concurrency = Some(4))
+        .start()
+        .await;
     let mut replies = Replies::new(&c).await;
     let id = Uuid::new_v4();
     // Shards [GATE, 1], [-3, 4], [5, 6]: the first waits, the second fails for good.
