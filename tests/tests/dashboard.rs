@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use shardline::message::FinalResult;
 use shardline::message::{Options, Status};
 use shardline_tests::private_redis::PrivateRedis;
 use shardline_tests::process::{cli, spawn_worker_with};
@@ -11,6 +12,7 @@ use shardline_tests::raw::{Replies, publish_request};
 use shardline_tests::webdriver::Browser;
 use shardline_tests::{Cluster, eventually, http, patience, request_body, synthetic};
 use tokio::process::Child;
+use tokio::sync::oneshot::Receiver;
 
 const CLI: &str = env!("CARGO_BIN_EXE_shardline-under-test");
 const WORKER: &str = env!("CARGO_BIN_EXE_worker-under-test");
@@ -35,9 +37,9 @@ async fn dashboard(c: &Cluster, token: Option<&str>) -> (Child, SocketAddr) {
     (child, addr)
 }
 
-/// A long request, sent and left running: its id.
-async fn long_request(c: &Cluster) -> uuid::Uuid {
-    let (id, _rx) = c
+/// A long request, sent and left running: its id and where its result will arrive.
+async fn long_request(c: &Cluster) -> (uuid::Uuid, Receiver<FinalResult>) {
+    let (id, rx) = c
         .client()
         .send("synthetic", synthetic(8, 2_000_000), Options::default())
         .await
@@ -47,7 +49,7 @@ async fn long_request(c: &Cluster) -> uuid::Uuid {
         (m.total > 0).then_some(())
     })
     .await;
-    id
+    (id, rx)
 }
 
 /// Headless Chromium (from `scripts/browser.sh`, or `$CHROMIUM`): the page's DOM after its
@@ -92,7 +94,7 @@ async fn rendered(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_shows_engines_and_requests_in_a_browser() {
     let c = Cluster::builder().workers(2).start().await;
-    let id = long_request(&c).await;
+    let (id, _rx) = long_request(&c).await;
     let (mut dash, addr) = dashboard(&c, Some(TOKEN)).await;
 
     let dom = rendered(&format!("http://{addr}/")).await;
@@ -149,11 +151,7 @@ async fn the_page_shows_engines_and_requests_in_a_browser() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_needs_the_token() {
     let c = Cluster::builder().workers(1).start().await;
-    let (id, rx) = c
-        .client()
-        .send("synthetic", synthetic(8, 2_000_000), Options::default())
-        .await
-        .expect("sent");
+    let (id, rx) = long_request(&c).await;
     let (mut dash, addr) = dashboard(&c, Some(TOKEN)).await;
     let path = format!("/api/requests/{id}/cancel");
 
@@ -188,7 +186,7 @@ async fn cancel_needs_the_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_actions_are_refused() {
     let c = Cluster::builder().workers(1).start().await;
-    let id = long_request(&c).await;
+    let (id, _rx) = long_request(&c).await;
     let (mut dash, addr) = dashboard(&c, None).await;
     let overview = http::get(addr, "/api/overview")
         .await
@@ -515,7 +513,7 @@ async fn engines_show_what_the_managers_report() {
         (e["speed"].is_f64() && e["queue_depth"].is_u64()).then_some(())
     })
     .await;
-    let id = long_request(&c).await;
+    let (id, _rx) = long_request(&c).await;
     let meta = c.store.meta(id).await.expect("redis").expect("recorded");
     let busy = eventually("unfinished shards on the engine", WAIT, || async {
         let e = engine(http::get(addr, "/api/overview").await?.json())?;
@@ -536,11 +534,7 @@ async fn engines_show_what_the_managers_report() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_by_clicking_in_a_browser() {
     let c = Cluster::builder().workers(1).start().await;
-    let (id, rx) = c
-        .client()
-        .send("synthetic", synthetic(8, 2_000_000), Options::default())
-        .await
-        .expect("sent");
+    let (id, rx) = long_request(&c).await;
     let (mut dash, addr) = dashboard(&c, Some(TOKEN)).await;
     let browser = Browser::start().await;
     browser.goto(&format!("http://{addr}/#{id}")).await;

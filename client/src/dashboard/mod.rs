@@ -163,27 +163,27 @@ struct PageQuery {
     page: Option<String>,
 }
 
-/// The page number in `q` (0 when absent).
-fn page_number(q: &PageQuery) -> Result<usize, Failure> {
-    match q.page.as_deref() {
-        None => Ok(0),
+/// The page number in `q` (0 when absent) and the rank its first item has.
+fn page_of(q: &PageQuery) -> Result<(usize, usize), Failure> {
+    let page: usize = match q.page.as_deref() {
+        None => 0,
         Some(p) => p.parse().map_err(|_| {
             Failure(
                 StatusCode::BAD_REQUEST,
                 format!("page {p:?} is not a page number"),
             )
-        }),
-    }
+        })?,
+    };
+    // A page past the end is empty, not an error (the store saturates far ranks).
+    Ok((page, page.saturating_mul(PAGE)))
 }
 
 async fn overview(
     State(s): State<Shared>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, Failure> {
-    let page = page_number(&q)?;
+    let (page, start) = page_of(&q)?;
     let engines = engines(&s.store).await?;
-    // A page past the end is empty, not an error; one past any index is clamped.
-    let start = page.checked_mul(PAGE).unwrap_or(usize::MAX / 2);
     let ids = s.store.inflight_page(start, PAGE).await?;
     let mut requests = Vec::with_capacity(ids.len());
     for (id, deadline) in ids {
@@ -476,8 +476,7 @@ async fn targets(State(s): State<Shared>) -> Result<Response, Failure> {
 }
 
 async fn dead(State(s): State<Shared>, Query(q): Query<PageQuery>) -> Result<Response, Failure> {
-    let page = page_number(&q)?;
-    let start = page.checked_mul(PAGE).unwrap_or(usize::MAX / 2);
+    let (page, start) = page_of(&q)?;
     let entries: Vec<Value> = s
         .store
         .dead_letters(start, PAGE)
@@ -549,8 +548,7 @@ async fn finished(
     State(s): State<Shared>,
     Query(q): Query<PageQuery>,
 ) -> Result<Response, Failure> {
-    let page = page_number(&q)?;
-    let start = page.checked_mul(PAGE).unwrap_or(usize::MAX / 2);
+    let (page, start) = page_of(&q)?;
     let mut requests = Vec::new();
     for (id, at) in s.store.finished_page(start, PAGE).await? {
         let meta = match s.store.meta(id).await {

@@ -108,11 +108,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn dead_letters(&self, start: usize, count: usize) -> Result<Vec<DeadLetter>, Error> {
-        if count == 0 {
-            return Ok(Vec::new());
-        }
-        let (Ok(first), Ok(last)) = (isize::try_from(start), isize::try_from(start + count - 1))
-        else {
+        let Some((first, last)) = super::ranks(start, count) else {
             return Ok(Vec::new());
         };
         let mut c = self.conn();

@@ -36,6 +36,14 @@ pub use requests::{CANCEL_TOMBSTONE_TTL, Created, Ended, Meta, NewRequest};
 pub use shards::{Begun, Recorded};
 pub use state::RequestState;
 
+/// The inclusive Redis ranks of `count` items from `start` (`LRANGE`/`ZRANGE` arguments),
+/// saturating far past the end (an empty page); `None` when `count` is 0.
+fn ranks(start: usize, count: usize) -> Option<(isize, isize)> {
+    let first = isize::try_from(start).unwrap_or(isize::MAX);
+    let count = isize::try_from(count).unwrap_or(isize::MAX);
+    (count > 0).then(|| (first, first.saturating_add(count - 1)))
+}
+
 /// How many fields one `HMGET`/`HSET` carries when a request has many shards.
 const BATCH: usize = 1024;
 
@@ -206,5 +214,18 @@ impl Store {
     /// Redis failures.
     pub async fn raw_client(url: &str) -> Result<redis::Client, Error> {
         Ok(redis::Client::open(url)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Ranks cover `count` items from `start`, saturate far past the end, and an empty page
+    /// asks nothing.
+    #[test]
+    fn ranks_saturate_and_skip_empty_pages() {
+        assert_eq!(super::ranks(0, 50), Some((0, 49)));
+        assert_eq!(super::ranks(100, 1), Some((100, 100)));
+        assert_eq!(super::ranks(usize::MAX, 50), Some((isize::MAX, isize::MAX)));
+        assert_eq!(super::ranks(5, 0), None);
     }
 }

@@ -490,11 +490,10 @@ impl Store {
         start: usize,
         limit: usize,
     ) -> Result<Vec<(Uuid, u64)>, Error> {
+        let Some((first, stop)) = super::ranks(start, limit) else {
+            return Ok(Vec::new());
+        };
         let mut c = self.conn();
-        let first = isize::try_from(start).unwrap_or(isize::MAX);
-        let stop = first
-            .saturating_add(isize::try_from(limit).unwrap_or(isize::MAX))
-            .saturating_sub(1);
         let rows: Vec<(String, f64)> = c
             .zrange_withscores(self.names.inflight_key(), first, stop)
             .await?;
