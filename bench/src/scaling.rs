@@ -26,9 +26,9 @@ use shardline::config::ConnectArgs;
 use shardline::exporter::MetricsAddr;
 use shardline::kind::synthetic::{Synthetic, Work};
 use shardline::message::Options;
+use shardline::scaling;
 use shardline::store::Store;
 use shardline_client::Client;
-use shardline_manager::scale;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
@@ -219,12 +219,9 @@ pub async fn run(base: &ConnectArgs, shape: Shape, seed: u64) -> anyhow::Result<
             readings.push(Reading {
                 t: start.elapsed().as_secs_f64(),
                 desired: s.desired_replicas,
-                reactive: scale::desired(
-                    s.arriving,
-                    s.backlog,
-                    s.horizon_s,
+                reactive: scaling::replicas_for(
+                    scaling::need(s.arriving, s.backlog, s.horizon_s, headroom),
                     s.capacity_per_replica,
-                    headroom,
                 ),
                 in_flight: in_flight.load(Ordering::Relaxed),
             });
@@ -244,7 +241,7 @@ pub async fn run(base: &ConnectArgs, shape: Shape, seed: u64) -> anyhow::Result<
     Ok(readings)
 }
 
-async fn signal(addr: SocketAddr) -> Option<scale::Signal> {
+async fn signal(addr: SocketAddr) -> Option<scaling::Signal> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
     let ask = format!("GET /api/scale HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     stream.write_all(ask.as_bytes()).await.ok()?;
@@ -263,7 +260,7 @@ fn free_port() -> anyhow::Result<SocketAddr> {
 pub const SUSTAINED: usize = 5;
 /// How long before a queue rise a signal rise may come and still count as leading it.
 pub const LEAD_WINDOW: f64 = 45.0;
-/// Queue rises in the first seconds are left out: the signal needs [`scale::RECENT`] seconds
+/// Queue rises in the first seconds are left out: the signal needs [`shardline_manager::scale::RECENT`] seconds
 /// of arrivals first.
 pub const WARMUP: f64 = 20.0;
 

@@ -172,8 +172,8 @@ pub struct Dispatcher {
     pub(crate) registry: Registry,
     pub(crate) engines: Engines,
     pub(crate) predictor: Predictor,
-    /// The scaling signal's arrival series, when the signal is on.
-    pub(crate) demand: Option<Arc<Demand>>,
+    /// The scaling signal's arrival series.
+    pub(crate) demand: Arc<Demand>,
     /// This namespace's activity counts (the dashboard's charts).
     pub(crate) activity: Arc<Counters>,
     pub(crate) routing: Mutex<Routing>,
@@ -740,14 +740,12 @@ impl Dispatcher {
 
     /// Add a new request's expected work to the scaling signal's arrivals.
     fn count_demand(&self, cut: &Cut) {
-        if let Some(demand) = &self.demand {
-            let shard_us = self
-                .predictor
-                .history
-                .predict(&cut.kind, cut.shard_size())
-                .unwrap_or(self.config.default_shard_us);
-            demand.accepted(shard_us * f64::from(cut.total) / 1e6);
-        }
+        let shard_us = self
+            .predictor
+            .history
+            .predict(&cut.kind, cut.shard_size())
+            .unwrap_or(self.config.default_shard_us);
+        self.demand.accepted(shard_us * f64::from(cut.total) / 1e6);
     }
 
     /// Shards held now.

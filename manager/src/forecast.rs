@@ -31,16 +31,41 @@ pub const STALE_AFTER: Duration = Duration::from_secs(2);
 /// How often (in fitting rounds) the periodogram looks for a period when none is configured.
 const DETECT_EVERY: u32 = 20;
 
-/// One engine's forecast: `points[i]` is the hidden load expected `i + 1` sample periods after
-/// `at`.
+/// Level of the prediction intervals: 80%, the band a person reads as "likely".
+pub const LEVEL: f64 = 0.8;
+
+/// What a model predicts for a series: `points[i]` is the value expected `i + 1` steps after
+/// its end, inside `[lower[i], upper[i]]` with probability [`LEVEL`]; all clamped at 0.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Forecast {
-    /// Point forecasts, clamped at 0.
+pub struct Prediction {
+    /// Point forecasts.
     pub points: Vec<f64>,
-    /// When the series it was fitted on ended.
-    pub at: Instant,
+    /// Lower bounds of the intervals.
+    pub lower: Vec<f64>,
+    /// Upper bounds of the intervals.
+    pub upper: Vec<f64>,
     /// Model used, for logs: `ets` or `mstl`.
     pub model: &'static str,
+}
+
+/// The forecast of one step: a point and its interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// Point forecast.
+    pub point: f64,
+    /// Lower bound of the [`LEVEL`] interval.
+    pub lower: f64,
+    /// Upper bound of the [`LEVEL`] interval.
+    pub upper: f64,
+}
+
+/// One engine's forecast of its hidden load, fitted on the series that ended at `at`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Forecast {
+    /// What the model predicts.
+    pub prediction: Prediction,
+    /// When the series it was fitted on ended.
+    pub at: Instant,
 }
 
 /// Latest forecast per engine.
@@ -58,25 +83,32 @@ impl Forecasts {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let f = g.get(engine)?;
-        if f.at.elapsed() > STALE_AFTER || f.points.is_empty() {
+        let points = &f.prediction.points;
+        if f.at.elapsed() > STALE_AFTER || points.is_empty() {
             return None;
         }
         let steps = ((f.at.elapsed() + ahead).as_secs_f64() / step.as_secs_f64().max(1e-3)).ceil();
-        let i = (steps as usize).clamp(1, f.points.len()) - 1;
-        Some(f.points[i])
+        let i = (steps as usize).clamp(1, points.len()) - 1;
+        Some(points[i])
     }
 
-    /// The hidden load expected on `engine` one sample period after its latest sample, if a
-    /// fresh forecast exists.
-    pub fn next(&self, engine: &str) -> Option<f64> {
+    /// The hidden load expected on `engine` one sample period after its latest sample, with
+    /// its interval, if a fresh forecast exists.
+    pub fn next(&self, engine: &str) -> Option<Step> {
         let g = self
             .inner
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let f = g.get(engine)?;
-        (f.at.elapsed() <= STALE_AFTER)
-            .then(|| f.points.first().copied())
-            .flatten()
+        if f.at.elapsed() > STALE_AFTER {
+            return None;
+        }
+        let p = &f.prediction;
+        Some(Step {
+            point: *p.points.first()?,
+            lower: *p.lower.first()?,
+            upper: *p.upper.first()?,
+        })
     }
 
     fn replace(&self, all: HashMap<String, Forecast>) {
@@ -87,35 +119,45 @@ impl Forecasts {
     }
 }
 
-/// Point forecast of `horizon` steps for `series`, with the model's name; `None` when the
-/// series is too short, holds a non-finite value, or no model fits.
-pub fn forecast(
-    series: &[f64],
-    period: Option<usize>,
-    horizon: usize,
-) -> Option<(Vec<f64>, &'static str)> {
+/// Forecast of `horizon` steps for `series`, with [`LEVEL`] intervals; `None` when the series
+/// is too short, holds a non-finite value, or no model fits. A model that gives no interval
+/// gets the point as both bounds.
+pub fn forecast(series: &[f64], period: Option<usize>, horizon: usize) -> Option<Prediction> {
     if series.len() < MIN_POINTS || horizon == 0 || series.iter().any(|v| !v.is_finite()) {
         return None;
     }
-    let (points, model) = match period.filter(|&p| p >= 2 && series.len() >= 2 * p) {
+    let (fc, model) = match period.filter(|&p| p >= 2 && series.len() >= 2 * p) {
         Some(p) => {
             let mstl = MSTLModel::new(vec![p], AutoETS::non_seasonal().into_trend_model());
-            let fc = mstl.fit(series).ok()?.predict(horizon, None).ok()?;
-            (fc.point, "mstl")
+            (mstl.fit(series).ok()?.predict(horizon, LEVEL).ok()?, "mstl")
         }
-        None => {
-            let fc = AutoETS::non_seasonal()
+        None => (
+            AutoETS::non_seasonal()
                 .fit(series)
                 .ok()?
-                .predict(horizon, None)
-                .ok()?;
-            (fc.point, "ets")
-        }
+                .predict(horizon, LEVEL)
+                .ok()?,
+            "ets",
+        ),
     };
-    if points.iter().any(|v| !v.is_finite()) {
+    let points = fc.point;
+    let (lower, upper) = match fc.intervals {
+        Some(i) if i.lower.len() == points.len() && i.upper.len() == points.len() => {
+            (i.lower, i.upper)
+        }
+        _ => (points.clone(), points.clone()),
+    };
+    let all = || points.iter().chain(&lower).chain(&upper);
+    if all().any(|v| !v.is_finite()) {
         return None;
     }
-    Some((points.into_iter().map(|v| v.max(0.0)).collect(), model))
+    let clamp = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0)).collect();
+    Some(Prediction {
+        points: clamp(points),
+        lower: clamp(lower),
+        upper: clamp(upper),
+        model,
+    })
 }
 
 /// The strongest period the periodogram finds in `series`, if the series holds two of it.
@@ -179,14 +221,13 @@ pub async fn run(
                     None => known.get(&engine).copied().flatten(),
                 };
                 periods.insert(engine.clone(), period);
-                if let Some((points, model)) = forecast(&s, period, settings.horizon) {
-                    trace!(%engine, model, next = points[0], "forecast");
+                if let Some(prediction) = forecast(&s, period, settings.horizon) {
+                    trace!(%engine, model = prediction.model, next = prediction.points[0], "forecast");
                     out.insert(
                         engine,
                         Forecast {
-                            points,
+                            prediction,
                             at: Instant::now(),
-                            model,
                         },
                     );
                 }
@@ -222,9 +263,9 @@ mod tests {
     /// forecast at zero, not below.
     #[test]
     fn forecasts_are_clamped_at_zero() {
-        let (p, model) = forecast(&[0.0; 40], None, 4).expect("fits");
-        assert_eq!(model, "ets");
-        assert!(p.iter().all(|v| *v == 0.0), "{p:?}");
+        let flat = forecast(&[0.0; 40], None, 4).expect("fits");
+        assert_eq!(flat.model, "ets");
+        assert!(flat.points.iter().all(|v| *v == 0.0), "{flat:?}");
         // Falling by 2 a step to 2: the trend goes below zero within the horizon.
         let s: Vec<f64> = (0..40).map(|i| 80.0 - 2.0 * f64::from(i)).collect();
         let raw = AutoETS::non_seasonal()
@@ -234,7 +275,7 @@ mod tests {
             .expect("predicts")
             .point;
         assert!(raw.iter().any(|v| *v < 0.0), "unclamped {raw:?}");
-        let (p, _) = forecast(&s, None, 8).expect("fits");
+        let p = forecast(&s, None, 8).expect("fits").points;
         assert!(p.iter().all(|v| *v >= 0.0), "{p:?}");
         for (clamped, raw) in p.iter().zip(&raw) {
             assert_eq!(*clamped, raw.max(0.0), "{p:?} from {raw:?}");
@@ -249,9 +290,29 @@ mod tests {
             .collect();
         let p = detect_period(&s).expect("a period");
         assert!((19..=21).contains(&p), "period {p}");
-        let (points, model) = forecast(&s, Some(20), 20).expect("fits");
+        let Prediction { points, model, .. } = forecast(&s, Some(20), 20).expect("fits");
         assert_eq!(model, "mstl");
         // The series ends at the end of a low half: the next ten points should be high.
         assert!(points[4] > 15.0 && points[15] < 15.0, "{points:?}");
+    }
+
+    /// A noisy series gets an interval around each point that widens with the horizon; the
+    /// bounds are clamped at 0 like the points.
+    #[test]
+    fn intervals_surround_the_points_and_widen() {
+        let s: Vec<f64> = (0..60).map(|i| 5.0 + f64::from(i % 7) - 3.0).collect();
+        let p = forecast(&s, None, 10).expect("fits");
+        for i in 0..10 {
+            assert!(
+                p.lower[i] <= p.points[i] && p.points[i] <= p.upper[i],
+                "{p:?}"
+            );
+            assert!(p.lower[i] >= 0.0, "{p:?}");
+        }
+        assert!(
+            p.upper[0] - p.lower[0] > 0.5,
+            "a noisy series has a real interval: {p:?}"
+        );
+        assert!(p.upper[9] - p.lower[9] >= p.upper[0] - p.lower[0], "{p:?}");
     }
 }

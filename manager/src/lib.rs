@@ -87,15 +87,13 @@ pub async fn run(
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
     let scale = Scale::default();
-    let exporter = match config.metrics_addr.listen() {
+    let _exporter = match config.metrics_addr.listen() {
         Some(addr) => Some(Exporter::start(addr, scale.routes()).await?),
         None => None,
     };
-    // The scaling signal is only ever read through the endpoint.
-    let exported = exporter.is_some().then_some(&scale);
     let stop = CancellationToken::new();
     let work = supervise(&stop, Error::is_transient, |started| {
-        serve(&config, &registry, exported, &stop, started)
+        serve(&config, &registry, &scale, &stop, started)
     });
     until_shutdown(stop.clone(), shutdown, work).await
 }
@@ -103,7 +101,7 @@ pub async fn run(
 async fn serve(
     config: &Config,
     registry: &Registry,
-    exported: Option<&Scale>,
+    scale: &Scale,
     stop: &CancellationToken,
     started: Started,
 ) -> Result<(), Error> {
@@ -238,7 +236,7 @@ async fn serve(
         registry: registry.clone(),
         engines,
         predictor,
-        demand: exported.map(|s| s.demand.clone()),
+        demand: scale.demand.clone(),
         activity: shardline::activity::Counters::of(names.namespace()),
         routing: Mutex::new(Routing {
             router,
@@ -255,17 +253,17 @@ async fn serve(
         "engine reports",
         gauges::keep_set(dispatcher.clone(), token.clone()),
     );
-    if let Some(scale) = exported {
-        let scaler = scale::Scaler {
-            demand: scale.demand.clone(),
-            latest: scale.latest.clone(),
-            ledger: dispatcher.predictor.ledger.clone(),
-            history: dispatcher.predictor.history.clone(),
-            engines: dispatcher.engines.clone(),
-            settings: config.scale(),
-        };
-        background.spawn("scaling signal", scaler.run(token.clone()));
-    }
+    let scaler = scale::Scaler {
+        demand: scale.demand.clone(),
+        latest: scale.latest.clone(),
+        ledger: dispatcher.predictor.ledger.clone(),
+        history: dispatcher.predictor.history.clone(),
+        engines: dispatcher.engines.clone(),
+        settings: config.scale(),
+        store: dispatcher.store.clone(),
+        manager: dispatcher.id.clone(),
+    };
+    background.spawn("scaling signal", scaler.run(token.clone()));
     info!(manager.id = %dispatcher.id, namespace = names.namespace(), queue = %names.requests_queue(), "manager consuming requests");
 
     let tracker = TaskTracker::new();

@@ -19,7 +19,10 @@
 //! the way down).
 //!
 //! Each manager sees the requests it consumes, so with several managers the deployment's
-//! signal is the sum of theirs (`sum(shardline_desired_replicas)`).
+//! signal adds up their needs before dividing by a replica's capacity
+//! ([`shardline::scaling::combine`]). Every manager records its signal in Redis each step, and
+//! the dashboard serves the combined one at its own `/api/scale`; from Prometheus,
+//! `sum(shardline_desired_replicas)` is the same up to one replica per manager (each rounds up).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, RwLock};
@@ -27,14 +30,17 @@ use std::time::Duration;
 
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
-use serde::{Deserialize, Serialize};
 use shardline::exporter::Router;
 use shardline::metric;
+pub use shardline::scaling::Signal;
+use shardline::scaling::{need, replicas_for};
+use shardline::store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use crate::engines::Engines;
 use crate::forecast;
+use crate::gauges::REPORT_TTL;
 use crate::history::History;
 use crate::ledger::Ledger;
 
@@ -89,39 +95,6 @@ impl Demand {
     }
 }
 
-/// The signal and what it was computed from; served as JSON at `/api/scale`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Signal {
-    /// Worker replicas wanted.
-    pub desired_replicas: u32,
-    /// Work arriving now: shard-seconds per second, mean of the last [`RECENT`] seconds.
-    pub arriving: f64,
-    /// Forecast work arriving at the horizon (shard-seconds per second), when a model fits.
-    pub forecast: Option<f64>,
-    /// Unfinished work this manager sent, shard-seconds.
-    pub backlog: f64,
-    /// Shard-seconds per second one replica does (mean over live engines; 0 with none).
-    pub capacity_per_replica: f64,
-    /// Live engines now.
-    pub replicas: usize,
-    /// The horizon, seconds.
-    pub horizon_s: f64,
-}
-
-/// Replicas for `arriving` shard-seconds per second plus `backlog` shard-seconds to drain
-/// within `horizon_s`, at `capacity` shard-seconds per second each (a capacity that is not
-/// positive counts as one slot at speed 1), with `headroom` (≥ 1).
-pub fn desired(arriving: f64, backlog: f64, horizon_s: f64, capacity: f64, headroom: f64) -> u32 {
-    let need = headroom * (arriving.max(0.0) + backlog.max(0.0) / horizon_s.max(1.0));
-    let capacity = if capacity > 0.0 { capacity } else { 1.0 };
-    let replicas = (need / capacity).ceil();
-    if replicas.is_finite() {
-        replicas.clamp(0.0, f64::from(u32::MAX)) as u32
-    } else {
-        0
-    }
-}
-
 /// What outlives a manager's reconnects: the arrival series and the latest signal.
 #[derive(Debug, Clone, Default)]
 pub struct Scale {
@@ -171,6 +144,9 @@ pub struct Scaler {
     pub(crate) history: Arc<History>,
     pub(crate) engines: Engines,
     pub(crate) settings: Settings,
+    /// Where the signal is recorded for the dashboard, under this manager's id.
+    pub(crate) store: Store,
+    pub(crate) manager: String,
 }
 
 impl Scaler {
@@ -200,7 +176,7 @@ impl Scaler {
                         known
                     };
                     let at = forecast::forecast(&series, p, horizon)
-                        .and_then(|(points, _)| points.last().copied());
+                        .and_then(|p| p.points.last().copied());
                     (p, at)
                 })
                 .await;
@@ -211,7 +187,7 @@ impl Scaler {
             }
             round = round.wrapping_add(1);
             let signal = self.compute(forecast);
-            self.publish(signal);
+            self.publish(signal).await;
             if last_desired != Some(signal.desired_replicas) {
                 info!(
                     desired = signal.desired_replicas,
@@ -260,8 +236,10 @@ impl Scaler {
             / 1e6;
         let horizon_s = self.settings.horizon.as_secs_f64();
         let ahead = forecast.map_or(arriving, |f| f.max(arriving));
+        let need = need(ahead, backlog, horizon_s, self.settings.headroom);
         Signal {
-            desired_replicas: desired(ahead, backlog, horizon_s, capacity, self.settings.headroom),
+            desired_replicas: replicas_for(need, capacity),
+            need,
             arriving,
             forecast,
             backlog,
@@ -271,7 +249,9 @@ impl Scaler {
         }
     }
 
-    fn publish(&self, signal: Signal) {
+    /// Set the gauges and the endpoint's answer, and record the signal in Redis (a failure is
+    /// logged: the next step records it again).
+    async fn publish(&self, signal: Signal) {
         debug!(?signal, "scaling signal");
         metric::scaling(
             signal.desired_replicas,
@@ -283,24 +263,19 @@ impl Scaler {
             .latest
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = signal;
+        if let Err(error) = self
+            .store
+            .report_scale(&self.manager, &signal, REPORT_TTL)
+            .await
+        {
+            debug!(%error, "recording the scaling signal failed");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Work per second over one replica's capacity, with headroom, rounded up; the backlog is
-    /// spread over the horizon.
-    #[test]
-    fn desired_covers_arrivals_and_backlog() {
-        assert_eq!(desired(0.0, 0.0, 60.0, 4.0, 1.25), 0);
-        assert_eq!(desired(8.0, 0.0, 60.0, 4.0, 1.0), 2);
-        assert_eq!(desired(8.0, 0.0, 60.0, 4.0, 1.25), 3);
-        assert_eq!(desired(8.0, 240.0, 60.0, 4.0, 1.0), 3);
-        assert_eq!(desired(-1.0, f64::NAN, 60.0, 4.0, 1.0), 0);
-        assert_eq!(desired(1.5, 0.0, 60.0, 0.0, 1.0), 2);
-    }
 
     /// The series holds one point per roll, in work per second, at most [`WINDOW`] of them.
     #[test]

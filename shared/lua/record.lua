@@ -1,5 +1,6 @@
--- Settle one shard: store its partial result, or (with a failure policy that tolerates it) its
--- failure. First writer wins per shard index: a shard is settled once, as a part or a failure.
+-- Settle one shard: store its partial result and how long it took (meta `took.<index>`, micros),
+-- or (with a failure policy that tolerates it) its failure. First writer wins per shard index: a
+-- shard is settled once, as a part or a failure.
 -- KEYS[1] meta hash, KEYS[2] parts hash, KEYS[3] finalizer lease, KEYS[4] failures hash
 -- ARGV[1] shard index      ARGV[2] partial bytes, or the failure reason
 -- ARGV[3] ttl ms           ARGV[4] lease ms         ARGV[5] lease holder   ARGV[6] engine id
@@ -26,6 +27,7 @@ if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 and redis.call('HEXISTS', KEYS[4
     redis.call('HSET', KEYS[4], ARGV[1], ARGV[2])
   else
     redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+    redis.call('HSET', KEYS[1], 'took.' .. ARGV[1], ARGV[7])
   end
   added = 1
 end

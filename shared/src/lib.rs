@@ -34,6 +34,7 @@ pub mod message;
 pub mod metric;
 pub mod names;
 pub mod resolve;
+pub mod scaling;
 pub mod service;
 pub mod signal;
 pub mod store;

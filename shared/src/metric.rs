@@ -48,6 +48,10 @@ pub const ENGINE_QUEUE_DEPTH: &str = "shardline_engine_queue_depth";
 /// Forecast ready messages in an engine's queue that the manager did not send, one sample
 /// period ahead, by `engine` (only under the forecasting routers).
 pub const ENGINE_FORECAST_HIDDEN: &str = "shardline_engine_forecast_hidden_messages";
+/// Lower bound of that forecast's 80% prediction interval, by `engine`.
+pub const ENGINE_FORECAST_HIDDEN_LOWER: &str = "shardline_engine_forecast_hidden_lower_messages";
+/// Upper bound of that forecast's 80% prediction interval, by `engine`.
+pub const ENGINE_FORECAST_HIDDEN_UPPER: &str = "shardline_engine_forecast_hidden_upper_messages";
 /// Learned speed of an engine (1 = the fleet's usual), by `engine`.
 pub const ENGINE_SPEED: &str = "shardline_engine_speed_ratio";
 /// Time since an engine's last heartbeat, by `engine`.
@@ -187,6 +191,14 @@ pub fn describe() {
             "Forecast ready messages in an engine's queue not sent by this manager.",
         ),
         (
+            ENGINE_FORECAST_HIDDEN_LOWER,
+            "Lower bound of the 80% prediction interval of that forecast.",
+        ),
+        (
+            ENGINE_FORECAST_HIDDEN_UPPER,
+            "Upper bound of the 80% prediction interval of that forecast.",
+        ),
+        (
             ENGINE_SPEED,
             "Learned speed of an engine; 1 is the fleet's usual.",
         ),
@@ -297,6 +309,10 @@ pub struct EngineReading<'a> {
     pub depth: Option<u32>,
     /// Forecast hidden ready messages, one sample period ahead.
     pub forecast_hidden: Option<f64>,
+    /// Lower bound of that forecast's 80% prediction interval.
+    pub forecast_lower: Option<f64>,
+    /// Upper bound of that forecast's 80% prediction interval.
+    pub forecast_upper: Option<f64>,
     /// Learned speed.
     pub speed: f64,
     /// Seconds since its last heartbeat.
@@ -315,8 +331,14 @@ pub fn engines(engines: &[EngineReading<'_>]) {
         if let Some(depth) = e.depth {
             gauge!(ENGINE_QUEUE_DEPTH, "engine" => id.clone()).set(f64::from(depth));
         }
-        if let Some(hidden) = e.forecast_hidden {
-            gauge!(ENGINE_FORECAST_HIDDEN, "engine" => id.clone()).set(hidden);
+        for (name, value) in [
+            (ENGINE_FORECAST_HIDDEN, e.forecast_hidden),
+            (ENGINE_FORECAST_HIDDEN_LOWER, e.forecast_lower),
+            (ENGINE_FORECAST_HIDDEN_UPPER, e.forecast_upper),
+        ] {
+            if let Some(v) = value {
+                gauge!(name, "engine" => id.clone()).set(v);
+            }
         }
         if let Some(age) = e.heartbeat_age {
             gauge!(ENGINE_HEARTBEAT_AGE, "engine" => id).set(age);

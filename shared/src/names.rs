@@ -151,6 +151,15 @@ impl Names {
     pub fn manager_engines_key(&self, manager: &str) -> String {
         format!("{}:manager:{manager}:engines", self.ns)
     }
+    /// One manager's scaling signal (JSON, with a TTL), for the dashboard's `/api/scale`.
+    pub fn manager_scale_key(&self, manager: &str) -> String {
+        format!("{}:manager:{manager}:scale", self.ns)
+    }
+    /// Stream of the managers' engine readings over the last hour (the dashboard's engine
+    /// charts).
+    pub fn engine_series_key(&self) -> String {
+        format!("{}:engine-series", self.ns)
+    }
     /// Sorted set of recently finished request ids, scored by finish time (epoch ms).
     pub fn finished_key(&self) -> String {
         format!("{}:finished", self.ns)

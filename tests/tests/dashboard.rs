@@ -563,3 +563,147 @@ async fn cancel_by_clicking_in_a_browser() {
     let _ = dash.kill().await;
     c.shutdown().await;
 }
+
+/// Each engine gets a small chart over the last minutes: the managers' points reach
+/// `/api/engines/series` under the engine's id (the unfinished shards of a long request among
+/// them), and the page draws a chart with a depth line for the engine in a real browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engines_are_charted_over_time() {
+    let c = Cluster::builder().workers(1).start().await;
+    let (mut dash, addr) = dashboard(&c, None).await;
+    let engines = c
+        .store
+        .live_engines(Duration::from_secs(10))
+        .await
+        .expect("redis");
+    let [engine] = engines.as_slice() else {
+        panic!("one engine expected: {engines:?}");
+    };
+    // Once the manager reports the engine, it routes to it (rather than the shared queue).
+    eventually("the manager's report of the engine", WAIT, || async {
+        let json = http::get(addr, "/api/overview").await?.json();
+        json["engines"][0]["speed"].is_f64().then_some(())
+    })
+    .await;
+    let (_id, _rx) = long_request(&c).await;
+    let points = eventually("a point with the request's shards", WAIT, || async {
+        let json = http::get(addr, "/api/engines/series?minutes=5")
+            .await?
+            .json();
+        let points = json["engines"][engine.as_str()].as_array()?.clone();
+        points
+            .iter()
+            .any(|p| p["unfinished"].as_u64() > Some(0))
+            .then_some(points)
+    })
+    .await;
+    assert!(
+        points
+            .iter()
+            .all(|p| p["t"].as_u64().is_some_and(|t| t % 5_000 == 0)),
+        "points start on 5 s steps: {points:?}"
+    );
+    assert!(
+        points.iter().any(|p| p["depth"].is_u64()),
+        "a sampled depth among the points: {points:?}"
+    );
+    let bad = http::get(addr, "/api/engines/series?minutes=61")
+        .await
+        .expect("an answer");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+
+    let dom = rendered(&format!("http://{addr}/")).await;
+    assert!(
+        dom.contains("class=\"spark\"")
+            && dom.contains(
+                "class=\"depth\" fill=\"none\" stroke=\"#3b82f6\" stroke-width=\"1.5\" d=\"M"
+            ),
+        "no drawn engine chart on the page:\n{dom}"
+    );
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}
+
+/// `/api/scale` on the dashboard combines every manager's signal, in the shape KEDA's
+/// metrics-api scaler reads; with no manager reporting it answers 503, not a count of zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scaling_signal_combines_every_manager() {
+    let mut c = Cluster::builder().workers(2).start().await;
+    c.start_manager(|_| {});
+    let (mut dash, addr) = dashboard(&c, None).await;
+    let json = eventually("both managers' signals", WAIT, || async {
+        let answer = http::get(addr, "/api/scale").await?;
+        let json = answer.json();
+        (answer.status == 200 && json["managers"] == 2 && json["shardline"]["replicas"] == 2)
+            .then_some(json)
+    })
+    .await;
+    let s = &json["shardline"];
+    assert!(s["desired_replicas"].is_u64(), "{json}");
+    assert!(s["capacity_per_replica"].as_f64() > Some(0.0), "{json}");
+    assert!(s["horizon_s"].as_f64() > Some(0.0), "{json}");
+
+    c.stop_manager().await;
+    eventually("no signal once the managers stopped", WAIT, || async {
+        let answer = http::get(addr, "/api/scale").await?;
+        (answer.status == 503 && answer.json()["error"].is_string()).then_some(())
+    })
+    .await;
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}
+
+/// A finished request's page tells how long it took and how long each shard took to process,
+/// with the spread of those times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_shows_its_timings() {
+    let c = Cluster::builder().workers(2).start().await;
+    let r = c
+        .client()
+        .submit(
+            "synthetic",
+            synthetic(6, 20_000),
+            Options::default(),
+            patience(WAIT),
+        )
+        .await
+        .expect("a result");
+    assert_eq!(r.status, Status::Completed);
+    let (mut dash, addr) = dashboard(&c, None).await;
+    let detail = eventually("the request's finish time", WAIT, || async {
+        let json = http::get(addr, &format!("/api/requests/{}", r.request_id))
+            .await?
+            .json();
+        json["finished"].is_u64().then_some(json)
+    })
+    .await;
+    let total = detail["total"].as_u64().expect("a shard count");
+    assert!(
+        detail["finished"].as_u64() >= detail["created"].as_u64(),
+        "{detail}"
+    );
+    let shards = detail["shards"].as_array().expect("shards listed");
+    assert!(
+        shards.iter().all(|s| s["took_ms"].as_f64() > Some(0.0)),
+        "every shard has its processing time: {detail}"
+    );
+    let ms = &detail["shard_ms"];
+    assert_eq!(ms["count"].as_u64(), Some(total), "{detail}");
+    assert!(
+        ms["min"].as_f64() <= ms["median"].as_f64()
+            && ms["median"].as_f64() <= ms["p95"].as_f64()
+            && ms["p95"].as_f64() <= ms["max"].as_f64(),
+        "{detail}"
+    );
+
+    let dom = rendered(&format!("http://{addr}/#{}", r.request_id)).await;
+    assert!(
+        dom.contains("id=\"request-shard-ms\">median"),
+        "no shard timings on the request page:\n{dom}"
+    );
+
+    let _ = dash.kill().await;
+    c.shutdown().await;
+}

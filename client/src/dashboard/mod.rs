@@ -6,6 +6,8 @@
 //! | `GET /` | the page (it polls the API every 2 s) |
 //! | `GET /api/overview?page=N` | engines and one page of in-flight requests |
 //! | `GET /api/activity?minutes=N` | requests accepted, rejected and ended per 10 s, last `N` minutes (60) |
+//! | `GET /api/engines/series?minutes=N` | each engine's queue depth, unfinished shards and forecast with its interval, per 5 s, last `N` minutes (10) |
+//! | `GET /api/scale` | the deployment's scaling signal, every manager's combined (KEDA's metrics-api shape) |
 //! | `GET /api/finished?page=N` | requests finished in the last 10 minutes, newest first |
 //! | `GET /api/requests/{id}` | one request: record, shards per engine, failed shards, or its rejection |
 //! | `POST /api/requests/{id}/cancel` | cancel it; needs `Authorization: Bearer <token>` |
@@ -33,7 +35,8 @@ use serde_json::{Value, json};
 use shardline::amqp;
 use shardline::message::Status;
 use shardline::now_ms;
-use shardline::store::{DEAD_KEPT, DeadKind, Ended, Store};
+use shardline::scaling::{self, Signal};
+use shardline::store::{DEAD_KEPT, DeadKind, Ended, EnginePoint, SERIES_KEEP, SeriesEntry, Store};
 use uuid::Uuid;
 
 /// In-flight requests per page.
@@ -121,6 +124,8 @@ pub fn router(store: Store, amqp_url: &str, token: Option<String>) -> Router {
         .route("/", get(page))
         .route("/api/overview", get(overview))
         .route("/api/activity", get(activity))
+        .route("/api/engines/series", get(engine_series))
+        .route("/api/scale", get(scale))
         .route("/api/requests/{id}", get(request))
         .route("/api/requests/{id}/cancel", post(cancel))
         .route("/api/targets", get(targets))
@@ -227,23 +232,28 @@ struct MinutesQuery {
 /// Longest window `/api/activity` answers for, minutes (the stream keeps two hours).
 pub const MAX_MINUTES: u64 = 120;
 
+/// The window in `q`, minutes: `default` when absent, 1 to `max` otherwise.
+fn minutes_of(q: &MinutesQuery, default: u64, max: u64) -> Result<u64, Failure> {
+    match q.minutes.as_deref() {
+        None => Ok(default),
+        Some(m) => m
+            .parse()
+            .ok()
+            .filter(|m| (1..=max).contains(m))
+            .ok_or_else(|| {
+                Failure(
+                    StatusCode::BAD_REQUEST,
+                    format!("minutes {m:?} is not a number from 1 to {max}"),
+                )
+            }),
+    }
+}
+
 async fn activity(
     State(s): State<Shared>,
     Query(q): Query<MinutesQuery>,
 ) -> Result<Response, Failure> {
-    let minutes: u64 = match q.minutes.as_deref() {
-        None => 60,
-        Some(m) => m
-            .parse()
-            .ok()
-            .filter(|m| (1..=MAX_MINUTES).contains(m))
-            .ok_or_else(|| {
-                Failure(
-                    StatusCode::BAD_REQUEST,
-                    format!("minutes {m:?} is not a number from 1 to {MAX_MINUTES}"),
-                )
-            })?,
-    };
+    let minutes = minutes_of(&q, 60, MAX_MINUTES)?;
     let now = now_ms();
     let since = now.saturating_sub(minutes * 60_000);
     let entries = s.store.activity_since(since).await?;
@@ -261,16 +271,120 @@ async fn activity(
     ))
 }
 
+/// Step of the engine charts: the managers add a point every 5 s.
+pub const SERIES_STEP_MS: u64 = 5_000;
+/// Longest window `/api/engines/series` answers for, minutes (the stream keeps a little more).
+pub const SERIES_MAX_MINUTES: u64 = 60;
+const _: () = assert!(SERIES_MAX_MINUTES * 60 <= SERIES_KEEP.as_secs());
+
+/// Each engine's points over the last `minutes` (10 by default, at most an hour), one per
+/// [`SERIES_STEP_MS`]: the managers' points in one step put together like [`reported`] does
+/// (unfinished shards added up over managers, the largest depth and forecast).
+async fn engine_series(
+    State(s): State<Shared>,
+    Query(q): Query<MinutesQuery>,
+) -> Result<Response, Failure> {
+    let minutes = minutes_of(&q, 10, SERIES_MAX_MINUTES)?;
+    let since = now_ms().saturating_sub(minutes * 60_000);
+    let entries = s.store.engine_series_since(since).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "step_s": SERIES_STEP_MS / 1000,
+            "since": since,
+            "engines": combine_series(&entries),
+        }),
+    ))
+}
+
+/// Engine id → points oldest first, each `{t, depth, unfinished, forecast, lower, upper}` with
+/// `t` the step's start (epoch ms). A manager's later point in the same step replaces its
+/// earlier one.
+fn combine_series(entries: &[SeriesEntry]) -> BTreeMap<String, Vec<Value>> {
+    // engine → step → manager → point
+    let mut steps: BTreeMap<&str, BTreeMap<u64, BTreeMap<&str, EnginePoint>>> = BTreeMap::new();
+    for e in entries {
+        let step = e.at - e.at % SERIES_STEP_MS;
+        for (engine, p) in &e.engines {
+            steps
+                .entry(engine)
+                .or_default()
+                .entry(step)
+                .or_default()
+                .insert(&e.manager, *p);
+        }
+    }
+    let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    steps
+        .into_iter()
+        .map(|(engine, by_step)| {
+            let points = by_step
+                .into_iter()
+                .map(|(t, managers)| {
+                    let mut c = EnginePoint::default();
+                    for p in managers.values() {
+                        c.unfinished += p.unfinished;
+                        c.depth = c.depth.max(p.depth);
+                        c.forecast = max(c.forecast, p.forecast);
+                        c.lower = max(c.lower, p.lower);
+                        c.upper = max(c.upper, p.upper);
+                    }
+                    json!({
+                        "t": t,
+                        "depth": c.depth,
+                        "unfinished": c.unfinished,
+                        "forecast": c.forecast,
+                        "lower": c.lower,
+                        "upper": c.upper,
+                    })
+                })
+                .collect();
+            (engine.to_owned(), points)
+        })
+        .collect()
+}
+
+/// The deployment's scaling signal: every reporting manager's need added up over one
+/// replica's capacity ([`shardline::scaling::combine`]), as `{"shardline": {…}}` for KEDA's
+/// metrics-api scaler (`valueLocation: shardline.desired_replicas`), with the managers counted.
+/// 503 while no manager reports one: an autoscaler should keep its replicas, not scale to 0.
+async fn scale(State(s): State<Shared>) -> Result<Response, Failure> {
+    let reports = s.store.scale_reports(REPORT_WITHIN).await?;
+    if reports.is_empty() {
+        return Err(Failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "no manager reported a scaling signal in the last {} s",
+                REPORT_WITHIN.as_secs()
+            ),
+        ));
+    }
+    let signals: Vec<Signal> = reports.iter().map(|(_, s)| *s).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "shardline": scaling::combine(&signals),
+            "managers": reports.len(),
+        }),
+    ))
+}
+
 /// Managers' reports older than this are not used.
 pub const REPORT_WITHIN: Duration = Duration::from_secs(5);
 
 /// What the managers report of one engine, put together: unfinished shards added up over
-/// managers (each counts its own), the largest sampled depth and forecast, the mean speed.
+/// managers (each counts its own), the largest sampled depth and forecast (and bounds), the
+/// mean speed.
 #[derive(Debug, Default)]
 struct Reported {
     unfinished: Option<u64>,
     depth: Option<u64>,
     forecast: Option<f64>,
+    lower: Option<f64>,
+    upper: Option<f64>,
     speeds: Vec<f64>,
 }
 
@@ -288,9 +402,13 @@ async fn reported(store: &Store) -> Result<BTreeMap<String, Reported>, shardline
             if let Some(d) = v["depth"].as_u64() {
                 r.depth = Some(r.depth.map_or(d, |x| x.max(d)));
             }
-            if let Some(f) = v["forecast_hidden"].as_f64() {
-                r.forecast = Some(r.forecast.map_or(f, |x| x.max(f)));
-            }
+            let largest = |now: Option<f64>, field: &str| match (now, v[field].as_f64()) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+            r.forecast = largest(r.forecast, "forecast_hidden");
+            r.lower = largest(r.lower, "forecast_lower");
+            r.upper = largest(r.upper, "forecast_upper");
             if let Some(s) = v["speed"].as_f64() {
                 r.speeds.push(s);
             }
@@ -332,6 +450,8 @@ async fn engines(store: &Store) -> Result<Vec<Value>, shardline::Error> {
                 "unfinished": r.unfinished,
                 "queue_depth": r.depth,
                 "forecast_hidden": r.forecast,
+                "forecast_lower": r.lower,
+                "forecast_upper": r.upper,
                 "speed": speed,
             })
         })
@@ -357,6 +477,8 @@ async fn request(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Res
         }
         let failed = s.store.failures(id).await?;
         let attempts = s.store.attempts(id).await?;
+        let took = s.store.timings(id).await?;
+        let finished = s.store.finished_at(id).await?;
         // Shard by shard for requests small enough to show that way.
         let shards: Option<Vec<Value>> = (m.total <= SHARDS_LISTED).then(|| {
             (0..m.total)
@@ -365,6 +487,7 @@ async fn request(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Res
                         "index": i,
                         "route": routes.get(&i),
                         "attempts": attempts.get(&i).copied().unwrap_or(1),
+                        "took_ms": took.get(&i).map(|d| d.as_secs_f64() * 1e3),
                         "failure": failed.get(&i),
                     })
                 })
@@ -380,7 +503,9 @@ async fn request(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Res
                 "done": m.done,
                 "total": m.total,
                 "created": m.created,
+                "finished": finished,
                 "deadline": m.deadline,
+                "shard_ms": spread_of(took.values()),
                 "policy": m.policy,
                 "error": m.error,
                 "shards_per_route": spread,
@@ -409,6 +534,24 @@ async fn request(State(s): State<Shared>, Path(raw): Path<String>) -> Result<Res
             Store::DEFAULT_GRACE.as_secs() / 60
         ),
     ))
+}
+
+/// Processing times of the settled shards in ms: count, min, median, p95 and max (nearest
+/// rank); `null` before any shard settled.
+fn spread_of<'a>(took: impl Iterator<Item = &'a Duration>) -> Value {
+    let mut ms: Vec<f64> = took.map(|d| d.as_secs_f64() * 1e3).collect();
+    if ms.is_empty() {
+        return Value::Null;
+    }
+    ms.sort_by(f64::total_cmp);
+    let rank = |q: f64| ms[((q * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
+    json!({
+        "count": ms.len(),
+        "min": ms[0],
+        "median": rank(0.5),
+        "p95": rank(0.95),
+        "max": ms[ms.len() - 1],
+    })
 }
 
 /// Whether `headers` carry the dashboard's token; equal lengths compared in full, so the time

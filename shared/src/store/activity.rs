@@ -81,6 +81,16 @@ impl Store {
             .collect())
     }
 
+    /// When request `id` finished (epoch ms), if it did in the last [`FINISHED_FOR`].
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn finished_at(&self, id: Uuid) -> Result<Option<u64>, Error> {
+        let mut c = self.conn();
+        let at: Option<f64> = c.zscore(self.names.finished_key(), id.to_string()).await?;
+        Ok(at.map(|at| at.max(0.0) as u64))
+    }
+
     /// The entries appended since `since_ms` (epoch ms): bucket start and counts. Fields this
     /// version does not know are skipped.
     ///

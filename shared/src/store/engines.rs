@@ -1,6 +1,5 @@
 //! Worker engines: heartbeats, retirement, and who is alive.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -95,60 +94,6 @@ impl Store {
             .into_iter()
             .map(|(id, at)| (id, at.max(0.0) as u64))
             .collect())
-    }
-
-    /// Record what manager `manager` knows of each live engine now (`readings`: engine id and a
-    /// JSON document), for the dashboard. Each manager's record expires after `ttl`; the set
-    /// of reporting managers forgets one that stopped reporting a minute ago.
-    ///
-    /// # Errors
-    /// Redis failures.
-    pub async fn report_engines(
-        &self,
-        manager: &str,
-        readings: &[(String, String)],
-        ttl: Duration,
-    ) -> Result<(), Error> {
-        let n = &self.names;
-        let key = n.manager_engines_key(manager);
-        let now = now_ms();
-        let mut c = self.conn();
-        let mut pipe = redis::pipe();
-        pipe.del(&key).ignore();
-        if !readings.is_empty() {
-            pipe.hset_multiple(&key, readings)
-                .ignore()
-                .pexpire(&key, ttl.as_millis() as i64)
-                .ignore();
-        }
-        // Not MULTI: the managers' set lives in another Redis Cluster slot.
-        pipe.zadd(n.managers_key(), manager, now)
-            .ignore()
-            .zrembyscore(n.managers_key(), "-inf", now.saturating_sub(60_000))
-            .ignore();
-        let _: () = pipe.query_async(&mut c).await?;
-        Ok(())
-    }
-
-    /// What each manager that reported within `within` knows of the engines: manager id, and
-    /// engine id → JSON document.
-    ///
-    /// # Errors
-    /// Redis failures.
-    pub async fn engine_reports(
-        &self,
-        within: Duration,
-    ) -> Result<Vec<(String, HashMap<String, String>)>, Error> {
-        let n = &self.names;
-        let mut c = self.conn();
-        let since = now_ms().saturating_sub(within.as_millis() as u64);
-        let managers: Vec<String> = c.zrangebyscore(n.managers_key(), since, "+inf").await?;
-        let mut out = Vec::with_capacity(managers.len());
-        for m in managers {
-            let readings: HashMap<String, String> = c.hgetall(n.manager_engines_key(&m)).await?;
-            out.push((m, readings));
-        }
-        Ok(out)
     }
 
     /// Engines whose last heartbeat is older than `ttl`: dead, or cut off.

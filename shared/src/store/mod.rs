@@ -8,6 +8,8 @@
 //! - [`dead`]: a record of recent dead letters (the queue itself cannot be read in place);
 //! - [`engines`]: registration and liveness of worker engines;
 //! - [`rejections`]: short records of requests refused at intake;
+//! - [`reports`]: what managers report for the dashboard: engines now and over the last hour,
+//!   scaling signals;
 //! - [`state`]: the request states stored in `meta.state`.
 //!
 //! This file holds the connection and what spans the namespace (locks, events, the learned
@@ -18,6 +20,7 @@ mod dead;
 mod engines;
 mod finalize;
 mod rejections;
+mod reports;
 mod requests;
 mod shards;
 mod state;
@@ -32,6 +35,7 @@ use crate::{Error, Names, now_ms};
 pub use dead::{DEAD_BODY_MAX, DEAD_KEPT, DeadKind, DeadLetter};
 pub use finalize::Closing;
 pub use rejections::Rejected;
+pub use reports::{EnginePoint, SERIES_KEEP, SeriesEntry};
 pub use requests::{CANCEL_TOMBSTONE_TTL, Created, Ended, Meta, NewRequest};
 pub use shards::{Begun, Recorded};
 pub use state::RequestState;

@@ -288,8 +288,8 @@ impl Store {
     /// # Errors
     /// Redis failures, or a record without the required fields.
     pub async fn meta(&self, id: Uuid) -> Result<Option<Meta>, Error> {
-        // Only the request's own fields: the hash also holds two fields per shard (route and
-        // attempts), which for a large fan-out would cost megabytes to read.
+        // Only the request's own fields: the hash also holds fields per shard (route, tries,
+        // processing time), which for a large fan-out would cost megabytes to read.
         let mut c = self.conn();
         let values: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(self.names.meta_key(id))
@@ -344,6 +344,20 @@ impl Store {
             .await?
             .into_iter()
             .filter_map(|(i, n)| Some((i, n.parse().ok()?)))
+            .collect())
+    }
+
+    /// How long each settled shard of a request took to process (index → time), read in pages
+    /// like [`Store::routes`]. Failed shards have none.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn timings(&self, id: Uuid) -> Result<BTreeMap<u32, Duration>, Error> {
+        Ok(self
+            .per_shard(id, "took.")
+            .await?
+            .into_iter()
+            .filter_map(|(i, us)| Some((i, Duration::from_micros(us.parse().ok()?))))
             .collect())
     }
 
