@@ -102,6 +102,10 @@ struct Args {
     /// Throughput suite: a second build to measure side by side, labelled `baseline`.
     #[arg(long)]
     baseline_bins: Option<PathBuf>,
+    /// Throughput suite: measure the current build a second time with a dashboard open on it
+    /// (its `shardline` binary, polled on the page's schedule), labelled `current+dashboard`.
+    #[arg(long)]
+    dashboard_open: bool,
     /// Throughput suite: shards per request.
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 16, 64, 256])]
     fan_outs: Vec<u32>,
@@ -309,6 +313,10 @@ async fn throughput_suite(a: &Args) -> anyhow::Result<String> {
     )?];
     if let Some(dir) = &a.baseline_bins {
         builds.push(Build::locate("baseline", dir)?);
+    }
+    if a.dashboard_open {
+        let watched = builds[0].watched()?;
+        builds.insert(1, watched);
     }
     let t = Throughput {
         connect: a.connect.clone(),

@@ -25,6 +25,7 @@ pub mod ceiling;
 pub mod cpu;
 pub mod deploy;
 pub mod table;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

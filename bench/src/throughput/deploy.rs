@@ -1,5 +1,6 @@
 //! One deployment under test: a manager and workers started as real processes from a
-//! directory of binaries, on a namespace of their own, their stderr in a log file each.
+//! directory of binaries, on a namespace of their own, their stderr in a log file each; for a
+//! watched build, a dashboard with its page's polling too ([`super::watch`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -11,6 +12,8 @@ use shardline::store::Store;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
+use super::watch::{self, Watch};
+
 /// How long a process may take to exit after SIGTERM before it is killed.
 const TERM_WAIT: Duration = Duration::from_secs(20);
 /// How long the workers may take to register.
@@ -21,8 +24,11 @@ const START_WAIT: Duration = Duration::from_secs(30);
 pub struct Build {
     /// `current`, `baseline`, …
     pub label: String,
-    /// Directory holding `shardline-manager` and `shardline-worker`.
+    /// Directory holding `shardline-manager` and `shardline-worker` (and `shardline`, for a
+    /// watched build).
     pub dir: PathBuf,
+    /// Whether a dashboard is kept open on the deployment.
+    pub watched: bool,
 }
 
 impl Build {
@@ -42,6 +48,25 @@ impl Build {
         Ok(Build {
             label: label.to_owned(),
             dir: dir.to_path_buf(),
+            watched: false,
+        })
+    }
+
+    /// The same binaries with a dashboard kept open, labelled `<label>+dashboard`.
+    ///
+    /// # Errors
+    /// The build has no `shardline` binary.
+    pub fn watched(&self) -> anyhow::Result<Self> {
+        let bin = watch::binary(&self.dir);
+        anyhow::ensure!(
+            bin.is_file(),
+            "{} not found: build it (cargo build --release -p shardline-client)",
+            bin.display()
+        );
+        Ok(Build {
+            label: format!("{}+dashboard", self.label),
+            dir: self.dir.clone(),
+            watched: true,
         })
     }
 }
@@ -50,6 +75,7 @@ impl Build {
 #[derive(Debug)]
 pub struct Deployment {
     procs: Vec<(String, Child)>,
+    watch: Option<Watch>,
 }
 
 impl Deployment {
@@ -82,7 +108,7 @@ impl Deployment {
                 .env("SHARDLINE_METRICS_ADDR", "0");
             procs.push((id.clone(), spawn(worker, connect, log_dir, &id)?));
         }
-        let deployment = Deployment { procs };
+        let mut deployment = Deployment { procs, watch: None };
         let store = Store::connect(&connect.redis_url, connect.names()?).await?;
         let until = Instant::now() + START_WAIT;
         while store.live_engines(START_WAIT).await?.len() < workers {
@@ -93,19 +119,34 @@ impl Deployment {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        if build.watched {
+            let mut cmd = Command::new(watch::binary(&build.dir));
+            environment(&mut cmd, connect);
+            let log = log_file(connect, log_dir, "dashboard")?;
+            deployment.watch = Some(Watch::open(cmd, log).await?);
+        }
         Ok(deployment)
     }
 
     /// Each process's name and pid.
     pub fn pids(&self) -> Vec<(String, u32)> {
+        let dashboard = self.watch.as_ref().map(|w| ("dashboard", &w.child));
         self.procs
             .iter()
-            .filter_map(|(name, child)| Some((name.clone(), child.id()?)))
+            .map(|(name, child)| (name.as_str(), child))
+            .chain(dashboard)
+            .filter_map(|(name, child)| Some((name.to_owned(), child.id()?)))
             .collect()
     }
 
     /// SIGTERM every process and wait for it; kill one that takes longer than [`TERM_WAIT`].
-    pub async fn stop(self) {
+    /// A watched deployment's poller stops first, and says how many answers it got.
+    pub async fn stop(mut self) {
+        if let Some(w) = self.watch.take() {
+            let (answered, failed) = w.close();
+            eprintln!("    dashboard: {answered} answers, {failed} failed polls");
+            self.procs.push(("dashboard".to_owned(), w.child));
+        }
         let stops = self.procs.into_iter().map(|(_, mut child)| async move {
             if let Some(pid) = child.id() {
                 let _ = Command::new("kill")
@@ -127,19 +168,29 @@ fn spawn(
     log_dir: &Path,
     name: &str,
 ) -> anyhow::Result<Child> {
-    let path = log_dir.join(format!("{}-{name}.log", connect.namespace));
-    let log =
-        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let log = log_file(connect, log_dir, name)?;
+    environment(&mut cmd, connect);
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true);
+    cmd.spawn().with_context(|| format!("starting {name}"))
+}
+
+/// The deployment's broker, Redis and namespace, and nothing inherited that would change it.
+fn environment(cmd: &mut Command, connect: &ConnectArgs) {
     cmd.env("SHARDLINE_AMQP_URL", &connect.amqp_url)
         .env("SHARDLINE_REDIS_URL", &connect.redis_url)
         .env("SHARDLINE_NAMESPACE", &connect.namespace)
         .env_remove("SHARDLINE_CONCURRENCY")
         .env_remove("SHARDLINE_LOG_FORMAT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true);
-    cmd.spawn().with_context(|| format!("starting {name}"))
+        .env_remove("SHARDLINE_DASHBOARD_TOKEN");
+}
+
+/// A new log file for process `name` of the deployment.
+fn log_file(connect: &ConnectArgs, log_dir: &Path, name: &str) -> anyhow::Result<std::fs::File> {
+    let path = log_dir.join(format!("{}-{name}.log", connect.namespace));
+    std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))
 }
 
 /// Remove the namespace's queues, exchanges and keys (best effort: a failure is logged).

@@ -136,8 +136,8 @@ fn cells(m: &Measured, out: &mut String) {
          Burst: requests sent at once, first send to last result. Sequential: one request at a time \
          (p50/p99 over every repetition's requests). CPU: µs per shard of each process during the burst \
          (workers: their sum, then each one's mean).\n\n\
-         | build | fan-out | shards/s | requests/s | of broker ceiling | seq p50 ms | seq p99 ms | manager | workers | redis | broker | client |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+         | build | fan-out | shards/s | requests/s | of broker ceiling | seq p50 ms | seq p99 ms | manager | workers | redis | broker | client | dashboard |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for (build, fan_out, cs) in groups(m) {
         let of_ceiling: Vec<f64> = cs
@@ -180,7 +180,7 @@ fn cells(m: &Measured, out: &mut String) {
         );
         let _ = writeln!(
             out,
-            "| {build} | {fan_out} | {} | {} | {}% | {:.2} | {:.2} | {} | {} | {} | {} | {} |",
+            "| {build} | {fan_out} | {} | {} | {}% | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} |",
             per(&shards_per_sec, 0),
             per(&requests_per_sec, 0),
             fmt_ci(mean_ci(&of_ceiling), 1),
@@ -191,6 +191,7 @@ fn cells(m: &Measured, out: &mut String) {
             per(&|c| cpu_per_shard(c, "redis"), 0),
             per(&|c| cpu_per_shard(c, "broker"), 0),
             per(&|c| cpu_per_shard(c, "client"), 0),
+            per(&|c| cpu_per_shard(c, "dashboard"), 0),
         );
     }
     out.push('\n');
