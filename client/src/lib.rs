@@ -34,7 +34,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use shardline::amqp;
-use shardline::message::{FinalResult, Format, Options, RequestBody};
+use shardline::message::{FinalResult, Format, Options, PreCutBody, RequestBody};
 use shardline::store::{Meta, Rejected, Store};
 use shardline::{Names, config::ConnectArgs};
 use tokio::sync::oneshot;
@@ -157,13 +157,42 @@ impl Client {
         payload: rmpv::Value,
         options: Options,
     ) -> Result<(Uuid, oneshot::Receiver<FinalResult>), Error> {
+        self.publish(&RequestBody {
+            kind: kind.to_owned(),
+            payload,
+            options: options.to_value(),
+        })
+        .await
+    }
+
+    /// Publish a request cut by the caller: each of `shards` is a value of the kind's input
+    /// and becomes one shard, in order (for data already held in pieces: files, partitions).
+    /// Returns its id and a receiver for the result.
+    ///
+    /// # Errors
+    /// The broker refused the request.
+    pub async fn send_shards(
+        &self,
+        kind: &str,
+        shards: Vec<rmpv::Value>,
+        options: Options,
+    ) -> Result<(Uuid, oneshot::Receiver<FinalResult>), Error> {
+        self.publish(&PreCutBody {
+            kind: kind.to_owned(),
+            shards,
+            options: options.to_value(),
+        })
+        .await
+    }
+
+    /// Publish `body` as a new request with this client as its reply target.
+    async fn publish(
+        &self,
+        body: &impl serde::Serialize,
+    ) -> Result<(Uuid, oneshot::Receiver<FinalResult>), Error> {
         let id = Uuid::new_v4();
         let body = Format::MsgPack
-            .encode(&RequestBody {
-                kind: kind.to_owned(),
-                payload,
-                options: options.to_value(),
-            })
+            .encode(body)
             .map_err(|e| Error::Input(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
         self.lock_pending().insert(id, tx);
@@ -208,6 +237,22 @@ impl Client {
         timeout: Duration,
     ) -> Result<FinalResult, Error> {
         let (id, rx) = self.send(kind, payload, options).await?;
+        self.wait(id, rx, timeout).await
+    }
+
+    /// Submit a request cut by the caller ([`Client::send_shards`]) and wait up to `timeout`
+    /// for its final result.
+    ///
+    /// # Errors
+    /// Broker failures or [`Error::Timeout`].
+    pub async fn submit_shards(
+        &self,
+        kind: &str,
+        shards: Vec<rmpv::Value>,
+        options: Options,
+        timeout: Duration,
+    ) -> Result<FinalResult, Error> {
+        let (id, rx) = self.send_shards(kind, shards, options).await?;
         self.wait(id, rx, timeout).await
     }
 

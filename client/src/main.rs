@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardline::config::ConnectArgs;
-use shardline::message::{FailurePolicy, FinalResult, Options, Status};
+use shardline::message::{FailurePolicy, FinalResult, Input, Options, Status};
 use shardline::store::{Ended, Meta, Rejected};
 use shardline_client::{Client, Error, InputFormat, parse_payload};
 use uuid::Uuid;
@@ -43,6 +43,10 @@ enum Command {
         /// The payload inline instead of a file.
         #[arg(long, conflicts_with = "file")]
         data: Option<String>,
+        /// Send the request already cut: each file is one shard, in the order given (read like
+        /// --file; for data already held in pieces). Repeat it for each shard.
+        #[arg(long, conflicts_with_all = ["file", "data", "max_shards"])]
+        shard_file: Vec<PathBuf>,
         /// How to read the input.
         #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
         input: InputFormat,
@@ -159,6 +163,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             kind,
             file,
             data,
+            shard_file,
             input,
             max_shards,
             deadline_ms,
@@ -168,8 +173,16 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             quiet,
             summary,
         } => {
-            let raw = read_input(file, data)?;
-            let payload = parse_payload(&kind, input, raw)?;
+            let payload = if shard_file.is_empty() {
+                Input::Payload(parse_payload(&kind, input, read_input(file, data)?)?)
+            } else {
+                Input::Shards(
+                    shard_file
+                        .into_iter()
+                        .map(|f| parse_payload(&kind, input, read_input(Some(f), None)?))
+                        .collect::<Result<_, _>>()?,
+                )
+            };
             let client = Client::connect(&cli.connect).await?;
             let options = Options {
                 max_shards,
@@ -180,7 +193,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     .map_err(Error::Input)?,
                 quorum,
             };
-            let (id, rx) = client.send(&kind, payload, options).await?;
+            let (id, rx) = match payload {
+                Input::Payload(p) => client.send(&kind, p, options).await?,
+                Input::Shards(s) => client.send_shards(&kind, s, options).await?,
+            };
             eprintln!("request {id}");
             let bar = (!quiet).then(progress_bar);
             let result = {

@@ -20,7 +20,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shardline::activity::{Counters, Event};
 use shardline::amqp::{self, Published, ReplyTo};
 use shardline::kind::KindError;
-use shardline::message::{FinalResult, Options, Shard};
+use shardline::message::{FinalResult, Input, Options, Shard};
 use shardline::metric;
 use shardline::store::{
     Created, DeadKind, DeadLetter, Meta, NewRequest, Rejected, RequestState, Store,
@@ -337,12 +337,28 @@ impl Dispatcher {
         let plan = self.plan(&accepted, &engines);
         let Accepted {
             kind,
-            payload,
+            input,
             reply,
             options,
             ..
         } = accepted;
-        let (split, size) = self.split(&kind, payload, fixed, plan).await?;
+        if let Input::Shards(pieces) = &input
+            && pieces.len() > self.config.max_shards as usize
+        {
+            return Ok(Err(Box::new(Rejection {
+                id,
+                kind,
+                reason: RejectReason::Oversized,
+                message: format!(
+                    "the request carries {} shards; this manager runs at most {} a request \
+                     (--max-shards)",
+                    pieces.len(),
+                    self.config.max_shards
+                ),
+                reply,
+            })));
+        }
+        let (split, size) = self.split(&kind, input, fixed, plan).await?;
         let payloads = match split {
             Ok(p) => p,
             Err(e) => {
@@ -422,13 +438,15 @@ impl Dispatcher {
         plan
     }
 
-    /// Split `payload` with its kind on the blocking pool (splitting is CPU work): into `fixed`
-    /// shards when set, else as many as `plan` gives for the size the kind measures. Returns
-    /// the split and that size.
+    /// Split the input with its kind on the blocking pool (splitting is CPU work). A payload
+    /// is cut into `fixed` shards when set, else as many as `plan` gives for the size the kind
+    /// measures; pieces the client cut become one shard each (their count is what a redelivery
+    /// recorded, since the same message carries the same pieces). Returns the split and the
+    /// request's size.
     async fn split(
         &self,
         kind_name: &str,
-        payload: rmpv::Value,
+        input: Input,
         fixed: Option<usize>,
         plan: Plan,
     ) -> Result<(Split, u64), Error> {
@@ -436,13 +454,19 @@ impl Dispatcher {
             .registry
             .get(kind_name)
             .ok_or_else(|| Error::Config(format!("kind {kind_name} vanished")))?;
-        let split = tokio::task::spawn_blocking(move || {
-            let mut request_size = 0;
-            let split = kind.split(payload, &mut |size, hint| {
-                request_size = size;
-                fixed.unwrap_or_else(|| plan.shards(size, hint))
-            });
-            (split, request_size)
+        let split = tokio::task::spawn_blocking(move || match input {
+            Input::Payload(payload) => {
+                let mut request_size = 0;
+                let split = kind.split(payload, &mut |size, hint| {
+                    request_size = size;
+                    fixed.unwrap_or_else(|| plan.shards(size, hint))
+                });
+                (split, request_size)
+            }
+            Input::Shards(pieces) => match kind.split_pieces(pieces) {
+                Ok((shards, size)) => (Ok(shards), size),
+                Err(e) => (Err(e), 0),
+            },
         })
         .await?;
         Ok(split)

@@ -2,7 +2,7 @@
 
 use lapin::BasicProperties;
 use shardline::amqp::ReplyTo;
-use shardline::message::{Format, Options, decode_request};
+use shardline::message::{Format, Input, Options, decode_request};
 use shardline::{Error, Registry, RejectReason};
 use uuid::Uuid;
 
@@ -16,8 +16,8 @@ pub struct Accepted {
     pub id: Uuid,
     /// Kind name (registered).
     pub kind: String,
-    /// The kind's input.
-    pub payload: rmpv::Value,
+    /// The kind's input, or the pieces the client cut.
+    pub input: Input,
     /// Validated options.
     pub options: Options,
     /// Where the result goes.
@@ -124,7 +124,7 @@ pub fn accept(
     Ok(Accepted {
         id,
         kind: req.kind,
-        payload: req.payload,
+        input: req.input,
         options,
         reply,
     })

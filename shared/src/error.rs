@@ -89,7 +89,8 @@ pub enum RejectReason {
     UnknownKind,
     /// The payload has nothing to work on.
     EmptyPayload,
-    /// The message body is larger than the configured limit.
+    /// The message body is larger than the configured limit, or carries more shards than the
+    /// manager runs for one request.
     Oversized,
     /// The options are out of range or of the wrong type.
     BadOptions,

@@ -90,11 +90,13 @@ impl Format {
     }
 }
 
-/// What a client publishes to the request exchange.
+/// What a client publishes to the request exchange: the manager cuts the payload.
 ///
 /// ```json
 /// {"kind": "wordcount", "payload": "to be or not to be", "options": {"max_shards": 8}}
 /// ```
+///
+/// A client that holds its data in pieces sends them cut instead ([`PreCutBody`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RequestBody {
     /// Name of a registered kind of work.
@@ -104,6 +106,55 @@ pub struct RequestBody {
     /// Optional limits; missing means defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<rmpv::Value>,
+}
+
+/// A request whose client cut it: each piece of `shards` is a value of the kind's input, and
+/// becomes one shard, in order; the merge and every guarantee are the same as for a payload.
+///
+/// ```json
+/// {"kind": "wordcount", "shards": ["to be or", "not to be"]}
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PreCutBody {
+    /// Name of a registered kind of work.
+    pub kind: String,
+    /// The pieces, one shard each.
+    pub shards: Vec<rmpv::Value>,
+    /// Optional limits (`max_shards` does not apply: the client chose the count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<rmpv::Value>,
+}
+
+/// What a request asks to be worked on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// One input for the manager to cut.
+    Payload(rmpv::Value),
+    /// Pieces the client cut, one shard each.
+    Shards(Vec<rmpv::Value>),
+}
+
+/// A decoded request: kind, input and raw options.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Name of the kind.
+    pub kind: String,
+    /// The payload or the pieces.
+    pub input: Input,
+    /// Optional limits; missing means defaults.
+    pub options: Option<rmpv::Value>,
+}
+
+/// Either request body, as read from the wire: exactly one of `payload` and `shards`.
+#[derive(Deserialize)]
+struct WireRequest {
+    kind: String,
+    #[serde(default)]
+    payload: Option<rmpv::Value>,
+    #[serde(default)]
+    shards: Option<Vec<rmpv::Value>>,
+    #[serde(default)]
+    options: Option<rmpv::Value>,
 }
 
 /// Longest deadline a request may ask for: 7 days.
@@ -375,10 +426,31 @@ pub fn to_named_value<T: Serialize + ?Sized>(value: &T) -> Result<rmpv::Value, E
 ///
 /// # Errors
 /// [`RejectReason::Malformed`] when the bytes are not a request.
-pub fn decode_request(format: Format, body: &[u8]) -> Result<RequestBody, Error> {
-    format
-        .decode::<RequestBody>(body)
-        .map_err(|e| Error::rejected(RejectReason::Malformed, e.to_string()))
+pub fn decode_request(format: Format, body: &[u8]) -> Result<Request, Error> {
+    let wire = format
+        .decode::<WireRequest>(body)
+        .map_err(|e| Error::rejected(RejectReason::Malformed, e.to_string()))?;
+    let input = match (wire.payload, wire.shards) {
+        (Some(p), None) => Input::Payload(p),
+        (None, Some(s)) => Input::Shards(s),
+        (Some(_), Some(_)) => {
+            return Err(Error::rejected(
+                RejectReason::Malformed,
+                "a request carries either a payload or shards, not both",
+            ));
+        }
+        (None, None) => {
+            return Err(Error::rejected(
+                RejectReason::Malformed,
+                "missing field `payload` (or `shards`, for a request cut by its client)",
+            ));
+        }
+    };
+    Ok(Request {
+        kind: wire.kind,
+        input,
+        options: wire.options,
+    })
 }
 
 #[cfg(test)]
@@ -399,13 +471,48 @@ mod tests {
             .expect("encode");
         let b = decode_request(Format::MsgPack, &packed).expect("msgpack");
         assert_eq!(a.kind, b.kind);
-        assert_eq!(a.payload, b.payload);
+        assert_eq!(a.input, b.input);
         let (oa, ob) = (
             Options::from_value(a.options).expect("json options"),
             Options::from_value(b.options).expect("msgpack options"),
         );
         assert_eq!(oa, ob);
         assert_eq!(oa.max_shards, Some(2));
+    }
+
+    /// A request cut by its client decodes to its pieces; a payload and pieces together, or
+    /// neither, is `malformed`.
+    #[test]
+    fn pieces_decode_and_exclude_a_payload() {
+        let r = decode_request(
+            Format::Json,
+            br#"{"kind":"wordcount","shards":["a b","c"]}"#,
+        )
+        .expect("pieces");
+        assert_eq!(r.input, Input::Shards(vec!["a b".into(), "c".into()]));
+        let packed = Format::MsgPack
+            .encode(&PreCutBody {
+                kind: "wordcount".into(),
+                shards: vec!["a b".into(), "c".into()],
+                options: None,
+            })
+            .expect("encode");
+        assert_eq!(
+            decode_request(Format::MsgPack, &packed)
+                .expect("msgpack")
+                .input,
+            r.input
+        );
+        for body in [
+            &br#"{"kind":"sort","payload":[1],"shards":[[1]]}"#[..],
+            &br#"{"kind":"sort"}"#[..],
+            &br#"{"kind":"sort","payload":null}"#[..],
+        ] {
+            match decode_request(Format::Json, body) {
+                Err(Error::Rejected { reason, .. }) => assert_eq!(reason, RejectReason::Malformed),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     /// Garbage and missing fields are typed `malformed` rejections, not panics.

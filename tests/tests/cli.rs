@@ -41,6 +41,41 @@ async fn submit_and_status() {
     c.shutdown().await;
 }
 
+/// `submit --shard-file a --shard-file b` sends the files as the request's shards, in order:
+/// as many shards as files, and the result of the whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_sends_files_as_shards() {
+    let c = Cluster::builder().start().await;
+    let dir = std::env::temp_dir().join(format!("shardline-pieces-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let files: Vec<String> = ["5 3 9", "-1 7", "4"]
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let path = dir.join(format!("part{i}.txt"));
+            std::fs::write(&path, text).expect("a piece written");
+            path.display().to_string()
+        })
+        .collect();
+    let mut cmd = cli(&c);
+    cmd.args(["submit", "--kind", "sort", "--quiet"]);
+    for f in &files {
+        cmd.args(["--shard-file", f]);
+    }
+    let out = output(&mut cmd).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(json["status"], "completed");
+    assert_eq!(json["shards"], 3);
+    assert_eq!(json["output"], serde_json::json!([-1, 3, 4, 5, 7, 9]));
+    c.shutdown().await;
+}
+
 /// An error result exits 1 with the error in the JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_result_exits_one() {

@@ -20,6 +20,14 @@ pub trait DynKind: Send + Sync {
         payload: rmpv::Value,
         decide: &mut dyn FnMut(u64, u64) -> usize,
     ) -> Result<Vec<Vec<u8>>, KindError>;
+    /// Turn pieces a client cut itself into shards, one each: every piece is decoded as the
+    /// kind's input and made one shard (`split(piece, 1)`). Returns the shards encoded as
+    /// MessagePack and the request's size (the pieces' sizes added up).
+    ///
+    /// # Errors
+    /// [`KindError::InvalidPayload`] naming the first piece that is not the kind's input, or
+    /// [`KindError::Empty`] for an empty piece.
+    fn split_pieces(&self, pieces: Vec<rmpv::Value>) -> Result<(Vec<Vec<u8>>, u64), KindError>;
     /// See [`Kind::max_attempts`].
     fn max_attempts(&self) -> u32;
     /// See [`Kind::cost_follows_size`].
@@ -71,6 +79,42 @@ impl<K: Kind> DynKind for K {
             .iter()
             .map(|s| rmp_serde::to_vec_named(s).map_err(|e| KindError::Failed(e.to_string())))
             .collect()
+    }
+
+    fn split_pieces(&self, pieces: Vec<rmpv::Value>) -> Result<(Vec<Vec<u8>>, u64), KindError> {
+        let kind = Kind::name(self);
+        let mut size = 0u64;
+        let mut shards = Vec::with_capacity(pieces.len());
+        for (i, piece) in pieces.into_iter().enumerate() {
+            let input: K::Input =
+                rmpv::ext::from_value(piece).map_err(|e| KindError::InvalidPayload {
+                    kind,
+                    detail: format!("shard {i}: {e}"),
+                })?;
+            let piece_size = self.size(&input);
+            if piece_size == 0 {
+                return Err(KindError::InvalidPayload {
+                    kind,
+                    detail: format!("shard {i} is empty"),
+                });
+            }
+            size = size.saturating_add(piece_size);
+            let one = Kind::split(self, input, 1);
+            let [shard] = one.as_slice() else {
+                return Err(KindError::BadSplit {
+                    kind,
+                    got: one.len(),
+                    want: 1,
+                });
+            };
+            shards.push(
+                rmp_serde::to_vec_named(shard).map_err(|e| KindError::Failed(e.to_string()))?,
+            );
+        }
+        if shards.is_empty() {
+            return Err(KindError::Empty(kind));
+        }
+        Ok((shards, size))
     }
 
     fn max_attempts(&self) -> u32 {
@@ -156,5 +200,47 @@ impl Registry {
     #[cfg(test)]
     pub(crate) fn get_any(&self) -> Option<Arc<dyn DynKind>> {
         self.kinds.values().next().cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each piece becomes exactly the shard the kind would cut from it alone, in order, and
+    /// the request's size is the pieces' sizes added up.
+    #[test]
+    fn pieces_become_one_shard_each() {
+        let sort = Registry::builtin().get("sort").expect("sort");
+        let pieces = vec![
+            rmpv::Value::Array(vec![3.into(), 1.into()]),
+            rmpv::Value::Array(vec![2.into()]),
+        ];
+        let (shards, size) = sort.split_pieces(pieces.clone()).expect("pieces");
+        assert_eq!(size, 3);
+        let alone: Vec<Vec<u8>> = pieces
+            .into_iter()
+            .flat_map(|p| sort.split(p, &mut |_, _| 1).expect("split"))
+            .collect();
+        assert_eq!(shards, alone);
+    }
+
+    /// A piece of the wrong type or an empty one is named by its index; no pieces is empty.
+    #[test]
+    fn bad_pieces_are_named() {
+        let sort = Registry::builtin().get("sort").expect("sort");
+        let wrong = vec![rmpv::Value::Array(vec![1.into()]), "x".into()];
+        let e = sort.split_pieces(wrong).expect_err("wrong type");
+        assert!(
+            matches!(&e, KindError::InvalidPayload { detail, .. } if detail.starts_with("shard 1:")),
+            "{e}"
+        );
+        let empty = vec![rmpv::Value::Array(vec![])];
+        let e = sort.split_pieces(empty).expect_err("empty piece");
+        assert!(e.to_string().contains("shard 0 is empty"), "{e}");
+        assert!(matches!(
+            sort.split_pieces(Vec::new()),
+            Err(KindError::Empty("sort"))
+        ));
     }
 }
