@@ -8,6 +8,10 @@ use super::Store;
 use crate::activity::{Event, FINISHED_FOR, KEEP};
 use crate::{Error, now_ms};
 
+/// At most this many activity entries are read at once (two hours of 10-second flushes from
+/// 100 processes).
+const ACTIVITY_READ_MAX: usize = 72_000;
+
 impl Store {
     /// Append one process's counts for the bucket starting at `t` (epoch s), dropping entries
     /// older than [`KEEP`], and add the requests it `finished` (id, epoch ms) to the index of
@@ -100,14 +104,10 @@ impl Store {
         &self,
         since_ms: u64,
     ) -> Result<Vec<(u64, Vec<(Event, u64)>)>, Error> {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.names.activity_key())
-            .arg(since_ms)
-            .arg("+")
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(reply
-            .ids
+        let entries =
+            super::stream_since(self, self.names.activity_key(), since_ms, ACTIVITY_READ_MAX)
+                .await?;
+        Ok(entries
             .into_iter()
             .filter_map(|entry| {
                 let field = |v: &redis::Value| redis::from_redis_value_ref::<u64>(v).ok();

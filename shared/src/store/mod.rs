@@ -48,6 +48,24 @@ fn ranks(start: usize, count: usize) -> Option<(isize, isize)> {
     (count > 0).then(|| (first, first.saturating_add(count - 1)))
 }
 
+/// Entries of the stream `key` from `since_ms` (epoch ms) on, oldest first, at most `count`.
+async fn stream_since(
+    store: &Store,
+    key: String,
+    since_ms: u64,
+    count: usize,
+) -> Result<Vec<redis::streams::StreamId>, Error> {
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(key)
+        .arg(since_ms)
+        .arg("+")
+        .arg("COUNT")
+        .arg(count)
+        .query_async(&mut store.conn())
+        .await?;
+    Ok(reply.ids)
+}
+
 /// How many fields one `HMGET`/`HSET` carries when a request has many shards.
 const BATCH: usize = 1024;
 

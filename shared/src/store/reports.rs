@@ -181,16 +181,14 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn engine_series_since(&self, since_ms: u64) -> Result<Vec<SeriesEntry>, Error> {
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(self.names.engine_series_key())
-            .arg(since_ms)
-            .arg("+")
-            .arg("COUNT")
-            .arg(SERIES_READ_MAX)
-            .query_async(&mut self.conn())
-            .await?;
-        Ok(reply
-            .ids
+        let entries = super::stream_since(
+            self,
+            self.names.engine_series_key(),
+            since_ms,
+            SERIES_READ_MAX,
+        )
+        .await?;
+        Ok(entries
             .into_iter()
             .filter_map(|entry| {
                 let at = entry.id.split('-').next()?.parse().ok()?;
