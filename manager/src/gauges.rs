@@ -1,7 +1,7 @@
 //! What the manager reports about engines every [`EVERY`]: what it knows of each live engine
 //! (slots, unfinished shards, sampled depth, forecast with its interval, learned speed,
 //! heartbeat age) and of its hold, as gauges for the metrics endpoint and, for the dashboard,
-//! in Redis: the readings now, and every [`SERIES_EVERY`] a point of the engine series the
+//! in Redis: the readings now, and every [`SERIES_STEP`] a point of the engine series the
 //! dashboard charts (kept for an hour, [`shardline::store::SERIES_KEEP`]).
 
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use shardline::metric::{self, EngineReading};
 use shardline::now_ms;
-use shardline::store::EnginePoint;
+use shardline::store::{EnginePoint, SERIES_STEP};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
@@ -20,19 +20,17 @@ use crate::dispatch::Dispatcher;
 pub const EVERY: Duration = Duration::from_secs(1);
 /// How long one report stays in Redis.
 pub const REPORT_TTL: Duration = Duration::from_secs(10);
-/// Reports between two points of the engine series (one point every 5 s: an hour of a manager
-/// watching 20 engines is about 1.5 MB).
-pub const SERIES_EVERY: u32 = 5;
 
 /// Report every [`EVERY`] until cancelled; a failed round is logged and skipped.
 pub async fn keep_set(dispatcher: Arc<Dispatcher>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(EVERY);
-    let mut round = 0u32;
+    let series_every = (SERIES_STEP.as_millis() / EVERY.as_millis()).max(1);
+    let mut round = 0u128;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
-                let series = round.is_multiple_of(SERIES_EVERY);
+                let series = round.is_multiple_of(series_every);
                 round = round.wrapping_add(1);
                 if let Err(error) = set(&dispatcher, series).await {
                     debug!(%error, "reporting the engines failed");

@@ -36,7 +36,9 @@ use shardline::amqp;
 use shardline::message::Status;
 use shardline::now_ms;
 use shardline::scaling::{self, Signal};
-use shardline::store::{DEAD_KEPT, DeadKind, Ended, EnginePoint, SERIES_KEEP, SeriesEntry, Store};
+use shardline::store::{
+    DEAD_KEPT, DeadKind, Ended, EnginePoint, SERIES_KEEP, SERIES_STEP, SeriesEntry, Store,
+};
 use uuid::Uuid;
 
 /// In-flight requests per page.
@@ -271,14 +273,12 @@ async fn activity(
     ))
 }
 
-/// Step of the engine charts: the managers add a point every 5 s.
-pub const SERIES_STEP_MS: u64 = 5_000;
 /// Longest window `/api/engines/series` answers for, minutes (the stream keeps a little more).
 pub const SERIES_MAX_MINUTES: u64 = 60;
 const _: () = assert!(SERIES_MAX_MINUTES * 60 <= SERIES_KEEP.as_secs());
 
 /// Each engine's points over the last `minutes` (10 by default, at most an hour), one per
-/// [`SERIES_STEP_MS`]: the managers' points in one step put together like [`reported`] does
+/// [`SERIES_STEP`]: the managers' points in one step put together like [`reported`] does
 /// (unfinished shards added up over managers, the largest depth and forecast).
 async fn engine_series(
     State(s): State<Shared>,
@@ -290,7 +290,7 @@ async fn engine_series(
     Ok(json_response(
         StatusCode::OK,
         &json!({
-            "step_s": SERIES_STEP_MS / 1000,
+            "step_s": SERIES_STEP.as_secs(),
             "since": since,
             "engines": combine_series(&entries),
         }),
@@ -301,10 +301,11 @@ async fn engine_series(
 /// `t` the step's start (epoch ms). A manager's later point in the same step replaces its
 /// earlier one.
 fn combine_series(entries: &[SeriesEntry]) -> BTreeMap<String, Vec<Value>> {
+    let step_ms = SERIES_STEP.as_millis() as u64;
     // engine → step → manager → point
     let mut steps: BTreeMap<&str, BTreeMap<u64, BTreeMap<&str, EnginePoint>>> = BTreeMap::new();
     for e in entries {
-        let step = e.at - e.at % SERIES_STEP_MS;
+        let step = e.at - e.at % step_ms;
         for (engine, p) in &e.engines {
             steps
                 .entry(engine)
@@ -314,10 +315,6 @@ fn combine_series(entries: &[SeriesEntry]) -> BTreeMap<String, Vec<Value>> {
                 .insert(&e.manager, *p);
         }
     }
-    let max = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
     steps
         .into_iter()
         .map(|(engine, by_step)| {
@@ -328,9 +325,9 @@ fn combine_series(entries: &[SeriesEntry]) -> BTreeMap<String, Vec<Value>> {
                     for p in managers.values() {
                         c.unfinished += p.unfinished;
                         c.depth = c.depth.max(p.depth);
-                        c.forecast = max(c.forecast, p.forecast);
-                        c.lower = max(c.lower, p.lower);
-                        c.upper = max(c.upper, p.upper);
+                        c.forecast = larger(c.forecast, p.forecast);
+                        c.lower = larger(c.lower, p.lower);
+                        c.upper = larger(c.upper, p.upper);
                     }
                     json!({
                         "t": t,
@@ -345,6 +342,14 @@ fn combine_series(entries: &[SeriesEntry]) -> BTreeMap<String, Vec<Value>> {
             (engine.to_owned(), points)
         })
         .collect()
+}
+
+/// The larger of two readings, or whichever one there is.
+fn larger(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
 }
 
 /// The deployment's scaling signal: every reporting manager's need added up over one
@@ -402,13 +407,9 @@ async fn reported(store: &Store) -> Result<BTreeMap<String, Reported>, shardline
             if let Some(d) = v["depth"].as_u64() {
                 r.depth = Some(r.depth.map_or(d, |x| x.max(d)));
             }
-            let largest = |now: Option<f64>, field: &str| match (now, v[field].as_f64()) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-            r.forecast = largest(r.forecast, "forecast_hidden");
-            r.lower = largest(r.lower, "forecast_lower");
-            r.upper = largest(r.upper, "forecast_upper");
+            r.forecast = larger(r.forecast, v["forecast_hidden"].as_f64());
+            r.lower = larger(r.lower, v["forecast_lower"].as_f64());
+            r.upper = larger(r.upper, v["forecast_upper"].as_f64());
             if let Some(s) = v["speed"].as_f64() {
                 r.speeds.push(s);
             }

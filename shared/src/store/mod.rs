@@ -35,7 +35,7 @@ use crate::{Error, Names, now_ms};
 pub use dead::{DEAD_BODY_MAX, DEAD_KEPT, DeadKind, DeadLetter};
 pub use finalize::Closing;
 pub use rejections::Rejected;
-pub use reports::{EnginePoint, SERIES_KEEP, SeriesEntry};
+pub use reports::{EnginePoint, SERIES_KEEP, SERIES_STEP, SeriesEntry};
 pub use requests::{CANCEL_TOMBSTONE_TTL, Created, Ended, Meta, NewRequest};
 pub use shards::{Begun, Recorded};
 pub use state::RequestState;

@@ -13,6 +13,9 @@ use super::Store;
 use crate::scaling::Signal;
 use crate::{Error, now_ms};
 
+/// Time between two points of an engine in the series (an hour of a manager watching 20
+/// engines is about 1.5 MB).
+pub const SERIES_STEP: Duration = Duration::from_secs(5);
 /// How long the engine series keeps a point: the dashboard charts the last hour.
 pub const SERIES_KEEP: Duration = Duration::from_secs(3_660);
 /// At most this many series entries are read at once (an hour of 5-second points from 20
