@@ -25,7 +25,7 @@ use shardline::metric;
 use shardline::store::{
     Created, DeadKind, DeadLetter, Meta, NewRequest, Rejected, RequestState, Store,
 };
-use shardline::{Error, Names, Registry, RejectReason, now_ms};
+use shardline::{Error, Names, RejectReason, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 use uuid::Uuid;
@@ -34,6 +34,7 @@ use crate::config::Config;
 use crate::engines::{Engine, Engines};
 use crate::hold::{Hold, Holding, Release};
 use crate::intake::{self, Accepted, Rejection};
+use crate::kinds::{Catalog, Cutter};
 use crate::ledger::Reservation;
 use crate::plan::Plan;
 use crate::predictor::Predictor;
@@ -169,7 +170,10 @@ pub struct Dispatcher {
     pub(crate) names: Names,
     pub(crate) store: Store,
     pub(crate) channel: lapin::Channel,
-    pub(crate) registry: Registry,
+    /// The kinds served, and how each is cut.
+    pub(crate) catalog: Arc<Catalog>,
+    /// Kinds whose shared queue this manager has declared.
+    pub(crate) declared: Mutex<HashSet<String>>,
     pub(crate) engines: Engines,
     pub(crate) predictor: Predictor,
     /// The scaling signal's arrival series.
@@ -229,14 +233,14 @@ impl Dispatcher {
         if is_cancel(delivery) {
             return self.cancel(id).await;
         }
-        let accepted = match self.accept(id, delivery) {
+        let (accepted, cutter) = match self.accept(id, delivery).await? {
             Ok(a) => a,
             Err(rej) => return self.reject(delivery, *rej).await,
         };
         let Prior::Open(existing) = self.prior_record(id, delivery.redelivered).await? else {
             return Ok(());
         };
-        let mut cut = match self.cut(id, accepted, existing.as_ref()).await? {
+        let mut cut = match self.cut(id, accepted, cutter, existing.as_ref()).await? {
             Ok(cut) => cut,
             Err(rej) => return self.reject(delivery, *rej).await,
         };
@@ -278,15 +282,55 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Validate the delivery as a request of a registered kind, within the payload limit.
-    fn accept(&self, id: Uuid, delivery: &Delivery) -> Result<Accepted, Box<Rejection>> {
-        intake::accept(
+    /// Validate the delivery as a request within the payload limit, of a kind this manager
+    /// serves (see [`crate::kinds`]), and make sure the kind's shared queue exists.
+    async fn accept(
+        &self,
+        id: Uuid,
+        delivery: &Delivery,
+    ) -> Result<Result<(Accepted, Cutter), Box<Rejection>>, Error> {
+        let accepted = match intake::accept(
             id,
             &delivery.data,
             &delivery.properties,
             self.config.max_payload_bytes,
-            &self.registry,
-        )
+        ) {
+            Ok(a) => a,
+            Err(rej) => return Ok(Err(rej)),
+        };
+        let cutter = match self.catalog.resolve(&self.store, &accepted.kind).await? {
+            Ok(cutter) => cutter,
+            Err(why) => {
+                return Ok(Err(Box::new(Rejection {
+                    id,
+                    message: self.catalog.rejection(&accepted.kind, &why),
+                    kind: accepted.kind,
+                    reason: RejectReason::UnknownKind,
+                    reply: accepted.reply,
+                })));
+            }
+        };
+        self.declare_kind_queue(&accepted.kind).await?;
+        Ok(Ok((accepted, cutter)))
+    }
+
+    /// Declare `kind`'s shared queue, once per kind for the life of this manager (a kind's
+    /// queue is never deleted while the namespace runs).
+    async fn declare_kind_queue(&self, kind: &str) -> Result<(), Error> {
+        let known = |d: &Mutex<HashSet<String>>| {
+            d.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(kind)
+        };
+        if known(&self.declared) {
+            return Ok(());
+        }
+        amqp::declare_kind_queue(&self.channel, &self.names, kind).await?;
+        self.declared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(kind.to_owned());
+        Ok(())
     }
 
     /// Read the record an earlier delivery of this request left, so that a redelivered request
@@ -317,6 +361,7 @@ impl Dispatcher {
         &self,
         id: Uuid,
         accepted: Accepted,
+        cutter: Cutter,
         existing: Option<&Meta>,
     ) -> Result<Result<Cut, Box<Rejection>>, Error> {
         let fixed = existing.map(|m| m.total as usize);
@@ -333,7 +378,7 @@ impl Dispatcher {
             |m| m.deadline,
         );
         let begun = Instant::now();
-        let engines = self.engines.snapshot();
+        let engines = self.engines.serving(&accepted.kind);
         let plan = self.plan(&accepted, &engines);
         let Accepted {
             kind,
@@ -358,7 +403,7 @@ impl Dispatcher {
                 reply,
             })));
         }
-        let (split, size) = self.split(&kind, input, fixed, plan).await?;
+        let (split, size) = self.split(cutter, input, fixed, plan).await?;
         let payloads = match split {
             Ok(p) => p,
             Err(e) => {
@@ -445,28 +490,15 @@ impl Dispatcher {
     /// request's size.
     async fn split(
         &self,
-        kind_name: &str,
+        cutter: Cutter,
         input: Input,
         fixed: Option<usize>,
         plan: Plan,
     ) -> Result<(Split, u64), Error> {
-        let kind = self
-            .registry
-            .get(kind_name)
-            .ok_or_else(|| Error::Config(format!("kind {kind_name} vanished")))?;
-        let split = tokio::task::spawn_blocking(move || match input {
-            Input::Payload(payload) => {
-                let mut request_size = 0;
-                let split = kind.split(payload, &mut |size, hint| {
-                    request_size = size;
-                    fixed.unwrap_or_else(|| plan.shards(size, hint))
-                });
-                (split, request_size)
-            }
-            Input::Shards(pieces) => match kind.split_pieces(pieces) {
-                Ok((shards, size)) => (Ok(shards), size),
-                Err(e) => (Err(e), 0),
-            },
+        let split = tokio::task::spawn_blocking(move || {
+            cutter.split(input, &mut |size, hint| {
+                fixed.unwrap_or_else(|| plan.shards(size, hint))
+            })
         })
         .await?;
         Ok(split)
@@ -692,7 +724,10 @@ impl Dispatcher {
     ) -> Placement<'_> {
         let ledger = &self.predictor.ledger;
         if engines.is_empty() {
-            warn!("no live engines; shards go to the shared queue");
+            warn!(
+                kind,
+                "no live engine serves the kind; shards go to its shared queue"
+            );
             return Placement {
                 routes: vec![None; total as usize],
                 reserved: ledger.reservation(id, Vec::new()),
@@ -811,7 +846,7 @@ impl Dispatcher {
                 .ledger
                 .finished(shard.request_id, shard.index);
         }
-        let queue = self.names.shared_queue();
+        let queue = self.names.kind_queue(&shard.kind);
         match amqp::publish(&self.channel, "", &queue, &body, props, true).await? {
             Published::Stored => Ok(()),
             p if p.is_returned(&id) => Err(Error::Nacked(queue)),
@@ -819,12 +854,17 @@ impl Dispatcher {
         }
     }
 
-    /// Send shards the broker returned as unroutable (their engine queue was gone) to the
-    /// shared queue, whichever publish their return came with; a return that comes with one of
-    /// these publishes is sent on too.
+    /// Send shards the broker returned as unroutable (their engine queue was gone) to their
+    /// kinds' shared queues, whichever publish their return came with; a return that comes
+    /// with one of these publishes is sent on too.
     async fn to_shared(&self, mut returned: Vec<BasicReturnMessage>) -> Result<(), Error> {
-        let queue = self.names.shared_queue();
         while let Some(message) = returned.pop() {
+            // Only shards are published mandatory on this channel, each with its kind's name.
+            let Some(kind) = amqp::shard_kind(&message.properties) else {
+                error!(properties = ?message.properties, "the broker returned a message that is not a shard; dropping it");
+                continue;
+            };
+            let queue = self.names.kind_queue(kind);
             let id = message
                 .properties
                 .message_id()

@@ -1,9 +1,10 @@
 //! The manager's view of live engines, refreshed from their Redis heartbeats.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use shardline::store::Store;
+use shardline::store::{EngineInfo, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -17,19 +18,34 @@ pub struct Engine {
     pub id: String,
     /// Shards it runs at once, from its heartbeat (1 if it did not say).
     pub slots: u32,
+    /// The kinds it serves, from its heartbeat; `None` when it did not say (it is then
+    /// taken to serve every kind).
+    pub kinds: Option<BTreeSet<String>>,
 }
 
 impl Engine {
-    /// Parse the heartbeat details `concurrency=<n> pid=<p>`.
+    /// An engine serving every kind (for tests and cold starts).
+    pub fn any_kind(id: impl Into<String>, slots: u32) -> Self {
+        Engine {
+            id: id.into(),
+            slots,
+            kinds: None,
+        }
+    }
+
+    /// Read the heartbeat details ([`EngineInfo`]).
     pub fn from_details(id: String, details: Option<&str>) -> Self {
-        let slots = details
-            .into_iter()
-            .flat_map(str::split_whitespace)
-            .find_map(|kv| kv.strip_prefix("concurrency="))
-            .and_then(|n| n.parse().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(1);
-        Engine { id, slots }
+        let info = details.map(EngineInfo::parse).unwrap_or_default();
+        Engine {
+            id,
+            slots: info.concurrency.filter(|&n| n > 0).unwrap_or(1),
+            kinds: info.kinds.map(|k| k.into_iter().collect()),
+        }
+    }
+
+    /// Whether it serves `kind`.
+    pub fn serves(&self, kind: &str) -> bool {
+        self.kinds.as_ref().is_none_or(|k| k.contains(kind))
     }
 }
 
@@ -46,6 +62,13 @@ impl Engines {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The live engines that serve `kind`.
+    pub fn serving(&self, kind: &str) -> Vec<Engine> {
+        let mut engines = self.snapshot();
+        engines.retain(|e| e.serves(kind));
+        engines
     }
 
     fn set(&self, engines: Vec<Engine>) {
@@ -104,5 +127,15 @@ mod tests {
         assert_eq!(e(Some("concurrency=0")), 1);
         assert_eq!(e(Some("concurrency=x")), 1);
         assert_eq!(e(None), 1);
+    }
+
+    /// The kinds an engine serves come from its heartbeat; one that does not say serves any.
+    #[test]
+    fn reads_kinds_from_heartbeat_details() {
+        let e = Engine::from_details("w".into(), Some("concurrency=2 kinds=sort,grep pid=1"));
+        assert!(e.serves("grep") && e.serves("sort") && !e.serves("wordcount"));
+        let none = Engine::from_details("w".into(), Some("kinds= pid=1"));
+        assert!(!none.serves("sort"));
+        assert!(Engine::from_details("w".into(), Some("concurrency=2")).serves("anything"));
     }
 }

@@ -29,6 +29,7 @@
 //! stops goes to the shared queue ([`Hold::flush`]). While held, a shard's route in the request
 //! record is `(held)`.
 
+use std::borrow::Cow;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,16 +170,26 @@ impl Hold {
                 released += w.spill_all();
                 return false;
             }
-            if engines.is_empty() {
-                debug!(request.id = %w.request, shards = w.indices.len(), "no live engines; held shards go to the shared queue");
+            if !engines.iter().any(|e| e.serves(&w.kind)) {
+                debug!(request.id = %w.request, shards = w.indices.len(), "no live engine serves the kind; held shards go to its shared queue");
                 released += w.spill_all();
                 return false;
             }
             true
         });
-        let mut ahead = vec![Ahead::default(); engines.len()];
+        let mut planned = vec![Ahead::default(); engines.len()];
         for w in &mut self.queue {
-            let mut c = predictor.candidates(&w.kind, w.size, engines);
+            // Only engines that serve the kind; `ahead` is this request's view of `planned`.
+            let at: Vec<usize> = (0..engines.len())
+                .filter(|&i| engines[i].serves(&w.kind))
+                .collect();
+            let serving: Cow<'_, [Engine]> = if at.len() == engines.len() {
+                Cow::Borrowed(engines)
+            } else {
+                Cow::Owned(at.iter().map(|&i| engines[i].clone()).collect())
+            };
+            let mut ahead: Vec<Ahead> = at.iter().map(|&i| planned[i]).collect();
+            let mut c = predictor.candidates(&w.kind, w.size, &serving);
             let fastest = fastest_us(&c);
             let slowest = c.iter().map(|e| e.shard_us).fold(0.0, f64::max);
             // Waiting pays only to avoid a slow engine.
@@ -224,6 +235,9 @@ impl Hold {
             }
             kept.append(&mut w.indices);
             w.indices = kept;
+            for (k, &i) in at.iter().enumerate() {
+                planned[i] = ahead[k];
+            }
             if !open && !spill {
                 break;
             }
@@ -306,10 +320,7 @@ mod tests {
     fn engines() -> Vec<Engine> {
         ["fast-a", "fast-b", "slow"]
             .into_iter()
-            .map(|id| Engine {
-                id: id.into(),
-                slots: 4,
-            })
+            .map(|id| Engine::any_kind(id, 4))
             .collect()
     }
 

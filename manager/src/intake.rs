@@ -3,7 +3,7 @@
 use lapin::BasicProperties;
 use shardline::amqp::ReplyTo;
 use shardline::message::{Format, Input, Options, decode_request};
-use shardline::{Error, Registry, RejectReason};
+use shardline::{Error, RejectReason};
 use uuid::Uuid;
 
 /// UUID namespace for request ids derived from non-UUID `message_id`s.
@@ -63,8 +63,8 @@ pub fn reply_to(props: &BasicProperties) -> ReplyTo {
     }
 }
 
-/// Validate a request body: size, encoding, kind, options. The payload itself is checked by
-/// the kind when it is split.
+/// Validate a request body: size, encoding, options. Whether its kind is served is the
+/// catalog's call ([`crate::kinds`]); the payload itself is checked when it is split.
 ///
 /// # Errors
 /// A [`Rejection`] saying why.
@@ -73,7 +73,6 @@ pub fn accept(
     body: &[u8],
     props: &BasicProperties,
     max_payload: usize,
-    registry: &Registry,
 ) -> Result<Accepted, Box<Rejection>> {
     let reply = reply_to(props);
     let reject = |kind: &str, reason, message: String, reply: &ReplyTo| {
@@ -100,18 +99,6 @@ pub fn accept(
         Error::Rejected { reason, message } => reject("", reason, message, &reply),
         other => reject("", RejectReason::Malformed, other.to_string(), &reply),
     })?;
-    if registry.get(&req.kind).is_none() {
-        return Err(reject(
-            &req.kind,
-            RejectReason::UnknownKind,
-            format!(
-                "unknown kind {:?}; known: {}",
-                req.kind,
-                registry.names().join(", ")
-            ),
-            &reply,
-        ));
-    }
     let options = Options::from_value(req.options).map_err(|e| match e {
         Error::Rejected { reason, message } => reject(&req.kind, reason, message, &reply),
         other => reject(
@@ -152,22 +139,17 @@ mod tests {
     /// Each sort of bad input maps to its own typed reason.
     #[test]
     fn rejects_each_sort_of_bad_input() {
-        let reg = Registry::builtin();
         let p = BasicProperties::default();
         let id = Uuid::new_v4();
         assert_eq!(
-            reason(accept(id, &body("wordcount"), &p, 4, &reg)),
+            reason(accept(id, &body("wordcount"), &p, 4)),
             RejectReason::Oversized
         );
         assert_eq!(
-            reason(accept(id, b"\xc1", &p, 1024, &reg)),
+            reason(accept(id, b"\xc1", &p, 1024)),
             RejectReason::Malformed
         );
-        assert_eq!(
-            reason(accept(id, &body("nope"), &p, 1024, &reg)),
-            RejectReason::UnknownKind
-        );
-        assert!(accept(id, &body("wordcount"), &p, 1024, &reg).is_ok());
+        assert!(accept(id, &body("wordcount"), &p, 1024).is_ok());
     }
 
     /// A UUID message_id is the request id; other strings map to a stable UUIDv5, a distinct one

@@ -36,6 +36,7 @@ pub mod gauges;
 pub mod history;
 pub mod hold;
 pub mod intake;
+pub mod kinds;
 pub mod latency;
 pub mod ledger;
 pub mod plan;
@@ -64,6 +65,7 @@ pub use config::{Config, RouterKind};
 use dispatch::{Dispatcher, Routing};
 use engines::Engines;
 use hold::Hold;
+use kinds::Catalog;
 use predictor::Predictor;
 use scale::Scale;
 
@@ -116,6 +118,9 @@ async fn serve(
     );
     let setup = conn.create_channel().await?;
     amqp::declare_topology(&setup, &names).await?;
+    for kind in registry.names() {
+        amqp::declare_kind_queue(&setup, &names, kind).await?;
+    }
     let channel = amqp::confirm_channel(&conn).await?;
     let consume = conn.create_channel().await?;
     consume
@@ -134,6 +139,8 @@ async fn serve(
 
     let engines = Engines::default();
     engines.refresh(&store, config.engine_ttl()).await?;
+    let catalog = Arc::new(Catalog::new(registry.clone()));
+    catalog.refresh(&store).await?;
     let predictor = Predictor::new(
         config.depth_sample(),
         config.depth_window,
@@ -149,6 +156,10 @@ async fn serve(
         engines
             .clone()
             .keep_fresh(store.clone(), config.engine_ttl(), token.clone()),
+    );
+    background.spawn(
+        "kinds",
+        catalog.clone().keep_fresh(store.clone(), token.clone()),
     );
     background.spawn(
         "ledger expiry",
@@ -178,6 +189,7 @@ async fn serve(
             amqp::confirm_channel(&conn).await?,
             registry.clone(),
         ),
+        registry: registry.clone(),
         engine_ttl: config.engine_ttl(),
         lease: config.lease(),
         holder: id.clone(),
@@ -233,7 +245,8 @@ async fn serve(
         names: names.clone(),
         store,
         channel,
-        registry: registry.clone(),
+        catalog,
+        declared: Mutex::default(),
         engines,
         predictor,
         demand: scale.demand.clone(),

@@ -168,10 +168,7 @@ mod tests {
     fn engines() -> Vec<Engine> {
         ["a", "b", "c"]
             .into_iter()
-            .map(|id| Engine {
-                id: id.into(),
-                slots: 4,
-            })
+            .map(|id| Engine::any_kind(id, 4))
             .collect()
     }
 

@@ -10,6 +10,9 @@
 //!   finalizer crashed, or gave up and released the lease) is assembled and published here. The
 //!   result keeps `message_id` = request id, so if the dead finalizer had already published
 //!   before it could mark the request, consumers see the same message twice and can drop one.
+//!   A `finalizing` request of a kind this manager was not built with needs the kind's merge:
+//!   it is ordered from a worker of the kind instead ([`FinalizeOrder`] on the kind's shared
+//!   queue), at most once per lease period.
 //! - **Deadlines.** A running request whose deadline passed ends `timed_out` (workers skip
 //!   shards past their deadline, so a lost shard cannot hold a request forever).
 //! - **Cancelled requests** are marked `failing` by `shardline cancel`; the sweeper publishes
@@ -21,12 +24,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use lapin::BasicProperties;
+use shardline::amqp::{self, Published};
 use shardline::handoff::handoff;
-use shardline::message::{ErrorInfo, Status};
+use shardline::kind::check_name;
+use shardline::message::{ErrorInfo, FINALIZE_TYPE, FinalizeOrder, Status};
 use shardline::metric::{self, SweepAction};
 use shardline::resolve::Resolver;
 use shardline::store::{Ended, RequestState, Store};
-use shardline::{Error, Names, now_ms};
+use shardline::{Error, Names, Registry, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -43,6 +49,8 @@ pub struct Sweeper {
     pub(crate) names: Names,
     pub(crate) conn: Arc<lapin::Connection>,
     pub(crate) resolver: Resolver,
+    /// The kinds built into this manager: a request of another kind is merged by a worker.
+    pub(crate) registry: Registry,
     pub(crate) engine_ttl: Duration,
     pub(crate) lease: Duration,
     pub(crate) holder: String,
@@ -138,6 +146,44 @@ impl Sweeper {
         Ok(ended)
     }
 
+    /// The request's kind, when this manager cannot merge it.
+    async fn foreign_kind(&self, id: uuid::Uuid) -> Result<Option<String>, Error> {
+        Ok(self
+            .store
+            .meta(id)
+            .await?
+            .map(|m| m.kind)
+            .filter(|k| self.registry.get(k).is_none()))
+    }
+
+    /// Ask a worker of `kind` to finalize the request, unless this or another manager did
+    /// within the lease period. True when the order went out.
+    async fn order_finalize(&self, id: uuid::Uuid, kind: &str) -> Result<bool, Error> {
+        if check_name(kind).is_err()
+            || !self
+                .store
+                .try_lock(&format!("finalize:{id}"), &self.holder, self.lease)
+                .await?
+        {
+            return Ok(false);
+        }
+        let ch = amqp::confirm_channel(&self.conn).await?;
+        amqp::declare_kind_queue(&ch, &self.names, kind).await?;
+        let body = rmp_serde::to_vec_named(&FinalizeOrder { request_id: id })?;
+        let props = BasicProperties::default()
+            .with_message_id(format!("finalize:{id}").into())
+            .with_type(FINALIZE_TYPE.into());
+        let queue = self.names.kind_queue(kind);
+        let published = amqp::publish(&ch, "", &queue, &body, props, true).await?;
+        let _ = ch.close(200, "done".into()).await;
+        if !matches!(published, Published::Stored) {
+            return Err(Error::Nacked(queue));
+        }
+        warn!(request.id = %id, %kind, "no finalizer holds this request; ordered one from a worker of its kind");
+        metric::swept(SweepAction::RedrivenFinalizer);
+        Ok(true)
+    }
+
     async fn finish(&self, id: uuid::Uuid) -> Result<(), Error> {
         if let Err(error) = self.resolver.finalize(id, &self.holder, self.lease).await {
             warn!(request.id = %id, %error, "publishing the terminal result failed; retrying later");
@@ -176,6 +222,15 @@ impl Sweeper {
                 None | Some(RequestState::Published) => self.store.forget(id).await?,
                 Some(state) if state.is_closing() => {
                     if !self.store.claim_lease(id, &self.holder, self.lease).await? {
+                        continue;
+                    }
+                    if state == RequestState::Finalizing
+                        && let Some(kind) = self.foreign_kind(id).await?
+                    {
+                        self.store.release(id, &self.holder).await?;
+                        if self.order_finalize(id, &kind).await? {
+                            redriven += 1;
+                        }
                         continue;
                     }
                     // A cancel leaves its request for the sweeper to publish: not a fault.

@@ -71,7 +71,8 @@ fn dlx(names: &Names) -> FieldTable {
     )])
 }
 
-/// Declare the exchanges and shared queues of a namespace (idempotent; every process calls it).
+/// Declare the exchanges and the request and dead-letter queues of a namespace (idempotent;
+/// every process calls it). Kinds' shared queues are declared by [`declare_kind_queue`].
 ///
 /// # Errors
 /// The broker refuses a declaration (for example a queue that exists with other arguments).
@@ -138,13 +139,31 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> 
         none,
     )
     .await?;
+    Ok(())
+}
+
+/// Declare a kind's durable shared shard queue (idempotent; `kind` is a checked name).
+///
+/// # Errors
+/// The broker refuses the declaration.
+pub async fn declare_kind_queue(ch: &Channel, names: &Names, kind: &str) -> Result<(), Error> {
     ch.queue_declare(
-        names.shared_queue().into(),
+        names.kind_queue(kind).into(),
         QueueDeclareOptions::durable(),
         dlx(names),
     )
     .await?;
     Ok(())
+}
+
+/// The kind a shard message names in its `type` property, when that is a valid kind name
+/// (managers set it on every shard; a hand-off routes by it).
+pub fn shard_kind(props: &BasicProperties) -> Option<&str> {
+    props
+        .kind()
+        .as_ref()
+        .map(ShortString::as_str)
+        .filter(|k| crate::kind::check_name(k).is_ok())
 }
 
 /// Declare one engine's durable shard queue and bind it to the engines exchange under the

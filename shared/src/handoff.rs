@@ -1,13 +1,14 @@
-//! Handing an engine's queued shards to the shared queue, so nothing is stranded in a queue
-//! nobody will consume again. A stopping worker does it for itself; the manager's sweeper does
+//! Handing an engine's queued shards to their kinds' shared queues, so nothing is stranded in
+//! a queue nobody will consume again. A stopping worker does it for itself; the manager's sweeper does
 //! it for an engine whose heartbeat expired.
 //!
 //! The order matters. RabbitMQ confirms a message that reaches a queue as the queue is deleted
 //! without storing it, so a queue that still receives shards must never be deleted. The queue
 //! first leaves the engines exchange: from then on a manager's shard for this engine comes back
-//! to it as unroutable and goes to the shared queue. After a short pause for publishes the
+//! to it as unroutable and goes to its kind's shared queue. After a short pause for publishes the
 //! broker routed just before, the queued shards move and the empty queue is deleted.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeleteOptions};
@@ -35,8 +36,9 @@ fn is_not_found(e: &lapin::Error) -> bool {
     )
 }
 
-/// Unbind the engine's queue from the engines exchange, move every ready message of it to the
-/// shared queue (confirmed before each ack; a message delivered before keeps that mark, see
+/// Unbind the engine's queue from the engines exchange, move every ready message of it to its
+/// kind's shared queue (by its `type` property; confirmed before each ack; a message that
+/// names no valid kind is dead-lettered; a message delivered before keeps that mark, see
 /// [`amqp::moved_properties`]), then delete the queue if it is empty and has no consumer.
 /// Returns how many shards moved, and whether the queue is gone.
 ///
@@ -54,7 +56,7 @@ pub async fn handoff(
     engine: &str,
 ) -> Result<(usize, bool), Error> {
     let queue = names.engine_queue(engine);
-    let shared = names.shared_queue();
+    let mut declared = HashSet::new();
     withdraw(conn, names, engine).await?;
     tokio::time::sleep(SETTLE).await;
     let mut moved = 0;
@@ -79,6 +81,26 @@ pub async fn handoff(
                 Err(e) => return Err(e.into()),
             };
             let d = msg.delivery;
+            let Some(kind) = amqp::shard_kind(&d.properties) else {
+                warn!(%queue, "a queued message names no valid kind; dead-lettering it");
+                let detail = "an engine queue held a message without a valid kind in its type";
+                amqp::dead_letter(
+                    &ch,
+                    names,
+                    &d.data,
+                    &d.properties,
+                    "malformed_shard",
+                    detail,
+                    None,
+                )
+                .await?;
+                d.ack(BasicAckOptions::default()).await?;
+                continue;
+            };
+            let shared = names.kind_queue(kind);
+            if declared.insert(kind.to_owned()) {
+                amqp::declare_kind_queue(&ch, names, kind).await?;
+            }
             match amqp::publish(&ch, "", &shared, &d.data, amqp::moved_properties(&d), true).await?
             {
                 Published::Stored => {

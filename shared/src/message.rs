@@ -315,6 +315,20 @@ impl Shard {
     }
 }
 
+/// AMQP `type` of a [`FinalizeOrder`]: not a valid kind name, so it never names a shard.
+pub const FINALIZE_TYPE: &str = "shardline:finalize";
+
+/// A manager's order to a worker of the request's kind to finalize it: sent to the kind's
+/// shared queue when every shard is settled but no finalizer holds the request and the manager
+/// cannot merge it (it was not built with the kind). The worker takes the finalizer lease and
+/// publishes the result; finalizing is idempotent, so a repeated order does nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinalizeOrder {
+    /// The request to finalize.
+    #[serde(with = "uuid::serde::hyphenated")]
+    pub request_id: Uuid,
+}
+
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

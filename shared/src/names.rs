@@ -7,7 +7,7 @@
 //! | request exchange (fanout) and its durable queue | `shardline.requests` |
 //! | result exchange (topic, routing key = kind) | `shardline.results` |
 //! | dead-letter exchange (fanout) and queue | `shardline.dead` |
-//! | shared shard queue every worker also consumes | `shardline.shards` |
+//! | a kind's shared shard queue: every worker serving the kind consumes it | `shardline.shards.<kind>` |
 //! | one engine's queue | `shardline.engine.<worker id>` |
 //! | request metadata hash | `shardline:{<uuid>}:meta` |
 //! | partial results hash (shard index → MessagePack) | `shardline:{<uuid>}:parts` |
@@ -16,6 +16,7 @@
 //! | in-flight index (sorted set, score = deadline in ms) | `shardline:inflight` |
 //! | live engines (sorted set, score = last heartbeat in ms) | `shardline:engines` |
 //! | one engine's heartbeat (string with a TTL) | `shardline:engine:<worker id>` |
+//! | kinds workers serve (hash: kind → JSON advert) | `shardline:kinds` |
 //! | completion events (pub/sub channel) | `shardline:events` |
 //! | sweeper locks (strings with a TTL) | `shardline:lock:<name>` |
 //!
@@ -82,9 +83,11 @@ impl Names {
     pub fn dead_queue(&self) -> String {
         self.dead_exchange()
     }
-    /// Shared shard queue: every worker consumes it; shards of departed engines land here.
-    pub fn shared_queue(&self) -> String {
-        format!("{}.shards", self.ns)
+    /// A kind's shared shard queue (`kind` is a checked name, see
+    /// [`crate::kind::check_name`]): every worker serving the kind consumes it; shards no
+    /// engine queue takes, and those of departed engines, land here.
+    pub fn kind_queue(&self, kind: &str) -> String {
+        format!("{}.shards.{kind}", self.ns)
     }
     /// One engine's own shard queue.
     pub fn engine_queue(&self, engine: &str) -> String {
@@ -129,6 +132,10 @@ impl Names {
     /// One engine's heartbeat key.
     pub fn engine_key(&self, engine: &str) -> String {
         format!("{}:engine:{engine}", self.ns)
+    }
+    /// The kinds live workers serve: kind name → JSON [`crate::kind::Advert`].
+    pub fn kinds_key(&self) -> String {
+        format!("{}:kinds", self.ns)
     }
     /// A short-lived lock shared by every manager of the namespace (the sweeper's).
     pub fn lock_key(&self, name: &str) -> String {

@@ -5,10 +5,14 @@
 
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 
+use std::collections::BTreeSet;
+
 use crate::Error;
+use crate::kind::Registry;
 use crate::store::Store;
 
-/// Delete the namespace's queues (fixed ones, every engine queue Redis knows of, and
+/// Delete the namespace's queues (fixed ones, the shared queue of every built-in or advertised
+/// kind, every engine queue Redis knows of, and
 /// `extra_queues`), its exchanges, then its Redis keys. Queues and exchanges that do not
 /// exist are skipped.
 ///
@@ -21,8 +25,15 @@ pub async fn remove_namespace(
 ) -> Result<(), Error> {
     let n = store.names();
     let engines = store.known_engines().await?;
-    let queues = [n.requests_queue(), n.dead_queue(), n.shared_queue()]
+    let kinds: BTreeSet<String> = Registry::builtin()
+        .names()
         .into_iter()
+        .map(str::to_owned)
+        .chain(store.adverts().await?.into_keys())
+        .collect();
+    let queues = [n.requests_queue(), n.dead_queue()]
+        .into_iter()
+        .chain(kinds.iter().map(|k| n.kind_queue(k)))
         .chain(engines.iter().map(|e| n.engine_queue(e)))
         .chain(extra_queues.iter().cloned());
     for q in queues {

@@ -208,13 +208,16 @@ pub async fn delivered(cluster: &Cluster, id: uuid::Uuid, shards: u32) -> bool {
     let Ok(routes) = cluster.store.routes(id).await else {
         return false;
     };
+    let Ok(Some(meta)) = cluster.store.meta(id).await else {
+        return false;
+    };
     if routes.len() < shards as usize {
         return false;
     }
     let mut queues: Vec<String> = routes
         .values()
         .map(|r| match r.as_str() {
-            "(shared)" | "(held)" => cluster.names.shared_queue(),
+            "(shared)" | "(held)" => cluster.names.kind_queue(&meta.kind),
             engine => cluster.names.engine_queue(engine),
         })
         .collect();

@@ -42,7 +42,7 @@ async fn a_dropped_cluster_removes_its_namespace() {
         .expect("broker");
     for queue in [
         names.requests_queue(),
-        names.shared_queue(),
+        names.kind_queue("synthetic"),
         names.engine_queue("w0"),
     ] {
         let ch = conn.create_channel().await.expect("channel");

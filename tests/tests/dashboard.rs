@@ -111,6 +111,10 @@ async fn the_page_shows_engines_and_requests_in_a_browser() {
         );
     }
     assert!(
+        dom.contains("<td class=\"kinds\">checksum, sort, synthetic, wordcount</td>"),
+        "the kinds the engines serve are not on the page:\n{dom}"
+    );
+    assert!(
         dom.contains(&id.to_string()),
         "request {id} not on the page:\n{dom}"
     );

@@ -35,7 +35,7 @@ async fn duplicate_shards_complete_once() {
 
     let seen = std::sync::Mutex::new(Vec::new());
     eventually("10 shards in the shared queue", WAIT, || async {
-        let more = c.drain(&c.names.shared_queue()).await;
+        let more = c.drain(&c.names.kind_queue("sort")).await;
         let mut s = seen.lock().expect("lock");
         s.extend(more);
         (s.len() == 10).then_some(())
@@ -49,7 +49,7 @@ async fn duplicate_shards_complete_once() {
             assert_eq!((shard.request_id, shard.total), (id, 10));
             let props = BasicProperties::default()
                 .with_message_id(format!("{}#{copy}", shard.message_id()).into());
-            amqp::publish(&ch, "", &c.names.shared_queue(), &d.data, props, true)
+            amqp::publish(&ch, "", &c.names.kind_queue("sort"), &d.data, props, true)
                 .await
                 .expect("republish");
         }
@@ -62,7 +62,7 @@ async fn duplicate_shards_complete_once() {
     assert_eq!(completed(&r), unsharded("sort", payload));
     // Let every duplicate run to its ack: stopping a worker finishes its running shards.
     eventually("all 30 deliveries consumed", WAIT, || async {
-        (ready(&c, &c.names.shared_queue()).await? == 0).then_some(())
+        (ready(&c, &c.names.kind_queue("sort")).await? == 0).then_some(())
     })
     .await;
     for i in 0..3 {

@@ -58,7 +58,7 @@ async fn a_first_try_that_died_counts_as_an_attempt() {
     let body = request_body("once", payload, &[("max_shards", 1)]);
     let id = Uuid::new_v4();
     publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
-    deliver_and_die(&c, &c.names.shared_queue()).await;
+    deliver_and_die(&c, &c.names.kind_queue("once")).await;
     c.add_worker("w1").await;
     let r = replies.next(Duration::from_secs(20)).await;
     assert_eq!(r.request_id, id);
@@ -95,7 +95,7 @@ async fn a_hand_off_keeps_the_redelivered_mark() {
             gone.as_str().into(),
             BasicPublishOptions::default(),
             body,
-            BasicProperties::default(),
+            BasicProperties::default().with_type("wordcount".into()),
         )
         .await
         .expect("publish")
@@ -113,7 +113,7 @@ async fn a_hand_off_keeps_the_redelivered_mark() {
         .expect("hand-off");
     assert_eq!((moved, deleted), (2, true));
     let mut marks: Vec<(Vec<u8>, bool)> = c
-        .drain(&c.names.shared_queue())
+        .drain(&c.names.kind_queue("wordcount"))
         .await
         .iter()
         .map(|d| (d.data.clone(), amqp::tried_before(d)))

@@ -1,5 +1,5 @@
-//! Handing a stopping engine's queue to the shared queue while managers still route shards to
-//! it: every shard the broker confirmed must be found afterwards.
+//! Handing a stopping engine's queue to its kinds' shared queues while managers still route
+//! shards to it: every shard the broker confirmed must be found afterwards, in its kind's queue.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -32,7 +32,9 @@ async fn publish_until(c: &Cluster, engine: &str, first: u64, stop: Arc<AtomicBo
     let mut id = first;
     while !stop.load(Ordering::SeqCst) {
         tick.tick().await;
-        let props = BasicProperties::default().with_message_id(id.to_string().into());
+        let props = BasicProperties::default()
+            .with_message_id(id.to_string().into())
+            .with_type("wordcount".into());
         let published = amqp::publish_to_engine(&ch, &c.names, engine, &id.to_be_bytes(), props)
             .await
             .expect("publish");
@@ -100,7 +102,7 @@ async fn a_hand_off_under_publishing_loses_no_confirmed_shard() {
         all.returned.extend(sent.returned);
     }
     let found: BTreeSet<u64> = c
-        .drain(&c.names.shared_queue())
+        .drain(&c.names.kind_queue("wordcount"))
         .await
         .iter()
         .filter_map(|d| Some(u64::from_be_bytes(d.data.as_slice().try_into().ok()?)))
@@ -125,4 +127,58 @@ async fn a_hand_off_of_a_queue_already_gone_is_done() {
     assert_eq!(outcome.expect("hand-off"), (0, true));
     let _ = conn.close(200, "done".into()).await;
     c.cleanup(&[]).await;
+}
+
+/// A hand-off sends each shard to its own kind's shared queue (by its `type`), and
+/// dead-letters a message that names no valid kind instead of guessing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_sorts_shards_by_kind() {
+    let c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let ch = c.channel().await;
+    amqp::declare_topology(&ch, &c.names)
+        .await
+        .expect("topology");
+    amqp::declare_engine_queue(&ch, &c.names, "going")
+        .await
+        .expect("engine queue");
+    for (body, kind) in [
+        ("a", Some("sort")),
+        ("b", Some("wordcount")),
+        ("c", None),
+        ("d", Some("Bad Kind")),
+    ] {
+        let props = kind.map_or_else(BasicProperties::default, |k| {
+            BasicProperties::default().with_type(k.into())
+        });
+        let published = amqp::publish_to_engine(&ch, &c.names, "going", body.as_bytes(), props)
+            .await
+            .expect("publish");
+        assert!(matches!(published, Published::Stored));
+    }
+    let conn = amqp::connect(&c.connect.amqp_url, "hand-off test")
+        .await
+        .expect("connect");
+    let (moved, deleted) = shardline::handoff::handoff(&conn, &c.names, "going")
+        .await
+        .expect("hand-off");
+    assert_eq!((moved, deleted), (2, true));
+    let bodies = |ds: Vec<lapin::message::Delivery>| -> Vec<Vec<u8>> {
+        ds.into_iter().map(|d| d.data).collect()
+    };
+    assert_eq!(
+        bodies(c.drain(&c.names.kind_queue("sort")).await),
+        [b"a".to_vec()]
+    );
+    assert_eq!(
+        bodies(c.drain(&c.names.kind_queue("wordcount")).await),
+        [b"b".to_vec()]
+    );
+    let mut dead = bodies(c.drain(&c.names.dead_queue()).await);
+    dead.sort();
+    assert_eq!(dead, [b"c".to_vec(), b"d".to_vec()]);
+    c.shutdown().await;
 }

@@ -87,7 +87,7 @@ async fn cancel_a_ten_thousand_shard_request() {
         || async {
             let mut ready = 0;
             for q in [
-                c.names.shared_queue(),
+                c.names.kind_queue("synthetic"),
                 c.names.engine_queue("w0"),
                 c.names.engine_queue("w1"),
                 c.names.engine_queue("w2"),
@@ -224,7 +224,7 @@ async fn cancel_before_the_request_arrives() {
     assert_eq!(meta.done, 0, "no shard was processed");
     // No worker runs, so a shard the manager published would still wait in the shared queue.
     assert_eq!(
-        shardline_tests::ready(&c, &c.names.shared_queue()).await,
+        shardline_tests::ready(&c, &c.names.kind_queue("synthetic")).await,
         Some(0),
         "a shard of the cancelled request was published"
     );

@@ -97,7 +97,7 @@ async fn manager_killed_mid_fan_out() {
     for q in ["w0", "w1", "w2"]
         .map(|w| c.names.engine_queue(w))
         .into_iter()
-        .chain([c.names.shared_queue()])
+        .chain([c.names.kind_queue("synthetic")])
     {
         ready += ch
             .queue_declare(

@@ -415,7 +415,7 @@ async fn depth_sampler_survives_a_missing_queue() {
     // "a-ghost" sorts first and has no queue.
     for e in ["a-ghost", "e1"] {
         c.store
-            .heartbeat(e, "concurrency=2", Duration::from_secs(60))
+            .heartbeat(e, "concurrency=2", &[], Duration::from_secs(60))
             .await
             .expect("heartbeat");
     }

@@ -107,6 +107,7 @@ async fn vanished_engine_with_fifty_queued_shards() {
                 .heartbeat(
                     "ghost",
                     "concurrency=64 pid=0",
+                    &[],
                     Duration::from_millis(ENGINE_TTL_MS),
                 )
                 .await;

@@ -24,7 +24,12 @@ async fn every_returned_shard_reaches_the_shared_queue() {
     let beat = tokio::spawn(async move {
         loop {
             let _ = store
-                .heartbeat("queueless", "concurrency=8 pid=0", Duration::from_secs(6))
+                .heartbeat(
+                    "queueless",
+                    "concurrency=8 pid=0",
+                    &[],
+                    Duration::from_secs(6),
+                )
                 .await;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }

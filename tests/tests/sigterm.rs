@@ -139,7 +139,7 @@ async fn graceful_stop_of_the_only_worker_loses_nothing() {
         "the stopped worker deleted its own queue"
     );
     assert_eq!(
-        ready(&c, &c.names.shared_queue()).await,
+        ready(&c, &c.names.kind_queue("synthetic")).await,
         Some(60 - done),
         "the unfinished shards wait in the shared queue"
     );

@@ -1,7 +1,7 @@
 //! A worker with a kind of your own: `histogram` buckets numbers by tens.
 //!
-//! Run it beside a manager that knows the kind too (build the manager on
-//! `shardline_manager::run` with the same registry), or register the kind in both binaries:
+//! The kind declares the generic `list` splitter, so a stock `shardline-manager` serves it as
+//! soon as this worker registers: no manager rebuild.
 //!
 //! ```sh
 //! cargo run -p shardline-worker --example custom_kind
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use clap::Parser;
 use shardline::Registry;
-use shardline::kind::{Kind, KindError, even_chunks};
+use shardline::kind::{Kind, KindError, Splitter, even_chunks};
 
 /// Counts numbers per bucket of ten: `{"0": 3, "10": 1, ...}`.
 struct Histogram;
@@ -32,6 +32,12 @@ impl Kind for Histogram {
 
     fn shard_size_hint(&self) -> u64 {
         10_000
+    }
+
+    // Cut like a list: a stock manager can then split `histogram` requests without this
+    // code, as soon as this worker advertises the kind.
+    fn splitter(&self) -> Splitter {
+        Splitter::List
     }
 
     fn split(&self, input: Vec<i64>, n: usize) -> Vec<Vec<i64>> {

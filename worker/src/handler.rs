@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shardline::kind::{DynKind, KindError, Stop};
-use shardline::message::{ErrorInfo, Shard, Status};
+use shardline::message::{ErrorInfo, FINALIZE_TYPE, FinalizeOrder, Shard, Status};
 use shardline::metric::{self, ShardOutcome};
 use shardline::resolve::Resolver;
 use shardline::store::{Begun, DeadKind, DeadLetter, Ended, Recorded, RequestState, Store};
@@ -108,7 +108,19 @@ impl Handler {
     /// Handle and settle one delivery, received at `received` (the shard time limit counts
     /// from then, as the broker's consumer timeout does).
     pub async fn handle(&self, delivery: Delivery, received: Instant) {
-        let settle = match rmp_serde::from_slice::<Shard>(&delivery.data) {
+        let is_order =
+            delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(FINALIZE_TYPE);
+        let settle = if is_order {
+            self.handle_order(&delivery).await
+        } else {
+            self.handle_delivery(&delivery, received).await
+        };
+        Self::settle(&delivery, settle).await;
+    }
+
+    /// Decode and handle a shard; a message that is not one is dead-lettered.
+    async fn handle_delivery(&self, delivery: &Delivery, received: Instant) -> Settle {
+        match rmp_serde::from_slice::<Shard>(&delivery.data) {
             Ok(shard) => {
                 let span = info_span!(
                     "shard",
@@ -118,15 +130,54 @@ impl Handler {
                     attempt = shard.attempt,
                     worker.id = %self.engine,
                 );
-                self.handle_shard(shard, &delivery, received)
+                self.handle_shard(shard, delivery, received)
                     .instrument(span)
                     .await
             }
             Err(e) => {
-                self.dead_letter(&delivery, "malformed_shard", &e.to_string())
+                self.dead_letter(delivery, "malformed_shard", &e.to_string())
                     .await
             }
+        }
+    }
+
+    /// Finalize the request a manager's [`FinalizeOrder`] names, if no finalizer holds it.
+    async fn handle_order(&self, delivery: &Delivery) -> Settle {
+        let order = match rmp_serde::from_slice::<FinalizeOrder>(&delivery.data) {
+            Ok(order) => order,
+            Err(e) => {
+                return self
+                    .dead_letter(delivery, "malformed_order", &e.to_string())
+                    .await;
+            }
         };
+        let id = order.request_id;
+        match self.store.claim_lease(id, &self.engine, self.lease).await {
+            Ok(true) => {}
+            // Finalizing, published, or gone: nothing to do here.
+            Ok(false) => return Settle::Ack,
+            Err(error) => {
+                warn!(request.id = %id, %error, "claiming a finalize order failed");
+                return Settle::Requeue;
+            }
+        }
+        match self.resolver.finalize(id, &self.engine, self.lease).await {
+            Ok(result) => {
+                info!(request.id = %id, published = result.is_some(), "finalized on a manager's order");
+            }
+            Err(error) => {
+                // The sweeper orders it again once its lock expires.
+                warn!(request.id = %id, %error, "finalizing on order failed; releasing the lease");
+                if let Err(error) = self.store.release(id, &self.engine).await {
+                    warn!(%error, "releasing the lease failed; it will expire");
+                }
+            }
+        }
+        Settle::Ack
+    }
+
+    /// Settle a delivery as its handling said.
+    async fn settle(delivery: &Delivery, settle: Settle) {
         let settled = match settle {
             Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
             Settle::Requeue => {

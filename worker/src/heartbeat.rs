@@ -1,7 +1,9 @@
-//! Engine registration: a heartbeat key with a TTL, refreshed until the worker stops.
+//! Engine registration: a heartbeat key with a TTL and the adverts of the kinds the worker
+//! serves, refreshed until the worker stops.
 
 use std::time::Duration;
 
+use shardline::kind::Advert;
 use shardline::store::Store;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -15,6 +17,7 @@ pub async fn keep_alive(
     store: Store,
     engine: String,
     info: String,
+    kinds: Vec<(String, Advert)>,
     period: Duration,
     stop: CancellationToken,
 ) {
@@ -24,7 +27,7 @@ pub async fn keep_alive(
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {
-                if let Err(error) = store.heartbeat(&engine, &info, period * TTL_PERIODS).await {
+                if let Err(error) = store.heartbeat(&engine, &info, &kinds, period * TTL_PERIODS).await {
                     warn!(%error, "heartbeat failed");
                 }
             }

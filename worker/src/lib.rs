@@ -48,8 +48,9 @@ use lapin::options::{BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, 
 use lapin::types::FieldTable;
 use shardline::exporter::{Exporter, Router};
 use shardline::inline::Inline;
+use shardline::kind::{Advert, check_name};
 use shardline::resolve::Resolver;
-use shardline::store::Store;
+use shardline::store::{EngineInfo, Store};
 use shardline::supervise::{Background, Started, supervise, until_shutdown};
 use shardline::{Registry, amqp};
 use tokio::sync::Semaphore;
@@ -98,6 +99,7 @@ async fn serve(
     started: Started,
 ) -> Result<(), Error> {
     let names = config.connect.names()?;
+    let kinds = adverts(registry)?;
     let concurrency = config.concurrency();
     let store = Store::connect(&config.connect.redis_url, names.clone()).await?;
     let conn = amqp::connect(
@@ -108,16 +110,21 @@ async fn serve(
     let setup = conn.create_channel().await?;
     amqp::declare_topology(&setup, &names).await?;
     amqp::declare_engine_queue(&setup, &names, engine).await?;
+    for (kind, _) in &kinds {
+        amqp::declare_kind_queue(&setup, &names, kind).await?;
+    }
     let publish = amqp::confirm_channel(&conn).await?;
     let consume = conn.create_channel().await?;
-    // One prefetch window for both consumers (global QoS is per channel in RabbitMQ), one
+    // One prefetch window for all consumers (global QoS is per channel in RabbitMQ), one
     // shard per slot unless the shards take microseconds (see `prefetch`).
     let (prefetch, mut prefetch_changes) = prefetch::Prefetch::new(concurrency);
     consume
         .basic_qos(prefetch.initial(), BasicQosOptions { global: true })
         .await?;
     let mut consumers = Vec::new();
-    for queue in [names.engine_queue(engine), names.shared_queue()] {
+    let queues = std::iter::once(names.engine_queue(engine))
+        .chain(kinds.iter().map(|(kind, _)| names.kind_queue(kind)));
+    for queue in queues {
         consumers.push(
             consume
                 .basic_consume(
@@ -130,12 +137,15 @@ async fn serve(
         );
     }
     let tags: Vec<_> = consumers.iter().map(lapin::Consumer::tag).collect();
-    let mut info = format!("concurrency={concurrency} pid={}", std::process::id());
-    if let Some(addr) = metrics {
-        info.push_str(&format!(" metrics={addr}"));
+    let info = EngineInfo {
+        concurrency: Some(u32::from(concurrency)),
+        pid: Some(std::process::id()),
+        kinds: Some(kinds.iter().map(|(kind, _)| kind.clone()).collect()),
+        metrics: metrics.map(|addr| addr.to_string()),
     }
+    .to_string();
     let ttl = config.heartbeat() * heartbeat::TTL_PERIODS;
-    store.heartbeat(engine, &info, ttl).await?;
+    store.heartbeat(engine, &info, &kinds, ttl).await?;
     started.set();
 
     let mut background = Background::default();
@@ -145,6 +155,7 @@ async fn serve(
             store.clone(),
             engine.to_owned(),
             info,
+            kinds,
             config.heartbeat(),
             background.token(),
         ),
@@ -247,6 +258,22 @@ async fn serve(
     outcome
 }
 
+/// The advert of every kind in `registry`, checking that each name may name a queue.
+fn adverts(registry: &Registry) -> Result<Vec<(String, Advert)>, Error> {
+    let now = shardline::now_ms();
+    registry
+        .names()
+        .into_iter()
+        .map(|name| {
+            check_name(name).map_err(Error::Config)?;
+            let kind = registry
+                .get(name)
+                .ok_or_else(|| Error::Config(format!("kind {name} vanished")))?;
+            Ok((name.to_owned(), Advert::of(kind.as_ref(), now)))
+        })
+        .collect()
+}
+
 /// Wait for a processing slot, then handle the delivery; on shutdown before a slot frees up,
 /// put the delivery back untouched.
 async fn run_one(
@@ -272,5 +299,47 @@ async fn run_one(
                 warn!(%error, "returning an unstarted shard failed; the broker will redeliver it");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardline::kind::{Kind, KindError};
+
+    /// A kind whose name could not name a queue.
+    struct Shouting;
+
+    impl Kind for Shouting {
+        type Input = String;
+        type Shard = String;
+        type Partial = String;
+        type Output = String;
+        fn name(&self) -> &'static str {
+            "Shout Out"
+        }
+        fn size(&self, input: &String) -> u64 {
+            input.len() as u64
+        }
+        fn split(&self, input: String, _: usize) -> Vec<String> {
+            vec![input]
+        }
+        fn process(&self, shard: String) -> Result<String, KindError> {
+            Ok(shard.to_uppercase())
+        }
+        fn merge(&self, parts: Vec<String>) -> Result<String, KindError> {
+            Ok(parts.concat())
+        }
+    }
+
+    /// The built-in kinds are advertised with their splitters; a kind whose name could not
+    /// name a queue stops the worker at start with a clear error.
+    #[test]
+    fn adverts_check_kind_names() {
+        let ads = adverts(&Registry::builtin()).expect("built-in kinds");
+        let names: Vec<&str> = ads.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["checksum", "sort", "synthetic", "wordcount"]);
+        let err = adverts(&Registry::builtin().with(Shouting)).expect_err("a bad name");
+        assert!(err.to_string().contains("Shout Out"), "{err}");
     }
 }

@@ -337,10 +337,15 @@ async fn leftover_queues(
 ) -> Vec<(String, u32, u32)> {
     let mut all = vec![
         names.requests_queue(),
-        names.shared_queue(),
         names.dead_queue(),
         replies::queue_name(names),
     ];
+    all.extend(
+        shardline::Registry::builtin()
+            .names()
+            .into_iter()
+            .map(|k| names.kind_queue(k)),
+    );
     all.extend(workers.iter().map(|w| names.engine_queue(w)));
     let mut out = Vec::new();
     for q in all {

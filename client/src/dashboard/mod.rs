@@ -37,7 +37,8 @@ use shardline::message::Status;
 use shardline::now_ms;
 use shardline::scaling::{self, Signal};
 use shardline::store::{
-    DEAD_KEPT, DeadKind, Ended, EnginePoint, SERIES_KEEP, SERIES_STEP, SeriesEntry, Store,
+    DEAD_KEPT, DeadKind, Ended, EngineInfo, EnginePoint, SERIES_KEEP, SERIES_STEP, SeriesEntry,
+    Store,
 };
 use uuid::Uuid;
 
@@ -418,7 +419,7 @@ async fn reported(store: &Store) -> Result<BTreeMap<String, Reported>, shardline
     Ok(by_engine)
 }
 
-/// Live engines with their slots, heartbeat age, metrics address, and what the managers report
+/// Live engines with their slots, kinds, heartbeat age, metrics address, and what the managers report
 /// of them.
 async fn engines(store: &Store) -> Result<Vec<Value>, shardline::Error> {
     let ids = store.live_engines(LIVE_WITHIN).await?;
@@ -430,13 +431,7 @@ async fn engines(store: &Store) -> Result<Vec<Value>, shardline::Error> {
         .into_iter()
         .zip(details)
         .map(|(id, d)| {
-            let field = |name: &str| {
-                d.as_deref()
-                    .into_iter()
-                    .flat_map(str::split_whitespace)
-                    .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                    .map(str::to_owned)
-            };
+            let info = d.as_deref().map(EngineInfo::parse).unwrap_or_default();
             let age = beats
                 .get(&id)
                 .map(|&at| now.saturating_sub(at) as f64 / 1e3);
@@ -445,8 +440,9 @@ async fn engines(store: &Store) -> Result<Vec<Value>, shardline::Error> {
                 .then(|| r.speeds.iter().sum::<f64>() / r.speeds.len() as f64);
             json!({
                 "id": id,
-                "slots": field("concurrency").and_then(|n| n.parse::<u32>().ok()),
-                "metrics": field("metrics"),
+                "slots": info.concurrency,
+                "kinds": info.kinds,
+                "metrics": info.metrics,
                 "heartbeat_age_s": age,
                 "unfinished": r.unfinished,
                 "queue_depth": r.depth,

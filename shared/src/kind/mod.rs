@@ -44,18 +44,22 @@
 //! ```
 //! A worker binary for such a registry is a few lines: see `worker/examples/custom_kind.rs`.
 
+mod advert;
 pub mod checksum;
 mod registry;
 pub mod sort;
+pub mod splitter;
 mod stop;
 pub mod synthetic;
 pub mod wordcount;
 
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use advert::{Advert, check_name};
 pub use checksum::Checksum;
 pub use registry::{DynKind, Registry};
 pub use sort::Sort;
+pub use splitter::Splitter;
 pub use stop::Stop;
 pub use synthetic::Synthetic;
 pub use wordcount::WordCount;
@@ -137,6 +141,14 @@ pub trait Kind: Send + Sync + 'static {
     /// worker can stop it and enforce its time limit.
     fn cost_follows_size(&self) -> bool {
         true
+    }
+    /// The generic splitter this kind's input is cut with, when one fits (see [`splitter`]):
+    /// workers advertise it, so a manager built without this kind can still serve it. A kind
+    /// that names one must accept that splitter's shards as its [`Kind::Shard`] and gives the
+    /// same answer however they are cut. [`Splitter::Custom`] (the default) means only a
+    /// manager built with this kind can cut its requests.
+    fn splitter(&self) -> Splitter {
+        Splitter::Custom
     }
     /// Cut the input into exactly `n` shards (1 ≤ n ≤ size), deterministically.
     fn split(&self, input: Self::Input, n: usize) -> Vec<Self::Shard>;

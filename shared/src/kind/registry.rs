@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Checksum, Kind, KindError, Sort, Stop, Synthetic, WordCount};
+use super::{Checksum, Kind, KindError, Sort, Splitter, Stop, Synthetic, WordCount};
 
 /// A kind behind MessagePack bytes, so the manager and worker can hold any kind by name.
 /// Implemented for every [`Kind`]; you never implement it yourself.
@@ -30,6 +30,10 @@ pub trait DynKind: Send + Sync {
     fn split_pieces(&self, pieces: Vec<rmpv::Value>) -> Result<(Vec<Vec<u8>>, u64), KindError>;
     /// See [`Kind::max_attempts`].
     fn max_attempts(&self) -> u32;
+    /// See [`Kind::shard_size_hint`].
+    fn shard_size_hint(&self) -> u64;
+    /// See [`Kind::splitter`].
+    fn splitter(&self) -> Splitter;
     /// See [`Kind::cost_follows_size`].
     fn cost_follows_size(&self) -> bool;
     /// Process one encoded shard into an encoded partial (see [`Kind::process_with`]).
@@ -119,6 +123,14 @@ impl<K: Kind> DynKind for K {
 
     fn max_attempts(&self) -> u32 {
         Kind::max_attempts(self).max(1)
+    }
+
+    fn shard_size_hint(&self) -> u64 {
+        Kind::shard_size_hint(self).max(1)
+    }
+
+    fn splitter(&self) -> Splitter {
+        Kind::splitter(self)
     }
 
     fn cost_follows_size(&self) -> bool {
@@ -223,6 +235,42 @@ mod tests {
             .flat_map(|p| sort.split(p, &mut |_, _| 1).expect("split"))
             .collect();
         assert_eq!(shards, alone);
+    }
+
+    /// A built-in kind that names a generic splitter gives the same answer when a manager
+    /// without its code cuts it with that splitter, at every shard count.
+    #[test]
+    fn generic_splits_of_builtin_kinds_give_the_whole_answer() {
+        let registry = Registry::builtin();
+        let cases = [
+            (
+                "wordcount",
+                rmpv::Value::from("the cat  the dog\na cat\tsat on the mat"),
+            ),
+            (
+                "sort",
+                rmpv::Value::Array([5, -3, 9, 1, 1, 7, 0].map(rmpv::Value::from).to_vec()),
+            ),
+        ];
+        for (name, input) in cases {
+            let kind = registry.get(name).expect("kind");
+            let splitter = kind.splitter();
+            assert!(splitter.is_generic(), "{name}");
+            let run = |shards: Vec<Vec<u8>>| {
+                let parts = shards
+                    .iter()
+                    .map(|s| kind.process(s, &Stop::new()).expect("process"))
+                    .collect();
+                kind.merge(parts).expect("merge")
+            };
+            let whole = run(kind.split(input.clone(), &mut |_, _| 1).expect("split"));
+            for n in 1..=7 {
+                let (shards, _) = splitter
+                    .split(input.clone(), 1, &mut |_, _| n)
+                    .expect("generic split");
+                assert_eq!(run(shards), whole, "{name} cut {n} ways by {splitter}");
+            }
+        }
     }
 
     /// A piece of the wrong type or an empty one is named by its index; no pieces is empty.

@@ -4,7 +4,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::{Kind, KindError, even_chunks};
+use super::{Kind, KindError, Splitter, even_chunks};
 
 /// Sorts 64-bit integers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -26,6 +26,10 @@ impl Kind for Sort {
 
     fn shard_size_hint(&self) -> u64 {
         64 * 1024
+    }
+
+    fn splitter(&self) -> Splitter {
+        Splitter::List
     }
 
     fn split(&self, input: Vec<i64>, n: usize) -> Vec<Vec<i64>> {

@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Kind, KindError, Stop};
+use super::splitter::{Boundary, text_cuts};
+use super::{Kind, KindError, Splitter, Stop};
 
 /// Counts words in text.
 #[derive(Debug, Clone, Copy, Default)]
@@ -82,8 +83,12 @@ impl Kind for WordCount {
         64 * 1024
     }
 
+    fn splitter(&self) -> Splitter {
+        Splitter::Words
+    }
+
     fn split(&self, input: String, n: usize) -> Vec<String> {
-        let cuts = cut_points(&input, n);
+        let cuts = text_cuts(&input, n, Boundary::Whitespace);
         cuts.windows(2)
             .map(|w| input[w[0]..w[1]].to_owned())
             .collect()
@@ -152,27 +157,6 @@ impl Kind for WordCount {
 fn changes_case(c: char) -> bool {
     let mut lower = c.to_lowercase();
     lower.next() != Some(c) || lower.next().is_some()
-}
-
-/// `n + 1` byte offsets from 0 to `text.len()`: each inner cut is moved forward from the ideal
-/// even position to the next whitespace character, so no word is split.
-fn cut_points(text: &str, n: usize) -> Vec<usize> {
-    let len = text.len();
-    let mut cuts = Vec::with_capacity(n + 1);
-    cuts.push(0);
-    for i in 1..n {
-        let mut ideal = (len * i / n).max(*cuts.last().unwrap_or(&0));
-        while !text.is_char_boundary(ideal) {
-            ideal += 1;
-        }
-        let cut = text[ideal..]
-            .char_indices()
-            .find(|(_, c)| c.is_whitespace())
-            .map_or(len, |(off, _)| ideal + off);
-        cuts.push(cut);
-    }
-    cuts.push(len);
-    cuts
 }
 
 #[cfg(test)]

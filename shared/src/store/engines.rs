@@ -1,29 +1,129 @@
-//! Worker engines: heartbeats, retirement, and who is alive.
+//! Worker engines: heartbeats, the kinds they advertise, retirement, and who is alive.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use redis::AsyncCommands;
+use tracing::warn;
 
 use super::Store;
+use crate::kind::Advert;
 use crate::{Error, now_ms};
 
+/// What an engine says of itself in its heartbeat key:
+/// `concurrency=<n> pid=<p> kinds=<a,b,...> metrics=<addr>`, every field optional. Read
+/// leniently: a field that is missing or does not parse is `None`, and fields a newer worker
+/// adds are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineInfo {
+    /// Shards it runs at once.
+    pub concurrency: Option<u32>,
+    /// Its process id.
+    pub pid: Option<u32>,
+    /// The kinds it serves; `None` when it did not say.
+    pub kinds: Option<Vec<String>>,
+    /// Where it serves metrics.
+    pub metrics: Option<String>,
+}
+
+impl EngineInfo {
+    /// Read heartbeat details.
+    pub fn parse(details: &str) -> Self {
+        let field = |name: &str| {
+            details
+                .split_whitespace()
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        };
+        EngineInfo {
+            concurrency: field("concurrency").and_then(|n| n.parse().ok()),
+            pid: field("pid").and_then(|n| n.parse().ok()),
+            kinds: field("kinds").map(|k| {
+                k.split(',')
+                    .filter(|k| !k.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            }),
+            metrics: field("metrics").map(str::to_owned),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut fields = Vec::new();
+        if let Some(n) = self.concurrency {
+            fields.push(format!("concurrency={n}"));
+        }
+        if let Some(p) = self.pid {
+            fields.push(format!("pid={p}"));
+        }
+        if let Some(k) = &self.kinds {
+            fields.push(format!("kinds={}", k.join(",")));
+        }
+        if let Some(m) = &self.metrics {
+            fields.push(format!("metrics={m}"));
+        }
+        f.write_str(&fields.join(" "))
+    }
+}
+
 impl Store {
-    /// Announce an engine as alive for `ttl`.
+    /// Announce an engine as alive for `ttl`, and the kinds it serves (their adverts, seen
+    /// now).
     ///
     /// # Errors
     /// Redis failures.
-    pub async fn heartbeat(&self, engine: &str, info: &str, ttl: Duration) -> Result<(), Error> {
+    pub async fn heartbeat(
+        &self,
+        engine: &str,
+        info: &str,
+        kinds: &[(String, Advert)],
+        ttl: Duration,
+    ) -> Result<(), Error> {
         let n = &self.names;
         let mut c = self.conn();
-        // Not MULTI: the two keys live in different Redis Cluster slots.
-        let _: () = redis::pipe()
-            .pset_ex(n.engine_key(engine), info, ttl.as_millis() as u64)
+        let now = now_ms();
+        // Not MULTI: the keys live in different Redis Cluster slots.
+        let mut pipe = redis::pipe();
+        pipe.pset_ex(n.engine_key(engine), info, ttl.as_millis() as u64)
             .ignore()
-            .zadd(n.engines_key(), engine, now_ms())
-            .ignore()
-            .query_async(&mut c)
-            .await?;
+            .zadd(n.engines_key(), engine, now)
+            .ignore();
+        if !kinds.is_empty() {
+            let fields = kinds
+                .iter()
+                .map(|(name, ad)| {
+                    let ad = Advert {
+                        seen: now,
+                        ..ad.clone()
+                    };
+                    Ok((name.as_str(), serde_json::to_string(&ad)?))
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            pipe.hset_multiple(n.kinds_key(), &fields).ignore();
+        }
+        let _: () = pipe.query_async(&mut c).await?;
         Ok(())
+    }
+
+    /// The kinds workers advertise, by name. An advert that does not parse (from a newer
+    /// worker, or damaged) is left out with a warning rather than hiding every other kind.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn adverts(&self) -> Result<BTreeMap<String, Advert>, Error> {
+        let mut c = self.conn();
+        let raw: BTreeMap<String, String> = c.hgetall(self.names.kinds_key()).await?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|(name, json)| match serde_json::from_str(&json) {
+                Ok(ad) => Some((name, ad)),
+                Err(error) => {
+                    warn!(kind = %name, %error, "ignoring an advert that does not parse");
+                    None
+                }
+            })
+            .collect())
     }
 
     /// Take an engine out of routing at once, but keep it known as dead, so that if it cannot
@@ -109,8 +209,7 @@ impl Store {
         )
     }
 
-    /// The heartbeat details (`concurrency=<n> pid=<p>`, and `metrics=<addr>` when the worker
-    /// serves metrics) of each engine, `None` for an engine
+    /// The heartbeat details ([`EngineInfo`], as written) of each engine, `None` for an engine
     /// whose heartbeat key expired.
     ///
     /// # Errors
@@ -122,5 +221,28 @@ impl Store {
         let mut c = self.conn();
         let keys: Vec<String> = engines.iter().map(|e| self.names.engine_key(e)).collect();
         Ok(redis::cmd("MGET").arg(keys).query_async(&mut c).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Heartbeat details round-trip; missing or unreadable fields are `None`, unknown ones
+    /// ignored.
+    #[test]
+    fn engine_info_round_trips_and_reads_leniently() {
+        let info = EngineInfo {
+            concurrency: Some(4),
+            pid: Some(12),
+            kinds: Some(vec!["sort".into(), "grep".into()]),
+            metrics: Some("127.0.0.1:9465".into()),
+        };
+        assert_eq!(EngineInfo::parse(&info.to_string()), info);
+        let odd = EngineInfo::parse("concurrency=x future=1 kinds= pid=3");
+        assert_eq!(odd.concurrency, None);
+        assert_eq!(odd.pid, Some(3));
+        assert_eq!(odd.kinds, Some(vec![]));
+        assert_eq!(EngineInfo::parse("").kinds, None);
     }
 }

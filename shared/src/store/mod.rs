@@ -33,6 +33,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use crate::{Error, Names, now_ms};
 
 pub use dead::{DEAD_BODY_MAX, DEAD_KEPT, DeadKind, DeadLetter};
+pub use engines::EngineInfo;
 pub use finalize::Closing;
 pub use rejections::Rejected;
 pub use reports::{EnginePoint, SERIES_KEEP, SERIES_STEP, SeriesEntry};

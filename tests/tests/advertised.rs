@@ -1,0 +1,225 @@
+//! Kinds served by workers, not compiled into the manager: a worker advertises the kinds it
+//! has, a stock manager cuts them with the generic splitter they name, routes their shards only
+//! to engines that serve them, and has a worker of the kind merge a request it cannot.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use shardline::message::{Format, Status};
+use shardline::now_ms;
+use shardline::store::{NewRequest, Recorded};
+use shardline_tests::process::{spawn_manager, spawn_worker};
+use shardline_tests::raw::{Replies, publish_request};
+use shardline_tests::{Cluster, completed, eventually, request_body};
+use tokio::process::Child;
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Start the example worker that has `histogram` (and the built-in kinds) as engine `id`, and
+/// wait until it is live.
+async fn histogram_worker(c: &Cluster, id: &str) -> Child {
+    let child = spawn_worker(env!("CARGO_BIN_EXE_custom-worker-under-test"), c, id, 2);
+    eventually("the histogram worker live", WAIT, || async {
+        let live = c.store.live_engines(Duration::from_secs(5)).await.ok()?;
+        live.iter().any(|e| e == id).then_some(())
+    })
+    .await;
+    child
+}
+
+/// `histogram` of 0..n: buckets of ten, as the kind merges them.
+fn buckets(n: i64) -> rmpv::Value {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for x in 0..n {
+        *counts
+            .entry((x.div_euclid(10) * 10).to_string())
+            .or_default() += 1;
+    }
+    shardline::message::to_named_value(&counts).expect("value")
+}
+
+fn numbers(n: i64) -> rmpv::Value {
+    rmpv::Value::Array((0..n).map(rmpv::Value::from).collect())
+}
+
+/// A stock manager binary serves `histogram`, a kind it was never built with, as soon as a
+/// worker that has it registers: cut into 8 shards by the `list` splitter, merged right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_manager_serves_a_kind_it_never_saw() {
+    let c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let mut worker = histogram_worker(&c, "hist").await;
+    let mut manager = spawn_manager(
+        env!("CARGO_BIN_EXE_manager-under-test"),
+        &c,
+        &[("SHARDLINE_SHARD_COUNT", "8")],
+    );
+    let mut replies = Replies::new(&c).await;
+    let id = Uuid::new_v4();
+    let body = request_body("histogram", numbers(100), &[]);
+    publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    let r = replies.next(WAIT).await;
+    assert_eq!(
+        (r.request_id, r.status),
+        (id, Status::Completed),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(r.shards, 8, "cut by the manager with the list splitter");
+    assert_eq!(completed(&r), buckets(100));
+    let _ = manager.kill().await;
+    let _ = worker.kill().await;
+    c.shutdown().await;
+}
+
+/// Send six 16-shard `histogram` requests through a stock manager routing with `router`,
+/// beside an engine (`w0`) that lacks the kind, and check that each completes and that no
+/// shard was routed to `w0`.
+async fn histogram_shards_avoid_engines_without_it(router: &str) {
+    let c = Cluster::builder()
+        .workers(1)
+        .without_manager()
+        .start()
+        .await;
+    let mut worker = histogram_worker(&c, "hist").await;
+    let mut manager = spawn_manager(
+        env!("CARGO_BIN_EXE_manager-under-test"),
+        &c,
+        &[
+            ("SHARDLINE_SHARD_COUNT", "16"),
+            ("SHARDLINE_ROUTER", router),
+        ],
+    );
+    let mut replies = Replies::new(&c).await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let id = Uuid::new_v4();
+        let body = request_body("histogram", numbers(400), &[]);
+        publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+        ids.push(id);
+    }
+    for _ in &ids {
+        let r = replies.next(WAIT).await;
+        assert_eq!(r.status, Status::Completed, "{router}: {:?}", r.error);
+        assert_eq!(completed(&r), buckets(400));
+    }
+    for id in &ids {
+        let routes = c.store.routes(*id).await.expect("redis");
+        assert_eq!(routes.len(), 16);
+        let elsewhere: Vec<_> = routes
+            .values()
+            .filter(|r| !matches!(r.as_str(), "hist" | "(shared)" | "(held)"))
+            .collect();
+        assert!(
+            elsewhere.is_empty(),
+            "{router}: histogram shards routed to {elsewhere:?}"
+        );
+    }
+    let _ = manager.kill().await;
+    let _ = worker.kill().await;
+    c.shutdown().await;
+}
+
+/// A router that places every shard at once sends a kind's shards only to engines that serve
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placed_shards_go_only_to_engines_that_serve_their_kind() {
+    histogram_shards_avoid_engines_without_it("round-robin").await;
+}
+
+/// The default router, which holds shards in the manager, lets a kind's held shards go only
+/// to engines that serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_shards_go_only_to_engines_that_serve_their_kind() {
+    histogram_shards_avoid_engines_without_it("predictive-no-forecast").await;
+}
+
+/// A kind no worker advertises, and a kind name that could not name a queue, are rejected
+/// with `unknown_kind` by a manager that does not have them built in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unadvertised_kind_is_unknown() {
+    let c = Cluster::builder().workers(0).start().await;
+    let mut replies = Replies::new(&c).await;
+    for kind in ["histogram", "Not A Kind"] {
+        let id = Uuid::new_v4();
+        let body = request_body(kind, numbers(10), &[]);
+        publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+        let r = replies.next(WAIT).await;
+        assert_eq!((r.request_id, r.status), (id, Status::Rejected));
+        let code = r.error.map(|e| e.code);
+        assert_eq!(code.as_deref(), Some("unknown_kind"), "{kind}");
+    }
+    c.shutdown().await;
+}
+
+/// A `histogram` request whose finalizer died after the last shard was stored: the manager
+/// (built without `histogram`, so it cannot merge) orders a worker of the kind to finalize it,
+/// and exactly one completed result is published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_the_kind_finalizes_what_the_manager_cannot_merge() {
+    let mut c = Cluster::builder()
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let mut worker = histogram_worker(&c, "hist").await;
+    let mut replies = Replies::new(&c).await;
+    let id = Uuid::new_v4();
+    c.store
+        .create(&NewRequest {
+            id,
+            kind: "histogram".into(),
+            total: 2,
+            created: now_ms(),
+            deadline: now_ms() + 60_000,
+            reply_to: Some(replies.queue.clone()),
+            correlation_id: None,
+            format: Format::MsgPack,
+            policy: Default::default(),
+            quorum: None,
+            manager: "test".into(),
+        })
+        .await
+        .expect("create");
+    // The parts of 0..20 cut in two, as the kind's `process` writes them; the last write
+    // claims the finalizer lease for a holder that then "crashes".
+    let parts = [
+        BTreeMap::from([(0i64, 10u64)]),
+        BTreeMap::from([(10i64, 10u64)]),
+    ];
+    let mut last = Recorded::Duplicate;
+    for (i, part) in parts.iter().enumerate() {
+        let part = rmp_serde::to_vec_named(part).expect("encode");
+        last = c
+            .store
+            .record(
+                id,
+                i as u32,
+                &part,
+                now_ms() + 60_000,
+                "crashed",
+                Duration::from_millis(300),
+                "w",
+                Duration::ZERO,
+            )
+            .await
+            .expect("record");
+    }
+    assert!(matches!(last, Recorded::Claimed { .. }), "{last:?}");
+    c.start_manager(|_| {});
+    let r = replies.next(WAIT).await;
+    assert_eq!(
+        (r.request_id, r.status),
+        (id, Status::Completed),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(completed(&r), buckets(20));
+    assert!(!replies.another_within(Duration::from_millis(1_500)).await);
+    let _ = worker.kill().await;
+    c.shutdown().await;
+}
