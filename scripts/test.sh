@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh
+# The example command kinds run Python and the shell's tools; installed here when missing.
+scripts/command-tools.sh
 # The dashboard's tests drive a real headless Chromium; installed here when missing.
 CHROMIUM="${CHROMIUM:-$(scripts/browser.sh)}"
 export CHROMIUM

@@ -246,3 +246,53 @@ pub async fn wait_progress(cluster: &Cluster, ids: &[uuid::Uuid], shards: u32) {
     )
     .await;
 }
+
+/// Record a `kind` request with these encoded partial results already stored, as workers
+/// would have written them, the last write claiming the finalizer lease for a holder that then
+/// "crashes" (never finalizes; its lease lasts 300 ms). Its result goes to `reply_queue`.
+pub async fn stage_unfinalized(
+    cluster: &Cluster,
+    kind: &str,
+    parts: &[Vec<u8>],
+    reply_queue: &str,
+) -> uuid::Uuid {
+    use shardline::now_ms;
+    use shardline::store::{NewRequest, Recorded};
+    let id = uuid::Uuid::new_v4();
+    cluster
+        .store
+        .create(&NewRequest {
+            id,
+            kind: kind.into(),
+            total: u32::try_from(parts.len()).expect("a few parts"),
+            created: now_ms(),
+            deadline: now_ms() + 60_000,
+            reply_to: Some(reply_queue.to_owned()),
+            correlation_id: None,
+            format: shardline::message::Format::MsgPack,
+            policy: Default::default(),
+            quorum: None,
+            manager: "test".into(),
+        })
+        .await
+        .expect("create");
+    let mut last = Recorded::Duplicate;
+    for (i, part) in parts.iter().enumerate() {
+        last = cluster
+            .store
+            .record(
+                id,
+                i as u32,
+                part,
+                now_ms() + 60_000,
+                "crashed",
+                Duration::from_millis(300),
+                "w",
+                Duration::ZERO,
+            )
+            .await
+            .expect("record");
+    }
+    assert!(matches!(last, Recorded::Claimed { .. }), "{last:?}");
+    id
+}

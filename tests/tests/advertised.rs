@@ -5,12 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use shardline::message::{Format, Status};
-use shardline::now_ms;
-use shardline::store::{NewRequest, Recorded};
+use shardline::message::Status;
 use shardline_tests::process::{spawn_manager, spawn_worker};
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, completed, eventually, request_body};
+use shardline_tests::{Cluster, completed, eventually, request_body, stage_unfinalized};
 use tokio::process::Child;
 use uuid::Uuid;
 
@@ -168,48 +166,15 @@ async fn a_worker_of_the_kind_finalizes_what_the_manager_cannot_merge() {
         .await;
     let mut worker = histogram_worker(&c, "hist").await;
     let mut replies = Replies::new(&c).await;
-    let id = Uuid::new_v4();
-    c.store
-        .create(&NewRequest {
-            id,
-            kind: "histogram".into(),
-            total: 2,
-            created: now_ms(),
-            deadline: now_ms() + 60_000,
-            reply_to: Some(replies.queue.clone()),
-            correlation_id: None,
-            format: Format::MsgPack,
-            policy: Default::default(),
-            quorum: None,
-            manager: "test".into(),
-        })
-        .await
-        .expect("create");
-    // The parts of 0..20 cut in two, as the kind's `process` writes them; the last write
-    // claims the finalizer lease for a holder that then "crashes".
-    let parts = [
+    // The parts of 0..20 cut in two, as the kind's `process` writes them.
+    let parts: Vec<Vec<u8>> = [
         BTreeMap::from([(0i64, 10u64)]),
         BTreeMap::from([(10i64, 10u64)]),
-    ];
-    let mut last = Recorded::Duplicate;
-    for (i, part) in parts.iter().enumerate() {
-        let part = rmp_serde::to_vec_named(part).expect("encode");
-        last = c
-            .store
-            .record(
-                id,
-                i as u32,
-                &part,
-                now_ms() + 60_000,
-                "crashed",
-                Duration::from_millis(300),
-                "w",
-                Duration::ZERO,
-            )
-            .await
-            .expect("record");
-    }
-    assert!(matches!(last, Recorded::Claimed { .. }), "{last:?}");
+    ]
+    .iter()
+    .map(|p| rmp_serde::to_vec_named(p).expect("encode"))
+    .collect();
+    let id = stage_unfinalized(&c, "histogram", &parts, &replies.queue).await;
     c.start_manager(|_| {});
     let r = replies.next(WAIT).await;
     assert_eq!(

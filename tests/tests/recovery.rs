@@ -4,14 +4,15 @@
 use std::time::Duration;
 
 use lapin::options::QueueDeclareOptions;
+use shardline::Registry;
 use shardline::amqp::{self, ReplyTo};
 use shardline::message::{Format, Status};
-use shardline::store::{NewRequest, Recorded, RequestState};
-use shardline::{Registry, now_ms};
+use shardline::store::RequestState;
 use shardline_tests::process::{signal, spawn_worker};
 use shardline_tests::raw::{Replies, publish_request};
 use shardline_tests::{
-    Cluster, completed, eventually, request_body, synthetic, unsharded, wait_progress,
+    Cluster, completed, eventually, request_body, stage_unfinalized, synthetic, unsharded,
+    wait_progress,
 };
 use uuid::Uuid;
 
@@ -177,45 +178,16 @@ async fn stage_claimed_request(c: &Cluster, reply_queue: &str) -> (Uuid, rmpv::V
         8.into(),
         2.into(),
     ]);
-    let shards = kind.split(payload.clone(), &mut |_, _| 3).expect("split");
-    let id = Uuid::new_v4();
-    c.store
-        .create(&NewRequest {
-            id,
-            kind: "sort".into(),
-            total: 3,
-            created: now_ms(),
-            deadline: now_ms() + 60_000,
-            reply_to: Some(reply_queue.to_owned()),
-            correlation_id: None,
-            format: Format::MsgPack,
-            policy: Default::default(),
-            quorum: None,
-            manager: "test".into(),
+    let parts: Vec<Vec<u8>> = kind
+        .split(payload.clone(), &mut |_, _| 3)
+        .expect("split")
+        .iter()
+        .map(|s| {
+            kind.process(s, &shardline::kind::Stop::new())
+                .expect("process")
         })
-        .await
-        .expect("create");
-    let mut last = Recorded::Duplicate;
-    for (i, s) in shards.iter().enumerate() {
-        let part = kind
-            .process(s, &shardline::kind::Stop::new())
-            .expect("process");
-        last = c
-            .store
-            .record(
-                id,
-                i as u32,
-                &part,
-                now_ms() + 60_000,
-                "crashed",
-                Duration::from_millis(300),
-                "w",
-                Duration::ZERO,
-            )
-            .await
-            .expect("record");
-    }
-    assert!(matches!(last, Recorded::Claimed { .. }), "{last:?}");
+        .collect();
+    let id = stage_unfinalized(c, "sort", &parts, reply_queue).await;
     (id, payload)
 }
 

@@ -67,6 +67,10 @@ pub struct Config {
     /// experiments.
     #[arg(long, env = "SHARDLINE_SYNTHETIC_SPEED", default_value_t = DEFAULT_SYNTHETIC_SPEED)]
     pub synthetic_speed: f64,
+    /// A TOML file of command kinds to serve besides the built-in ones (see
+    /// `shardline_worker::kinds_file`).
+    #[arg(long, env = "SHARDLINE_KINDS_FILE")]
+    pub kinds_file: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics at `http://<addr>/metrics`: `ip:port`, `0` for any free
     /// loopback port, or `off`. The address is recorded in the worker's registration.
     #[arg(long, env = "SHARDLINE_METRICS_ADDR", default_value_t = DEFAULT_METRICS_ADDR)]
@@ -87,6 +91,7 @@ impl Config {
             stop_check_ms: DEFAULT_STOP_CHECK_MS,
             inline_us: DEFAULT_INLINE_US,
             synthetic_speed: DEFAULT_SYNTHETIC_SPEED,
+            kinds_file: None,
             metrics_addr: DEFAULT_METRICS_ADDR,
         }
     }

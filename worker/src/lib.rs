@@ -1,8 +1,9 @@
 //! # Shardline worker
 //!
-//! A worker engine registers itself (a heartbeat key with a TTL), declares its own durable
-//! queue `<ns>.engine.<id>` (bound to the exchange `<ns>.engines` under its id), and consumes
-//! it and the shared queue `<ns>.shards`. Each shard is processed on a blocking thread, or
+//! A worker engine registers itself (a heartbeat key with a TTL, advertising the kinds it
+//! serves), declares its own durable queue `<ns>.engine.<id>` (bound to the exchange
+//! `<ns>.engines` under its id), and consumes it and the shared queue `<ns>.shards.<kind>` of
+//! each of its kinds. Each shard is processed on a blocking thread, or
 //! inline when it takes microseconds ([`shardline::inline`]), its partial result is recorded with the
 //! resolver script, and the worker whose write completes the set assembles and publishes the
 //! final result. A shard is acked only after its result is stored (and, for the last one,
@@ -20,7 +21,7 @@
 //! On SIGTERM/SIGINT the worker stops taking deliveries, puts back those it had prefetched but
 //! not started, finishes and acks the running shards (bounded by the grace period), leaves
 //! routing, unbinds its queue from the engines exchange, moves whatever is left in it to the
-//! shared queue, and deletes it (see [`shardline::handoff`]).
+//! kinds' shared queues, and deletes it (see [`shardline::handoff`]).
 //!
 //! # Layout
 //!
@@ -28,13 +29,16 @@
 //! - [`heartbeat`] — registration;
 //! - [`handler`] — one shard from bytes to ack (queue hand-off on shutdown is
 //!   [`shardline::handoff`]);
-//! - [`prefetch`] — how many shards the worker takes ahead of its slots.
+//! - [`prefetch`] — how many shards the worker takes ahead of its slots;
+//! - [`kinds_file`] and [`command`] — kinds whose work is done by commands in any language.
 
 #![warn(missing_docs)]
 
+pub mod command;
 pub mod config;
 pub mod handler;
 pub mod heartbeat;
+pub mod kinds_file;
 pub mod prefetch;
 
 use std::future::Future;
@@ -77,6 +81,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     config.validate().map_err(Error::Config)?;
+    let registry = with_kinds_file(registry, config.kinds_file.as_deref())?;
     let engine = config.engine_id();
     let exporter = match config.metrics_addr.listen() {
         Some(addr) => Some(Exporter::start(addr, Router::new()).await?),
@@ -256,6 +261,22 @@ async fn serve(
         warn!(%error, "closing the broker connection failed");
     }
     outcome
+}
+
+/// `registry` plus the command kinds of the kinds file, if one is given.
+fn with_kinds_file(registry: Registry, path: Option<&std::path::Path>) -> Result<Registry, Error> {
+    let Some(path) = path else {
+        return Ok(registry);
+    };
+    let kinds = kinds_file::load(path).map_err(|e| Error::Config(e.to_string()))?;
+    let mut registry = registry;
+    for kind in kinds {
+        info!(kind = %kind.name, splitter = %kind.splitter, program = %kind.process.program.display(), "command kind loaded");
+        registry = registry
+            .try_with_dyn(Arc::new(kind))
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+    }
+    Ok(registry)
 }
 
 /// The advert of every kind in `registry`, checking that each name may name a queue.

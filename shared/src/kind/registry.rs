@@ -6,7 +6,8 @@ use std::sync::Arc;
 use super::{Checksum, Kind, KindError, Sort, Splitter, Stop, Synthetic, WordCount};
 
 /// A kind behind MessagePack bytes, so the manager and worker can hold any kind by name.
-/// Implemented for every [`Kind`]; you never implement it yourself.
+/// Implemented for every [`Kind`]; implement it yourself only for a kind whose types are
+/// known at run time (the worker's command kinds are).
 pub trait DynKind: Send + Sync {
     /// The registry name.
     fn name(&self) -> &'static str;
@@ -197,6 +198,20 @@ impl Registry {
     pub fn with<K: Kind>(mut self, kind: K) -> Self {
         self.kinds.insert(Kind::name(&kind), Arc::new(kind));
         self
+    }
+
+    /// Add a kind already behind [`DynKind`] (one built at run time, such as a worker's
+    /// command kind), unless a kind of that name is registered.
+    ///
+    /// # Errors
+    /// The name is taken.
+    pub fn try_with_dyn(mut self, kind: Arc<dyn DynKind>) -> Result<Self, String> {
+        let name = kind.name();
+        if self.kinds.contains_key(name) {
+            return Err(format!("kind {name:?} is registered already"));
+        }
+        self.kinds.insert(name, kind);
+        Ok(self)
     }
 
     /// Look a kind up by name.
