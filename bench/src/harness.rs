@@ -372,6 +372,7 @@ async fn antagonist(
             policy: Default::default(),
             quorum: None,
             manager: "bench-antagonist".into(),
+            cut: shardline::kind::Splitter::Custom,
         };
         store
             .create(&record)

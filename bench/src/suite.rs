@@ -198,7 +198,7 @@ pub fn decisions() -> ((u64, u64), (u64, u64)) {
         Config::DEFAULT_SHARD_US,
     );
     let engines: Vec<Engine> = (0..3)
-        .map(|i| Engine::any_kind(format!("e{i}"), 4))
+        .map(|i| Engine::new(format!("e{i}"), 4, &["synthetic"]))
         .collect();
     for i in 0..1_000u32 {
         let e = &engines[i as usize % 3].id;

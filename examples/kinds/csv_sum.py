@@ -2,6 +2,7 @@
 """A Shardline command kind in Python: the sum of each numeric column of a CSV text.
 
 `csv_sum.py process` reads CSV rows on stdin and writes one JSON line, column index -> sum.
+`csv_sum.py serve` does the same for shard after shard, long-running (`mode = "serve"`).
 `csv_sum.py merge` reads those lines (the partials, in shard order) and writes the result,
 {"rows": n, "sums": {column: sum}}. Cells that are not numbers (a header) are skipped.
 """
@@ -21,9 +22,10 @@ def number(cell):
             return None
 
 
-def process():
+def tally(lines):
+    """One shard's partial: its row count and column sums, as a JSON line."""
     rows, sums = 0, {}
-    for row in csv.reader(sys.stdin):
+    for row in csv.reader(lines):
         if not row:
             continue
         rows += 1
@@ -31,7 +33,17 @@ def process():
             v = number(cell.strip())
             if v is not None:
                 sums[str(i)] = sums.get(str(i), 0) + v
-    print(json.dumps({"rows": rows, "sums": sums}))
+    return json.dumps({"rows": rows, "sums": sums}) + "\n"
+
+
+def process():
+    sys.stdout.write(tally(sys.stdin))
+
+
+def serve():
+    from shardline_serve import serve as serve_frames
+
+    serve_frames(lambda shard: tally(shard.decode().splitlines()).encode())
 
 
 def merge():
@@ -47,4 +59,4 @@ def merge():
 
 
 if __name__ == "__main__":
-    {"process": process, "merge": merge}[sys.argv[1]]()
+    {"process": process, "serve": serve, "merge": merge}[sys.argv[1]]()

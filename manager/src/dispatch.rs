@@ -99,6 +99,8 @@ struct Cut {
     size: u64,
     /// Shard count.
     total: u32,
+    /// How it was cut.
+    cutter: Cutter,
     /// Where the result goes.
     reply: ReplyTo,
     /// The request's options.
@@ -148,6 +150,7 @@ impl Cut {
             policy: self.options.failure_policy.unwrap_or_default(),
             quorum: self.options.quorum,
             manager: manager.to_owned(),
+            cut: self.cutter.splitter(),
         }
     }
 }
@@ -233,12 +236,16 @@ impl Dispatcher {
         if is_cancel(delivery) {
             return self.cancel(id).await;
         }
-        let (accepted, cutter) = match self.accept(id, delivery).await? {
+        let accepted = match self.accept(id, delivery) {
             Ok(a) => a,
             Err(rej) => return self.reject(delivery, *rej).await,
         };
         let Prior::Open(existing) = self.prior_record(id, delivery.redelivered).await? else {
             return Ok(());
+        };
+        let cutter = match self.cutter(id, &accepted, existing.as_ref()).await? {
+            Ok(c) => c,
+            Err(rej) => return self.reject(delivery, *rej).await,
         };
         let mut cut = match self.cut(id, accepted, cutter, existing.as_ref()).await? {
             Ok(cut) => cut,
@@ -282,36 +289,61 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Validate the delivery as a request within the payload limit, of a kind this manager
-    /// serves (see [`crate::kinds`]), and make sure the kind's shared queue exists.
-    async fn accept(
-        &self,
-        id: Uuid,
-        delivery: &Delivery,
-    ) -> Result<Result<(Accepted, Cutter), Box<Rejection>>, Error> {
-        let accepted = match intake::accept(
+    /// Validate the delivery as a request within the payload limit.
+    fn accept(&self, id: Uuid, delivery: &Delivery) -> Result<Accepted, Box<Rejection>> {
+        intake::accept(
             id,
             &delivery.data,
             &delivery.properties,
             self.config.max_payload_bytes,
-        ) {
-            Ok(a) => a,
-            Err(rej) => return Ok(Err(rej)),
-        };
-        let cutter = match self.catalog.resolve(&self.store, &accepted.kind).await? {
-            Ok(cutter) => cutter,
-            Err(why) => {
-                return Ok(Err(Box::new(Rejection {
-                    id,
-                    message: self.catalog.rejection(&accepted.kind, &why),
-                    kind: accepted.kind,
-                    reason: RejectReason::UnknownKind,
-                    reply: accepted.reply,
-                })));
+        )
+    }
+
+    /// How to cut the request's kind (see [`crate::kinds`]), after making sure the kind's
+    /// shared queue exists. A new request of a kind not served is rejected; a recorded one
+    /// (shards of it may be out, or its result published) waits for its kind instead, so that
+    /// one request never gets two contradicting answers.
+    async fn cutter(
+        &self,
+        id: Uuid,
+        accepted: &Accepted,
+        existing: Option<&Meta>,
+    ) -> Result<Result<Cutter, Box<Rejection>>, Error> {
+        let kind = &accepted.kind;
+        if let Some(recorded) = existing.and_then(|m| m.cut) {
+            return match self.catalog.recut(kind, recorded) {
+                Some(cutter) => {
+                    self.declare_kind_queue(kind).await?;
+                    Ok(Ok(cutter))
+                }
+                None => Err(Error::Unavailable(format!(
+                    "the request was cut by the code of kind {kind:?}, which this manager was \
+                     not built with; a manager built with it must cut it again"
+                ))),
+            };
+        }
+        let why = match self.catalog.resolve(&self.store, kind).await? {
+            Ok(cutter) => {
+                self.declare_kind_queue(kind).await?;
+                return Ok(Ok(cutter));
             }
+            Err(why) => why,
         };
-        self.declare_kind_queue(&accepted.kind).await?;
-        Ok(Ok((accepted, cutter)))
+        // A copy that was not redelivered may still find a record: a client's republish.
+        let recorded = existing.is_some() || self.store.meta(id).await?.is_some();
+        if recorded {
+            return Err(Error::Unavailable(format!(
+                "the request is recorded but its kind is not served now: {}",
+                self.catalog.rejection(kind, &why)
+            )));
+        }
+        Ok(Err(Box::new(Rejection {
+            id,
+            message: self.catalog.rejection(kind, &why),
+            kind: kind.clone(),
+            reason: RejectReason::UnknownKind,
+            reply: accepted.reply.clone(),
+        })))
     }
 
     /// Declare `kind`'s shared queue, once per kind for the life of this manager (a kind's
@@ -403,7 +435,7 @@ impl Dispatcher {
                 reply,
             })));
         }
-        let (split, size) = self.split(cutter, input, fixed, plan).await?;
+        let (split, size) = self.split(cutter.clone(), input, fixed, plan).await?;
         let payloads = match split {
             Ok(p) => p,
             Err(e) => {
@@ -442,6 +474,7 @@ impl Dispatcher {
             payloads,
             size,
             total,
+            cutter,
             reply,
             options,
             created,

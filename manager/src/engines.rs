@@ -4,6 +4,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use shardline::kind::BUILTIN_KINDS;
 use shardline::store::{EngineInfo, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -19,17 +20,17 @@ pub struct Engine {
     /// Shards it runs at once, from its heartbeat (1 if it did not say).
     pub slots: u32,
     /// The kinds it serves, from its heartbeat; `None` when it did not say (it is then
-    /// taken to serve every kind).
+    /// taken to serve the built-in kinds).
     pub kinds: Option<BTreeSet<String>>,
 }
 
 impl Engine {
-    /// An engine serving every kind (for tests and cold starts).
-    pub fn any_kind(id: impl Into<String>, slots: u32) -> Self {
+    /// An engine with `slots` slots serving `kinds` (for tests and benchmarks).
+    pub fn new(id: impl Into<String>, slots: u32, kinds: &[&str]) -> Self {
         Engine {
             id: id.into(),
             slots,
-            kinds: None,
+            kinds: Some(kinds.iter().map(|k| (*k).to_owned()).collect()),
         }
     }
 
@@ -43,9 +44,12 @@ impl Engine {
         }
     }
 
-    /// Whether it serves `kind`.
+    /// Whether it serves `kind` (see [`EngineInfo::serves`]).
     pub fn serves(&self, kind: &str) -> bool {
-        self.kinds.as_ref().is_none_or(|k| k.contains(kind))
+        match &self.kinds {
+            Some(kinds) => kinds.contains(kind),
+            None => BUILTIN_KINDS.contains(&kind),
+        }
     }
 }
 
@@ -129,13 +133,15 @@ mod tests {
         assert_eq!(e(None), 1);
     }
 
-    /// The kinds an engine serves come from its heartbeat; one that does not say serves any.
+    /// The kinds an engine serves come from its heartbeat; one that does not say serves the
+    /// built-in kinds.
     #[test]
     fn reads_kinds_from_heartbeat_details() {
         let e = Engine::from_details("w".into(), Some("concurrency=2 kinds=sort,grep pid=1"));
         assert!(e.serves("grep") && e.serves("sort") && !e.serves("wordcount"));
         let none = Engine::from_details("w".into(), Some("kinds= pid=1"));
         assert!(!none.serves("sort"));
-        assert!(Engine::from_details("w".into(), Some("concurrency=2")).serves("anything"));
+        let unsaid = Engine::from_details("w".into(), Some("concurrency=2"));
+        assert!(unsaid.serves("sort") && !unsaid.serves("grep"));
     }
 }

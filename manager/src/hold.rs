@@ -238,7 +238,9 @@ impl Hold {
             for (k, &i) in at.iter().enumerate() {
                 planned[i] = ahead[k];
             }
-            if !open && !spill {
+            // With every engine closed nothing more can go this time; with only this kind's
+            // engines closed, requests of other kinds behind it still may.
+            if !open && !spill && at.len() == engines.len() {
                 break;
             }
         }
@@ -320,7 +322,7 @@ mod tests {
     fn engines() -> Vec<Engine> {
         ["fast-a", "fast-b", "slow"]
             .into_iter()
-            .map(|id| Engine::any_kind(id, 4))
+            .map(|id| Engine::new(id, 4, &["k"]))
             .collect()
     }
 
@@ -403,6 +405,48 @@ mod tests {
                 p.ledger.sent(request, k, crate::ledger::entry(e, shard_us));
             }
         }
+    }
+
+    /// The three engines, each serving only the kinds given for it.
+    fn serving(kinds: [&[&str]; 3]) -> Vec<Engine> {
+        engines()
+            .into_iter()
+            .zip(kinds)
+            .map(|(e, k)| Engine {
+                kinds: Some(k.iter().map(|k| (*k).to_owned()).collect()),
+                ..e
+            })
+            .collect()
+    }
+
+    /// Held shards go only to engines that serve their kind, even when others are faster.
+    #[test]
+    fn held_shards_go_only_to_engines_of_their_kind() {
+        let p = predictor();
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..3);
+        let engines = serving([&["other"], &["other"], &["k"]]);
+        assert_eq!(hold.scan(rule(), &p, &engines), 3);
+        assert_eq!(count(&h.ready(), Some("slow")), 3);
+    }
+
+    /// A request whose kind's engines are all at their cap does not hold back a request of
+    /// another kind behind it whose engine is free.
+    #[test]
+    fn a_closed_kind_does_not_hold_back_another() {
+        let p = predictor();
+        fill(&p, &["fast-a"], SHARD_US);
+        fill(&p, &["slow"], 4.0 * SHARD_US);
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let mut first = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..2);
+        let mut second = hold.push(&p.ledger, Uuid::new_v4(), "x", 1.0, 0..1);
+        let engines = serving([&["k"], &["x"], &["k"]]);
+        assert_eq!(hold.scan(rule(), &p, &engines), 1);
+        assert!(
+            first.ready().is_empty(),
+            "the first request waits for its engines"
+        );
+        assert_eq!(count(&second.ready(), Some("fast-b")), 1);
     }
 
     /// A shard held past the limit goes to the shared queue.

@@ -52,6 +52,14 @@ impl std::fmt::Debug for Cutter {
 }
 
 impl Cutter {
+    /// The cut as a request's record names it: [`Splitter::Custom`] for the kind's own code.
+    pub fn splitter(&self) -> Splitter {
+        match self {
+            Cutter::Code(_) => Splitter::Custom,
+            Cutter::Generic { splitter, .. } => *splitter,
+        }
+    }
+
     /// Cut `input`: a payload into as many shards as `decide(size, shard_size)` says, pieces a
     /// client cut into one shard each. Returns the shards and the request's size (0 when the
     /// input is refused).
@@ -134,6 +142,19 @@ impl Catalog {
             Some(ad) if is_fresh(ad, now) => Err(Unserved::NeedsCode),
             _ => Err(Unserved::Unknown),
         }
+    }
+
+    /// How to cut again a request recorded as cut by `recorded`: that splitter, or the kind's
+    /// code when it was cut by code (`None` when this manager was not built with the kind).
+    /// The shard count is the recorded one, so the splitter's shard size does not matter.
+    pub fn recut(&self, name: &str, recorded: Splitter) -> Option<Cutter> {
+        if recorded.is_generic() {
+            return Some(Cutter::Generic {
+                splitter: recorded,
+                shard_size: 1,
+            });
+        }
+        self.compiled.get(name).map(Cutter::Code)
     }
 
     /// [`Catalog::lookup`], reading the adverts again first when the kind is not known (a
@@ -288,6 +309,17 @@ mod tests {
                 shard_size: 100
             })
         ));
+    }
+
+    /// A recorded request is cut again as it was recorded: by that splitter even for a kind
+    /// built in, and by code only where the code is.
+    #[test]
+    fn a_recorded_cut_is_repeated() {
+        let c = catalog(now_ms());
+        let recut = |kind: &str, sp: Splitter| c.recut(kind, sp).map(|k| k.splitter());
+        assert_eq!(recut("sort", Splitter::Words), Some(Splitter::Words));
+        assert_eq!(recut("sort", Splitter::Custom), Some(Splitter::Custom));
+        assert_eq!(recut("lines-kind", Splitter::Custom), None);
     }
 
     /// A kind unknown, advertised too long ago, needing its own code, or with a name that

@@ -168,7 +168,7 @@ mod tests {
     fn engines() -> Vec<Engine> {
         ["a", "b", "c"]
             .into_iter()
-            .map(|id| Engine::any_kind(id, 4))
+            .map(|id| Engine::new(id, 4, &["k"]))
             .collect()
     }
 

@@ -31,7 +31,7 @@ use shardline::kind::check_name;
 use shardline::message::{ErrorInfo, FINALIZE_TYPE, FinalizeOrder, Status};
 use shardline::metric::{self, SweepAction};
 use shardline::resolve::Resolver;
-use shardline::store::{Ended, RequestState, Store};
+use shardline::store::{Ended, EngineInfo, RequestState, Store};
 use shardline::{Error, Names, Registry, now_ms};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -156,15 +156,16 @@ impl Sweeper {
             .filter(|k| self.registry.get(k).is_none()))
     }
 
-    /// Ask a worker of `kind` to finalize the request, unless this or another manager did
-    /// within the lease period. True when the order went out.
+    /// Ask a worker of `kind` to finalize the request, unless no live engine serves the kind
+    /// (orders would only pile up in its queue) or this or another manager ordered it within
+    /// the lease period. True when the order went out.
     async fn order_finalize(&self, id: uuid::Uuid, kind: &str) -> Result<bool, Error> {
-        if check_name(kind).is_err()
-            || !self
-                .store
-                .try_lock(&format!("finalize:{id}"), &self.holder, self.lease)
-                .await?
-        {
+        if check_name(kind).is_err() || !self.someone_serves(kind).await? {
+            debug!(request.id = %id, %kind, "no live engine serves the kind; the merge waits");
+            return Ok(false);
+        }
+        let lock = format!("finalize:{id}");
+        if !self.store.try_lock(&lock, &self.holder, self.lease).await? {
             return Ok(false);
         }
         let ch = amqp::confirm_channel(&self.conn).await?;
@@ -182,6 +183,16 @@ impl Sweeper {
         warn!(request.id = %id, %kind, "no finalizer holds this request; ordered one from a worker of its kind");
         metric::swept(SweepAction::RedrivenFinalizer);
         Ok(true)
+    }
+
+    /// Whether a live engine serves `kind`.
+    async fn someone_serves(&self, kind: &str) -> Result<bool, Error> {
+        let live = self.store.live_engines(self.engine_ttl).await?;
+        let details = self.store.engine_details(&live).await?;
+        Ok(details
+            .iter()
+            .flatten()
+            .any(|d| EngineInfo::parse(d).serves(kind)))
     }
 
     async fn finish(&self, id: uuid::Uuid) -> Result<(), Error> {

@@ -57,6 +57,10 @@ pub enum Error {
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Something this step needs is missing for now (a recorded request's kind that no live
+    /// worker serves); a later try may succeed.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -72,7 +76,7 @@ impl Error {
     /// false when the input itself is at fault.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Amqp(_) | Error::Nacked(_) | Error::Redis(_) => true,
+            Error::Amqp(_) | Error::Nacked(_) | Error::Redis(_) | Error::Unavailable(_) => true,
             Error::Join(e) => e.is_cancelled(),
             _ => false,
         }

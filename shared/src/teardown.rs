@@ -30,6 +30,7 @@ pub async fn remove_namespace(
         .into_iter()
         .map(str::to_owned)
         .chain(store.adverts().await?.into_keys())
+        .filter(|k| crate::kind::check_name(k).is_ok())
         .collect();
     let queues = [n.requests_queue(), n.dead_queue()]
         .into_iter()

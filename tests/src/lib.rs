@@ -273,6 +273,7 @@ pub async fn stage_unfinalized(
             policy: Default::default(),
             quorum: None,
             manager: "test".into(),
+            cut: shardline::kind::Splitter::Custom,
         })
         .await
         .expect("create");

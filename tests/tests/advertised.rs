@@ -188,3 +188,112 @@ async fn a_worker_of_the_kind_finalizes_what_the_manager_cannot_merge() {
     let _ = worker.kill().await;
     c.shutdown().await;
 }
+
+/// A shard that reaches an engine that does not serve its kind (a manager's view of the
+/// engines was stale) is passed, untouched, to its kind's queue, and its request completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_at_the_wrong_engine_is_passed_on() {
+    let c = Cluster::builder()
+        .workers(1)
+        .without_manager()
+        .start()
+        .await;
+    let mut worker = histogram_worker(&c, "hist").await;
+    let mut replies = Replies::new(&c).await;
+    let id = Uuid::new_v4();
+    let deadline = shardline::now_ms() + 60_000;
+    c.store
+        .create(&shardline::store::NewRequest {
+            id,
+            kind: "histogram".into(),
+            total: 1,
+            created: shardline::now_ms(),
+            deadline,
+            reply_to: Some(replies.queue.clone()),
+            correlation_id: None,
+            format: shardline::message::Format::MsgPack,
+            policy: Default::default(),
+            quorum: None,
+            manager: "test".into(),
+            cut: shardline::kind::Splitter::List,
+        })
+        .await
+        .expect("create");
+    let shard = shardline::message::Shard {
+        request_id: id,
+        index: 0,
+        total: 1,
+        kind: "histogram".into(),
+        attempt: 1,
+        deadline,
+        payload: rmp_serde::to_vec(&(0..30).collect::<Vec<i64>>()).expect("encode"),
+    };
+    let ch = c.channel().await;
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    let props = lapin::BasicProperties::default()
+        .with_message_id(shard.message_id().into())
+        .with_type("histogram".into());
+    let body = rmp_serde::to_vec_named(&shard).expect("encode");
+    let published = shardline::amqp::publish_to_engine(&ch, &c.names, "w0", &body, props)
+        .await
+        .expect("publish");
+    assert!(matches!(published, shardline::amqp::Published::Stored));
+    let r = replies.next(WAIT).await;
+    assert_eq!(
+        (r.request_id, r.status),
+        (id, Status::Completed),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(completed(&r), buckets(30));
+    let _ = worker.kill().await;
+    c.shutdown().await;
+}
+
+/// A request already recorded whose kind no live worker serves now is not rejected (its
+/// shards may be out, its result may be published): it waits, and completes once a worker of
+/// the kind comes, cut again as recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_request_waits_for_its_kind() {
+    let c = Cluster::builder().workers(0).start().await;
+    let mut replies = Replies::new(&c).await;
+    let id = Uuid::new_v4();
+    c.store
+        .create(&shardline::store::NewRequest {
+            id,
+            kind: "histogram".into(),
+            total: 2,
+            created: shardline::now_ms(),
+            deadline: shardline::now_ms() + 60_000,
+            reply_to: Some(replies.queue.clone()),
+            correlation_id: None,
+            format: shardline::message::Format::MsgPack,
+            policy: Default::default(),
+            quorum: None,
+            manager: "test".into(),
+            cut: shardline::kind::Splitter::List,
+        })
+        .await
+        .expect("create");
+    // The client republishes it (same id) while no worker serves `histogram`.
+    let body = request_body("histogram", numbers(40), &[]);
+    publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    assert!(
+        !replies.another_within(Duration::from_secs(3)).await,
+        "the recorded request was answered before its kind was served"
+    );
+    let mut worker = histogram_worker(&c, "hist").await;
+    let r = replies.next(WAIT).await;
+    assert_eq!(
+        (r.request_id, r.status),
+        (id, Status::Completed),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(r.shards, 2, "cut again into the recorded count");
+    assert_eq!(completed(&r), buckets(40));
+    let _ = worker.kill().await;
+    c.shutdown().await;
+}

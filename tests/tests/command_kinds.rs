@@ -64,8 +64,8 @@ fn csv(rows: i64) -> String {
     s
 }
 
-/// The Python kind and the shell kinds of the example file give, cut into 6 shards, exactly
-/// what they give whole.
+/// The Python kinds (a process per shard, and long-running) and the shell kinds of the example
+/// file give, cut into 6 shards, exactly what they give whole.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_kinds_sharded_equal_unsharded() {
     let c = Cluster::builder()
@@ -87,6 +87,7 @@ async fn example_kinds_sharded_equal_unsharded() {
         .collect();
     for (kind, payload) in [
         ("csv-sum", csv(250)),
+        ("csv-sum-served", csv(250)),
         ("numsort", numbers),
         ("grep-error", log),
     ] {
@@ -102,9 +103,11 @@ async fn example_kinds_sharded_equal_unsharded() {
         assert_eq!((sharded.shards, whole.shards), (6, 1), "{kind}");
         assert_eq!(completed(&sharded), completed(&whole), "{kind}");
     }
-    let sums = completed(&run(&c, "csv-sum", &csv(250), 6).await);
     let want = serde_json::json!({"rows": 251, "sums": {"0": 31_375, "1": 62_750}});
-    assert_eq!(serde_json::to_value(&sums).expect("json"), want);
+    for kind in ["csv-sum", "csv-sum-served"] {
+        let sums = completed(&run(&c, kind, &csv(250), 6).await);
+        assert_eq!(serde_json::to_value(&sums).expect("json"), want, "{kind}");
+    }
     let _ = m.kill().await;
     let _ = w.kill().await;
     c.shutdown().await;

@@ -33,6 +33,7 @@ async fn request(store: &Store, total: u32) -> Uuid {
             policy: Default::default(),
             quorum: None,
             manager: "test".into(),
+            cut: shardline::kind::Splitter::Custom,
         })
         .await
         .expect("create");

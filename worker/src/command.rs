@@ -14,12 +14,14 @@
 //!   output limit fails it too. A command still running when its shard is stopped (its request
 //!   ended, or the shard passed the worker's time limit) gets SIGTERM, then SIGKILL after the
 //!   stop grace.
+//! - With `mode = "serve"`, `process` starts once per running shard and stays, answering shard
+//!   after shard in frames ([`crate::serve`]): for commands whose start-up outweighs a shard.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,6 +31,7 @@ use rmpv::Value;
 use shardline::kind::{DynKind, KindError, Splitter, Stop};
 
 use crate::kinds_file::{Argv, MergeInput, Output};
+use crate::serve::Pool;
 
 /// How much of a failed command's stderr goes into the error.
 const STDERR_TAIL: usize = 2_048;
@@ -38,14 +41,16 @@ const POLL: Duration = Duration::from_millis(5);
 /// A kind run by commands. Built by [`crate::kinds_file::load`].
 #[derive(Debug, Clone)]
 pub struct CommandKind {
-    /// The kind's name.
-    pub name: String,
+    /// The kind's name (kinds live for the whole process: it is leaked once, at load).
+    pub name: &'static str,
     /// How a manager cuts its input.
     pub splitter: Splitter,
     /// Preferred work per shard, in the splitter's unit.
     pub shard_size: u64,
-    /// Runs once per shard.
+    /// Runs once per shard (in `serve` mode, once per slot: see [`crate::serve`]).
     pub process: Argv,
+    /// In `serve` mode, the long-running children that run `process`.
+    pub server: Option<Arc<Pool>>,
     /// Joins the partials; `None` concatenates them.
     pub merge: Option<Argv>,
     /// How `merge` gets the partials.
@@ -58,30 +63,20 @@ pub struct CommandKind {
     pub max_output: u64,
     /// Time between SIGTERM and SIGKILL.
     pub stop_grace: Duration,
+    /// Longest a merge may run.
+    pub merge_timeout: Duration,
 }
 
 impl CommandKind {
-    /// The name as the registry holds it: kinds live for the whole process, so the name is
-    /// leaked once, the first time it is asked for.
-    fn static_name(&self) -> &'static str {
-        static NAMES: OnceLock<std::sync::Mutex<Vec<&'static str>>> = OnceLock::new();
-        let names = NAMES.get_or_init(Default::default);
-        let mut g = names.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = g.iter().find(|n| **n == self.name) {
-            return n;
-        }
-        let leaked: &'static str = Box::leak(self.name.clone().into_boxed_str());
-        g.push(leaked);
-        leaked
-    }
-
     /// Run `argv` (plus `extra` arguments) with `input` on stdin; its stdout when it exits 0.
+    /// It is stopped when `stop` is raised, or at `until`.
     fn run(
         &self,
         argv: &Argv,
         extra: &[String],
         input: &[u8],
         stop: &Stop,
+        until: Option<Instant>,
     ) -> Result<Vec<u8>, KindError> {
         let what = argv.program.display().to_string();
         // Its own process group, so that stopping it stops what it started too.
@@ -109,17 +104,22 @@ impl CommandKind {
                 read.map(|_| buf)
             })
         });
-        let stderr = child.stderr.take().map(|mut err| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = err.read_to_end(&mut buf);
-                let from = buf.len().saturating_sub(STDERR_TAIL);
-                String::from_utf8_lossy(&buf[from..]).into_owned()
-            })
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().map(|err| {
+            let tail = tail.clone();
+            std::thread::spawn(move || keep_tail(err, &tail))
         });
-        let ended = self.wait(&mut child, stop, &over);
+        let ended = self.wait(&mut child, stop, until, &over);
+        // Whatever it started goes with it, so that nothing holds its pipes open.
+        kill_group(&child);
         let out = stdout.map(join_output).transpose()?.unwrap_or_default();
-        let tail = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+        if let Some(h) = stderr {
+            let _ = h.join();
+        }
+        let tail = {
+            let buf = tail.lock().unwrap_or_else(|e| e.into_inner());
+            String::from_utf8_lossy(&buf).into_owned()
+        };
         if let Some(h) = feeder {
             // A command may exit without reading all of its input: that is its business.
             let _ = h.join();
@@ -133,6 +133,14 @@ impl CommandKind {
         }
         match ended {
             Ended::Killed => Err(KindError::Stopped),
+            Ended::TimedOut(after) => Err(KindError::Failed(format!(
+                "{}: {what} did not finish within {after:?} (merge_timeout_ms)",
+                self.name
+            ))),
+            Ended::Lost(e) => Err(KindError::Failed(format!(
+                "{}: waiting for {what}: {e}",
+                self.name
+            ))),
             Ended::Exited(status) if status.success() => Ok(out),
             Ended::Exited(status) => Err(KindError::Failed(format!(
                 "{}: {what} {status}; stderr: {}",
@@ -144,15 +152,26 @@ impl CommandKind {
 
     /// Wait for the child to exit, stopping it (SIGTERM, then SIGKILL after the grace) when
     /// `stop` is raised or its stdout passed the limit (`over`).
-    fn wait(&self, child: &mut Child, stop: &Stop, over: &AtomicBool) -> Ended {
+    fn wait(
+        &self,
+        child: &mut Child,
+        stop: &Stop,
+        until: Option<Instant>,
+        over: &AtomicBool,
+    ) -> Ended {
+        let started = Instant::now();
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return Ended::Exited(status),
                 Ok(None) => {}
-                Err(_) => {
+                Err(e) => {
                     terminate(child, self.stop_grace);
-                    return Ended::Killed;
+                    return Ended::Lost(e);
                 }
+            }
+            if until.is_some_and(|t| Instant::now() >= t) {
+                terminate(child, self.stop_grace);
+                return Ended::TimedOut(started.elapsed());
             }
             if stop.requested() {
                 terminate(child, self.stop_grace);
@@ -173,6 +192,10 @@ enum Ended {
     Exited(ExitStatus),
     /// Terminated: its shard was stopped, or its output passed the limit.
     Killed,
+    /// Terminated at its time limit, after this long.
+    TimedOut(Duration),
+    /// Waiting for it failed; it was terminated.
+    Lost(std::io::Error),
 }
 
 /// Write `input` to the child's stdin on a thread (a command may write output before it has
@@ -190,9 +213,32 @@ fn join_output(h: JoinHandle<std::io::Result<Vec<u8>>>) -> Result<Vec<u8>, KindE
         .map_err(|e| KindError::Failed(format!("reading a command's output: {e}")))
 }
 
+/// SIGKILL to what is left of a child's process group (the child runs in its own group:
+/// its id is the group's).
+fn kill_group(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+    }
+}
+
+/// Keep the last [`STDERR_TAIL`] bytes of a child's stderr, reading it in chunks so that a
+/// flood costs no memory.
+pub(crate) fn keep_tail(mut err: impl Read, tail: &Mutex<Vec<u8>>) {
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = err.read(&mut chunk) {
+        if n == 0 {
+            return;
+        }
+        let mut buf = tail.lock().unwrap_or_else(|e| e.into_inner());
+        buf.extend_from_slice(&chunk[..n]);
+        let excess = buf.len().saturating_sub(STDERR_TAIL);
+        buf.drain(..excess);
+    }
+}
+
 /// SIGTERM to the child's process group, then SIGKILL if the child has not exited within
 /// `grace`; then reap it. The group goes too, so nothing it started keeps its pipes open.
-fn terminate(child: &mut Child, grace: Duration) {
+pub(crate) fn terminate(child: &mut Child, grace: Duration) {
     let group = i32::try_from(child.id()).ok().map(Pid::from_raw);
     if let Some(g) = group {
         let _ = killpg(g, Signal::SIGTERM);
@@ -234,7 +280,7 @@ fn encode(v: &Value) -> Vec<u8> {
 
 impl DynKind for CommandKind {
     fn name(&self) -> &'static str {
-        self.static_name()
+        self.name
     }
 
     fn split(
@@ -271,7 +317,10 @@ impl DynKind for CommandKind {
 
     fn process(&self, shard: &[u8], stop: &Stop) -> Result<Vec<u8>, KindError> {
         let input = stdin_bytes(self.name(), shard)?;
-        let out = self.run(&self.process, &[], &input, stop)?;
+        let out = match &self.server {
+            Some(pool) => pool.run(&input, stop)?,
+            None => self.run(&self.process, &[], &input, stop, None)?,
+        };
         Ok(encode(&Value::Binary(out)))
     }
 
@@ -290,10 +339,13 @@ impl DynKind for CommandKind {
                 what: "partial",
                 detail,
             })?;
+        let until = Instant::now() + self.merge_timeout;
         let merged = match &self.merge {
             None => parts.concat(),
             Some(argv) => match self.merge_input {
-                MergeInput::Concat => self.run(argv, &[], &parts.concat(), &Stop::new())?,
+                MergeInput::Concat => {
+                    self.run(argv, &[], &parts.concat(), &Stop::new(), Some(until))?
+                }
                 MergeInput::Files => {
                     let dir = tempfile::tempdir().map_err(|e| {
                         KindError::Failed(format!("{}: a directory for the parts: {e}", self.name))
@@ -306,7 +358,7 @@ impl DynKind for CommandKind {
                         })?;
                         paths.push(path.display().to_string());
                     }
-                    self.run(argv, &paths, &[], &Stop::new())?
+                    self.run(argv, &paths, &[], &Stop::new(), Some(until))?
                 }
             },
         };
@@ -339,16 +391,18 @@ mod tests {
 
     fn kind(process: &str, merge: Option<&str>, input: MergeInput, output: Output) -> CommandKind {
         CommandKind {
-            name: "test-kind".into(),
+            name: "test-kind",
             splitter: Splitter::Lines,
             shard_size: 1,
             process: sh(process),
+            server: None,
             merge: merge.map(sh),
             merge_input: input,
             output,
             max_attempts: 3,
             max_output: 1_000,
             stop_grace: Duration::from_millis(200),
+            merge_timeout: Duration::from_secs(10),
         }
     }
 

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions};
-use shardline::kind::{DynKind, KindError, Stop};
+use shardline::amqp::Published;
+use shardline::kind::{DynKind, KindError, Stop, check_name};
 use shardline::message::{ErrorInfo, FINALIZE_TYPE, FinalizeOrder, Shard, Status};
 use shardline::metric::{self, ShardOutcome};
 use shardline::resolve::Resolver;
@@ -141,6 +142,35 @@ impl Handler {
         }
     }
 
+    /// A shard of a kind this worker does not serve (its engine queue got it from a manager
+    /// with a stale view of the engines): pass it, untouched and with its delivery mark, to its
+    /// kind's shared queue, where a worker that serves the kind takes it. A shard whose kind
+    /// name is not one fails its request.
+    async fn pass_on(&self, shard: &Shard, delivery: &Delivery) -> Settle {
+        if check_name(&shard.kind).is_err() {
+            let msg = format!("{:?} is not a kind name", shard.kind);
+            return self.fail(shard, delivery, "unknown_kind", &msg).await;
+        }
+        warn!(kind = %shard.kind, "this worker does not serve the shard's kind; passing it to the kind's queue");
+        let queue = self.names.kind_queue(&shard.kind);
+        let moved = async {
+            amqp::declare_kind_queue(&self.channel, &self.names, &shard.kind).await?;
+            let props = amqp::moved_properties(delivery);
+            amqp::publish(&self.channel, "", &queue, &delivery.data, props, true).await
+        };
+        match moved.await {
+            Ok(Published::Stored) => Settle::Ack,
+            Ok(Published::Returned(_)) => {
+                warn!(%queue, "the kind's queue refused the shard; retrying");
+                Settle::Requeue
+            }
+            Err(error) => {
+                warn!(%error, "passing the shard on failed; retrying");
+                Settle::Requeue
+            }
+        }
+    }
+
     /// Finalize the request a manager's [`FinalizeOrder`] names, if no finalizer holds it.
     async fn handle_order(&self, delivery: &Delivery) -> Settle {
         let order = match rmp_serde::from_slice::<FinalizeOrder>(&delivery.data) {
@@ -203,6 +233,9 @@ impl Handler {
             self.count(&shard, ShardOutcome::Skipped);
             return Settle::Ack;
         }
+        let Some(kind) = self.registry.get(&shard.kind) else {
+            return self.pass_on(&shard, delivery).await;
+        };
         // A first delivery goes straight to work: no earlier try can have crashed, and the
         // result script refuses what an ended request no longer needs. Only a shard that was
         // delivered before asks Redis first, to count its tries and skip a stored result.
@@ -224,10 +257,6 @@ impl Handler {
             }
         } else {
             1
-        };
-        let Some(kind) = self.registry.get(&shard.kind) else {
-            let msg = format!("worker {} has no kind {:?}", self.engine, shard.kind);
-            return self.fail(&shard, delivery, "unknown_kind", &msg).await;
         };
         let limit = kind.max_attempts();
         if attempt > limit {

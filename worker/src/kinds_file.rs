@@ -10,16 +10,19 @@
 //! merge = ["python3", "csv_sum.py", "merge"]
 //! merge_input = "concat"              # or "files": one file per part, paths appended to `merge`
 //! output = "json"                     # how the merge's stdout becomes the result: json or text
+//! mode = "spawn"                      # or "serve": long-running children, see `crate::serve`
 //! ```
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use shardline::kind::{Splitter, check_name};
+use shardline::kind::{DEFAULT_MAX_ATTEMPTS, Splitter, check_name};
 
 use crate::command::CommandKind;
+use crate::serve::Pool;
 
 /// Why a kinds file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +77,9 @@ struct Declared {
     output: Output,
     #[serde(default = "default_attempts")]
     max_attempts: u32,
+    merge_timeout_ms: Option<u64>,
+    #[serde(default)]
+    mode: Mode,
     /// Run `process` and `merge` (each then one string) with `sh -c`.
     #[serde(default)]
     shell: bool,
@@ -82,7 +88,18 @@ struct Declared {
 }
 
 fn default_attempts() -> u32 {
-    3
+    DEFAULT_MAX_ATTEMPTS
+}
+
+/// How `process` runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A process per shard.
+    #[default]
+    Spawn,
+    /// Long-running children answering shard after shard in frames ([`crate::serve`]).
+    Serve,
 }
 
 /// How a merge command gets the partial results.
@@ -122,6 +139,9 @@ pub struct Argv {
 pub const DEFAULT_MAX_OUTPUT: u64 = 64 * 1024 * 1024;
 /// Time between SIGTERM and SIGKILL for a command being stopped, by default.
 pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(2);
+/// Longest a merge command may run, by default (a shard's limit is the worker's
+/// `--shard-time-limit-ms`).
+pub const DEFAULT_MERGE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Read the kinds in `path`.
 ///
@@ -171,22 +191,33 @@ fn build(name: &str, d: Declared, base: &Path) -> Result<CommandKind, String> {
         .as_deref()
         .map(|m| argv(m, d.shell, base).map_err(|e| format!("merge: {e}")))
         .transpose()?;
+    if merge.is_none() && d.merge_input != MergeInput::Concat {
+        return Err("merge_input = \"files\" needs a merge command".into());
+    }
+    let max_output = d.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT);
+    let stop_grace = d
+        .stop_grace_ms
+        .map_or(DEFAULT_STOP_GRACE, Duration::from_millis);
+    let server = (d.mode == Mode::Serve)
+        .then(|| Arc::new(Pool::new(name, process.clone(), max_output, stop_grace)));
     Ok(CommandKind {
-        name: name.to_owned(),
+        name: Box::leak(name.to_owned().into_boxed_str()),
         splitter: d.splitter,
         shard_size: d
             .shard_size
             .unwrap_or(default_shard_size(d.splitter))
             .max(1),
         process,
+        server,
         merge,
         merge_input: d.merge_input,
         output: d.output,
         max_attempts: d.max_attempts,
-        max_output: d.max_output_bytes.unwrap_or(DEFAULT_MAX_OUTPUT),
-        stop_grace: d
-            .stop_grace_ms
-            .map_or(DEFAULT_STOP_GRACE, Duration::from_millis),
+        max_output,
+        stop_grace,
+        merge_timeout: d
+            .merge_timeout_ms
+            .map_or(DEFAULT_MERGE_TIMEOUT, Duration::from_millis),
     })
 }
 
@@ -221,16 +252,24 @@ fn argv(words: &[String], shell: bool, base: &Path) -> Result<Argv, String> {
 }
 
 /// Find a program: a path with a `/` is taken from `base` when relative; a bare name is looked
-/// up on `PATH`.
+/// up on `PATH`. It must be an executable file.
 fn resolve(program: &str, base: &Path) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     let found = if program.contains('/') {
         let p = base.join(program);
-        p.is_file().then_some(p)
+        if p.is_file() && !executable(&p) {
+            return Err(format!("program {program:?} is not executable"));
+        }
+        executable(&p).then_some(p)
     } else {
         std::env::var_os("PATH").and_then(|paths| {
             std::env::split_paths(&paths)
                 .map(|dir| dir.join(program))
-                .find(|p| p.is_file())
+                .find(|p| executable(p))
         })
     };
     found.ok_or_else(|| format!("program {program:?} not found"))
@@ -291,8 +330,12 @@ mod tests {
     fn the_example_kinds_file_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/kinds/kinds.toml");
         let kinds = load(&path).expect("the example loads");
-        let names: Vec<&str> = kinds.iter().map(|k| k.name.as_str()).collect();
-        assert_eq!(names, ["csv-sum", "grep-error", "numsort"]);
+        let names: Vec<&str> = kinds.iter().map(|k| k.name).collect();
+        assert_eq!(
+            names,
+            ["csv-sum", "csv-sum-served", "grep-error", "numsort"]
+        );
+        assert!(kinds[1].server.is_some() && kinds[0].server.is_none());
     }
 
     /// Each sort of bad file is refused with an error that says what and where.
@@ -322,6 +365,12 @@ mod tests {
             err("[kinds.x]\nsplitter = \"lines\"\nprocess = [\"a\", \"b\"]\nshell = true")
                 .contains("one string")
         );
+        let files = "[kinds.x]\nsplitter = \"lines\"\nprocess = [\"cat\"]\nmerge_input = \"files\"";
+        assert!(err(files).contains("needs a merge"));
+        let (dir, path) = file("[kinds.x]\nsplitter = \"lines\"\nprocess = [\"./plain.sh\"]");
+        std::fs::write(dir.path().join("plain.sh"), "echo").expect("write");
+        let e = load(&path).expect_err("not executable").to_string();
+        assert!(e.contains("not executable"), "{e}");
         let gone = load(Path::new("/no/such/kinds.toml"))
             .expect_err("missing")
             .to_string();

@@ -40,6 +40,7 @@ pub mod handler;
 pub mod heartbeat;
 pub mod kinds_file;
 pub mod prefetch;
+pub mod serve;
 
 use std::future::Future;
 use std::net::SocketAddr;

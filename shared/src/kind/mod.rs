@@ -57,12 +57,15 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub use advert::{Advert, check_name};
 pub use checksum::Checksum;
-pub use registry::{DynKind, Registry};
+pub use registry::{BUILTIN_KINDS, DynKind, Registry};
 pub use sort::Sort;
 pub use splitter::Splitter;
 pub use stop::Stop;
 pub use synthetic::Synthetic;
 pub use wordcount::WordCount;
+
+/// How many times a shard may be tried, unless its kind says otherwise.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// A kind's failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -131,7 +134,7 @@ pub trait Kind: Send + Sync + 'static {
     /// A try that returns an error, panics, or kills the worker counts; tries are spaced by an
     /// exponential backoff.
     fn max_attempts(&self) -> u32 {
-        3
+        DEFAULT_MAX_ATTEMPTS
     }
     /// Whether a shard's processing time grows with its encoded size (true for most kinds).
     /// Workers then learn each kind's time per byte and run the shards they expect to take

@@ -166,6 +166,11 @@ impl<K: Kind> DynKind for K {
     }
 }
 
+/// The names of the built-in kinds ([`Registry::builtin`]), sorted: what an engine that does
+/// not say which kinds it serves (a worker from before kinds were advertised) is taken to
+/// serve.
+pub const BUILTIN_KINDS: [&str; 4] = ["checksum", "sort", "synthetic", "wordcount"];
+
 /// Kinds by name. Cheap to clone.
 #[derive(Clone, Default)]
 pub struct Registry {
@@ -250,6 +255,12 @@ mod tests {
             .flat_map(|p| sort.split(p, &mut |_, _| 1).expect("split"))
             .collect();
         assert_eq!(shards, alone);
+    }
+
+    /// The list of built-in names is the built-in registry's.
+    #[test]
+    fn builtin_kinds_are_listed() {
+        assert_eq!(Registry::builtin().names(), BUILTIN_KINDS);
     }
 
     /// A built-in kind that names a generic splitter gives the same answer when a manager

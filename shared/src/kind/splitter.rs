@@ -10,7 +10,7 @@
 //! | `words` | a string | bytes | a string cut at whitespace (may be empty when words are long) |
 //! | `lines` | a string | bytes | a string of whole lines, each with its `\n` (may be empty) |
 //! | `list` | an array | items | an array of consecutive items |
-//! | `bytes` | binary, or a string | bytes | binary (a string cut at character boundaries) |
+//! | `bytes` | binary, or a string | bytes | a run of the binary; for a string, a string cut at character boundaries |
 //! | `none` | anything | 1 | the whole input |
 //! | `custom` | the kind's own | the kind's own | only a manager built with the kind can cut it |
 

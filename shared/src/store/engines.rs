@@ -7,7 +7,7 @@ use redis::AsyncCommands;
 use tracing::warn;
 
 use super::Store;
-use crate::kind::Advert;
+use crate::kind::{Advert, BUILTIN_KINDS};
 use crate::{Error, now_ms};
 
 /// What an engine says of itself in its heartbeat key:
@@ -27,6 +27,15 @@ pub struct EngineInfo {
 }
 
 impl EngineInfo {
+    /// Whether the engine serves `kind`: one of the kinds it lists, or, when it lists none
+    /// (a worker from before kinds were advertised), a built-in kind.
+    pub fn serves(&self, kind: &str) -> bool {
+        match &self.kinds {
+            Some(kinds) => kinds.iter().any(|k| k == kind),
+            None => BUILTIN_KINDS.contains(&kind),
+        }
+    }
+
     /// Read heartbeat details.
     pub fn parse(details: &str) -> Self {
         let field = |name: &str| {
@@ -244,5 +253,7 @@ mod tests {
         assert_eq!(odd.pid, Some(3));
         assert_eq!(odd.kinds, Some(vec![]));
         assert_eq!(EngineInfo::parse("").kinds, None);
+        assert!(EngineInfo::parse("").serves("sort") && !EngineInfo::parse("").serves("grep"));
+        assert!(info.serves("grep") && !info.serves("wordcount"));
     }
 }

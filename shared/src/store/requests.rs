@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::{BATCH, RequestState, Store};
 use crate::Error;
+use crate::kind::Splitter;
 use crate::message::{ErrorInfo, FailurePolicy, Format, Status};
 
 static CREATE: LazyLock<Script> =
@@ -34,6 +35,7 @@ const META_FIELDS: &[&str] = &[
     "error",
     "policy",
     "quorum",
+    "cut",
     "tombstone",
 ];
 
@@ -62,6 +64,9 @@ pub struct NewRequest {
     pub quorum: Option<u32>,
     /// Id of the manager that recorded it (the `manager` field, for inspection).
     pub manager: String,
+    /// How it was cut: a generic splitter, or [`Splitter::Custom`] for the kind's own code. A
+    /// redelivered request is cut again the same way, whichever manager takes it.
+    pub cut: Splitter,
 }
 
 /// What [`Store::create`] found.
@@ -128,6 +133,8 @@ pub struct Meta {
     pub policy: FailurePolicy,
     /// Shards that must succeed, with [`FailurePolicy::Quorum`].
     pub quorum: Option<u32>,
+    /// How it was cut (`None` in a record written before the cut was recorded).
+    pub cut: Option<Splitter>,
 }
 
 impl Meta {
@@ -167,6 +174,12 @@ impl Meta {
         let policy = field("policy")
             .and_then(FailurePolicy::parse)
             .ok_or_else(|| corrupt(format!("field policy: {:?}", field("policy"))))?;
+        let cut = field("cut")
+            .map(|c| {
+                c.parse::<Splitter>()
+                    .map_err(|e| corrupt(format!("field cut: {e}")))
+            })
+            .transpose()?;
         let error = f.get("error_code").map(|code| ErrorInfo {
             code: code.clone(),
             message: f.get("error").cloned().unwrap_or_default(),
@@ -187,6 +200,7 @@ impl Meta {
             error,
             policy,
             quorum,
+            cut,
         })
     }
 }
@@ -229,7 +243,9 @@ impl Store {
             .arg("policy")
             .arg(req.policy.as_str())
             .arg("manager")
-            .arg(&req.manager);
+            .arg(&req.manager)
+            .arg("cut")
+            .arg(req.cut.as_str());
         if let Some(q) = req.quorum {
             inv.arg("quorum").arg(q);
         }
