@@ -35,8 +35,12 @@ use crate::serve::Pool;
 
 /// How much of a failed command's stderr goes into the error.
 const STDERR_TAIL: usize = 2_048;
-/// How often a running command is checked for exit or stop.
+/// How often a running command is checked for exit or stop, at most: the checks start
+/// [`FIRST_POLL`] apart and double up to this, so that a command that takes a millisecond is
+/// not charged a whole period.
 const POLL: Duration = Duration::from_millis(5);
+/// The first pause between checks of a running command.
+const FIRST_POLL: Duration = Duration::from_micros(50);
 
 /// A kind run by commands. Built by [`crate::kinds_file::load`].
 #[derive(Debug, Clone)]
@@ -160,6 +164,7 @@ impl CommandKind {
         over: &AtomicBool,
     ) -> Ended {
         let started = Instant::now();
+        let mut pause = FIRST_POLL;
         loop {
             match child.try_wait() {
                 Ok(Some(status)) => return Ended::Exited(status),
@@ -181,7 +186,8 @@ impl CommandKind {
                 terminate(child, self.stop_grace);
                 return Ended::Killed;
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(POLL);
         }
     }
 }
