@@ -411,7 +411,10 @@ impl Dispatcher {
         );
         let begun = Instant::now();
         let engines = self.engines.serving(&accepted.kind);
-        let plan = self.plan(&accepted, &engines);
+        // Only a new payload needs a shard count: a recorded request keeps its count, and
+        // pieces a client cut are one shard each.
+        let plan = (fixed.is_none() && matches!(accepted.input, Input::Payload(_)))
+            .then(|| self.plan(&accepted, &engines));
         let Accepted {
             kind,
             input,
@@ -526,11 +529,13 @@ impl Dispatcher {
         cutter: Cutter,
         input: Input,
         fixed: Option<usize>,
-        plan: Plan,
+        plan: Option<Plan>,
     ) -> Result<(Split, u64), Error> {
         let split = tokio::task::spawn_blocking(move || {
             cutter.split(input, &mut |size, hint| {
-                fixed.unwrap_or_else(|| plan.shards(size, hint))
+                fixed
+                    .or_else(|| plan.as_ref().map(|p| p.shards(size, hint)))
+                    .unwrap_or(1)
             })
         })
         .await?;

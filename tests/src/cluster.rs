@@ -109,6 +109,12 @@ impl ClusterBuilder {
         amqp::declare_topology(&setup, &names)
             .await
             .expect("topology");
+        // As the services do at start: a test may look into a kind's queue before they run.
+        for kind in self.registry.names() {
+            amqp::declare_kind_queue(&setup, &names, kind)
+                .await
+                .expect("kind queue");
+        }
         let mut cluster = Cluster {
             connect,
             names,
