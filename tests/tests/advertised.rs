@@ -37,6 +37,41 @@ fn buckets(n: i64) -> rmpv::Value {
     shardline::message::to_named_value(&counts).expect("value")
 }
 
+/// Check that `r` is request `id` completed with the histogram of 0..n.
+fn assert_histogram(r: &shardline::message::FinalResult, id: Uuid, n: i64) {
+    assert_eq!(
+        (r.request_id, r.status),
+        (id, Status::Completed),
+        "{:?}",
+        r.error
+    );
+    assert_eq!(completed(r), buckets(n));
+}
+
+/// Record a running `histogram` request of `total` shards, cut by the `list` splitter, whose
+/// result goes to `reply_to`; returns its deadline.
+async fn record_histogram(c: &Cluster, id: Uuid, total: u32, reply_to: &str) -> u64 {
+    let deadline = shardline::now_ms() + 60_000;
+    c.store
+        .create(&shardline::store::NewRequest {
+            id,
+            kind: "histogram".into(),
+            total,
+            created: shardline::now_ms(),
+            deadline,
+            reply_to: Some(reply_to.to_owned()),
+            correlation_id: None,
+            format: shardline::message::Format::MsgPack,
+            policy: Default::default(),
+            quorum: None,
+            manager: "test".into(),
+            cut: shardline::kind::Splitter::List,
+        })
+        .await
+        .expect("create");
+    deadline
+}
+
 fn numbers(n: i64) -> rmpv::Value {
     rmpv::Value::Array((0..n).map(rmpv::Value::from).collect())
 }
@@ -61,14 +96,8 @@ async fn a_stock_manager_serves_a_kind_it_never_saw() {
     let body = request_body("histogram", numbers(100), &[]);
     publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
     let r = replies.next(WAIT).await;
-    assert_eq!(
-        (r.request_id, r.status),
-        (id, Status::Completed),
-        "{:?}",
-        r.error
-    );
+    assert_histogram(&r, id, 100);
     assert_eq!(r.shards, 8, "cut by the manager with the list splitter");
-    assert_eq!(completed(&r), buckets(100));
     let _ = manager.kill().await;
     let _ = worker.kill().await;
     c.shutdown().await;
@@ -177,13 +206,7 @@ async fn a_worker_of_the_kind_finalizes_what_the_manager_cannot_merge() {
     let id = stage_unfinalized(&c, "histogram", &parts, &replies.queue).await;
     c.start_manager(|_| {});
     let r = replies.next(WAIT).await;
-    assert_eq!(
-        (r.request_id, r.status),
-        (id, Status::Completed),
-        "{:?}",
-        r.error
-    );
-    assert_eq!(completed(&r), buckets(20));
+    assert_histogram(&r, id, 20);
     assert!(!replies.another_within(Duration::from_millis(1_500)).await);
     let _ = worker.kill().await;
     c.shutdown().await;
@@ -201,24 +224,7 @@ async fn a_shard_at_the_wrong_engine_is_passed_on() {
     let mut worker = histogram_worker(&c, "hist").await;
     let mut replies = Replies::new(&c).await;
     let id = Uuid::new_v4();
-    let deadline = shardline::now_ms() + 60_000;
-    c.store
-        .create(&shardline::store::NewRequest {
-            id,
-            kind: "histogram".into(),
-            total: 1,
-            created: shardline::now_ms(),
-            deadline,
-            reply_to: Some(replies.queue.clone()),
-            correlation_id: None,
-            format: shardline::message::Format::MsgPack,
-            policy: Default::default(),
-            quorum: None,
-            manager: "test".into(),
-            cut: shardline::kind::Splitter::List,
-        })
-        .await
-        .expect("create");
+    let deadline = record_histogram(&c, id, 1, &replies.queue).await;
     let shard = shardline::message::Shard {
         request_id: id,
         index: 0,
@@ -241,13 +247,7 @@ async fn a_shard_at_the_wrong_engine_is_passed_on() {
         .expect("publish");
     assert!(matches!(published, shardline::amqp::Published::Stored));
     let r = replies.next(WAIT).await;
-    assert_eq!(
-        (r.request_id, r.status),
-        (id, Status::Completed),
-        "{:?}",
-        r.error
-    );
-    assert_eq!(completed(&r), buckets(30));
+    assert_histogram(&r, id, 30);
     let _ = worker.kill().await;
     c.shutdown().await;
 }
@@ -260,23 +260,7 @@ async fn a_recorded_request_waits_for_its_kind() {
     let c = Cluster::builder().workers(0).start().await;
     let mut replies = Replies::new(&c).await;
     let id = Uuid::new_v4();
-    c.store
-        .create(&shardline::store::NewRequest {
-            id,
-            kind: "histogram".into(),
-            total: 2,
-            created: shardline::now_ms(),
-            deadline: shardline::now_ms() + 60_000,
-            reply_to: Some(replies.queue.clone()),
-            correlation_id: None,
-            format: shardline::message::Format::MsgPack,
-            policy: Default::default(),
-            quorum: None,
-            manager: "test".into(),
-            cut: shardline::kind::Splitter::List,
-        })
-        .await
-        .expect("create");
+    record_histogram(&c, id, 2, &replies.queue).await;
     // The client republishes it (same id) while no worker serves `histogram`.
     let body = request_body("histogram", numbers(40), &[]);
     publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
@@ -286,14 +270,8 @@ async fn a_recorded_request_waits_for_its_kind() {
     );
     let mut worker = histogram_worker(&c, "hist").await;
     let r = replies.next(WAIT).await;
-    assert_eq!(
-        (r.request_id, r.status),
-        (id, Status::Completed),
-        "{:?}",
-        r.error
-    );
+    assert_histogram(&r, id, 40);
     assert_eq!(r.shards, 2, "cut again into the recorded count");
-    assert_eq!(completed(&r), buckets(40));
     let _ = worker.kill().await;
     c.shutdown().await;
 }
