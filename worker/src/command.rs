@@ -83,17 +83,7 @@ impl CommandKind {
         until: Option<Instant>,
     ) -> Result<Vec<u8>, KindError> {
         let what = argv.program.display().to_string();
-        // Its own process group, so that stopping it stops what it started too.
-        let mut child = Command::new(&argv.program)
-            .process_group(0)
-            .current_dir(&argv.dir)
-            .args(&argv.args)
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| KindError::Failed(format!("{}: starting {what}: {e}", self.name)))?;
+        let mut child = spawn(self.name, argv, extra)?;
         let feeder = feed(&mut child, input.to_vec());
         let limit = self.max_output;
         let over = Arc::new(AtomicBool::new(false));
@@ -217,6 +207,22 @@ fn join_output(h: JoinHandle<std::io::Result<Vec<u8>>>) -> Result<Vec<u8>, KindE
     h.join()
         .map_err(|_| KindError::Failed("reading a command's output panicked".into()))?
         .map_err(|e| KindError::Failed(format!("reading a command's output: {e}")))
+}
+
+/// Start `argv` (plus `extra` arguments) for kind `kind`: in the kinds file's directory, in a
+/// process group of its own (so that stopping it stops what it started too), with all three
+/// standard streams piped.
+pub(crate) fn spawn(kind: &str, argv: &Argv, extra: &[String]) -> Result<Child, KindError> {
+    Command::new(&argv.program)
+        .process_group(0)
+        .current_dir(&argv.dir)
+        .args(&argv.args)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| KindError::Failed(format!("{kind}: starting {}: {e}", argv.program.display())))
 }
 
 /// SIGKILL to what is left of a child's process group (the child runs in its own group:

@@ -14,15 +14,14 @@
 //! `examples/kinds/shardline_serve.py` implements the child's side in Python.
 
 use std::io::{self, Read, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shardline::kind::{KindError, Stop};
 
-use crate::command::{keep_tail, terminate};
+use crate::command::{keep_tail, spawn, terminate};
 use crate::kinds_file::Argv;
 
 /// How often a waiting shard checks its stop flag.
@@ -156,21 +155,7 @@ impl Pool {
 
     /// Start a child with its readers.
     fn start(&self) -> Result<Server, KindError> {
-        let mut child = Command::new(&self.argv.program)
-            .process_group(0)
-            .current_dir(&self.argv.dir)
-            .args(&self.argv.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| {
-                KindError::Failed(format!(
-                    "{}: starting {}: {e}",
-                    self.name,
-                    self.argv.program.display()
-                ))
-            })?;
+        let mut child = spawn(&self.name, &self.argv, &[])?;
         let (stdin, stdout, err) =
             match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
                 (Some(i), Some(o), Some(e)) => (i, o, e),
