@@ -384,6 +384,7 @@ async fn antagonist(
             unit_cost_us: unit_us,
             spin: false,
             noise_seed: None,
+            partition: None,
         };
         let shard = Shard {
             request_id: id,

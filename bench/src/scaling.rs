@@ -198,6 +198,7 @@ pub async fn run(base: &ConnectArgs, shape: Shape, seed: u64) -> anyhow::Result<
                     unit_cost_us: UNIT_US,
                     spin: false,
                     noise_seed: None,
+                    partition: None,
                 };
                 let payload = shardline::message::to_named_value(&work).ok()?;
                 let (id, rx) = client

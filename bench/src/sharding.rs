@@ -263,6 +263,7 @@ fn work(units: u64, noise_seed: u64) -> Work {
         unit_cost_us: UNIT_US,
         spin: false,
         noise_seed: Some(noise_seed),
+        partition: None,
     }
 }
 

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use shardline::config::ConnectArgs;
 use shardline_manager::engines::Engine;
 use shardline_manager::ledger::Sent;
+use shardline_manager::locality::Fit;
 use shardline_manager::plan::ShardCount;
 use shardline_manager::predictor::Predictor;
 use shardline_manager::{Config, RouterKind};
@@ -212,6 +213,7 @@ pub fn decisions() -> ((u64, u64), (u64, u64)) {
                 size: 1.0,
                 expected_us: 20_000.0,
                 idle: false,
+                fit: Fit::Unkeyed,
                 at: Instant::now(),
             },
         );

@@ -120,6 +120,7 @@ impl Workload {
             unit_cost_us: unit_us,
             spin: false,
             noise_seed: None,
+            partition: None,
         };
         if self == Workload::W8w {
             vec![light; PRIME]
@@ -166,6 +167,7 @@ fn request(rng: &mut StdRng, units_per_shard: u64, shards: u32, unit_us: u64) ->
         unit_cost_us: unit_us,
         spin: false,
         noise_seed: Some(rng.random()),
+        partition: None,
     }
 }
 

@@ -34,6 +34,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection};
 use shardline::amqp;
+use shardline::locality::LocalityKey;
 use shardline::message::{FinalResult, Format, Options, PreCutBody, RequestBody};
 use shardline::store::{Meta, Rejected, Store};
 use shardline::{Names, config::ConnectArgs};
@@ -161,6 +162,7 @@ impl Client {
             kind: kind.to_owned(),
             payload,
             options: options.to_value(),
+            locality: None,
         })
         .await
     }
@@ -181,6 +183,63 @@ impl Client {
             kind: kind.to_owned(),
             shards,
             options: options.to_value(),
+            locality: None,
+            localities: None,
+        })
+        .await
+    }
+
+    /// Publish a request whose data lives at `locality` (every shard): the manager prefers
+    /// engines that hold the key ([`shardline::locality`]).
+    ///
+    /// # Errors
+    /// The broker refused the request.
+    pub async fn send_at(
+        &self,
+        kind: &str,
+        payload: rmpv::Value,
+        locality: &LocalityKey,
+        options: Options,
+    ) -> Result<(Uuid, oneshot::Receiver<FinalResult>), Error> {
+        self.publish(&RequestBody {
+            kind: kind.to_owned(),
+            payload,
+            options: options.to_value(),
+            locality: Some(locality.to_string()),
+        })
+        .await
+    }
+
+    /// Publish a request cut by the caller ([`Client::send_shards`]) whose pieces each name
+    /// where their data lives (`None`: anywhere), one entry per piece.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the counts differ; the broker refused the request.
+    pub async fn send_shards_at(
+        &self,
+        kind: &str,
+        shards: Vec<rmpv::Value>,
+        localities: Vec<Option<LocalityKey>>,
+        options: Options,
+    ) -> Result<(Uuid, oneshot::Receiver<FinalResult>), Error> {
+        if localities.len() != shards.len() {
+            return Err(Error::Input(format!(
+                "{} locality keys for {} shards: give one per shard",
+                localities.len(),
+                shards.len()
+            )));
+        }
+        self.publish(&PreCutBody {
+            kind: kind.to_owned(),
+            shards,
+            options: options.to_value(),
+            locality: None,
+            localities: Some(
+                localities
+                    .into_iter()
+                    .map(|k| k.map(|k| k.to_string()))
+                    .collect(),
+            ),
         })
         .await
     }
@@ -317,6 +376,58 @@ impl Client {
     pub async fn cancel(&self, id: Uuid) -> Result<shardline::store::Ended, Error> {
         self.store
             .cancel(id, "cancelled by a client")
+            .await
+            .map_err(Error::Redis)
+    }
+
+    /// The locality keys `engine` holds, sorted.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn locality(&self, engine: &str) -> Result<Vec<String>, Error> {
+        let held = self
+            .store
+            .localities(&[engine.to_owned()])
+            .await
+            .map_err(Error::Redis)?;
+        Ok(held.into_iter().flatten().collect())
+    }
+
+    /// Add `keys` to what `engine` holds, at run time (until the worker restarts, when its
+    /// `--locality` applies again); returns how many were new. Managers see the change
+    /// within a second.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn add_locality(&self, engine: &str, keys: &[LocalityKey]) -> Result<u64, Error> {
+        self.store
+            .add_locality(engine, keys)
+            .await
+            .map_err(Error::Redis)
+    }
+
+    /// Take `keys` out of what `engine` holds, at run time; returns how many it held.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn remove_locality(
+        &self,
+        engine: &str,
+        keys: &[LocalityKey],
+    ) -> Result<u64, Error> {
+        self.store
+            .remove_locality(engine, keys)
+            .await
+            .map_err(Error::Redis)
+    }
+
+    /// Engines whose heartbeat is current, sorted by id.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn live_engines(&self) -> Result<Vec<String>, Error> {
+        self.store
+            .live_engines(LIVE_WITHIN)
             .await
             .map_err(Error::Redis)
     }

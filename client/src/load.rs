@@ -54,6 +54,7 @@ pub fn generate(kind: &str, size: usize, rng: &mut StdRng) -> Result<rmpv::Value
             unit_cost_us: 1_000,
             spin: false,
             noise_seed: None,
+            partition: None,
         })
         .map_err(|e| Error::Input(e.to_string()))?,
         other => return Err(Error::Input(format!("no generator for kind {other:?}"))),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use shardline::config::ConnectArgs;
+use shardline::locality::LocalityKey;
 use shardline::message::{FailurePolicy, FinalResult, Input, Options, Status};
 use shardline::store::{Ended, Meta, Rejected};
 use shardline_client::{Client, Error, InputFormat, parse_payload};
@@ -47,6 +48,14 @@ enum Command {
         /// --file; for data already held in pieces). Repeat it for each shard.
         #[arg(long, conflicts_with_all = ["file", "data", "max_shards"])]
         shard_file: Vec<PathBuf>,
+        /// Where every shard's data lives (a partition, a file, a zone): the manager prefers
+        /// engines that hold this locality key.
+        #[arg(long)]
+        locality: Option<LocalityKey>,
+        /// With --shard-file: where each shard's data lives, one per --shard-file in the same
+        /// order (`-` for none).
+        #[arg(long, requires = "shard_file", conflicts_with = "locality")]
+        shard_locality: Vec<String>,
         /// How to read the input.
         #[arg(long, value_enum, default_value_t = InputFormat::Auto)]
         input: InputFormat,
@@ -127,6 +136,12 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// The locality keys engines hold (what the manager routes keyed shards by), and changes
+    /// to them at run time.
+    Locality {
+        #[command(subcommand)]
+        action: LocalityAction,
+    },
     /// In-flight requests, earliest deadline first.
     List {
         /// At most this many.
@@ -135,6 +150,34 @@ enum Command {
         /// Print JSON lines with raw values (epoch milliseconds).
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalityAction {
+    /// Print each live engine's keys (or one engine's, live or not).
+    List {
+        /// Only this engine.
+        #[arg(long)]
+        engine: Option<String>,
+    },
+    /// Add keys to what an engine holds (until the worker restarts with its --locality).
+    Add {
+        /// Engine id.
+        #[arg(long)]
+        engine: String,
+        /// Keys to add.
+        #[arg(required = true)]
+        keys: Vec<LocalityKey>,
+    },
+    /// Take keys out of what an engine holds.
+    Remove {
+        /// Engine id.
+        #[arg(long)]
+        engine: String,
+        /// Keys to remove.
+        #[arg(required = true)]
+        keys: Vec<LocalityKey>,
     },
 }
 
@@ -164,6 +207,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             file,
             data,
             shard_file,
+            locality,
+            shard_locality,
             input,
             max_shards,
             deadline_ms,
@@ -173,6 +218,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             quiet,
             summary,
         } => {
+            let shard_file_count = shard_file.len();
             let payload = if shard_file.is_empty() {
                 Input::Payload(parse_payload(&kind, input, read_input(file, data)?)?)
             } else {
@@ -193,9 +239,17 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                     .map_err(Error::Input)?,
                 quorum,
             };
-            let (id, rx) = match payload {
-                Input::Payload(p) => client.send(&kind, p, options).await?,
-                Input::Shards(s) => client.send_shards(&kind, s, options).await?,
+            let localities = shard_localities(&shard_locality, shard_file_count)?;
+            let (id, rx) = match (payload, locality) {
+                (Input::Payload(p), None) => client.send(&kind, p, options).await?,
+                (Input::Payload(p), Some(key)) => client.send_at(&kind, p, &key, options).await?,
+                (Input::Shards(s), key) => match (localities, key) {
+                    (None, None) => client.send_shards(&kind, s, options).await?,
+                    (keys, key) => {
+                        let keys = keys.unwrap_or_else(|| vec![key; s.len()]);
+                        client.send_shards_at(&kind, s, keys, options).await?
+                    }
+                },
             };
             eprintln!("request {id}");
             let bar = (!quiet).then(progress_bar);
@@ -340,6 +394,12 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             println!("namespace {} removed", cli.connect.namespace);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Locality { action } => {
+            let client = Client::connect(&cli.connect).await?;
+            let code = locality(&client, action).await?;
+            client.close().await;
+            Ok(code)
+        }
         Command::List { limit, json } => {
             let client = Client::connect(&cli.connect).await?;
             let ids = client.list(limit).await?;
@@ -368,6 +428,72 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `--shard-locality` values, one per shard file (`-` for none); `None` when not given.
+fn shard_localities(
+    given: &[String],
+    shards: usize,
+) -> Result<Option<Vec<Option<LocalityKey>>>, Error> {
+    if given.is_empty() {
+        return Ok(None);
+    }
+    if given.len() != shards {
+        return Err(Error::Input(format!(
+            "{} --shard-locality for {shards} --shard-file: give one per shard file (`-` for none)",
+            given.len()
+        )));
+    }
+    given
+        .iter()
+        .map(|k| match k.as_str() {
+            "-" => Ok(None),
+            k => LocalityKey::parse(k)
+                .map(Some)
+                .map_err(|e| Error::Input(format!("--shard-locality {k:?}: {e}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `shardline locality …`.
+async fn locality(client: &Client, action: LocalityAction) -> Result<ExitCode, Error> {
+    match action {
+        LocalityAction::List { engine } => {
+            let engines = match engine {
+                Some(e) => vec![e],
+                None => client.live_engines().await?,
+            };
+            if engines.is_empty() {
+                println!("no live engines");
+            }
+            for e in engines {
+                let keys = client.locality(&e).await?;
+                println!("{e}  {}", if keys.is_empty() { "-".to_owned() } else { keys.join(",") });
+            }
+        }
+        LocalityAction::Add { engine, keys } => {
+            warn_unless_live(client, &engine).await?;
+            let added = client.add_locality(&engine, &keys).await?;
+            println!("{engine}: {added} key(s) added, {} already held", (keys.len() as u64).saturating_sub(added));
+        }
+        LocalityAction::Remove { engine, keys } => {
+            let removed = client.remove_locality(&engine, &keys).await?;
+            println!("{engine}: {removed} key(s) removed, {} not held", (keys.len() as u64).saturating_sub(removed));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Say so when `engine` is not running: its keys apply once it is, until it restarts.
+async fn warn_unless_live(client: &Client, engine: &str) -> Result<(), Error> {
+    if !client.live_engines().await?.iter().any(|e| e == engine) {
+        eprintln!(
+            "shardline: engine {engine} is not running; the keys are kept, but a worker that \
+             starts as {engine} replaces them with its --locality"
+        );
+    }
+    Ok(())
 }
 
 /// A request id from the command line, with a message that says what is expected.

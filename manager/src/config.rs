@@ -224,6 +224,15 @@ pub struct Config {
         action = clap::ArgAction::Set
     )]
     pub scale_forecast: bool,
+    /// Prefer engines that hold a shard's locality key, bounded by load (`false`: ignore the
+    /// keys, the benchmark's ablation). Applies to the expected-delay policies.
+    #[arg(
+        long,
+        env = "SHARDLINE_LOCALITY_ROUTING",
+        default_value_t = Config::DEFAULT_LOCALITY_ROUTING,
+        action = clap::ArgAction::Set
+    )]
+    pub locality_routing: bool,
 }
 
 impl Config {
@@ -267,6 +276,8 @@ impl Config {
     pub const DEFAULT_SCALE_HEADROOM: f64 = 1.25;
     /// Default of `--scale-forecast`.
     pub const DEFAULT_SCALE_FORECAST: bool = true;
+    /// Default of `--locality-routing`.
+    pub const DEFAULT_LOCALITY_ROUTING: bool = true;
     /// Default of `--metrics-addr`: the loopback interface, port 9464 (the port the
     /// OpenTelemetry Prometheus exporter uses by convention).
     pub const DEFAULT_METRICS_ADDR: MetricsAddr = MetricsAddr::On(std::net::SocketAddr::new(
@@ -301,6 +312,7 @@ impl Config {
             scale_horizon_s: Config::DEFAULT_SCALE_HORIZON_S,
             scale_headroom: Config::DEFAULT_SCALE_HEADROOM,
             scale_forecast: Config::DEFAULT_SCALE_FORECAST,
+            locality_routing: Config::DEFAULT_LOCALITY_ROUTING,
         }
     }
 

@@ -20,6 +20,7 @@ use lapin::options::{BasicAckOptions, BasicNackOptions};
 use shardline::activity::{Counters, Event};
 use shardline::amqp::{self, Published, ReplyTo};
 use shardline::kind::KindError;
+use shardline::locality::Locality;
 use shardline::message::{FinalResult, Input, Options, Shard};
 use shardline::metric;
 use shardline::store::{
@@ -105,6 +106,8 @@ struct Cut {
     reply: ReplyTo,
     /// The request's options.
     options: Options,
+    /// Where its shards' data lives.
+    locality: Arc<Locality>,
     /// Epoch ms this dispatch began.
     created: u64,
     /// Epoch ms deadline (the recorded one, for a request recorded before).
@@ -260,7 +263,7 @@ impl Dispatcher {
             routes,
             mut reserved,
             holding,
-        } = self.route(id, &cut.kind, cut.shard_size(), cut.total, &cut.engines);
+        } = self.route(&cut);
         let Some(skip) = self
             .record(&cut, &routes, holding.as_ref(), &mut reserved)
             .await?
@@ -420,6 +423,7 @@ impl Dispatcher {
             input,
             reply,
             options,
+            locality,
             ..
         } = accepted;
         if let Input::Shards(pieces) = &input
@@ -480,6 +484,7 @@ impl Dispatcher {
             cutter,
             reply,
             options,
+            locality: Arc::new(locality),
             created,
             deadline,
             attempt: if existing.is_some() { 2 } else { 1 },
@@ -752,14 +757,9 @@ impl Dispatcher {
 
     /// Place every shard on an engine (entered in the ledger at once), on the shared queue, or
     /// in the hold, holding the router so that concurrent requests see each other's shards.
-    fn route(
-        &self,
-        id: uuid::Uuid,
-        kind: &str,
-        size: f64,
-        total: u32,
-        engines: &[Engine],
-    ) -> Placement<'_> {
+    fn route(&self, cut: &Cut) -> Placement<'_> {
+        let (id, kind, total, engines) = (cut.id, cut.kind.as_str(), cut.total, &cut.engines);
+        let size = cut.shard_size();
         let ledger = &self.predictor.ledger;
         if engines.is_empty() {
             warn!(
@@ -777,7 +777,7 @@ impl Dispatcher {
         let Some(rule) = router.holds() else {
             let (routes, reserved) =
                 self.predictor
-                    .place(router.as_mut(), id, kind, size, total, engines);
+                    .place(router.as_mut(), id, kind, size, total, &cut.locality, engines);
             return Placement {
                 routes,
                 reserved,
@@ -785,7 +785,7 @@ impl Dispatcher {
             };
         };
         // Behind every shard held already: the hold plans in arrival order.
-        let mut holding = hold.push(ledger, id, kind, size, 0..total);
+        let mut holding = hold.push(ledger, id, kind, size, cut.locality.clone(), 0..total);
         hold.scan(rule, &self.predictor, engines);
         drop(g);
         let mut routes = vec![None; total as usize];

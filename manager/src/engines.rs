@@ -22,6 +22,8 @@ pub struct Engine {
     /// The kinds it serves, from its heartbeat; `None` when it did not say (it is then
     /// taken to serve the built-in kinds).
     pub kinds: Option<BTreeSet<String>>,
+    /// The locality keys it holds ([`shardline::locality`]).
+    pub holds: Arc<BTreeSet<String>>,
 }
 
 impl Engine {
@@ -31,7 +33,15 @@ impl Engine {
             id: id.into(),
             slots,
             kinds: Some(kinds.iter().map(|k| (*k).to_owned()).collect()),
+            holds: Arc::default(),
         }
+    }
+
+    /// The same engine holding the locality keys `keys`.
+    #[must_use]
+    pub fn holding(mut self, keys: &[&str]) -> Self {
+        self.holds = Arc::new(keys.iter().map(|k| (*k).to_owned()).collect());
+        self
     }
 
     /// Read the heartbeat details ([`EngineInfo`]).
@@ -41,7 +51,13 @@ impl Engine {
             id,
             slots: info.concurrency.filter(|&n| n > 0).unwrap_or(1),
             kinds: info.kinds.map(|k| k.into_iter().collect()),
+            holds: Arc::default(),
         }
+    }
+
+    /// Whether it holds the locality key `key`.
+    pub fn holds(&self, key: &str) -> bool {
+        self.holds.contains(key)
     }
 
     /// Whether it serves `kind` (see [`EngineInfo::serves`]).
@@ -81,7 +97,7 @@ impl Engines {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if *g != engines {
-            info!(engines = ?engines.iter().map(|e| (&e.id, e.slots)).collect::<Vec<_>>(), "live engines changed");
+            info!(engines = ?engines.iter().map(|e| (&e.id, e.slots, e.holds.len())).collect::<Vec<_>>(), "live engines changed (id, slots, locality keys)");
             *g = engines;
         }
     }
@@ -93,10 +109,15 @@ impl Engines {
     pub async fn refresh(&self, store: &Store, ttl: Duration) -> Result<(), shardline::Error> {
         let ids = store.live_engines(ttl).await?;
         let details = store.engine_details(&ids).await?;
+        let held = store.localities(&ids).await?;
         let engines = ids
             .into_iter()
             .zip(details)
-            .map(|(id, d)| Engine::from_details(id, d.as_deref()))
+            .zip(held)
+            .map(|((id, d), keys)| Engine {
+                holds: Arc::new(keys),
+                ..Engine::from_details(id, d.as_deref())
+            })
             .collect();
         self.set(engines);
         Ok(())

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::history::History;
 use crate::ledger::Ledger;
+use crate::locality::Fit;
 use crate::predictor::Predictor;
 
 /// One completion: `<engine> <request> <index> <micros>`.
@@ -93,7 +94,11 @@ impl Event {
                     return;
                 };
                 let micros = c.micros as f64;
-                history.observe(&sent.kind, sent.size, &c.engine, micros);
+                if sent.fit == Fit::Remote && sent.engine == c.engine {
+                    history.observe_miss(&sent.kind, sent.size, &c.engine, micros);
+                } else {
+                    history.observe(&sent.kind, sent.size, &c.engine, micros);
+                }
                 if sent.idle && sent.engine == c.engine {
                     let total = sent.at.elapsed().as_secs_f64() * 1e6;
                     history.observe_transport(total - micros);

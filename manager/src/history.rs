@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::latency::Latency;
+use crate::locality::MISS_PRIOR;
 
 /// Weight of the newest observation in the per-engine and overhead averages.
 pub const ALPHA: f64 = 0.1;
@@ -217,6 +218,10 @@ pub struct Learned {
     dispatch_latency: Latency,
     /// Merge cost per partial result, per kind, µs.
     merge: HashMap<String, Ewma>,
+    /// Per kind, how many times its line a shard took on an engine that did not hold its
+    /// locality key ([`crate::locality`]).
+    #[serde(default)]
+    miss: HashMap<String, Ewma>,
 }
 
 /// The shared, thread-safe history.
@@ -325,6 +330,38 @@ impl History {
                 .observe(ratio);
         }
         g.1 = true;
+    }
+
+    /// Learn from one finished shard that ran on an engine without its locality key:
+    /// `micros` against the kind's line at that engine's speed. It teaches only the miss
+    /// factor (the line and the speed would read a remote read as a slow engine), and nothing
+    /// before the kind's line is trusted.
+    pub fn observe_miss(&self, kind: &str, size: f64, engine: &str, micros: f64) {
+        let mut g = self.lock();
+        let Some(line) = g.0.kinds.get(kind).and_then(|l| l.predict(size)) else {
+            return;
+        };
+        let speed = g.0.engines.get(engine).and_then(EngineSpeed::raw).unwrap_or(1.0);
+        let expected = line / speed;
+        if expected > 0.0 {
+            g.0.miss
+                .entry(kind.to_owned())
+                .or_default()
+                .observe(micros / expected);
+            g.1 = true;
+        }
+    }
+
+    /// How many times longer a shard of `kind` takes on an engine without its locality key
+    /// ([`MISS_PRIOR`] until measured, at least 1).
+    pub fn miss(&self, kind: &str) -> f64 {
+        self.lock()
+            .0
+            .miss
+            .get(kind)
+            .and_then(Ewma::get)
+            .unwrap_or(MISS_PRIOR)
+            .max(1.0)
     }
 
     /// Learn the manager's publish cost per shard.

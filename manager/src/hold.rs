@@ -34,6 +34,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shardline::locality::Locality;
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 use uuid::Uuid;
@@ -62,6 +63,7 @@ struct Waiting {
     request: Uuid,
     kind: Arc<str>,
     size: f64,
+    locality: Arc<Locality>,
     indices: VecDeque<u32>,
     since: Instant,
     tx: mpsc::UnboundedSender<Release>,
@@ -104,14 +106,15 @@ impl Hold {
         }
     }
 
-    /// Hold `indices` of `request` (shards of `size` of `kind`); the dispatch receives their
-    /// releases on the returned [`Holding`].
+    /// Hold `indices` of `request` (shards of `size` of `kind`, their data at `locality`);
+    /// the dispatch receives their releases on the returned [`Holding`].
     pub fn push<'a>(
         &mut self,
         ledger: &'a Ledger,
         request: Uuid,
         kind: &str,
         size: f64,
+        locality: Arc<Locality>,
         indices: impl IntoIterator<Item = u32>,
     ) -> Holding<'a> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -122,6 +125,7 @@ impl Hold {
                 request,
                 kind: kind.into(),
                 size,
+                locality,
                 indices,
                 since: Instant::now(),
                 tx,
@@ -190,11 +194,13 @@ impl Hold {
             };
             let mut ahead: Vec<Ahead> = at.iter().map(|&i| planned[i]).collect();
             let mut c = predictor.candidates(&w.kind, w.size, &serving);
+            let local = predictor.localizer(&w.kind, &w.locality, &serving, &c);
             let fastest = fastest_us(&c);
             let slowest = c.iter().map(|e| e.shard_us).fold(0.0, f64::max);
-            // Waiting pays only to avoid a slow engine.
-            let spill =
-                slowest <= SAME_SPEED * fastest || now.duration_since(w.since) >= self.limit;
+            // Waiting pays only to avoid a slow engine, or a remote read.
+            let remote_costs = local.as_ref().is_some_and(|l| l.miss() > SAME_SPEED);
+            let spill = (slowest <= SAME_SPEED * fastest && !remote_costs)
+                || now.duration_since(w.since) >= self.limit;
             let mut kept = VecDeque::with_capacity(w.indices.len());
             // Releases only close engines: once none is open, nothing more can go this time
             // (unless the rest spills to the shared queue).
@@ -203,6 +209,9 @@ impl Hold {
                 && let Some(index) = w.indices.pop_front()
             {
                 self.start = self.start.wrapping_add(1);
+                if let Some(l) = &local {
+                    l.apply(index, &mut c);
+                }
                 let best = min_rotating(c.len(), self.start, |i| rule.finish_us(&c[i], ahead[i]));
                 let Some(i) = best.filter(|&i| rule.open(&c[i])) else {
                     if spill {
@@ -356,7 +365,7 @@ mod tests {
     fn a_long_hold_feeds_every_engine() {
         let p = predictor();
         let mut hold = Hold::new(Duration::from_secs(60));
-        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..40);
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..40);
         let went = hold.scan(rule(), &p, &engines());
         let r = h.ready();
         assert_eq!(went, r.len());
@@ -382,7 +391,7 @@ mod tests {
             }
         }
         let mut hold = Hold::new(Duration::from_secs(60));
-        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..4);
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..4);
         assert_eq!(hold.scan(rule(), &p, &engines()), 0);
         assert!(h.ready().is_empty());
         // One fast slot frees: the oldest held shard takes it.
@@ -424,7 +433,7 @@ mod tests {
     fn held_shards_go_only_to_engines_of_their_kind() {
         let p = predictor();
         let mut hold = Hold::new(Duration::from_secs(60));
-        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..3);
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..3);
         let engines = serving([&["other"], &["other"], &["k"]]);
         assert_eq!(hold.scan(rule(), &p, &engines), 3);
         assert_eq!(count(&h.ready(), Some("slow")), 3);
@@ -438,8 +447,8 @@ mod tests {
         fill(&p, &["fast-a"], SHARD_US);
         fill(&p, &["slow"], 4.0 * SHARD_US);
         let mut hold = Hold::new(Duration::from_secs(60));
-        let mut first = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..2);
-        let mut second = hold.push(&p.ledger, Uuid::new_v4(), "x", 1.0, 0..1);
+        let mut first = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..2);
+        let mut second = hold.push(&p.ledger, Uuid::new_v4(), "x", 1.0, Arc::default(), 0..1);
         let engines = serving([&["k"], &["x"], &["k"]]);
         assert_eq!(hold.scan(rule(), &p, &engines), 1);
         assert!(
@@ -456,7 +465,7 @@ mod tests {
         fill(&p, &["fast-a", "fast-b"], SHARD_US);
         fill(&p, &["slow"], 4.0 * SHARD_US);
         let mut hold = Hold::new(Duration::ZERO);
-        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..3);
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..3);
         assert_eq!(hold.scan(rule(), &p, &engines()), 3);
         let r = h.ready();
         assert_eq!(count(&r, None), 3, "{r:?}");
@@ -476,7 +485,7 @@ mod tests {
         }
         fill(&p, &["fast-a", "fast-b", "slow"], SHARD_US);
         let mut hold = Hold::new(Duration::from_secs(60));
-        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..5);
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..5);
         assert_eq!(hold.scan(rule(), &p, &engines()), 5);
         assert_eq!(count(&h.ready(), None), 5);
         assert!(hold.is_empty());
@@ -490,7 +499,7 @@ mod tests {
         fill(&p, &["fast-a", "fast-b"], 100.0 * SHARD_US);
         fill(&p, &["slow"], 400.0 * SHARD_US);
         let mut hold = Hold::new(Duration::from_secs(60));
-        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..2);
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..2);
         let rule = HoldRule {
             cap: 2.0,
             forecast: false,
@@ -511,12 +520,12 @@ mod tests {
                 .map(|e| p.ledger.in_flight(e))
                 .sum()
         };
-        let h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..4);
+        let h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..4);
         // Every shard went to an engine (and into the ledger) before the holding was dropped.
         assert_eq!(hold.scan(rule(), &p, &engines()), 4);
         assert_eq!(in_flight(), 4);
         drop(h);
-        let h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..4);
+        let h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..4);
         drop(h);
         assert_eq!(hold.scan(rule(), &p, &engines()), 0);
         assert_eq!(in_flight(), 0);
@@ -532,7 +541,7 @@ mod tests {
         fill(&p, &["slow"], 4.0 * SHARD_US);
         let id = Uuid::new_v4();
         let mut hold = Hold::new(Duration::from_secs(60));
-        let mut h = hold.push(&p.ledger, id, "k", 1.0, 0..3);
+        let mut h = hold.push(&p.ledger, id, "k", 1.0, Arc::default(), 0..3);
         assert_eq!(hold.scan(rule(), &p, &engines()), 0);
         p.ledger.forget(id);
         assert_eq!(hold.scan(rule(), &p, &engines()), 3);
@@ -547,7 +556,7 @@ mod tests {
     async fn flush_lets_everything_go() {
         let p = predictor();
         let mut hold = Hold::new(Duration::from_secs(60));
-        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, 0..5);
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, Arc::default(), 0..5);
         assert_eq!(hold.flush(), 5);
         let r = h.next().await.expect("released");
         assert_eq!(count(&r, None), 5);

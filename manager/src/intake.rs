@@ -2,6 +2,7 @@
 
 use lapin::BasicProperties;
 use shardline::amqp::ReplyTo;
+use shardline::locality::Locality;
 use shardline::message::{Format, Input, Options, decode_request};
 use shardline::{Error, RejectReason};
 use uuid::Uuid;
@@ -20,6 +21,8 @@ pub struct Accepted {
     pub input: Input,
     /// Validated options.
     pub options: Options,
+    /// Where its shards' data lives.
+    pub locality: Locality,
     /// Where the result goes.
     pub reply: ReplyTo,
 }
@@ -113,6 +116,7 @@ pub fn accept(
         kind: req.kind,
         input: req.input,
         options,
+        locality: req.locality,
         reply,
     })
 }
@@ -128,6 +132,7 @@ mod tests {
                 kind: kind.into(),
                 payload: "a b".into(),
                 options: None,
+                locality: None,
             })
             .expect("encode")
     }

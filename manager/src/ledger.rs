@@ -25,6 +25,8 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::locality::Fit;
+
 /// Entries older than this are dropped from the ledger.
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
 /// How often stale entries are looked for.
@@ -43,6 +45,8 @@ pub struct Sent {
     pub expected_us: f64,
     /// Whether the engine had a free slot when the shard was sent (no queueing expected).
     pub idle: bool,
+    /// How the shard's data sat with the engine.
+    pub fit: Fit,
     /// When it was sent.
     pub at: Instant,
 }
@@ -245,6 +249,7 @@ pub(crate) fn entry(engine: &str, expected_us: f64) -> Sent {
         size: 1.0,
         expected_us,
         idle: false,
+        fit: Fit::Unkeyed,
         at: Instant::now(),
     }
 }

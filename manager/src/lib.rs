@@ -10,6 +10,7 @@
 //! - [`intake`] — delivery → accepted request or typed rejection;
 //! - [`plan`] — the shard count (adaptive by default);
 //! - [`route`] — routing policies behind the [`route::Router`] trait;
+//! - [`locality`] — keyed shards prefer the engines that hold their data, bounded by load;
 //! - [`predictor`] — the Load Prediction Engine, combining:
 //!   - [`ledger`] — unfinished shards per engine and their expected work, fed by [`events`];
 //!   - [`history`] — learned per-kind costs, per-engine speeds and overheads, saved in Redis;
@@ -39,6 +40,7 @@ pub mod intake;
 pub mod kinds;
 pub mod latency;
 pub mod ledger;
+pub mod locality;
 pub mod plan;
 pub mod predictor;
 pub mod route;
@@ -141,11 +143,14 @@ async fn serve(
     engines.refresh(&store, config.engine_ttl()).await?;
     let catalog = Arc::new(Catalog::new(registry.clone()));
     catalog.refresh(&store).await?;
-    let predictor = Predictor::new(
-        config.depth_sample(),
-        config.depth_window,
-        config.default_shard_us,
-    );
+    let predictor = Predictor {
+        locality: config.locality_routing,
+        ..Predictor::new(
+            config.depth_sample(),
+            config.depth_window,
+            config.default_shard_us,
+        )
+    };
     if let Err(error) = predictor.history.load(&store).await {
         warn!(%error, "loading the saved history failed; starting cold");
     }

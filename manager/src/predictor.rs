@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use shardline::locality::Locality;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -14,6 +15,7 @@ use crate::flow::Flow;
 use crate::forecast::Forecasts;
 use crate::history::History;
 use crate::ledger::{Ledger, Reservation, Sent};
+use crate::locality::Localizer;
 use crate::plan::{Capacity, Model};
 use crate::route::{Candidate, Router};
 
@@ -36,6 +38,8 @@ pub struct Predictor {
     pub default_shard_us: f64,
     /// Woken on each completion event: a slot may have freed for a held shard.
     pub freed: Arc<Notify>,
+    /// Whether shards are placed with their locality (`--locality-routing`).
+    pub locality: bool,
 }
 
 impl Predictor {
@@ -50,6 +54,7 @@ impl Predictor {
             step,
             default_shard_us,
             freed: Arc::default(),
+            locality: true,
         }
     }
 
@@ -116,8 +121,25 @@ impl Predictor {
             .collect()
     }
 
+    /// The per-shard locality adjustment for shards of `kind` keyed by `locality` on
+    /// `engines` (see [`crate::locality`]); `None` when nothing is keyed or locality routing is
+    /// off.
+    pub fn localizer<'a>(
+        &self,
+        kind: &str,
+        locality: &'a Locality,
+        engines: &'a [Engine],
+        candidates: &[Candidate],
+    ) -> Option<Localizer<'a>> {
+        if !self.locality {
+            return None;
+        }
+        Localizer::new(locality, engines, candidates, self.history.miss(kind))
+    }
+
     /// Route every shard of `request` with `router` and enter each one routed to an engine in
-    /// the ledger at once; `None` is the shared queue.
+    /// the ledger at once; `None` is the shared queue. Keyed shards are placed with their
+    /// locality ([`Predictor::localizer`]).
     ///
     /// Call it while holding the router, so that the next request's candidates see these
     /// shards before they are published (see [`crate::ledger`]). The reservation takes them out
@@ -129,13 +151,18 @@ impl Predictor {
         kind: &str,
         size: f64,
         total: u32,
+        locality: &Locality,
         engines: &[Engine],
     ) -> (Vec<Option<String>>, Reservation<'_>) {
         let mut candidates = self.candidates(kind, size, engines);
+        let local = self.localizer(kind, locality, engines, &candidates);
         let kind: Arc<str> = kind.into();
         let mut placed = Vec::new();
         let routes = (0..total)
             .map(|index| {
+                if let Some(l) = &local {
+                    l.apply(index, &mut candidates);
+                }
                 let i = router.choose(&candidates)?;
                 self.enter(request, index, &mut candidates[i], &kind, size);
                 placed.push(index);
@@ -153,6 +180,7 @@ impl Predictor {
             size,
             expected_us: c.shard_us,
             idle: c.in_flight < c.slots as usize,
+            fit: c.fit,
             at: Instant::now(),
         };
         c.assign();
@@ -183,8 +211,8 @@ mod tests {
     fn placements_see_earlier_unpublished_placements() {
         let p = Predictor::new(Duration::from_millis(250), 64, 10_000.0);
         let mut router = LeastExpectedDelay::predictive(1.0, false);
-        let (first, _a) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 8, &engines());
-        let (second, _b) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 8, &engines());
+        let (first, _a) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 8, &Locality::Anywhere, &engines());
+        let (second, _b) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 8, &Locality::Anywhere, &engines());
         assert_eq!(routed(&first), 8);
         assert_eq!(routed(&second), 4, "{second:?}");
     }
@@ -194,8 +222,8 @@ mod tests {
     fn an_abandoned_placement_frees_its_engines() {
         let p = Predictor::new(Duration::from_millis(250), 64, 10_000.0);
         let mut router = LeastExpectedDelay::predictive(1.0, false);
-        drop(p.place(&mut router, Uuid::new_v4(), "k", 1.0, 8, &engines()));
-        let (again, kept) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 12, &engines());
+        drop(p.place(&mut router, Uuid::new_v4(), "k", 1.0, 8, &Locality::Anywhere, &engines()));
+        let (again, kept) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 12, &Locality::Anywhere, &engines());
         assert_eq!(routed(&again), 12);
         kept.keep();
         let total: usize = ["a", "b", "c"].iter().map(|e| p.ledger.in_flight(e)).sum();

@@ -8,6 +8,7 @@
 //!
 //! - [`message`] — wire types (request, shard, final result) and their encodings;
 //! - [`kind`] — the [`kind::Kind`] trait, the built-in kinds and the [`Registry`];
+//! - [`locality`] — locality keys: where a shard's data lives, which engines hold it;
 //! - [`names`] — every AMQP and Redis name, from one namespace;
 //! - [`store`] — all Redis access (Lua scripts in `shared/lua/`);
 //! - [`config`] — the connection flags every process takes;
@@ -30,6 +31,7 @@ pub mod exporter;
 pub mod handoff;
 pub mod inline;
 pub mod kind;
+pub mod locality;
 pub mod message;
 pub mod metric;
 pub mod names;

@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::locality::Locality;
 use crate::{Error, RejectReason};
 
 /// Content type of MessagePack bodies.
@@ -106,6 +107,9 @@ pub struct RequestBody {
     /// Optional limits; missing means defaults.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<rmpv::Value>,
+    /// Where every shard's data lives (see [`crate::locality`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
 }
 
 /// A request whose client cut it: each piece of `shards` is a value of the kind's input, and
@@ -123,6 +127,12 @@ pub struct PreCutBody {
     /// Optional limits (`max_shards` does not apply: the client chose the count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<rmpv::Value>,
+    /// Where every piece's data lives (see [`crate::locality`]); excludes `localities`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
+    /// Where each piece's data lives, one entry per piece (`None`: no key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub localities: Option<Vec<Option<String>>>,
 }
 
 /// What a request asks to be worked on.
@@ -143,6 +153,8 @@ pub struct Request {
     pub input: Input,
     /// Optional limits; missing means defaults.
     pub options: Option<rmpv::Value>,
+    /// Where its shards' data lives.
+    pub locality: Locality,
 }
 
 /// Either request body, as read from the wire: exactly one of `payload` and `shards`.
@@ -155,6 +167,10 @@ struct WireRequest {
     shards: Option<Vec<rmpv::Value>>,
     #[serde(default)]
     options: Option<rmpv::Value>,
+    #[serde(default)]
+    locality: Option<String>,
+    #[serde(default)]
+    localities: Option<Vec<Option<String>>>,
 }
 
 /// Longest deadline a request may ask for: 7 days.
@@ -460,10 +476,16 @@ pub fn decode_request(format: Format, body: &[u8]) -> Result<Request, Error> {
             ));
         }
     };
+    let pieces = match &input {
+        Input::Payload(_) => None,
+        Input::Shards(s) => Some(s.len()),
+    };
+    let locality = Locality::from_wire(wire.locality, wire.localities, pieces)?;
     Ok(Request {
         kind: wire.kind,
         input,
         options: wire.options,
+        locality,
     })
 }
 
@@ -481,6 +503,7 @@ mod tests {
                 kind: "sort".into(),
                 payload: rmpv::Value::Array(vec![3.into(), 1.into(), 2.into()]),
                 options: Some(rmpv::Value::Map(vec![("max_shards".into(), 2.into())])),
+                locality: None,
             })
             .expect("encode");
         let b = decode_request(Format::MsgPack, &packed).expect("msgpack");
@@ -509,6 +532,8 @@ mod tests {
                 kind: "wordcount".into(),
                 shards: vec!["a b".into(), "c".into()],
                 options: None,
+                locality: None,
+                localities: None,
             })
             .expect("encode");
         assert_eq!(
@@ -521,6 +546,36 @@ mod tests {
             &br#"{"kind":"sort","payload":[1],"shards":[[1]]}"#[..],
             &br#"{"kind":"sort"}"#[..],
             &br#"{"kind":"sort","payload":null}"#[..],
+        ] {
+            match decode_request(Format::Json, body) {
+                Err(Error::Rejected { reason, .. }) => assert_eq!(reason, RejectReason::Malformed),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// A request's `locality` covers every shard; a pre-cut request's `localities` gives each
+    /// piece its own; a misuse of either is `malformed`.
+    #[test]
+    fn localities_decode() {
+        let r = decode_request(
+            Format::Json,
+            br#"{"kind":"wordcount","payload":"a b","locality":"p1"}"#,
+        )
+        .expect("locality");
+        assert_eq!(r.locality.key(5).map(|k| k.as_str()), Some("p1"));
+        let r = decode_request(
+            Format::Json,
+            br#"{"kind":"wordcount","shards":["a","b"],"localities":[null,"p2"]}"#,
+        )
+        .expect("localities");
+        assert_eq!(r.locality.key(0), None);
+        assert_eq!(r.locality.key(1).map(|k| k.as_str()), Some("p2"));
+        for body in [
+            &br#"{"kind":"wordcount","payload":"a","localities":["p"]}"#[..],
+            &br#"{"kind":"wordcount","shards":["a"],"localities":["p","q"]}"#[..],
+            &br#"{"kind":"wordcount","payload":"a","locality":""}"#[..],
+            &br#"{"kind":"wordcount","payload":"a","locality":7}"#[..],
         ] {
             match decode_request(Format::Json, body) {
                 Err(Error::Rejected { reason, .. }) => assert_eq!(reason, RejectReason::Malformed),

@@ -133,6 +133,10 @@ impl Names {
     pub fn engine_key(&self, engine: &str) -> String {
         format!("{}:engine:{engine}", self.ns)
     }
+    /// Set of the locality keys one engine holds (see [`crate::locality`]).
+    pub fn locality_key(&self, engine: &str) -> String {
+        format!("{}:locality:{engine}", self.ns)
+    }
     /// The kinds live workers serve: kind name → JSON [`crate::kind::Advert`].
     pub fn kinds_key(&self) -> String {
         format!("{}:kinds", self.ns)

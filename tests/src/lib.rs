@@ -146,6 +146,7 @@ pub fn request_body(kind: &str, payload: rmpv::Value, options: &[(&str, u64)]) -
             kind: kind.into(),
             payload,
             options,
+            locality: None,
         })
         .expect("encode request")
 }
@@ -157,6 +158,7 @@ pub fn synthetic(units: u64, unit_cost_us: u64) -> rmpv::Value {
         unit_cost_us,
         spin: false,
         noise_seed: None,
+        partition: None,
     };
     shardline::message::to_named_value(&w).expect("value")
 }

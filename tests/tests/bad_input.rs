@@ -18,6 +18,7 @@ fn msgpack(kind: &str, payload: rmpv::Value, options: Option<rmpv::Value>) -> Ve
             kind: kind.into(),
             payload,
             options,
+            locality: None,
         })
         .expect("encode")
 }

@@ -43,6 +43,7 @@ async fn two_hundred_concurrent_requests() {
                     unit_cost_us: 100,
                     spin: false,
                     noise_seed: None,
+                    partition: None,
                 };
                 (
                     "synthetic",

@@ -28,6 +28,7 @@ async fn duplicate_shards_complete_once() {
             kind: "sort".into(),
             payload: payload.clone(),
             options: Some(rmpv::Value::Map(vec![("max_shards".into(), 10.into())])),
+            locality: None,
         })
         .expect("encode");
     let id = Uuid::new_v4();

@@ -80,6 +80,7 @@ async fn synthetic_end_to_end() {
         unit_cost_us: 500,
         spin: false,
         noise_seed: None,
+        partition: None,
     };
     let payload = shardline::message::to_named_value(&work).expect("value");
     check("synthetic", payload, 1.0).await;
@@ -94,6 +95,7 @@ async fn shards_spread_over_all_workers() {
         unit_cost_us: 5_000,
         spin: false,
         noise_seed: None,
+        partition: None,
     };
     let payload = shardline::message::to_named_value(&work).expect("value");
     // The manager learns of new engines within its refresh period; retry until it has.

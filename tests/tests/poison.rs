@@ -148,6 +148,7 @@ fn body(kind: &str, payload: Vec<i64>, mut options: Vec<(rmpv::Value, rmpv::Valu
             kind: kind.into(),
             payload: rmpv::Value::Array(payload.into_iter().map(Into::into).collect()),
             options: Some(rmpv::Value::Map(options)),
+            locality: None,
         })
         .expect("encode")
 }

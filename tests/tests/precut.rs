@@ -124,6 +124,8 @@ async fn more_pieces_than_the_manager_allows_are_refused() {
             kind: "wordcount".into(),
             shards: (0..5).map(|i| format!("piece {i}").into()).collect(),
             options: None,
+            locality: None,
+            localities: None,
         })
         .expect("encode");
     let r = answer(&c, &body, false).await;

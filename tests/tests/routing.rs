@@ -77,6 +77,7 @@ async fn result_exchange_without_reply_to() {
             kind: "sort".into(),
             payload: payload.clone(),
             options: None,
+            locality: None,
         })
         .expect("encode");
     publish_request(&c, &body, None, &id.to_string(), None).await;

@@ -21,6 +21,7 @@ async fn sigterm_mid_run_loses_nothing() {
         unit_cost_us: 10_000,
         spin: false,
         noise_seed: None,
+        partition: None,
     };
     let payload = shardline::message::to_named_value(&work).expect("value");
     let pending = std::sync::Mutex::new(Vec::new());

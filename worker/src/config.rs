@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use shardline::config::{ConnectArgs, DEFAULT_LEASE_MS};
 use shardline::exporter::MetricsAddr;
+use shardline::locality::LocalityKey;
 
 /// Default of `--heartbeat-ms`.
 pub const DEFAULT_HEARTBEAT_MS: u64 = 2_000;
@@ -71,6 +72,11 @@ pub struct Config {
     /// `shardline_worker::kinds_file`).
     #[arg(long, env = "SHARDLINE_KINDS_FILE")]
     pub kinds_file: Option<std::path::PathBuf>,
+    /// Locality keys this engine holds (data partitions, files, zones), comma-separated: the
+    /// manager prefers it for shards that carry one of them. Replaces what the engine held
+    /// before; `shardline locality add|remove` changes the set at run time.
+    #[arg(long, env = "SHARDLINE_LOCALITY", value_delimiter = ',')]
+    pub locality: Vec<LocalityKey>,
     /// Serve Prometheus metrics at `http://<addr>/metrics`: `ip:port`, `0` for any free
     /// loopback port, or `off`. The address is recorded in the worker's registration.
     #[arg(long, env = "SHARDLINE_METRICS_ADDR", default_value_t = DEFAULT_METRICS_ADDR)]
@@ -92,6 +98,7 @@ impl Config {
             inline_us: DEFAULT_INLINE_US,
             synthetic_speed: DEFAULT_SYNTHETIC_SPEED,
             kinds_file: None,
+            locality: Vec::new(),
             metrics_addr: DEFAULT_METRICS_ADDR,
         }
     }

@@ -54,6 +54,7 @@ use lapin::types::FieldTable;
 use shardline::exporter::{Exporter, Router};
 use shardline::inline::Inline;
 use shardline::kind::{Advert, check_name};
+use shardline::locality::LocalityKey;
 use shardline::resolve::Resolver;
 use shardline::store::{EngineInfo, Store};
 use shardline::supervise::{Background, Started, supervise, until_shutdown};
@@ -151,6 +152,8 @@ async fn serve(
     }
     .to_string();
     let ttl = config.heartbeat() * heartbeat::TTL_PERIODS;
+    // Before the first heartbeat, so no manager sees the engine without its keys.
+    store.set_locality(engine, &config.locality).await?;
     store.heartbeat(engine, &info, &kinds, ttl).await?;
     started.set();
 
@@ -184,7 +187,7 @@ async fn serve(
         inline: Arc::new(Inline::new(config.inline_limit())),
         prefetch: Arc::new(prefetch),
     });
-    info!(worker.id = engine, concurrency, "worker consuming shards");
+    info!(worker.id = engine, concurrency, locality = ?config.locality.iter().map(LocalityKey::as_str).collect::<Vec<_>>(), "worker consuming shards");
 
     let permits = Arc::new(Semaphore::new(usize::from(concurrency)));
     let tracker = TaskTracker::new();

@@ -68,6 +68,7 @@ async fn send(target: Target, ledger: Arc<Ledger>, id: Uuid, plan: Planned) {
         kind: plan.kind.into(),
         payload: plan.payload,
         options: plan.options.to_value(),
+        locality: None,
     });
     let body = match body {
         Ok(b) => b,

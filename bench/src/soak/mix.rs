@@ -211,6 +211,7 @@ impl Mix {
             unit_cost_us: POISON_UNIT_US,
             spin: false,
             noise_seed: seed,
+            partition: None,
         };
         let (policy, quorum) = match rng.random_range(0..3) {
             0 => (FailurePolicy::FailFast, None),
@@ -233,6 +234,7 @@ fn work(units: u64) -> Work {
         unit_cost_us: UNIT_US,
         spin: false,
         noise_seed: None,
+        partition: None,
     }
 }
 
@@ -332,6 +334,7 @@ fn poison_seeds(from: u64, want: usize) -> Vec<u64> {
         unit_cost_us: POISON_UNIT_US,
         spin: false,
         noise_seed: Some(seed),
+        partition: None,
     };
     let limit = MAX_SHARD_COST_US as f64;
     let mut found = Vec::new();
@@ -366,6 +369,7 @@ mod tests {
                 unit_cost_us: POISON_UNIT_US,
                 spin: false,
                 noise_seed: Some(s),
+                partition: None,
             };
             let v = shardline::message::to_named_value(&w).expect("value");
             let k = shardline::Registry::builtin()

@@ -124,6 +124,7 @@ mod tests {
             unit_cost_us: 1_000,
             spin: false,
             noise_seed: Some(3),
+            partition: None,
         };
         let payload = shardline::message::to_named_value(&work).expect("value");
         let right = expected("synthetic", &payload, 1, &[]).expect("expected");

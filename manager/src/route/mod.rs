@@ -24,6 +24,8 @@ mod fixed;
 pub use balanced::{JoinShortestDepth, LeastExpectedDelay, PowerOfTwo};
 pub use fixed::{Pull, Random, RoundRobin, WeightedRoundRobin};
 
+use crate::locality::Fit;
+
 /// One engine as a router sees it while placing one request's shards.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -45,6 +47,9 @@ pub struct Candidate {
     pub hidden: f64,
     /// Their expected processing time, µs.
     pub hidden_us: f64,
+    /// How the shard being placed sits with this engine's data ([`crate::locality`]); its
+    /// `shard_us` already counts a remote read.
+    pub fit: Fit,
 }
 
 impl Candidate {
@@ -60,6 +65,7 @@ impl Candidate {
             sent_since_sample: 0,
             hidden: 0.0,
             hidden_us: 0.0,
+            fit: Fit::Unkeyed,
         }
     }
 

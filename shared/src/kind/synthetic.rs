@@ -33,6 +33,7 @@ const STOP_CHECK: Duration = Duration::from_millis(20);
 pub struct Synthetic {
     speed: Speed,
     stragglers: Option<Stragglers>,
+    remote: Option<Remote>,
     /// Shards run so far: the draw of the next straggler.
     runs: Arc<AtomicU64>,
 }
@@ -52,6 +53,21 @@ impl Synthetic {
     pub fn with_stragglers(mut self, stragglers: Stragglers) -> Self {
         self.stragglers = Some(stragglers);
         self
+    }
+
+    /// Make shards whose data this engine does not hold slower (see [`Remote`]).
+    #[must_use]
+    pub fn with_remote(mut self, remote: Remote) -> Self {
+        self.remote = Some(remote);
+        self
+    }
+
+    /// The factor a shard's cost is multiplied by for where its data lives.
+    fn reach(&self, span: &Span) -> f64 {
+        match (&self.remote, span.partition) {
+            (Some(r), Some(p)) if !r.held.contains(&p) => r.factor,
+            _ => 1.0,
+        }
     }
 
     /// The factor the next shard's cost is multiplied by: [`Stragglers::factor`] for a
@@ -76,6 +92,18 @@ pub struct Stragglers {
     pub factor: f64,
     /// Seed of the draws.
     pub seed: u64,
+}
+
+/// Data locality on one engine: a shard whose [`Span::partition`] is not among `held` reads
+/// its data remotely and costs `factor` times more (a cache miss), to model the data-locality
+/// workload (where a request's locality key names the same partition). Shards without a
+/// partition cost the same everywhere.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Remote {
+    /// The partitions this engine holds.
+    pub held: std::collections::BTreeSet<u32>,
+    /// How many times more a shard of a key it does not hold costs.
+    pub factor: f64,
 }
 
 /// How fast an engine runs synthetic work: a shard's cost is divided by it. Cheap to clone;
@@ -130,6 +158,10 @@ pub struct Work {
     /// Seed of a per-shard exponential cost factor (mean 1); none means exact costs.
     #[serde(default)]
     pub noise_seed: Option<u64>,
+    /// The data partition the work reads: an engine that does not hold it runs it
+    /// [`Remote::factor`] times slower (see [`Synthetic::with_remote`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
 }
 
 fn default_unit_cost() -> u64 {
@@ -150,6 +182,9 @@ pub struct Span {
     /// Seed of the shard's cost factor.
     #[serde(default)]
     pub noise_seed: Option<u64>,
+    /// The data partition it reads ([`Work::partition`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
 }
 
 impl Span {
@@ -212,6 +247,7 @@ impl Kind for Synthetic {
                 unit_cost_us: input.unit_cost_us,
                 spin: input.spin,
                 noise_seed: input.noise_seed,
+                partition: input.partition,
             })
             .collect()
     }
@@ -222,7 +258,8 @@ impl Kind for Synthetic {
 
     fn process_with(&self, span: Span, stop: &Stop) -> Result<Tally, KindError> {
         let units = span.end.saturating_sub(span.start);
-        let cost = (span.cost_us() * self.straggle() / self.speed.get()).round() as u64;
+        let cost =
+            (span.cost_us() * self.straggle() * self.reach(&span) / self.speed.get()).round() as u64;
         if cost > MAX_SHARD_COST_US {
             return Err(KindError::Failed(format!(
                 "synthetic shard would run {cost} µs, over the {MAX_SHARD_COST_US} µs limit"
@@ -277,7 +314,7 @@ mod tests {
         /// Any number of shards covers every unit exactly once.
         fn sharded_equals_unsharded(units: u16, n: u8) -> bool {
             if units == 0 { return true; }
-            let work = Work { units: u64::from(units), unit_cost_us: 0, spin: false, noise_seed: Some(7) };
+            let work = Work { units: u64::from(units), unit_cost_us: 0, spin: false, noise_seed: Some(7), partition: None };
             let n = usize::from(n).clamp(1, usize::from(units));
             let v = crate::message::to_named_value(&work).expect("value");
             run_sharded(Synthetic::default(), v.clone(), n) == run_sharded(Synthetic::default(), v, 1)
@@ -293,8 +330,39 @@ mod tests {
             unit_cost_us: 1_000_000,
             spin: false,
             noise_seed: None,
+            partition: None,
         };
         assert!(Synthetic::default().process(span).is_err());
+    }
+
+    /// A shard whose key the engine does not hold costs the remote factor; a held key, a
+    /// shard without a key, or an engine without a locality model cost the same.
+    #[test]
+    fn remote_shards_cost_more() {
+        let keyed = |partition| Span {
+            start: 0,
+            end: 1,
+            unit_cost_us: 1,
+            spin: false,
+            noise_seed: None,
+            partition,
+        };
+        let engine = Synthetic::default().with_remote(Remote {
+            held: [0].into(),
+            factor: 4.0,
+        });
+        assert_eq!(engine.reach(&keyed(Some(1))), 4.0);
+        assert_eq!(engine.reach(&keyed(Some(0))), 1.0);
+        assert_eq!(engine.reach(&keyed(None)), 1.0);
+        assert_eq!(Synthetic::default().reach(&keyed(Some(1))), 1.0);
+        let work = Work {
+            units: 4,
+            unit_cost_us: 1,
+            spin: false,
+            noise_seed: None,
+            partition: Some(1),
+        };
+        assert!(engine.split(work, 2).iter().all(|s| s.partition == Some(1)));
     }
 
     /// Noise is a pure function of the seed and the shard, with mean close to 1.
@@ -306,6 +374,7 @@ mod tests {
             unit_cost_us: 1_000,
             spin: false,
             noise_seed: Some(42),
+            partition: None,
         };
         assert_eq!(span(5).cost_us(), span(5).cost_us());
         let mean = (0..20_000).map(|i| span(i).cost_us()).sum::<f64>() / 20_000.0;
@@ -323,6 +392,7 @@ mod tests {
             unit_cost_us: 5_000,
             spin: false,
             noise_seed: None,
+            partition: None,
         };
         let t = Instant::now();
         kind.process(span).expect("runs");
@@ -360,6 +430,7 @@ mod tests {
                 unit_cost_us: 60_000_000,
                 spin,
                 noise_seed: None,
+                partition: None,
             };
             let stop = Stop::new();
             let raise = stop.clone();

@@ -1,6 +1,6 @@
 //! Worker engines: heartbeats, the kinds they advertise, retirement, and who is alive.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -8,6 +8,7 @@ use tracing::warn;
 
 use super::Store;
 use crate::kind::{Advert, BUILTIN_KINDS};
+use crate::locality::LocalityKey;
 use crate::{Error, now_ms};
 
 /// What an engine says of itself in its heartbeat key:
@@ -74,6 +75,11 @@ impl std::fmt::Display for EngineInfo {
         }
         f.write_str(&fields.join(" "))
     }
+}
+
+/// The keys as Redis arguments.
+fn key_strs(keys: &[LocalityKey]) -> Vec<&str> {
+    keys.iter().map(LocalityKey::as_str).collect()
 }
 
 impl Store {
@@ -159,11 +165,88 @@ impl Store {
         let _: () = redis::pipe()
             .del(n.engine_key(engine))
             .ignore()
+            .del(n.locality_key(engine))
+            .ignore()
             .zrem(n.engines_key(), engine)
             .ignore()
             .query_async(&mut c)
             .await?;
         Ok(())
+    }
+
+    /// Replace the locality keys `engine` holds with `keys` (a worker's `--locality`, at
+    /// start, before its first heartbeat).
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn set_locality(&self, engine: &str, keys: &[LocalityKey]) -> Result<(), Error> {
+        let key = self.names.locality_key(engine);
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        if !keys.is_empty() {
+            pipe.sadd(&key, key_strs(keys)).ignore();
+        }
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Add `keys` to what `engine` holds, at run time; returns how many were new.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn add_locality(&self, engine: &str, keys: &[LocalityKey]) -> Result<u64, Error> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let key = self.names.locality_key(engine);
+        Ok(self.conn().sadd(key, key_strs(keys)).await?)
+    }
+
+    /// Take `keys` out of what `engine` holds, at run time; returns how many it held.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn remove_locality(
+        &self,
+        engine: &str,
+        keys: &[LocalityKey],
+    ) -> Result<u64, Error> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let key = self.names.locality_key(engine);
+        Ok(self.conn().srem(key, key_strs(keys)).await?)
+    }
+
+    /// The locality keys each of `engines` holds, in order, in one round trip. A member that
+    /// is not a valid key (written by hand) is left out with a warning.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn localities(&self, engines: &[String]) -> Result<Vec<BTreeSet<String>>, Error> {
+        if engines.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for e in engines {
+            pipe.smembers(self.names.locality_key(e));
+        }
+        let raw: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
+        Ok(raw
+            .into_iter()
+            .zip(engines)
+            .map(|(keys, engine)| {
+                keys.into_iter()
+                    .filter(|k| match LocalityKey::parse(k.as_str()) {
+                        Ok(_) => true,
+                        Err(error) => {
+                            warn!(%engine, key = %k, %error, "ignoring a locality key that does not parse");
+                            false
+                        }
+                    })
+                    .collect()
+            })
+            .collect())
     }
 
     /// Every engine registered in the namespace, live or not, sorted by id.
