@@ -253,4 +253,29 @@ mod tests {
         let predicted = history.predict("k", 1.0).expect("learned");
         assert!((predicted - 2_000.0).abs() < 1e-6, "{predicted}");
     }
+
+    /// A completion of a shard sent away from its data teaches the miss factor, not the
+    /// kind's line: a remote read is not a slower kind.
+    #[test]
+    fn a_remote_completion_teaches_the_miss_factor() {
+        let (ledger, history) = (Ledger::default(), History::default());
+        let id = Uuid::new_v4();
+        for i in 0..12 {
+            ledger.sent(id, i, crate::ledger::entry("w1", 1_000.0));
+            Event::parse(&format!("w1 {id} {i} 2000"))
+                .expect("parses")
+                .apply(&ledger, &history);
+        }
+        let remote = crate::ledger::Sent {
+            fit: Fit::Remote,
+            ..crate::ledger::entry("w1", 4_000.0)
+        };
+        ledger.sent(id, 12, remote);
+        Event::parse(&format!("w1 {id} 12 6000"))
+            .expect("parses")
+            .apply(&ledger, &history);
+        let predicted = history.predict("k", 1.0).expect("learned");
+        assert!((predicted - 2_000.0).abs() < 1e-6, "{predicted}");
+        assert!((history.miss("k") - 3.0).abs() < 1e-6, "{}", history.miss("k"));
+    }
 }

@@ -64,6 +64,7 @@ pub async fn set(d: &Dispatcher, series: bool) -> Result<(), shardline::Error> {
                 forecast_lower: next.map(|n| n.lower),
                 forecast_upper: next.map(|n| n.upper),
                 speed,
+                locality_keys: e.holds.len(),
                 heartbeat_age: beats
                     .get(&e.id)
                     .map(|&at| now.saturating_sub(at) as f64 / 1_000.0),

@@ -500,6 +500,33 @@ impl History {
 mod tests {
     use super::*;
 
+    /// Shards that ran away from their data teach the miss factor, at the engine's speed,
+    /// and leave the line and the speeds alone; before the line is trusted they teach nothing.
+    #[test]
+    fn remote_shards_teach_only_the_miss_factor() {
+        let h = History::default();
+        h.observe_miss("k", 1.0, "b", 40_000.0);
+        assert_eq!(h.miss("k"), MISS_PRIOR, "nothing learned before the line");
+        for _ in 0..20 {
+            h.observe("k", 1.0, "a", 10_000.0);
+            h.observe("k", 1.0, "b", 20_000.0);
+        }
+        let line = h.predict("k", 1.0).expect("line");
+        let speeds = h.speeds(&["a", "b"]);
+        for _ in 0..50 {
+            h.observe_miss("k", 1.0, "b", 4.0 * 20_000.0);
+        }
+        let miss = h.miss("k");
+        assert!((miss - 4.0).abs() < 0.5, "miss {miss}");
+        assert_eq!(h.predict("k", 1.0), Some(line));
+        for (now, before) in h.speeds(&["a", "b"]).iter().zip(&speeds) {
+            assert!((now - before).abs() < 1e-3, "{now} {before}");
+        }
+        assert_eq!(h.miss("other"), MISS_PRIOR);
+        h.observe_miss("j", 1.0, "a", 1.0);
+        assert!(h.miss("k") >= 1.0);
+    }
+
     /// The regression recovers a line with an intercept from exact points.
     #[test]
     fn cost_line_fits_intercept_and_slope() {

@@ -491,6 +491,48 @@ mod tests {
         assert!(hold.is_empty());
     }
 
+    /// On engines of one speed, shards whose data one engine holds wait for it rather than
+    /// go to the shared queue, where any engine would take them and read remotely; the
+    /// holder's first free slot takes the oldest.
+    #[test]
+    fn keyed_shards_wait_for_their_holder() {
+        let p = Predictor::new(Duration::from_millis(250), 64, SHARD_US);
+        for e in ["fast-a", "fast-b", "slow"] {
+            for _ in 0..50 {
+                p.history.observe("k", 1.0, e, SHARD_US);
+            }
+        }
+        for _ in 0..20 {
+            p.history.observe_miss("k", 1.0, "fast-b", 4.0 * SHARD_US);
+        }
+        fill(&p, &["fast-a", "fast-b"], SHARD_US);
+        let holder = Uuid::from_u128(9);
+        for k in 0..4 {
+            p.ledger.sent(holder, k, crate::ledger::entry("slow", SHARD_US));
+        }
+        let engines: Vec<Engine> = engines()
+            .into_iter()
+            .map(|e| if e.id == "slow" { e.holding(&["p2"]) } else { e })
+            .collect();
+        let keyed = Arc::new(Locality::Request(
+            shardline::locality::LocalityKey::parse("p2").unwrap(),
+        ));
+        let mut hold = Hold::new(Duration::from_secs(60));
+        let mut h = hold.push(&p.ledger, Uuid::new_v4(), "k", 1.0, keyed, 0..3);
+        assert_eq!(hold.scan(rule(), &p, &engines), 0);
+        assert!(h.ready().is_empty());
+        // One of the holder's slots frees.
+        p.ledger.finished(holder, 0);
+        assert_eq!(hold.scan(rule(), &p, &engines), 1);
+        assert_eq!(
+            h.ready(),
+            vec![Release {
+                index: 0,
+                engine: Some("slow".into())
+            }]
+        );
+    }
+
     /// A short shard is not kept waiting by long work queued on an engine with room under its
     /// cap: it goes at once, as it would from the shared queue to the first free slot.
     #[test]

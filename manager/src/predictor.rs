@@ -217,6 +217,36 @@ mod tests {
         assert_eq!(routed(&second), 4, "{second:?}");
     }
 
+    /// Shards keyed to one engine's data go there while its queue is shorter than a remote
+    /// read (the miss factor), then spread: locality is bounded by load. Without locality
+    /// routing the same shards spread evenly.
+    #[test]
+    fn keyed_shards_prefer_their_holder_within_a_remote_read() {
+        let engines: Vec<Engine> = engines()
+            .into_iter()
+            .map(|e| if e.id == "a" { e.holding(&["p0"]) } else { e })
+            .collect();
+        let keyed = Locality::Request(shardline::locality::LocalityKey::parse("p0").unwrap());
+        let count = |p: &Predictor| {
+            let mut router = LeastExpectedDelay::plain();
+            let (routes, _r) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 12, &keyed, &engines);
+            let n = ["a", "b", "c"].map(|e| routes.iter().filter(|r| r.as_deref() == Some(e)).count());
+            // Remote shards enter the ledger with the miss in their expected time.
+            let work_b = p.ledger.load("b").work_us;
+            assert!((work_b - 2.0 * 10_000.0 * n[1] as f64).abs() < 1e-6 || !p.locality, "{work_b}");
+            n
+        };
+        let p = Predictor::new(Duration::from_millis(250), 64, 10_000.0);
+        let [a, b, c] = count(&p);
+        assert!(a >= 5 && a > b.max(c) && b >= 2 && c >= 2, "{a} {b} {c}");
+        assert_eq!(a + b + c, 12);
+        let off = Predictor {
+            locality: false,
+            ..Predictor::new(Duration::from_millis(250), 64, 10_000.0)
+        };
+        assert_eq!(count(&off), [4, 4, 4]);
+    }
+
     /// A placement whose request stops before publishing leaves nothing in the ledger.
     #[test]
     fn an_abandoned_placement_frees_its_engines() {

@@ -54,6 +54,8 @@ pub const ENGINE_FORECAST_HIDDEN_LOWER: &str = "shardline_engine_forecast_hidden
 pub const ENGINE_FORECAST_HIDDEN_UPPER: &str = "shardline_engine_forecast_hidden_upper_messages";
 /// Learned speed of an engine (1 = the fleet's usual), by `engine`.
 pub const ENGINE_SPEED: &str = "shardline_engine_speed_ratio";
+/// Locality keys an engine holds, as the manager sees them, by `engine`.
+pub const ENGINE_LOCALITY_KEYS: &str = "shardline_engine_locality_keys";
 /// Time since an engine's last heartbeat, by `engine`.
 pub const ENGINE_HEARTBEAT_AGE: &str = "shardline_engine_heartbeat_age_seconds";
 
@@ -203,6 +205,10 @@ pub fn describe() {
             "Learned speed of an engine; 1 is the fleet's usual.",
         ),
         (
+            ENGINE_LOCALITY_KEYS,
+            "Locality keys an engine holds, as the manager sees them.",
+        ),
+        (
             ENGINE_HEARTBEAT_AGE,
             "Seconds since an engine's last heartbeat.",
         ),
@@ -315,6 +321,8 @@ pub struct EngineReading<'a> {
     pub forecast_upper: Option<f64>,
     /// Learned speed.
     pub speed: f64,
+    /// Locality keys it holds, as this manager sees them.
+    pub locality_keys: usize,
     /// Seconds since its last heartbeat.
     pub heartbeat_age: Option<f64>,
 }
@@ -328,6 +336,7 @@ pub fn engines(engines: &[EngineReading<'_>]) {
         gauge!(ENGINE_SLOTS, "engine" => id.clone()).set(f64::from(e.slots));
         gauge!(ENGINE_UNFINISHED, "engine" => id.clone()).set(e.unfinished as f64);
         gauge!(ENGINE_SPEED, "engine" => id.clone()).set(e.speed);
+        gauge!(ENGINE_LOCALITY_KEYS, "engine" => id.clone()).set(e.locality_keys as f64);
         if let Some(depth) = e.depth {
             gauge!(ENGINE_QUEUE_DEPTH, "engine" => id.clone()).set(f64::from(depth));
         }

@@ -243,6 +243,23 @@ impl Cluster {
         .await;
     }
 
+    /// Wait until some manager's view of the live engines holds every one of `ids` (managers
+    /// refresh it every 500 ms and report it every second), with what they declared at start.
+    pub async fn wait_seen(&self, ids: &[&str]) {
+        eventually(
+            &format!("a manager sees {ids:?}"),
+            Duration::from_secs(15),
+            || async {
+                let reports = self.store.engine_reports(Duration::from_secs(5)).await.ok()?;
+                reports
+                    .iter()
+                    .any(|(_, engines)| ids.iter().all(|id| engines.contains_key(*id)))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
     /// Stop one in-process worker gracefully and wait for it to finish.
     pub async fn stop_worker(&mut self, id: &str) {
         let at = self

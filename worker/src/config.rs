@@ -209,6 +209,21 @@ mod tests {
         assert!(c.validate().is_ok());
     }
 
+    /// `--locality` takes comma-separated keys; a key with a space or an empty one stops
+    /// the worker at start with clap's message.
+    #[test]
+    fn locality_keys_parse_strictly() {
+        use clap::Parser;
+        let c = Config::try_parse_from(["w", "--locality", "p1,p2"]).expect("parses");
+        let keys: Vec<&str> = c.locality.iter().map(LocalityKey::as_str).collect();
+        assert_eq!(keys, ["p1", "p2"]);
+        assert!(Config::try_parse_from(["w"]).expect("parses").locality.is_empty());
+        for bad in ["p 1", "p1,,p2", ""] {
+            let e = Config::try_parse_from(["w", "--locality", bad]).expect_err(bad);
+            assert!(e.to_string().contains("locality"), "{e}");
+        }
+    }
+
     /// Ids that would break queue names are refused.
     #[test]
     fn rejects_bad_ids() {

@@ -378,6 +378,9 @@ async fn scale(State(s): State<Shared>) -> Result<Response, Failure> {
     ))
 }
 
+/// Most locality keys listed per engine (`locality_count` says how many it holds).
+pub const LOCALITY_SHOWN: usize = 20;
+
 /// Managers' reports older than this are not used.
 pub const REPORT_WITHIN: Duration = Duration::from_secs(5);
 
@@ -424,13 +427,15 @@ async fn reported(store: &Store) -> Result<BTreeMap<String, Reported>, shardline
 async fn engines(store: &Store) -> Result<Vec<Value>, shardline::Error> {
     let ids = store.live_engines(LIVE_WITHIN).await?;
     let details = store.engine_details(&ids).await?;
+    let held = store.localities(&ids).await?;
     let beats: BTreeMap<String, u64> = store.engine_beats().await?.into_iter().collect();
     let mut reported = reported(store).await?;
     let now = now_ms();
     Ok(ids
         .into_iter()
         .zip(details)
-        .map(|(id, d)| {
+        .zip(held)
+        .map(|((id, d), keys)| {
             let info = d.as_deref().map(EngineInfo::parse).unwrap_or_default();
             let age = beats
                 .get(&id)
@@ -442,6 +447,8 @@ async fn engines(store: &Store) -> Result<Vec<Value>, shardline::Error> {
                 "id": id,
                 "slots": info.concurrency,
                 "kinds": info.kinds,
+                "locality_count": keys.len(),
+                "locality": keys.into_iter().take(LOCALITY_SHOWN).collect::<Vec<_>>(),
                 "metrics": info.metrics,
                 "heartbeat_age_s": age,
                 "unfinished": r.unfinished,
