@@ -410,11 +410,7 @@ impl Client {
     ///
     /// # Errors
     /// Redis failures.
-    pub async fn remove_locality(
-        &self,
-        engine: &str,
-        keys: &[LocalityKey],
-    ) -> Result<u64, Error> {
+    pub async fn remove_locality(&self, engine: &str, keys: &[LocalityKey]) -> Result<u64, Error> {
         self.store
             .remove_locality(engine, keys)
             .await

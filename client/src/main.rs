@@ -469,17 +469,30 @@ async fn locality(client: &Client, action: LocalityAction) -> Result<ExitCode, E
             }
             for e in engines {
                 let keys = client.locality(&e).await?;
-                println!("{e}  {}", if keys.is_empty() { "-".to_owned() } else { keys.join(",") });
+                println!(
+                    "{e}  {}",
+                    if keys.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        keys.join(",")
+                    }
+                );
             }
         }
         LocalityAction::Add { engine, keys } => {
             warn_unless_live(client, &engine).await?;
             let added = client.add_locality(&engine, &keys).await?;
-            println!("{engine}: {added} key(s) added, {} already held", (keys.len() as u64).saturating_sub(added));
+            println!(
+                "{engine}: {added} key(s) added, {} already held",
+                (keys.len() as u64).saturating_sub(added)
+            );
         }
         LocalityAction::Remove { engine, keys } => {
             let removed = client.remove_locality(&engine, &keys).await?;
-            println!("{engine}: {removed} key(s) removed, {} not held", (keys.len() as u64).saturating_sub(removed));
+            println!(
+                "{engine}: {removed} key(s) removed, {} not held",
+                (keys.len() as u64).saturating_sub(removed)
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

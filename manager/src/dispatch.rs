@@ -38,7 +38,7 @@ use crate::intake::{self, Accepted, Rejection};
 use crate::kinds::{Catalog, Cutter};
 use crate::ledger::Reservation;
 use crate::plan::Plan;
-use crate::predictor::Predictor;
+use crate::predictor::{Predictor, Shards};
 use crate::route::Router;
 use crate::scale::Demand;
 
@@ -775,9 +775,14 @@ impl Dispatcher {
         let mut g = self.lock_routing();
         let Routing { router, hold } = &mut *g;
         let Some(rule) = router.holds() else {
-            let (routes, reserved) =
-                self.predictor
-                    .place(router.as_mut(), id, kind, size, total, &cut.locality, engines);
+            let shards = Shards {
+                request: id,
+                kind,
+                size,
+                total,
+                locality: &cut.locality,
+            };
+            let (routes, reserved) = self.predictor.place(router.as_mut(), &shards, engines);
             return Placement {
                 routes,
                 reserved,

@@ -276,6 +276,10 @@ mod tests {
             .apply(&ledger, &history);
         let predicted = history.predict("k", 1.0).expect("learned");
         assert!((predicted - 2_000.0).abs() < 1e-6, "{predicted}");
-        assert!((history.miss("k") - 3.0).abs() < 1e-6, "{}", history.miss("k"));
+        assert!(
+            (history.miss("k") - 3.0).abs() < 1e-6,
+            "{}",
+            history.miss("k")
+        );
     }
 }

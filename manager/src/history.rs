@@ -341,7 +341,11 @@ impl History {
         let Some(line) = g.0.kinds.get(kind).and_then(|l| l.predict(size)) else {
             return;
         };
-        let speed = g.0.engines.get(engine).and_then(EngineSpeed::raw).unwrap_or(1.0);
+        let speed =
+            g.0.engines
+                .get(engine)
+                .and_then(EngineSpeed::raw)
+                .unwrap_or(1.0);
         let expected = line / speed;
         if expected > 0.0 {
             g.0.miss

@@ -508,11 +508,18 @@ mod tests {
         fill(&p, &["fast-a", "fast-b"], SHARD_US);
         let holder = Uuid::from_u128(9);
         for k in 0..4 {
-            p.ledger.sent(holder, k, crate::ledger::entry("slow", SHARD_US));
+            p.ledger
+                .sent(holder, k, crate::ledger::entry("slow", SHARD_US));
         }
         let engines: Vec<Engine> = engines()
             .into_iter()
-            .map(|e| if e.id == "slow" { e.holding(&["p2"]) } else { e })
+            .map(|e| {
+                if e.id == "slow" {
+                    e.holding(&["p2"])
+                } else {
+                    e
+                }
+            })
             .collect();
         let keyed = Arc::new(Locality::Request(
             shardline::locality::LocalityKey::parse("p2").unwrap(),

@@ -19,6 +19,21 @@ use crate::locality::Localizer;
 use crate::plan::{Capacity, Model};
 use crate::route::{Candidate, Router};
 
+/// One request's shards, as placement sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct Shards<'a> {
+    /// The request.
+    pub request: Uuid,
+    /// Its kind.
+    pub kind: &'a str,
+    /// The size of one shard, in the kind's units.
+    pub size: f64,
+    /// How many shards.
+    pub total: u32,
+    /// Where their data lives.
+    pub locality: &'a Locality,
+}
+
 /// Shared handles to everything the manager knows about load.
 #[derive(Debug, Clone)]
 pub struct Predictor {
@@ -137,7 +152,7 @@ impl Predictor {
         Localizer::new(locality, engines, candidates, self.history.miss(kind))
     }
 
-    /// Route every shard of `request` with `router` and enter each one routed to an engine in
+    /// Route every shard of `shards` with `router` and enter each one routed to an engine in
     /// the ledger at once; `None` is the shared queue. Keyed shards are placed with their
     /// locality ([`Predictor::localizer`]).
     ///
@@ -147,13 +162,16 @@ impl Predictor {
     pub fn place(
         &self,
         router: &mut dyn Router,
-        request: Uuid,
-        kind: &str,
-        size: f64,
-        total: u32,
-        locality: &Locality,
+        shards: &Shards<'_>,
         engines: &[Engine],
     ) -> (Vec<Option<String>>, Reservation<'_>) {
+        let Shards {
+            request,
+            kind,
+            size,
+            total,
+            locality,
+        } = *shards;
         let mut candidates = self.candidates(kind, size, engines);
         let local = self.localizer(kind, locality, engines, &candidates);
         let kind: Arc<str> = kind.into();
@@ -200,6 +218,16 @@ mod tests {
             .collect()
     }
 
+    fn shards(total: u32, locality: &Locality) -> Shards<'_> {
+        Shards {
+            request: Uuid::new_v4(),
+            kind: "k",
+            size: 1.0,
+            total,
+            locality,
+        }
+    }
+
     fn routed(routes: &[Option<String>]) -> usize {
         routes.iter().filter(|r| r.is_some()).count()
     }
@@ -211,8 +239,8 @@ mod tests {
     fn placements_see_earlier_unpublished_placements() {
         let p = Predictor::new(Duration::from_millis(250), 64, 10_000.0);
         let mut router = LeastExpectedDelay::predictive(1.0, false);
-        let (first, _a) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 8, &Locality::Anywhere, &engines());
-        let (second, _b) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 8, &Locality::Anywhere, &engines());
+        let (first, _a) = p.place(&mut router, &shards(8, &Locality::Anywhere), &engines());
+        let (second, _b) = p.place(&mut router, &shards(8, &Locality::Anywhere), &engines());
         assert_eq!(routed(&first), 8);
         assert_eq!(routed(&second), 4, "{second:?}");
     }
@@ -229,11 +257,15 @@ mod tests {
         let keyed = Locality::Request(shardline::locality::LocalityKey::parse("p0").unwrap());
         let count = |p: &Predictor| {
             let mut router = LeastExpectedDelay::plain();
-            let (routes, _r) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 12, &keyed, &engines);
-            let n = ["a", "b", "c"].map(|e| routes.iter().filter(|r| r.as_deref() == Some(e)).count());
+            let (routes, _r) = p.place(&mut router, &shards(12, &keyed), &engines);
+            let n =
+                ["a", "b", "c"].map(|e| routes.iter().filter(|r| r.as_deref() == Some(e)).count());
             // Remote shards enter the ledger with the miss in their expected time.
             let work_b = p.ledger.load("b").work_us;
-            assert!((work_b - 2.0 * 10_000.0 * n[1] as f64).abs() < 1e-6 || !p.locality, "{work_b}");
+            assert!(
+                (work_b - 2.0 * 10_000.0 * n[1] as f64).abs() < 1e-6 || !p.locality,
+                "{work_b}"
+            );
             n
         };
         let p = Predictor::new(Duration::from_millis(250), 64, 10_000.0);
@@ -252,8 +284,8 @@ mod tests {
     fn an_abandoned_placement_frees_its_engines() {
         let p = Predictor::new(Duration::from_millis(250), 64, 10_000.0);
         let mut router = LeastExpectedDelay::predictive(1.0, false);
-        drop(p.place(&mut router, Uuid::new_v4(), "k", 1.0, 8, &Locality::Anywhere, &engines()));
-        let (again, kept) = p.place(&mut router, Uuid::new_v4(), "k", 1.0, 12, &Locality::Anywhere, &engines());
+        drop(p.place(&mut router, &shards(8, &Locality::Anywhere), &engines()));
+        let (again, kept) = p.place(&mut router, &shards(12, &Locality::Anywhere), &engines());
         assert_eq!(routed(&again), 12);
         kept.keep();
         let total: usize = ["a", "b", "c"].iter().map(|e| p.ledger.in_flight(e)).sum();

@@ -187,8 +187,7 @@ mod tests {
         let all = Locality::from_wire(Some("p1".into()), None, None).unwrap();
         assert_eq!(all.key(0).map(LocalityKey::as_str), Some("p1"));
         assert_eq!(all.key(99).map(LocalityKey::as_str), Some("p1"));
-        let each =
-            Locality::from_wire(None, Some(vec![Some("a".into()), None]), Some(2)).unwrap();
+        let each = Locality::from_wire(None, Some(vec![Some("a".into()), None]), Some(2)).unwrap();
         assert_eq!(each.key(0).map(LocalityKey::as_str), Some("a"));
         assert_eq!(each.key(1), None);
         assert_eq!(each.key(2), None);

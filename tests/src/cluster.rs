@@ -250,10 +250,37 @@ impl Cluster {
             &format!("a manager sees {ids:?}"),
             Duration::from_secs(15),
             || async {
-                let reports = self.store.engine_reports(Duration::from_secs(5)).await.ok()?;
+                let reports = self
+                    .store
+                    .engine_reports(Duration::from_secs(5))
+                    .await
+                    .ok()?;
                 reports
                     .iter()
                     .any(|(_, engines)| ids.iter().all(|id| engines.contains_key(*id)))
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Wait until a manager reports `engine` holding `n` locality keys (the managers'
+    /// view after a change at run time).
+    pub async fn wait_keys(&self, engine: &str, n: u64) {
+        eventually(
+            &format!("a manager sees {engine} with {n} locality keys"),
+            Duration::from_secs(10),
+            || async {
+                let reports = self
+                    .store
+                    .engine_reports(Duration::from_secs(5))
+                    .await
+                    .ok()?;
+                reports
+                    .iter()
+                    .filter_map(|(_, engines)| engines.get(engine))
+                    .filter_map(|doc| serde_json::from_str::<serde_json::Value>(doc).ok())
+                    .any(|doc| doc["locality_keys"].as_u64() == Some(n))
                     .then_some(())
             },
         )

@@ -76,6 +76,88 @@ async fn submit_sends_files_as_shards() {
     c.shutdown().await;
 }
 
+/// `locality add`, `list` and `remove` change and show the keys an engine holds; a bad key
+/// is refused before anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locality_keys_are_managed_at_run_time() {
+    let c = Cluster::builder().workers(1).start().await;
+    let out = output(cli(&c).args(["locality", "add", "--engine", "w0", "p1", "p2"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 key(s) added"));
+    let out = output(cli(&c).args(["locality", "list"])).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "w0  p1,p2");
+    let out = output(cli(&c).args(["locality", "remove", "--engine", "w0", "p1", "p9"])).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 key(s) removed, 1 not held"));
+    let out = output(cli(&c).args(["locality", "add", "--engine", "w0", "a b"])).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("whitespace"));
+    assert_eq!(
+        c.client().locality("w0").await.expect("redis"),
+        ["p2".to_owned()]
+    );
+    c.shutdown().await;
+}
+
+/// `submit --shard-file … --shard-locality …` sends each file's key: both shards run on the
+/// engine that holds it (without keys, two free engines would take one each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_sends_shard_localities() {
+    let c = Cluster::builder().workers(2).start().await;
+    let out = output(cli(&c).args(["locality", "add", "--engine", "w1", "disk1"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_keys("w1", 1).await;
+    let dir = std::env::temp_dir().join(format!("shardline-located-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let mut cmd = cli(&c);
+    cmd.args(["submit", "--kind", "sort", "--quiet"]);
+    for (i, text) in ["5 3", "9 -1"].iter().enumerate() {
+        let path = dir.join(format!("part{i}.txt"));
+        std::fs::write(&path, text).expect("a piece written");
+        cmd.arg("--shard-file")
+            .arg(&path)
+            .args(["--shard-locality", "disk1"]);
+    }
+    let out = output(&mut cmd).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(json["output"], serde_json::json!([-1, 3, 5, 9]));
+    let id: uuid::Uuid = json["request_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid");
+    let routes = c.store.routes(id).await.expect("redis");
+    assert!(
+        routes.values().all(|e| e == "w1") && routes.len() == 2,
+        "{routes:?}"
+    );
+    let out = output(cli(&c).args([
+        "submit",
+        "--kind",
+        "sort",
+        "--data",
+        "1",
+        "--shard-locality",
+        "x",
+    ]))
+    .await;
+    assert!(!out.status.success(), "--shard-locality needs --shard-file");
+    c.shutdown().await;
+}
+
 /// An error result exits 1 with the error in the JSON.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_result_exits_one() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use shardline::locality::LocalityKey;
 use shardline::message::{Options, Status};
 use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{Cluster, completed, eventually, unsharded};
+use shardline_tests::{Cluster, completed, unsharded};
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -90,36 +90,25 @@ async fn a_busy_holder_shares_its_keyed_shards() {
     c.shutdown().await;
 }
 
-/// Wait until a manager reports `engine` holding `n` locality keys.
-async fn wait_keys(c: &Cluster, engine: &str, n: u64) {
-    eventually(
-        &format!("a manager sees {engine} with {n} locality keys"),
-        Duration::from_secs(10),
-        || async {
-            let reports = c.store.engine_reports(Duration::from_secs(5)).await.ok()?;
-            reports
-                .iter()
-                .filter_map(|(_, engines)| engines.get(engine))
-                .filter_map(|doc| serde_json::from_str::<serde_json::Value>(doc).ok())
-                .any(|doc| doc["locality_keys"].as_u64() == Some(n))
-                .then_some(())
-        },
-    )
-    .await;
-}
-
 /// Keys added to running workers through Redis draw the shards that name them once the
 /// managers' view has them (refreshed every 500 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_added_at_run_time_draw_their_shards() {
     let c = Cluster::builder().workers(2).start().await;
     for (engine, k) in [("w1", "hot"), ("w0", "cold")] {
-        let added = c.client().add_locality(engine, &[key(k)]).await.expect("redis");
+        let added = c
+            .client()
+            .add_locality(engine, &[key(k)])
+            .await
+            .expect("redis");
         assert_eq!(added, 1);
-        assert_eq!(c.client().locality(engine).await.expect("redis"), [k.to_owned()]);
+        assert_eq!(
+            c.client().locality(engine).await.expect("redis"),
+            [k.to_owned()]
+        );
     }
-    wait_keys(&c, "w1", 1).await;
-    wait_keys(&c, "w0", 1).await;
+    c.wait_keys("w1", 1).await;
+    c.wait_keys("w0", 1).await;
     let routes = routes_of(
         &c,
         &["x y", "z w", "u v", "s t"],
@@ -131,9 +120,13 @@ async fn keys_added_at_run_time_draw_their_shards() {
         .map(|(i, e)| (i, e.to_owned()))
         .collect();
     assert_eq!(routes, expected);
-    let removed = c.client().remove_locality("w1", &[key("hot")]).await.expect("redis");
+    let removed = c
+        .client()
+        .remove_locality("w1", &[key("hot")])
+        .await
+        .expect("redis");
     assert_eq!(removed, 1);
-    wait_keys(&c, "w1", 0).await;
+    c.wait_keys("w1", 0).await;
     c.shutdown().await;
 }
 

@@ -217,7 +217,12 @@ mod tests {
         let c = Config::try_parse_from(["w", "--locality", "p1,p2"]).expect("parses");
         let keys: Vec<&str> = c.locality.iter().map(LocalityKey::as_str).collect();
         assert_eq!(keys, ["p1", "p2"]);
-        assert!(Config::try_parse_from(["w"]).expect("parses").locality.is_empty());
+        assert!(
+            Config::try_parse_from(["w"])
+                .expect("parses")
+                .locality
+                .is_empty()
+        );
         for bad in ["p 1", "p1,,p2", ""] {
             let e = Config::try_parse_from(["w", "--locality", bad]).expect_err(bad);
             assert!(e.to_string().contains("locality"), "{e}");

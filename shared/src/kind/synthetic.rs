@@ -258,8 +258,8 @@ impl Kind for Synthetic {
 
     fn process_with(&self, span: Span, stop: &Stop) -> Result<Tally, KindError> {
         let units = span.end.saturating_sub(span.start);
-        let cost =
-            (span.cost_us() * self.straggle() * self.reach(&span) / self.speed.get()).round() as u64;
+        let cost = (span.cost_us() * self.straggle() * self.reach(&span) / self.speed.get()).round()
+            as u64;
         if cost > MAX_SHARD_COST_US {
             return Err(KindError::Failed(format!(
                 "synthetic shard would run {cost} µs, over the {MAX_SHARD_COST_US} µs limit"

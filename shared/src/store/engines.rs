@@ -206,11 +206,7 @@ impl Store {
     ///
     /// # Errors
     /// Redis failures.
-    pub async fn remove_locality(
-        &self,
-        engine: &str,
-        keys: &[LocalityKey],
-    ) -> Result<u64, Error> {
+    pub async fn remove_locality(&self, engine: &str, keys: &[LocalityKey]) -> Result<u64, Error> {
         if keys.is_empty() {
             return Ok(0);
         }
