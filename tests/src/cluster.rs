@@ -246,44 +246,41 @@ impl Cluster {
     /// Wait until some manager's view of the live engines holds every one of `ids` (managers
     /// refresh it every 500 ms and report it every second), with what they declared at start.
     pub async fn wait_seen(&self, ids: &[&str]) {
-        eventually(
-            &format!("a manager sees {ids:?}"),
-            Duration::from_secs(15),
-            || async {
-                let reports = self
-                    .store
-                    .engine_reports(Duration::from_secs(5))
-                    .await
-                    .ok()?;
-                reports
-                    .iter()
-                    .any(|(_, engines)| ids.iter().all(|id| engines.contains_key(*id)))
-                    .then_some(())
-            },
-        )
+        self.wait_reported(&format!("a manager sees {ids:?}"), |engines| {
+            ids.iter().all(|id| engines.contains_key(*id))
+        })
         .await;
     }
 
     /// Wait until a manager reports `engine` holding `n` locality keys (the managers'
     /// view after a change at run time).
     pub async fn wait_keys(&self, engine: &str, n: u64) {
-        eventually(
+        self.wait_reported(
             &format!("a manager sees {engine} with {n} locality keys"),
-            Duration::from_secs(10),
-            || async {
-                let reports = self
-                    .store
-                    .engine_reports(Duration::from_secs(5))
-                    .await
-                    .ok()?;
-                reports
-                    .iter()
-                    .filter_map(|(_, engines)| engines.get(engine))
-                    .filter_map(|doc| serde_json::from_str::<serde_json::Value>(doc).ok())
-                    .any(|doc| doc["locality_keys"].as_u64() == Some(n))
-                    .then_some(())
+            |engines| {
+                engines
+                    .get(engine)
+                    .and_then(|doc| serde_json::from_str::<serde_json::Value>(doc).ok())
+                    .is_some_and(|doc| doc["locality_keys"].as_u64() == Some(n))
             },
         )
+        .await;
+    }
+
+    /// Wait until one manager's engine report (engine id → JSON reading) passes `check`.
+    async fn wait_reported(
+        &self,
+        what: &str,
+        check: impl Fn(&std::collections::HashMap<String, String>) -> bool,
+    ) {
+        eventually(what, Duration::from_secs(15), || async {
+            let reports = self
+                .store
+                .engine_reports(Duration::from_secs(5))
+                .await
+                .ok()?;
+            reports.iter().any(|(_, e)| check(e)).then_some(())
+        })
         .await;
     }
 

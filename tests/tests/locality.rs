@@ -44,6 +44,11 @@ async fn routes_of(c: &Cluster, pieces: &[&str], keys: &[Option<&str>]) -> BTree
     c.store.routes(id).await.expect("redis")
 }
 
+/// Routes with shard `i` on `engines[i]`.
+fn routes_for(engines: &[&str]) -> BTreeMap<u32, String> {
+    (0..).zip(engines.iter().map(|e| (*e).to_owned())).collect()
+}
+
 fn on(routes: &BTreeMap<u32, String>, engine: &str) -> usize {
     routes.values().filter(|e| *e == engine).count()
 }
@@ -64,11 +69,7 @@ async fn keyed_shards_run_where_their_data_is() {
         &[Some("p1"), Some("p1"), Some("p0"), Some("p0")],
     )
     .await;
-    let expected: BTreeMap<u32, String> = [(0, "w1"), (1, "w1"), (2, "w0"), (3, "w0")]
-        .into_iter()
-        .map(|(i, e)| (i, e.to_owned()))
-        .collect();
-    assert_eq!(routes, expected);
+    assert_eq!(routes, routes_for(&["w1", "w1", "w0", "w0"]));
     c.shutdown().await;
 }
 
@@ -115,11 +116,7 @@ async fn keys_added_at_run_time_draw_their_shards() {
         &[Some("hot"), Some("hot"), Some("cold"), Some("cold")],
     )
     .await;
-    let expected: BTreeMap<u32, String> = [(0, "w1"), (1, "w1"), (2, "w0"), (3, "w0")]
-        .into_iter()
-        .map(|(i, e)| (i, e.to_owned()))
-        .collect();
-    assert_eq!(routes, expected);
+    assert_eq!(routes, routes_for(&["w1", "w1", "w0", "w0"]));
     let removed = c
         .client()
         .remove_locality("w1", &[key("hot")])
