@@ -1,30 +1,33 @@
 //! One benchmark cell: a fresh namespace, three in-process workers and a manager on the real
 //! broker and Redis, one trace sent open loop, every result checked, everything removed after.
 
-use std::sync::Arc;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::StreamExt;
 use shardline::config::ConnectArgs;
 use shardline::exporter::MetricsAddr;
-use shardline::kind::synthetic::{Speed, Stragglers, Synthetic, Tally, Work};
+use shardline::kind::synthetic::{Remote, Speed, Stragglers, Synthetic, Tally, Work};
+use shardline::locality::LocalityKey;
 use shardline::message::{Options, Shard, Status};
 use shardline::store::{NewRequest, Store};
 use shardline::{Names, Registry, amqp, now_ms};
 use shardline_client::Client;
-use shardline_manager::RouterKind;
 use shardline_manager::plan::ShardCount;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::workload::{ANTAGONIST_SLOTS, ANTAGONIST_UNITS, Arrival, ENGINES, SLOTS};
+use crate::policy::Policy;
+use crate::workload::{ANTAGONIST_SLOTS, ANTAGONIST_UNITS, Arrival, ENGINES, SLOTS, partition_key};
 
 /// What varies between cells.
 #[derive(Debug, Clone)]
 pub struct Setup {
-    /// Routing policy.
-    pub policy: RouterKind,
+    /// Routing policy (and whether the manager routes by locality).
+    pub policy: Policy,
     /// Shard-count mode.
     pub shard_count: ShardCount,
     /// Engine speeds at the start.
@@ -39,6 +42,11 @@ pub struct Setup {
     pub managers: usize,
     /// Share of shards that straggle on every engine, and how many times slower (W7).
     pub stragglers: Option<(f64, f64)>,
+    /// Data locality (W9): engine `i` holds partition `i` (and declares its key,
+    /// [`partition_key`]), and a shard of another partition costs this many times more there.
+    /// Keyed requests are sent with their partition's key, and the run records which engine
+    /// each shard ran on ([`Measured::ran_on`]).
+    pub miss: Option<f64>,
     /// Cost of one unit of work, µs.
     pub unit_us: u64,
     /// The predictive policies' in-flight cap.
@@ -81,6 +89,10 @@ pub struct Measured {
     pub span_us: u64,
     /// Shards each answered request was cut into, in trace order (0 when unanswered).
     pub shards: Vec<u32>,
+    /// With [`Setup::miss`]: the settled shards of each request by the engine that ran them
+    /// (index `i` is engine `i`), in trace order; all zero for a request that never got an id.
+    /// Empty otherwise.
+    pub ran_on: Vec<[u32; ENGINES]>,
 }
 
 impl Measured {
@@ -138,7 +150,16 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
                 seed: i as u64,
             });
         }
-        workers.push(start_worker(&connect, i, kind));
+        let mut holds = Vec::new();
+        if let Some(factor) = setup.miss {
+            let partition = i as u32;
+            kind = kind.with_remote(Remote {
+                held: BTreeSet::from([partition]),
+                factor,
+            });
+            holds.push(partition_key(partition).map_err(anyhow::Error::msg)?);
+        }
+        workers.push(start_worker_holding(&connect, i, kind, holds));
     }
     let engines = (0..ENGINES).map(engine_id).collect::<Vec<_>>();
     wait_until("engines registered", Duration::from_secs(20), || async {
@@ -150,6 +171,11 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
         .map(|_| start_manager(&connect, setup))
         .collect();
     let client = Arc::new(Client::connect(&connect).await?);
+    // Subscribed before the first request, so that no completion is missed.
+    let placements = match setup.miss {
+        Some(_) => Some(watch_placements(&connect.redis_url, &names).await?),
+        None => None,
+    };
     // The manager's engine view refreshes every 500 ms; let it see all three.
     tokio::time::sleep(Duration::from_millis(800)).await;
 
@@ -158,7 +184,7 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     for (i, &work) in setup.prime.iter().enumerate() {
         let done = one_request(&client, Instant::now(), work, by).await;
         anyhow::ensure!(
-            matches!(done, Some((Ok(_), _, _))),
+            matches!(done.answer, Some(Answer { verdict: Ok(_), .. })),
             "priming request {} of {} did not complete",
             i + 1,
             setup.prime.len()
@@ -212,25 +238,47 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     let outcomes = futures::future::join_all(sends.collect::<Vec<_>>()).await;
     let mut m = Measured::default();
     let mut last = t0;
+    let mut ids = Vec::with_capacity(outcomes.len());
     for o in outcomes {
-        match o {
-            Ok(Some((Ok(us), done, shards))) => {
+        let o = o.unwrap_or_default();
+        ids.push(o.id);
+        match o.answer {
+            Some(Answer {
+                verdict: Ok(us),
+                done,
+                shards,
+            }) => {
                 m.latencies.push(Some(us));
                 m.shards.push(shards);
                 last = last.max(done);
             }
-            Ok(Some((Err(()), _, shards))) => {
+            Some(Answer {
+                verdict: Err(()),
+                shards,
+                ..
+            }) => {
                 m.wrong += 1;
                 m.latencies.push(None);
                 m.shards.push(shards);
             }
-            _ => {
+            None => {
                 m.latencies.push(None);
                 m.shards.push(0);
             }
         }
     }
     m.span_us = last.duration_since(t0).as_micros() as u64;
+    if let Some((seen, task)) = placements {
+        // A shard's completion is published before its request's result; give the last
+        // events a moment to arrive.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        task.abort();
+        let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+        m.ran_on = ids
+            .iter()
+            .map(|id| id.and_then(|id| seen.get(&id).copied()).unwrap_or_default())
+            .collect();
+    }
 
     for s in side {
         s.abort();
@@ -248,20 +296,67 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     Ok(m)
 }
 
-/// Send one request at `at`; its latency from `at` (µs) (`Err` for a wrong or failed result),
-/// completion time and shard count, `None` when nothing came back in time.
-async fn one_request(
+/// What became of one request.
+#[derive(Default)]
+struct Outcome {
+    /// Its id, once published (to find where its shards ran, answered or not).
+    id: Option<Uuid>,
+    /// Its result; `None` when nothing came back in time.
+    answer: Option<Answer>,
+}
+
+/// The result of one request.
+struct Answer {
+    /// Latency from the scheduled send, µs; `Err` for a wrong or failed result.
+    verdict: Result<u64, ()>,
+    /// When the result came.
+    done: Instant,
+    /// Shards it was cut into.
+    shards: u32,
+}
+
+/// Send one request at `at` (with its partition's locality key when it reads one) and wait
+/// for its result until `deadline`.
+async fn one_request(client: &Client, at: Instant, work: Work, deadline: Instant) -> Outcome {
+    let Some((id, rx)) = send_one(client, at, work).await else {
+        return Outcome::default();
+    };
+    Outcome {
+        id: Some(id),
+        answer: wait_one(client, at, work, deadline, id, rx).await,
+    }
+}
+
+/// Publish one request at `at`: its id and the receiver of its result, `None` when it could
+/// not be sent.
+async fn send_one(
+    client: &Client,
+    at: Instant,
+    work: Work,
+) -> Option<(Uuid, oneshot::Receiver<shardline::message::FinalResult>)> {
+    tokio::time::sleep_until(at.into()).await;
+    let payload = shardline::message::to_named_value(&work).ok()?;
+    let sent = match work.partition {
+        Some(p) => {
+            let key = partition_key(p).ok()?;
+            client
+                .send_at("synthetic", payload, &key, Options::default())
+                .await
+        }
+        None => client.send("synthetic", payload, Options::default()).await,
+    };
+    sent.ok()
+}
+
+/// Wait for the result of request `id` (sent for `at`) until `deadline` and check it.
+async fn wait_one(
     client: &Client,
     at: Instant,
     work: Work,
     deadline: Instant,
-) -> Option<(Result<u64, ()>, Instant, u32)> {
-    tokio::time::sleep_until(at.into()).await;
-    let payload = shardline::message::to_named_value(&work).ok()?;
-    let (id, rx) = client
-        .send("synthetic", payload, Options::default())
-        .await
-        .ok()?;
+    id: Uuid,
+    rx: oneshot::Receiver<shardline::message::FinalResult>,
+) -> Option<Answer> {
     let left = deadline.saturating_duration_since(Instant::now());
     let result = client.wait(id, rx, left).await.ok()?;
     let done = Instant::now();
@@ -273,7 +368,57 @@ async fn one_request(
             .is_some_and(|t| t.units == work.units);
     let latency = done.duration_since(at).as_micros() as u64;
     let verdict = if ok { Ok(latency) } else { Err(()) };
-    Some((verdict, done, result.shards))
+    Some(Answer {
+        verdict,
+        done,
+        shards: result.shards,
+    })
+}
+
+/// Settled shards by request and by engine (index `i` is engine `i`), as the events channel
+/// announces them.
+type Placements = Arc<Mutex<HashMap<Uuid, [u32; ENGINES]>>>;
+
+/// Subscribe to the namespace's events channel and count, per request, the shards each engine
+/// settled (lines `<engine> <request> <index> <µs>`; the `merged` and `ended` lines are
+/// skipped). This sees where a shard actually ran, also when it went through the shared
+/// queue, which the recorded routes (`(shared)`) do not say. Stop it by aborting the task.
+///
+/// # Errors
+/// Redis is unreachable.
+async fn watch_placements(
+    redis_url: &str,
+    names: &Names,
+) -> anyhow::Result<(Placements, JoinHandle<()>)> {
+    let client = Store::raw_client(redis_url).await?;
+    let mut pubsub = client
+        .get_async_pubsub()
+        .await
+        .context("opening a pub/sub connection")?;
+    pubsub
+        .subscribe(names.events_channel())
+        .await
+        .context("subscribing to the events channel")?;
+    let seen = Placements::default();
+    let into = seen.clone();
+    let engines: Vec<String> = (0..ENGINES).map(engine_id).collect();
+    let task = tokio::spawn(async move {
+        let mut messages = pubsub.into_on_message();
+        while let Some(message) = messages.next().await {
+            let Ok(line) = message.get_payload::<String>() else {
+                continue;
+            };
+            let mut words = line.split(' ');
+            let engine = words
+                .next()
+                .and_then(|w| engines.iter().position(|e| e == w));
+            let id = words.next().and_then(|w| w.parse::<Uuid>().ok());
+            if let (Some(engine), Some(id), Ok(mut seen)) = (engine, id, into.lock()) {
+                seen.entry(id).or_default()[engine] += 1;
+            }
+        }
+    });
+    Ok((seen, task))
 }
 
 pub(crate) fn engine_id(i: usize) -> String {
@@ -281,9 +426,20 @@ pub(crate) fn engine_id(i: usize) -> String {
 }
 
 pub(crate) fn start_worker(connect: &ConnectArgs, i: usize, synthetic: Synthetic) -> Running {
+    start_worker_holding(connect, i, synthetic, Vec::new())
+}
+
+/// [`start_worker`] for an engine that declares the locality keys `holds`.
+fn start_worker_holding(
+    connect: &ConnectArgs,
+    i: usize,
+    synthetic: Synthetic,
+    holds: Vec<LocalityKey>,
+) -> Running {
     let mut cfg = shardline_worker::Config::new(connect.clone());
     cfg.id = Some(engine_id(i));
     cfg.concurrency = Some(SLOTS);
+    cfg.locality = holds;
     cfg.grace_ms = 500;
     cfg.heartbeat_ms = 500;
     let registry = Registry::builtin().with(synthetic);
@@ -303,7 +459,8 @@ fn start_manager(connect: &ConnectArgs, setup: &Setup) -> Running {
     let mut cfg = shardline_manager::Config::new(connect.clone());
     // In-process managers share one process: none binds the default metrics port.
     cfg.metrics_addr = MetricsAddr::Off;
-    cfg.router = setup.policy;
+    cfg.router = setup.policy.router();
+    cfg.locality_routing = setup.policy.locality_routing();
     cfg.shard_count = setup.shard_count;
     cfg.in_flight_cap = setup.in_flight_cap;
     cfg.hold_ms = setup.hold_ms;

@@ -10,7 +10,9 @@
 //! Suites:
 //! - [`suite::routing`] — policy × workload × load → p50/p99/p99.9, throughput,
 //!   makespan/ideal, and p99 ratios against round robin, sampled-depth JSQ and pull, each
-//!   with a paired [`bootstrap`] confidence interval;
+//!   with a paired [`bootstrap`] confidence interval; on the locality workload (W9), also
+//!   against the locality ablation ([`policy::Policy::NoLocality`]) with the share of shards
+//!   that ran where their data is;
 //! - [`sharding::sharding`] — fixed shard counts (1/4/16/64 by default) against adaptive, on
 //!   small, medium and large requests, each mode over every size, and a mixed trace of all
 //!   three where one fixed count has to serve every size;
@@ -26,6 +28,7 @@
 
 pub mod bootstrap;
 pub mod harness;
+pub mod policy;
 pub mod report;
 pub mod scaling;
 pub mod sharding;

@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
 use crate::harness::Measured;
+use crate::workload::{Arrival, ENGINES};
 
 /// One cell's figures.
 #[derive(Debug, Clone)]
@@ -292,6 +293,215 @@ pub fn across_sizes(rows: &[Row]) -> String {
         );
     }
     s
+}
+
+/// The locality figures of one arm of a keyed workload (W9), pooled over repetitions.
+#[derive(Debug, Clone, Default)]
+pub struct Placed {
+    /// Workload name.
+    pub workload: String,
+    /// Policy name.
+    pub policy: String,
+    /// Latency of each request after the warm-up, µs, per repetition in trace order. A lost
+    /// request counts as how long it was waited for: a lower bound of its latency, so the
+    /// repetitions of every arm keep the same requests and still pair.
+    pub runs: Vec<Vec<u64>>,
+    /// Whether each request of `runs` was answered (`false`: its latency is a lower bound).
+    pub answered: Vec<Vec<bool>>,
+    /// The partition each request of `runs` read.
+    pub partitions: Vec<Vec<u32>>,
+    /// Settled shards of those requests by partition (row) and the engine that ran them
+    /// (column); engine `i` holds partition `i`.
+    pub shards: [[u64; ENGINES]; ENGINES],
+}
+
+impl Placed {
+    /// An empty pool for `policy` on `workload`.
+    pub fn new(workload: &str, policy: &str) -> Placed {
+        Placed {
+            workload: workload.to_owned(),
+            policy: policy.to_owned(),
+            ..Placed::default()
+        }
+    }
+
+    /// Add one repetition: `m` measured on `trace`, whose results were awaited until `drain`
+    /// after its last arrival, without its first `warmup` requests.
+    pub fn add(
+        &mut self,
+        m: &Measured,
+        trace: &[Arrival],
+        drain: std::time::Duration,
+        warmup: usize,
+    ) {
+        let end = trace.last().map_or(std::time::Duration::ZERO, |a| a.at) + drain;
+        let mut run = Vec::new();
+        let mut answered = Vec::new();
+        let mut partitions = Vec::new();
+        for (i, a) in trace.iter().enumerate().skip(warmup) {
+            let latency = m.latencies.get(i).copied().flatten();
+            let waited = end.saturating_sub(a.at).as_micros() as u64;
+            run.push(latency.unwrap_or(waited));
+            answered.push(latency.is_some());
+            let p = a.work.partition.unwrap_or_default();
+            partitions.push(p);
+            if let (Some(row), Some(ran)) = (self.shards.get_mut(p as usize), m.ran_on.get(i)) {
+                for (cell, n) in row.iter_mut().zip(ran) {
+                    *cell += u64::from(*n);
+                }
+            }
+        }
+        self.runs.push(run);
+        self.answered.push(answered);
+        self.partitions.push(partitions);
+    }
+
+    /// Share of the settled shards that ran on the engine holding their partition: "83%".
+    pub fn local_share(&self) -> String {
+        let total: u64 = self.shards.iter().flatten().sum();
+        let local: u64 = (0..ENGINES).map(|i| self.shards[i][i]).sum();
+        percent(local, total)
+    }
+
+    /// Requests pooled, and how many of them were lost.
+    fn counts(&self) -> (usize, usize) {
+        let all = self.answered.iter().map(Vec::len).sum();
+        let lost = self.answered.iter().flatten().filter(|a| !**a).count();
+        (all, lost)
+    }
+
+    /// The pooled `q` quantile of the requests `keep` accepts (by partition), µs, and whether
+    /// it is exact: it is a lower bound when lost requests could lie below it. `None` without
+    /// requests.
+    fn quantile(&self, q: f64, keep: impl Fn(u32) -> bool) -> Option<(u64, bool, usize)> {
+        let mut all: Vec<(u64, bool)> = Vec::new();
+        for ((run, answered), partitions) in
+            self.runs.iter().zip(&self.answered).zip(&self.partitions)
+        {
+            for ((us, a), p) in run.iter().zip(answered).zip(partitions) {
+                if keep(*p) {
+                    all.push((*us, *a));
+                }
+            }
+        }
+        if all.is_empty() {
+            return None;
+        }
+        let mut values: Vec<u64> = all.iter().map(|(us, _)| *us).collect();
+        let value = crate::bootstrap::quantile(&mut values, q);
+        let rank = (q * all.len() as f64).ceil() as usize;
+        // At least `rank` answered requests at or below it: the lost ones cannot move it.
+        let exact = all.iter().filter(|(us, a)| *a && *us <= value).count() >= rank;
+        Some((value, exact, all.len()))
+    }
+}
+
+/// Baselines of the locality table: (policy, column label).
+const LOCALITY_BASELINES: [(&str, &str); 2] =
+    [("predictive-no-locality", "no-locality"), ("pull", "pull")];
+
+/// A Markdown table of the locality arms (W9): p50 and p99, each against the locality ablation
+/// and pull with its 95% paired bootstrap interval, the share of shards that ran on the engine
+/// holding their partition, the share each engine ran, and the p99 of each partition's
+/// requests. Lost requests count as how long they were waited for, so a figure they could
+/// raise is a bound, marked ≥ (≤ for a ratio over such a figure).
+pub fn locality(placed: &[Placed]) -> String {
+    let mut s = String::from("| workload | policy | requests | late | p50 ms | p99 ms |");
+    for (_, label) in LOCALITY_BASELINES {
+        let _ = write!(s, " p50 / {label} | p99 / {label} |");
+    }
+    let engines: Vec<String> = (0..ENGINES).map(|i| format!("e{i}")).collect();
+    let partitions: Vec<String> = (0..ENGINES).map(|i| format!("p{i}")).collect();
+    let _ = writeln!(
+        s,
+        " local shards | shards on {} | p99 of {} ms |",
+        engines.join(" / "),
+        partitions.join(" / ")
+    );
+    s.push_str("|---|---|");
+    s.push_str(&"---:|".repeat(7 + 2 * LOCALITY_BASELINES.len()));
+    s.push('\n');
+    // A quantile in ms; a p99 (`tail`) over few requests is marked †.
+    let ms = |q: Option<(u64, bool, usize)>, tail: bool| match q {
+        Some((us, exact, n)) => format!(
+            "{}{:.1}{}",
+            if exact { "" } else { "≥ " },
+            us as f64 / 1_000.0,
+            if tail && n < FEW_REQUESTS { " †" } else { "" }
+        ),
+        None => "–".into(),
+    };
+    for r in placed {
+        let (requests, lost) = r.counts();
+        let (p50, p99) = (r.quantile(0.5, |_| true), r.quantile(0.99, |_| true));
+        let _ = write!(
+            s,
+            "| {} | {} | {requests} | {lost} | {} | {} |",
+            r.workload,
+            r.policy,
+            ms(p50, false),
+            ms(p99, true)
+        );
+        for (baseline, _) in LOCALITY_BASELINES {
+            let b = placed
+                .iter()
+                .find(|b| b.workload == r.workload && b.policy == baseline && b.policy != r.policy);
+            for q in [0.5, 0.99] {
+                let cell = b.map_or("–".into(), |b| bounded_ratio(r, b, q));
+                let _ = write!(s, " {cell} |");
+            }
+        }
+        let total: u64 = r.shards.iter().flatten().sum();
+        let by_engine: Vec<String> = (0..ENGINES)
+            .map(|e| percent(r.shards.iter().map(|row| row[e]).sum(), total))
+            .collect();
+        let by_partition: Vec<String> = (0..ENGINES as u32)
+            .map(|p| ms(r.quantile(0.99, |x| x == p), true))
+            .collect();
+        let _ = writeln!(
+            s,
+            " {} | {} | {} |",
+            r.local_share(),
+            by_engine.join(" / "),
+            by_partition.join(" / ")
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nLate: requests without a correct result when the run stopped waiting; they count as how \
+         long they were waited for, so ≥ marks a figure they could raise (a lower bound) and a \
+         ratio over such a figure is an upper bound (≤). Ratios: point estimate (95% paired \
+         bootstrap interval over repetitions and requests). Local shards: settled shards that ran \
+         on the engine holding their partition. † the p99 rests on fewer than {FEW_REQUESTS} \
+         requests."
+    );
+    s
+}
+
+/// `part` of `total` in whole percent: "83%".
+fn percent(part: u64, total: u64) -> String {
+    format!("{:.0}%", 100.0 * part as f64 / total.max(1) as f64)
+}
+
+/// `a`'s `q` quantile over `b`'s with its paired bootstrap interval, marked as a bound when
+/// either quantile is one: "≤ 0.12 (0.10–0.14)"; "–" when both are bounds.
+fn bounded_ratio(a: &Placed, b: &Placed, q: f64) -> String {
+    let (Some((x, x_exact, _)), Some((y, y_exact, _))) =
+        (a.quantile(q, |_| true), b.quantile(q, |_| true))
+    else {
+        return "–".into();
+    };
+    let mark = match (x_exact, y_exact) {
+        (true, true) => "",
+        (true, false) => "≤ ",
+        (false, true) => "≥ ",
+        (false, false) => return "–".into(),
+    };
+    if y == 0 {
+        return "–".into();
+    }
+    let interval = crate::bootstrap::quantile_ratio(&a.runs, &b.runs, q, BOOTSTRAP_SEED);
+    format!("{mark}{}", with_interval(x as f64 / y as f64, interval))
 }
 
 /// The rows as CSV.

@@ -10,6 +10,7 @@ use shardline::kind::synthetic::Work;
 use shardline_manager::plan::ShardCount;
 
 use crate::harness::{self, Setup, SpeedPlan};
+use crate::policy::Policy;
 use crate::report::Row;
 use crate::suite::{Pool, WARMUP};
 use crate::workload::{self, Workload};
@@ -177,7 +178,7 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
             for i in (0..k).map(|i| (i + rep as usize) % k) {
                 let (mode, (pool, per_size, shards)) = (s.modes[i], &mut pools[i]);
                 let setup = Setup {
-                    policy: shardline_manager::Config::DEFAULT_ROUTER,
+                    policy: Policy::Router(shardline_manager::Config::DEFAULT_ROUTER),
                     shard_count: mode,
                     speeds: [1.0; 3],
                     speed_plan: SpeedPlan::Steady,
@@ -185,6 +186,7 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
                     warmup: Duration::ZERO,
                     managers: 1,
                     stragglers: None,
+                    miss: None,
                     unit_us: UNIT_US,
                     in_flight_cap: shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP,
                     hold_ms: shardline_manager::Config::DEFAULT_HOLD_MS,

@@ -13,11 +13,20 @@ use shardline_manager::predictor::Predictor;
 use shardline_manager::{Config, RouterKind};
 
 use crate::harness::{self, Measured, Setup, SpeedPlan};
-use crate::report::Row;
+use crate::policy::Policy;
+use crate::report::{Placed, Row};
 use crate::workload::{self, Arrival, SHARDS, Workload};
 
 /// Share of each run discarded as warm-up.
 pub const WARMUP: f64 = 0.1;
+
+/// W9's arms unless `--policies` says otherwise: the default policy (locality routing on),
+/// the same policy blind to locality keys, and pull.
+pub const LOCALITY_POLICIES: [Policy; 3] = [
+    Policy::Router(RouterKind::PredictiveNoForecast),
+    Policy::NoLocality,
+    Policy::Router(RouterKind::Pull),
+];
 
 /// Settings of the routing suite.
 #[derive(Debug, Clone)]
@@ -37,8 +46,11 @@ pub struct Routing {
     pub reps: u32,
     /// Workloads.
     pub workloads: Vec<Workload>,
-    /// Policies.
-    pub policies: Vec<RouterKind>,
+    /// Policies of every workload but W9.
+    pub policies: Vec<Policy>,
+    /// Policies of W9, the locality workload (the others have no locality keys, so the
+    /// ablation arm would repeat `predictive-no-forecast` there).
+    pub locality_policies: Vec<Policy>,
     /// The predictive policies' in-flight cap.
     pub in_flight_cap: f64,
     /// The predictive policies' hold limit, ms.
@@ -89,6 +101,7 @@ impl Pool {
             wrong: 0,
             span_us: self.span_us,
             shards: Vec::new(),
+            ran_on: Vec::new(),
         };
         let mut r = Row::new(workload, load, policy, &m, 0, None);
         r.runs.clone_from(&self.runs);
@@ -97,19 +110,40 @@ impl Pool {
     }
 }
 
+impl Routing {
+    /// The policies run on `w`.
+    pub fn policies_for(&self, w: Workload) -> &[Policy] {
+        if w.miss().is_some() {
+            &self.locality_policies
+        } else {
+            &self.policies
+        }
+    }
+}
+
+/// What the routing suite measured.
+#[derive(Debug, Clone, Default)]
+pub struct Routed {
+    /// One row per workload, load and policy.
+    pub rows: Vec<Row>,
+    /// The locality figures of the keyed workloads' cells (W9), in the same order.
+    pub placed: Vec<Placed>,
+}
+
 /// Run every policy on every workload and load level, interleaved, `reps` times.
 ///
 /// # Errors
 /// A cell could not start.
-pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
+pub async fn routing(s: &Routing) -> anyhow::Result<Routed> {
     let mut pools: BTreeMap<(usize, usize, usize), Pool> = BTreeMap::new();
+    let mut placed: BTreeMap<(usize, usize, usize), Placed> = BTreeMap::new();
     for rep in 0..s.reps {
         for (wi, w) in s.workloads.iter().copied().enumerate() {
             for (li, load) in w.loads().into_iter().enumerate() {
                 let seed = s.seed ^ (u64::from(rep) << 32) ^ ((wi as u64) << 16) ^ li as u64;
                 let trace = workload::trace(seed, w, load, s.duration, s.unit_us);
                 let ideal = w.is_batch().then(|| ideal_us(&trace, w));
-                for (pi, policy) in s.policies.iter().copied().enumerate() {
+                for (pi, policy) in s.policies_for(w).iter().copied().enumerate() {
                     let setup = Setup {
                         policy,
                         shard_count: ShardCount::Fixed(SHARDS),
@@ -123,6 +157,7 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
                         },
                         managers: w.managers(),
                         stragglers: w.stragglers(),
+                        miss: w.miss(),
                         unit_us: s.unit_us,
                         in_flight_cap: s.in_flight_cap,
                         hold_ms: s.hold_ms,
@@ -138,16 +173,20 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
                     let m = harness::run(&s.connect, &setup, &trace).await?;
                     let pool = pools.entry((wi, li, pi)).or_default();
                     pool.add(&m, ideal);
-                    let row = Row::new(
-                        w.name(),
-                        load,
-                        policy.as_str(),
-                        &m,
-                        (m.latencies.len() as f64 * WARMUP) as usize,
-                        ideal,
-                    );
+                    let skip = (m.latencies.len() as f64 * WARMUP) as usize;
+                    let row = Row::new(w.name(), load, policy.as_str(), &m, skip, ideal);
+                    let mut local = String::new();
+                    if w.miss().is_some() {
+                        let mut one = Placed::new(w.name(), policy.as_str());
+                        one.add(&m, &trace, setup.drain, skip);
+                        local = format!(" local={}", one.local_share());
+                        placed
+                            .entry((wi, li, pi))
+                            .or_insert_with(|| Placed::new(w.name(), policy.as_str()))
+                            .add(&m, &trace, setup.drain, skip);
+                    }
                     eprintln!(
-                        "rep {} {:<20} load {:.2} {:<24} n={:<5} lost={:<4} p50={:>8.1}ms p99={:>8.1}ms ({:.1}s)",
+                        "rep {} {:<20} load {:.2} {:<24} n={:<5} lost={:<4} p50={:>8.1}ms p99={:>8.1}ms ({:.1}s){local}",
                         rep + 1,
                         w.name(),
                         load,
@@ -162,14 +201,18 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Vec<Row>> {
             }
         }
     }
-    Ok(pools
+    let rows = pools
         .iter()
         .map(|(&(wi, li, pi), pool)| {
             let w = s.workloads[wi];
             let load = if w.is_batch() { 0.0 } else { w.loads()[li] };
-            pool.row(w.name(), load, s.policies[pi].as_str())
+            pool.row(w.name(), load, s.policies_for(w)[pi].as_str())
         })
-        .collect())
+        .collect();
+    Ok(Routed {
+        rows,
+        placed: placed.into_values().collect(),
+    })
 }
 
 /// How engine 0's speed changes in workload `w`.

@@ -6,6 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shardline::kind::Kind;
 use shardline::kind::synthetic::{Synthetic, Work};
+use shardline::locality::LocalityKey;
 
 /// Engines in every run.
 pub const ENGINES: usize = 3;
@@ -32,6 +33,13 @@ pub const PERIODIC_LOW: f64 = 0.25;
 pub const STRAGGLER_SHARE: f64 = 0.01;
 /// W7: how many times slower a straggler runs.
 pub const STRAGGLER_FACTOR: f64 = 10.0;
+/// W9: how many times more a shard costs on an engine that does not hold its partition (a
+/// remote read, a cache miss).
+pub const MISS: f64 = 4.0;
+/// W9: share of the requests that read each partition (engine `i` holds partition `i`).
+/// Skewed so that routing by locality alone would overload engine 0: at load 0.7 it would get
+/// 0.5 × 3 × 0.7 = 1.05 of its capacity.
+pub const PARTITION_SHARE: [f64; ENGINES] = [0.5, 0.3, 0.2];
 
 /// A workload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,6 +69,10 @@ pub enum Workload {
     /// W8 after a priming batch, so the manager knows the speeds (as a running deployment
     /// does from its saved history).
     W8w,
+    /// Data locality: engine `i` holds partition `i`, each request reads one partition drawn
+    /// by [`PARTITION_SHARE`] (and names it as its locality key), and a shard costs [`MISS`]
+    /// times more on an engine that does not hold its partition.
+    W9,
 }
 
 impl Workload {
@@ -76,6 +88,7 @@ impl Workload {
             Workload::W7 => "W7 stragglers",
             Workload::W8 => "W8 batch 1/1/0.25",
             Workload::W8w => "W8w warm batch",
+            Workload::W9 => "W9 locality",
         }
     }
 
@@ -91,7 +104,9 @@ impl Workload {
     /// runs instead; three loads of W1 and W2 made it a seven-hour run on two cores).
     pub fn loads(self) -> Vec<f64> {
         match self {
-            Workload::W3 | Workload::W4 | Workload::W6 | Workload::W7 => vec![0.7],
+            Workload::W3 | Workload::W4 | Workload::W6 | Workload::W7 | Workload::W9 => {
+                vec![0.7]
+            }
             Workload::W8 | Workload::W8w => vec![1.0],
             _ => vec![0.8],
         }
@@ -105,6 +120,11 @@ impl Workload {
     /// Stragglers on every engine, if any.
     pub fn stragglers(self) -> Option<(f64, f64)> {
         (self == Workload::W7).then_some((STRAGGLER_SHARE, STRAGGLER_FACTOR))
+    }
+
+    /// The miss factor when engine `i` holds partition `i` and requests read partitions (W9).
+    pub fn miss(self) -> Option<f64> {
+        (self == Workload::W9).then_some(MISS)
     }
 
     /// A closed batch, measured by makespan.
@@ -129,7 +149,8 @@ impl Workload {
         }
     }
 
-    /// Mean capacity in µs of work per µs, the antagonist's share removed.
+    /// Mean capacity in µs of work per µs, the antagonist's share removed. W9's is the nominal
+    /// one: its load is measured at the cost of running every shard where its data is.
     pub fn capacity(self) -> f64 {
         let nominal: f64 = self.speeds().iter().map(|s| s * f64::from(SLOTS)).sum();
         match self {
@@ -171,8 +192,31 @@ fn request(rng: &mut StdRng, units_per_shard: u64, shards: u32, unit_us: u64) ->
     }
 }
 
+/// The locality key of partition `p`: `p0`, `p1`, …; engine `i` holds partition `i`.
+///
+/// # Errors
+/// Never for these names; the message of [`LocalityKey::parse`] otherwise.
+pub fn partition_key(p: u32) -> Result<LocalityKey, String> {
+    LocalityKey::parse(format!("p{p}"))
+}
+
+/// A partition drawn by [`PARTITION_SHARE`].
+fn partition(rng: &mut StdRng) -> u32 {
+    let u: f64 = rng.random();
+    let mut below = 0.0;
+    for (p, share) in PARTITION_SHARE.iter().enumerate() {
+        below += share;
+        if u < below {
+            return p as u32;
+        }
+    }
+    // Rounding left `u` above the sum of the shares: the last partition.
+    (PARTITION_SHARE.len() - 1) as u32
+}
+
 /// Open-loop Poisson arrivals at load `rho` for `duration` (or the closed batch of W8): 70%
-/// light and 30% heavy requests of [`SHARDS`] shards, every shard's cost seeded.
+/// light and 30% heavy requests of [`SHARDS`] shards, every shard's cost seeded; in W9 each
+/// also reads one partition ([`PARTITION_SHARE`]).
 pub fn trace(seed: u64, w: Workload, rho: f64, duration: Duration, unit_us: u64) -> Vec<Arrival> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mean_units = LIGHT_SHARE + (1.0 - LIGHT_SHARE) * HEAVY_UNITS as f64;
@@ -196,9 +240,15 @@ pub fn trace(seed: u64, w: Workload, rho: f64, duration: Duration, unit_us: u64)
             .collect();
     }
     let rate_per_us = rho * w.capacity() / mean_work_us;
+    let keyed = w.miss().is_some();
     poisson(&mut rng, rate_per_us, duration, |rng| {
         let units = pick(rng);
-        request(rng, units, SHARDS, unit_us)
+        let mut work = request(rng, units, SHARDS, unit_us);
+        // Drawn after the request, and only in W9, so that the other traces are unchanged.
+        if keyed {
+            work.partition = Some(partition(rng));
+        }
+        work
     })
 }
 
@@ -239,5 +289,26 @@ mod tests {
         let rho = offered / Workload::W1.capacity();
         assert!((rho - 0.8).abs() < 0.08, "offered load {rho}");
         assert_eq!(trace(7, Workload::W8, 1.0, d, 20_000).len(), BATCH);
+        assert!(a.iter().all(|r| r.work.partition.is_none()));
+    }
+
+    /// W9: every request reads a partition, drawn by the skew, at load 0.7 of the nominal
+    /// capacity (local cost).
+    #[test]
+    fn locality_trace_is_skewed() {
+        let d = Duration::from_secs(200);
+        let a = trace(7, Workload::W9, 0.7, d, 20_000);
+        let offered: f64 = a.iter().map(|r| r.cost_us(SHARDS)).sum::<f64>() / d.as_secs_f64() / 1e6;
+        let rho = offered / Workload::W9.capacity();
+        assert!((rho - 0.7).abs() < 0.07, "offered load {rho}");
+        for (p, share) in PARTITION_SHARE.iter().enumerate() {
+            let n = a
+                .iter()
+                .filter(|r| r.work.partition == Some(p as u32))
+                .count();
+            let seen = n as f64 / a.len() as f64;
+            assert!((seen - share).abs() < 0.03, "partition {p}: {seen}");
+        }
+        assert_eq!(partition_key(2).map(|k| k.to_string()), Ok("p2".into()));
     }
 }

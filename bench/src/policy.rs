@@ -1,0 +1,98 @@
+//! The routing suite's policy arms: every manager routing policy, plus the locality ablation.
+
+use clap::builder::PossibleValue;
+use shardline_manager::RouterKind;
+
+/// One arm of the routing suite: what the manager is configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// A routing policy as the manager runs it by default (locality routing on).
+    Router(RouterKind),
+    /// `predictive-no-forecast` with `locality_routing = false`: the default policy blind to
+    /// locality keys (the ablation of W9).
+    NoLocality,
+}
+
+impl Policy {
+    /// Every arm: the manager's policies in their report order, then the ablation.
+    pub const ALL: [Policy; RouterKind::ALL.len() + 1] = {
+        let mut all = [Policy::NoLocality; RouterKind::ALL.len() + 1];
+        let mut i = 0;
+        while i < RouterKind::ALL.len() {
+            all[i] = Policy::Router(RouterKind::ALL[i]);
+            i += 1;
+        }
+        all
+    };
+
+    /// The manager's routing policy.
+    pub fn router(self) -> RouterKind {
+        match self {
+            Policy::Router(kind) => kind,
+            Policy::NoLocality => RouterKind::PredictiveNoForecast,
+        }
+    }
+
+    /// The manager's `locality_routing`.
+    pub fn locality_routing(self) -> bool {
+        match self {
+            Policy::Router(_) => shardline_manager::Config::DEFAULT_LOCALITY_ROUTING,
+            Policy::NoLocality => false,
+        }
+    }
+
+    /// Name in tables and on the command line (`--policies`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Router(kind) => kind.as_str(),
+            Policy::NoLocality => "predictive-no-locality",
+        }
+    }
+}
+
+impl From<RouterKind> for Policy {
+    fn from(kind: RouterKind) -> Self {
+        Policy::Router(kind)
+    }
+}
+
+impl clap::ValueEnum for Policy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Policy::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            // The manager's own names and help lines.
+            Policy::Router(kind) => kind.to_possible_value(),
+            Policy::NoLocality => Some(
+                PossibleValue::new(self.as_str())
+                    .help("predictive-no-forecast with locality routing off (the ablation of W9)"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::ValueEnum;
+
+    use super::*;
+
+    /// Every arm parses from its table name, and the names are distinct.
+    #[test]
+    fn names_round_trip() {
+        for p in Policy::ALL {
+            assert_eq!(Policy::from_str(p.as_str(), false), Ok(p));
+        }
+        let mut names: Vec<&str> = Policy::ALL.iter().map(|p| p.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Policy::ALL.len());
+        assert!(!Policy::NoLocality.locality_routing());
+        assert_eq!(
+            Policy::NoLocality.router(),
+            RouterKind::PredictiveNoForecast
+        );
+    }
+}
