@@ -27,6 +27,11 @@ pub const ATTEMPT_HEADER: &str = "x-shardline-attempt";
 /// move publishes a new message, which the broker marks as never delivered, so the mark keeps
 /// what AMQP's `redelivered` flag said, that an earlier try may have started and crashed.
 pub const REDELIVERED_HEADER: &str = "x-shardline-redelivered";
+/// Header of a hedge copy: a second copy of a late shard that a manager sent to another engine
+/// while the first may still be running. A worker asks Redis before working on one (a result
+/// already stored means it is skipped). Its try is not counted up front, as a first delivery's
+/// is not: a copy that crashes its worker is redelivered, and counted then.
+pub const HEDGE_HEADER: &str = "x-shardline-hedge";
 
 /// Connect to the broker with lapin's automatic recovery on (it reconnects, then replays
 /// exchanges, queues, bindings, consumers, QoS and confirm mode).
@@ -340,12 +345,26 @@ pub fn attempt(props: &BasicProperties) -> Option<u64> {
 /// A worker counts a shard's attempt up front only then; a first delivery's try is counted if
 /// it is ever redelivered.
 pub fn tried_before(delivery: &lapin::message::Delivery) -> bool {
-    delivery.redelivered
-        || delivery
-            .properties
-            .headers()
-            .as_ref()
-            .is_some_and(|h| h.inner().contains_key(REDELIVERED_HEADER))
+    delivery.redelivered || has_header(&delivery.properties, REDELIVERED_HEADER)
+}
+
+/// Whether a shard is a hedge copy ([`HEDGE_HEADER`]).
+pub fn is_hedge(props: &BasicProperties) -> bool {
+    has_header(props, HEDGE_HEADER)
+}
+
+/// `props` marked as a hedge copy's ([`HEDGE_HEADER`]).
+pub fn hedge_properties(props: BasicProperties) -> BasicProperties {
+    let mut headers = props.headers().clone().unwrap_or_default();
+    headers.insert(HEDGE_HEADER.into(), AMQPValue::Boolean(true));
+    props.with_headers(headers)
+}
+
+fn has_header(props: &BasicProperties, name: &str) -> bool {
+    props
+        .headers()
+        .as_ref()
+        .is_some_and(|h| h.inner().contains_key(name))
 }
 
 /// The properties to move a delivered message to another queue with: its own, marked with
@@ -382,4 +401,19 @@ pub async fn dead_letter(
     publish(ch, &names.dead_exchange(), "", body, props, false).await?;
     crate::metric::dead_lettered(reason);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hedge copy's properties keep the original's and carry the mark; the original's do not.
+    #[test]
+    fn hedge_copies_are_marked() {
+        let original = BasicProperties::default().with_message_id("r:1".into());
+        assert!(!is_hedge(&original));
+        let copy = hedge_properties(original.clone());
+        assert!(is_hedge(&copy));
+        assert_eq!(copy.message_id(), original.message_id());
+    }
 }

@@ -321,7 +321,12 @@ pub struct Shard {
 impl Shard {
     /// AMQP `message_id` of a shard: `<request id>:<index>`.
     pub fn message_id(&self) -> String {
-        format!("{}:{}", self.request_id, self.index)
+        Self::message_id_of(self.request_id, self.index)
+    }
+
+    /// The `message_id` of shard `index` of `request`.
+    pub fn message_id_of(request: Uuid, index: u32) -> String {
+        format!("{request}:{index}")
     }
 
     /// The request id and shard index in a shard's `message_id`, if it is one.

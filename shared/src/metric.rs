@@ -31,6 +31,8 @@ pub const SHARDS: &str = "shardline_shards_total";
 pub const SHARD_SECONDS: &str = "shardline_shard_duration_seconds";
 /// Shard deliveries marked redelivered by the broker, by `kind`.
 pub const SHARD_REDELIVERIES: &str = "shardline_shard_redeliveries_total";
+/// Hedge copies of late shards a manager sent to a second engine, by `kind`.
+pub const SHARD_HEDGES: &str = "shardline_shard_hedges_total";
 /// Messages sent to the dead-letter queue, by `reason`.
 pub const DEAD_LETTERS: &str = "shardline_dead_letters_total";
 /// Recovery work a manager's sweeper did, by `action`.
@@ -151,6 +153,10 @@ pub fn describe() {
         (
             SHARD_REDELIVERIES,
             "Shard deliveries the broker marked redelivered, by kind.",
+        ),
+        (
+            SHARD_HEDGES,
+            "Hedge copies of late shards sent to a second engine, by kind.",
         ),
         (DEAD_LETTERS, "Messages dead-lettered, by reason."),
         (
@@ -275,6 +281,11 @@ pub fn shard_processed(kind: &str, seconds: f64) {
 /// The broker delivered a shard of `kind` again.
 pub fn shard_redelivered(kind: &str) {
     counter!(SHARD_REDELIVERIES, "kind" => kind.to_owned()).increment(1);
+}
+
+/// A manager sent a hedge copy of a late shard of `kind`.
+pub fn shard_hedged(kind: &str) {
+    counter!(SHARD_HEDGES, "kind" => kind.to_owned()).increment(1);
 }
 
 /// A message went to the dead-letter queue; `reason` is one of the fixed codes.

@@ -38,6 +38,10 @@ pub struct Advert {
     pub max_attempts: u32,
     /// Whether a shard's time grows with its size.
     pub cost_follows_size: bool,
+    /// Whether a late shard may be sent a second time ([`crate::kind::Kind::hedge_safe`]);
+    /// false in adverts from workers that predate it.
+    #[serde(default)]
+    pub hedge: bool,
     /// When a live worker last advertised it (epoch ms).
     pub seen: u64,
 }
@@ -50,6 +54,7 @@ impl Advert {
             shard_size: kind.shard_size_hint(),
             max_attempts: kind.max_attempts(),
             cost_follows_size: kind.cost_follows_size(),
+            hedge: kind.hedge_safe(),
             seen: now,
         }
     }
@@ -109,5 +114,14 @@ mod tests {
             seen: 9,
             ..wc.clone()
         }));
+        assert!(wc.hedge, "word count is pure");
+    }
+
+    /// An advert from a worker that predates hedging reads as not hedge-safe.
+    #[test]
+    fn adverts_without_hedge_are_not_hedged() {
+        let old = r#"{"splitter":"lines","shard_size":10,"max_attempts":3,"cost_follows_size":true,"seen":1}"#;
+        let ad: Advert = serde_json::from_str(old).expect("old advert");
+        assert!(!ad.hedge);
     }
 }

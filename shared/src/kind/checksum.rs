@@ -113,6 +113,10 @@ impl Kind for Checksum {
     type Partial = Leaves;
     type Output = Root;
 
+    /// Pure: a shard's result depends on the shard alone.
+    fn hedge_safe(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         "checksum"
     }

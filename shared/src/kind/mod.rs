@@ -145,6 +145,13 @@ pub trait Kind: Send + Sync + 'static {
     fn cost_follows_size(&self) -> bool {
         true
     }
+    /// Whether a shard may run twice at once on two engines with no harm: `process` has no
+    /// effect outside its own result (no writes elsewhere, no calls that must happen once).
+    /// A manager with hedging on sends a late shard of such a kind a second time, to another
+    /// engine; the first stored result wins and the other copy is stopped. False by default.
+    fn hedge_safe(&self) -> bool {
+        false
+    }
     /// The generic splitter this kind's input is cut with, when one fits (see [`splitter`]):
     /// workers advertise it, so a manager built without this kind can still serve it. A kind
     /// that names one must accept that splitter's shards as its [`Kind::Shard`] and gives the

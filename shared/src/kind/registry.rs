@@ -37,6 +37,8 @@ pub trait DynKind: Send + Sync {
     fn splitter(&self) -> Splitter;
     /// See [`Kind::cost_follows_size`].
     fn cost_follows_size(&self) -> bool;
+    /// See [`Kind::hedge_safe`].
+    fn hedge_safe(&self) -> bool;
     /// Process one encoded shard into an encoded partial (see [`Kind::process_with`]).
     ///
     /// # Errors
@@ -136,6 +138,10 @@ impl<K: Kind> DynKind for K {
 
     fn cost_follows_size(&self) -> bool {
         Kind::cost_follows_size(self)
+    }
+
+    fn hedge_safe(&self) -> bool {
+        Kind::hedge_safe(self)
     }
 
     fn process(&self, shard: &[u8], stop: &Stop) -> Result<Vec<u8>, KindError> {

@@ -16,6 +16,10 @@ impl Kind for Sort {
     type Partial = Vec<i64>;
     type Output = Vec<i64>;
 
+    /// Pure: a shard's result depends on the shard alone.
+    fn hedge_safe(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         "sort"
     }

@@ -221,6 +221,10 @@ impl Kind for Synthetic {
     type Partial = Tally;
     type Output = Tally;
 
+    /// Pure: a shard's result depends on the shard alone.
+    fn hedge_safe(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         "synthetic"
     }

@@ -67,6 +67,10 @@ impl Kind for WordCount {
     type Partial = Tally;
     type Output = Counts;
 
+    /// Pure: a shard's result depends on the shard alone.
+    fn hedge_safe(&self) -> bool {
+        true
+    }
     fn name(&self) -> &'static str {
         "wordcount"
     }

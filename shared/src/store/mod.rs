@@ -38,7 +38,7 @@ pub use finalize::Closing;
 pub use rejections::Rejected;
 pub use reports::{EnginePoint, SERIES_KEEP, SERIES_STEP, SeriesEntry};
 pub use requests::{CANCEL_TOMBSTONE_TTL, Created, Ended, Meta, NewRequest};
-pub use shards::{Begun, Recorded};
+pub use shards::{Begun, Recorded, Wanted};
 pub use state::RequestState;
 
 /// The inclusive Redis ranks of `count` items from `start` (`LRANGE`/`ZRANGE` arguments),

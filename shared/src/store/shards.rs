@@ -62,6 +62,19 @@ pub enum Begun {
     Gone,
 }
 
+/// What a running shard's periodic check finds ([`Store::wanted`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wanted {
+    /// The request runs and no result of this shard is stored: go on.
+    Yes,
+    /// Another copy's result is stored (a hedge copy, or the original it hedged): stop.
+    Stored,
+    /// The request is not running any more: stop.
+    Ended(RequestState),
+    /// No record: never created, or expired.
+    Gone,
+}
+
 /// Where one shard settles (arguments of the resolver script).
 struct Settle<'a> {
     id: Uuid,
@@ -197,6 +210,35 @@ impl Store {
                 reply: format!("{{{state:?}, {attempt}}}"),
             }),
         }
+    }
+
+    /// Whether a running shard is still wanted: its request runs and no copy of it has stored
+    /// a result. One round trip.
+    ///
+    /// # Errors
+    /// Redis failures, or a state that does not parse ([`Error::Corrupt`]).
+    pub async fn wanted(&self, id: Uuid, index: u32) -> Result<Wanted, Error> {
+        let mut c = self.conn();
+        let (state, stored): (Option<String>, bool) = redis::pipe()
+            .hget(self.names.meta_key(id), "state")
+            .hexists(self.names.parts_key(id), index)
+            .query_async(&mut c)
+            .await?;
+        let Some(state) = state else {
+            return Ok(Wanted::Gone);
+        };
+        let state: RequestState =
+            state
+                .parse()
+                .map_err(|e: super::state::UnknownState| Error::Corrupt {
+                    id,
+                    detail: e.to_string(),
+                })?;
+        Ok(match (state, stored) {
+            (RequestState::Running, false) => Wanted::Yes,
+            (RequestState::Running, true) => Wanted::Stored,
+            (state, _) => Wanted::Ended(state),
+        })
     }
 
     /// Shard indices that are settled: a result is stored, or (under a tolerant failure
