@@ -63,6 +63,8 @@ pub struct CommandKind {
     pub output: Output,
     /// Tries before a shard counts as poison.
     pub max_attempts: u32,
+    /// Whether a late shard may be sent a second time (the file's `hedge`).
+    pub hedge: bool,
     /// Longest stdout a command may write, bytes.
     pub max_output: u64,
     /// Time between SIGTERM and SIGKILL.
@@ -313,6 +315,10 @@ impl DynKind for CommandKind {
         self.max_attempts.max(1)
     }
 
+    fn hedge_safe(&self) -> bool {
+        self.hedge
+    }
+
     fn shard_size_hint(&self) -> u64 {
         self.shard_size
     }
@@ -412,6 +418,7 @@ mod tests {
             merge_input: input,
             output,
             max_attempts: 3,
+            hedge: false,
             max_output: 1_000,
             stop_grace: Duration::from_millis(200),
             merge_timeout: Duration::from_secs(10),

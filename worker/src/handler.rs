@@ -12,7 +12,7 @@ use shardline::kind::{DynKind, KindError, Stop, check_name};
 use shardline::message::{ErrorInfo, FINALIZE_TYPE, FinalizeOrder, Shard, Status};
 use shardline::metric::{self, ShardOutcome};
 use shardline::resolve::Resolver;
-use shardline::store::{Begun, DeadKind, DeadLetter, Ended, Recorded, RequestState, Store};
+use shardline::store::{Begun, DeadKind, DeadLetter, Ended, Recorded, Store, Wanted};
 use shardline::{Names, Registry, amqp, now_ms};
 use tokio::task::JoinError;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -101,6 +101,8 @@ fn join_message(e: &JoinError) -> String {
 enum Why {
     /// Its request is no longer running (the state it is in, or why it counts as over).
     Ended(String),
+    /// Another copy of it (a hedge copy, or the original it hedged) stored its result.
+    Stored,
     /// It ran past the worker's time limit.
     TimeLimit,
 }
@@ -240,6 +242,7 @@ impl Handler {
         // result script refuses what an ended request no longer needs. Only a shard that was
         // delivered before asks Redis first, to count its tries and skip a stored result.
         let tried_before = amqp::tried_before(delivery);
+        let hedge = amqp::is_hedge(&delivery.properties);
         let attempt = if tried_before {
             metric::shard_redelivered(self.kind_label(&shard));
             match self.store.begin(shard.request_id, shard.index).await {
@@ -256,6 +259,10 @@ impl Handler {
                 }
             }
         } else {
+            if hedge && !self.hedge_wanted(&shard).await {
+                self.count(&shard, ShardOutcome::Skipped);
+                return Settle::Ack;
+            }
             1
         };
         let limit = kind.max_attempts();
@@ -264,7 +271,9 @@ impl Handler {
             return self.fail(&shard, delivery, "poison_shard", &msg).await;
         }
         let started = Instant::now();
-        let (outcome, why) = self.process(&shard, kind, received, !tried_before).await;
+        // Redis was read just now for a retry or a hedge copy; a first delivery reads it at once.
+        let checked = tried_before || hedge;
+        let (outcome, why) = self.process(&shard, kind, received, !checked).await;
         let elapsed = started.elapsed();
         let (code, msg) = match (outcome, why) {
             (Ok(Ok(partial)), _) => {
@@ -274,6 +283,11 @@ impl Handler {
             }
             (Ok(Err(_)), Some(Why::Ended(state))) => {
                 debug!(%state, "request over; the shard stopped without a result");
+                self.count(&shard, ShardOutcome::Skipped);
+                return Settle::Ack;
+            }
+            (Ok(Err(_)), Some(Why::Stored)) => {
+                debug!("another copy of the shard stored its result; this one stopped");
                 self.count(&shard, ShardOutcome::Skipped);
                 return Settle::Ack;
             }
@@ -370,7 +384,7 @@ impl Handler {
                     if let Some(reason) = &why {
                         // At the first check this is the shard of a request that ended
                         // before it started (a cancel's queued shards): routine, not news.
-                        if started.elapsed() < self.stop_check {
+                        if started.elapsed() < self.stop_check || why == Some(Why::Stored) {
                             debug!(?reason, "the request ended before the shard started; stopping it");
                         } else {
                             info!(?reason, "asking the running shard to stop");
@@ -378,6 +392,22 @@ impl Handler {
                         stop.request();
                     }
                 }
+            }
+        }
+    }
+
+    /// Whether a hedge copy should run: its original has not stored a result and the request
+    /// runs. When Redis cannot tell, it runs (the result script refuses what is not needed).
+    async fn hedge_wanted(&self, shard: &Shard) -> bool {
+        match self.store.wanted(shard.request_id, shard.index).await {
+            Ok(Wanted::Yes) => true,
+            Ok(wanted) => {
+                debug!(?wanted, "hedge copy not needed; skipping it");
+                false
+            }
+            Err(error) => {
+                debug!(%error, "checking a hedge copy failed; running it");
+                true
             }
         }
     }
@@ -390,10 +420,11 @@ impl Handler {
         if now_ms() > shard.deadline {
             return Some(Why::Ended("deadline passed".into()));
         }
-        match self.store.state(shard.request_id).await {
-            Ok(Some(RequestState::Running)) => None,
-            Ok(Some(state)) => Some(Why::Ended(state.to_string())),
-            Ok(None) => Some(Why::Ended("gone".into())),
+        match self.store.wanted(shard.request_id, shard.index).await {
+            Ok(Wanted::Yes) => None,
+            Ok(Wanted::Stored) => Some(Why::Stored),
+            Ok(Wanted::Ended(state)) => Some(Why::Ended(state.to_string())),
+            Ok(Wanted::Gone) => Some(Why::Ended("gone".into())),
             Err(error) => {
                 debug!(%error, "checking the request state failed; the shard goes on");
                 None

@@ -85,6 +85,9 @@ struct Declared {
     shell: bool,
     max_output_bytes: Option<u64>,
     stop_grace_ms: Option<u64>,
+    /// `process` may run twice at once with no harm (see [`shardline::kind::Kind::hedge_safe`]).
+    #[serde(default)]
+    hedge: bool,
 }
 
 fn default_attempts() -> u32 {
@@ -213,6 +216,7 @@ fn build(name: &str, d: Declared, base: &Path) -> Result<CommandKind, String> {
         merge_input: d.merge_input,
         output: d.output,
         max_attempts: d.max_attempts,
+        hedge: d.hedge,
         max_output,
         stop_grace,
         merge_timeout: d
@@ -310,6 +314,7 @@ mod tests {
             output = "text"
             shell = true
             max_attempts = 5
+            hedge = true
             "#,
         )
         .expect("loads");
@@ -317,11 +322,16 @@ mod tests {
         assert_eq!(sorted.name, "sorted");
         assert_eq!((sorted.shard_size, sorted.max_attempts), (10, 5));
         assert_eq!(sorted.merge_input, MergeInput::Files);
+        assert!(sorted.hedge);
         assert_eq!(sorted.process.program, PathBuf::from("/bin/sh"));
         let upper = &kinds[1];
         assert_eq!(upper.splitter, Splitter::Lines);
         assert!(upper.process.program.ends_with("tr"));
         assert_eq!(upper.merge, None);
+        assert!(
+            !upper.hedge,
+            "a command kind is not hedged unless its file says so"
+        );
         assert_eq!(upper.shard_size, 64 * 1024);
     }
 
