@@ -258,6 +258,9 @@ pub fn decisions() -> ((u64, u64), (u64, u64)) {
                 idle: false,
                 fit: Fit::Unkeyed,
                 at: Instant::now(),
+                due_us: 20_000.0,
+                body: None,
+                copy: None,
             },
         );
     }

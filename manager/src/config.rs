@@ -233,6 +233,23 @@ pub struct Config {
         action = clap::ArgAction::Set
     )]
     pub locality_routing: bool,
+    /// Send a second copy of a late shard to another engine; the first result wins (see
+    /// [`crate::hedge`]). Only kinds that say their shards may run twice are hedged, and only
+    /// shards routed to an engine.
+    #[arg(
+        long,
+        env = "SHARDLINE_HEDGE",
+        default_value_t = Config::DEFAULT_HEDGE,
+        action = clap::ArgAction::Set
+    )]
+    pub hedge: bool,
+    /// With `--hedge`: copies allowed per shard sent (0.05: one copy per 20 shards), over time.
+    #[arg(long, env = "SHARDLINE_HEDGE_SHARE", default_value_t = crate::hedge::DEFAULT_SHARE)]
+    pub hedge_share: f64,
+    /// With `--hedge`: a shard is late once it has been out for this quantile of its kind's
+    /// recent results' lateness (time taken over time expected) times its own expected time.
+    #[arg(long, env = "SHARDLINE_HEDGE_QUANTILE", default_value_t = crate::hedge::DEFAULT_QUANTILE)]
+    pub hedge_quantile: f64,
 }
 
 impl Config {
@@ -278,6 +295,8 @@ impl Config {
     pub const DEFAULT_SCALE_FORECAST: bool = true;
     /// Default of `--locality-routing`.
     pub const DEFAULT_LOCALITY_ROUTING: bool = true;
+    /// Default of `--hedge`: off until a workload shows it pays (see `docs/routing.md`).
+    pub const DEFAULT_HEDGE: bool = false;
     /// Default of `--metrics-addr`: the loopback interface, port 9464 (the port the
     /// OpenTelemetry Prometheus exporter uses by convention).
     pub const DEFAULT_METRICS_ADDR: MetricsAddr = MetricsAddr::On(std::net::SocketAddr::new(
@@ -313,6 +332,9 @@ impl Config {
             scale_headroom: Config::DEFAULT_SCALE_HEADROOM,
             scale_forecast: Config::DEFAULT_SCALE_FORECAST,
             locality_routing: Config::DEFAULT_LOCALITY_ROUTING,
+            hedge: Config::DEFAULT_HEDGE,
+            hedge_share: crate::hedge::DEFAULT_SHARE,
+            hedge_quantile: crate::hedge::DEFAULT_QUANTILE,
         }
     }
 
@@ -345,6 +367,15 @@ impl Config {
         if !(self.scale_headroom.is_finite() && self.scale_headroom >= 1.0) {
             return Err("scale headroom must be a number of at least 1".into());
         }
+        if !(self.hedge_share.is_finite() && (0.0..=1.0).contains(&self.hedge_share)) {
+            return Err("hedge share must be a number from 0 to 1".into());
+        }
+        if !(self.hedge_quantile.is_finite()
+            && self.hedge_quantile > 0.0
+            && self.hedge_quantile < 1.0)
+        {
+            return Err("hedge quantile must be a number between 0 and 1".into());
+        }
         if self.max_payload_bytes == 0 {
             return Err("max payload bytes must be at least 1".into());
         }
@@ -374,6 +405,14 @@ impl Config {
         }
     }
 
+    /// Hedging's settings.
+    pub fn hedging(&self) -> crate::hedge::Settings {
+        crate::hedge::Settings {
+            share: self.hedge_share,
+            quantile: self.hedge_quantile,
+        }
+    }
+
     pub(crate) fn depth_sample(&self) -> Duration {
         Duration::from_millis(self.depth_sample_ms)
     }
@@ -392,6 +431,27 @@ mod tests {
             assert_eq!(flag.as_deref(), Some(k.as_str()));
             let name = k.build(&HashMap::new(), 4.0, true).name();
             assert_eq!(name, k.as_str());
+        }
+    }
+
+    /// Hedging's share and quantile must be in range.
+    #[test]
+    fn hedge_settings_are_checked() {
+        let base = Config::new(ConnectArgs::local());
+        assert_eq!(base.validate(), Ok(()));
+        for (share, quantile) in [
+            (-0.1, 0.95),
+            (1.5, 0.95),
+            (0.05, 1.0),
+            (0.05, 0.0),
+            (f64::NAN, 0.9),
+        ] {
+            let c = Config {
+                hedge_share: share,
+                hedge_quantile: quantile,
+                ..base.clone()
+            };
+            assert!(c.validate().is_err(), "{share} {quantile}");
         }
     }
 

@@ -159,6 +159,15 @@ impl Cut {
 }
 
 /// Whether the delivery is a cancel message rather than a request.
+/// The properties a shard is published with: its message id (`<request>:<index>`), the
+/// content type, and its kind's name as the type.
+pub(crate) fn shard_properties(message_id: &str, kind: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_message_id(message_id.into())
+        .with_content_type(shardline::message::CONTENT_TYPE_MSGPACK.into())
+        .with_type(kind.into())
+}
+
 fn is_cancel(delivery: &Delivery) -> bool {
     delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(CANCEL_TYPE)
 }
@@ -864,15 +873,16 @@ impl Dispatcher {
     async fn publish_shard(&self, shard: Shard, engine: Option<String>) -> Result<(), Error> {
         let body = rmp_serde::to_vec_named(&shard)?;
         let id = shard.message_id();
-        let props = BasicProperties::default()
-            .with_message_id(id.as_str().into())
-            .with_content_type(shardline::message::CONTENT_TYPE_MSGPACK.into())
-            .with_type(shard.kind.clone().into());
+        let props = shard_properties(&id, &shard.kind);
         if let Some(engine) = engine {
             let published =
                 amqp::publish_to_engine(&self.channel, &self.names, &engine, &body, props.clone())
                     .await?;
             if !published.is_returned(&id) {
+                if self.config.hedge && self.catalog.hedge_safe(&shard.kind) {
+                    let ledger = &self.predictor.ledger;
+                    ledger.keep_body(shard.request_id, shard.index, body.into());
+                }
                 // Stored, or another shard came back with this confirm (AMQP returns carry no
                 // delivery tag): send that one on.
                 if let Published::Returned(other) = published {
@@ -900,7 +910,10 @@ impl Dispatcher {
     /// Send shards the broker returned as unroutable (their engine queue was gone) to their
     /// kinds' shared queues, whichever publish their return came with; a return that comes
     /// with one of these publishes is sent on too.
-    async fn to_shared(&self, mut returned: Vec<BasicReturnMessage>) -> Result<(), Error> {
+    pub(crate) async fn to_shared(
+        &self,
+        mut returned: Vec<BasicReturnMessage>,
+    ) -> Result<(), Error> {
         while let Some(message) = returned.pop() {
             // Only shards are published mandatory on this channel, each with its kind's name.
             let Some(kind) = amqp::shard_kind(&message.properties) else {

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 use uuid::Uuid;
 
+use crate::hedge::Lateness;
 use crate::history::History;
 use crate::ledger::Ledger;
 use crate::locality::Fit;
@@ -86,14 +87,19 @@ impl Event {
         None
     }
 
-    /// Apply the event to the ledger and the history.
-    pub fn apply(self, ledger: &Ledger, history: &History) {
+    /// Apply the event to the ledger, the history and the lateness of results.
+    pub fn apply(self, ledger: &Ledger, history: &History, lateness: &Lateness) {
         match self {
             Event::Completed(c) => {
                 let Some(sent) = ledger.finished(c.request, c.index) else {
                     return;
                 };
                 let micros = c.micros as f64;
+                if sent.engine == c.engine {
+                    // A hedge copy's result says nothing of how late the first engine was.
+                    let took = sent.at.elapsed().as_secs_f64() * 1e6;
+                    lateness.observe(&sent.kind, took, sent.due_us);
+                }
                 if sent.fit == Fit::Remote && sent.engine == c.engine {
                     history.observe_miss(&sent.kind, sent.size, &c.engine, micros);
                 } else {
@@ -153,6 +159,7 @@ async fn listen_once(
     predictor: &Predictor,
 ) -> Result<(), redis::RedisError> {
     let (ledger, history) = (&*predictor.ledger, &*predictor.history);
+    let lateness = &*predictor.lateness;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     let mut messages = pubsub.on_message();
@@ -161,7 +168,7 @@ async fn listen_once(
         match Event::parse(&payload) {
             Some(e) => {
                 let frees = e.frees();
-                e.apply(ledger, history);
+                e.apply(ledger, history, lateness);
                 if frees {
                     predictor.freed.notify_one();
                 }
@@ -222,7 +229,7 @@ mod tests {
         ledger.sent(other, 0, crate::ledger::entry("w1", 1_000.0));
         let e = Event::Ended(ended);
         assert!(e.frees());
-        e.apply(&ledger, &history);
+        e.apply(&ledger, &history, &Lateness::default());
         assert_eq!(ledger.in_flight("w1"), 1);
         assert!(ledger.finished(other, 0).is_some());
     }
@@ -238,17 +245,17 @@ mod tests {
         for i in 0..12 {
             Event::parse(&format!("w1 {id} {i} 2000"))
                 .expect("parses")
-                .apply(&ledger, &history);
+                .apply(&ledger, &history, &Lateness::default());
             // A duplicate of the same completion, far off: it must not be learned.
             Event::parse(&format!("w1 {id} {i} 50000"))
                 .expect("parses")
-                .apply(&ledger, &history);
+                .apply(&ledger, &history, &Lateness::default());
         }
         // A completion of a shard this manager never sent, far off too.
         let stranger = Uuid::new_v4();
         Event::parse(&format!("w1 {stranger} 0 50000"))
             .expect("parses")
-            .apply(&ledger, &history);
+            .apply(&ledger, &history, &Lateness::default());
         assert_eq!(ledger.in_flight("w1"), 0);
         let predicted = history.predict("k", 1.0).expect("learned");
         assert!((predicted - 2_000.0).abs() < 1e-6, "{predicted}");
@@ -264,7 +271,7 @@ mod tests {
             ledger.sent(id, i, crate::ledger::entry("w1", 1_000.0));
             Event::parse(&format!("w1 {id} {i} 2000"))
                 .expect("parses")
-                .apply(&ledger, &history);
+                .apply(&ledger, &history, &Lateness::default());
         }
         let remote = crate::ledger::Sent {
             fit: Fit::Remote,
@@ -273,7 +280,7 @@ mod tests {
         ledger.sent(id, 12, remote);
         Event::parse(&format!("w1 {id} 12 6000"))
             .expect("parses")
-            .apply(&ledger, &history);
+            .apply(&ledger, &history, &Lateness::default());
         let predicted = history.predict("k", 1.0).expect("learned");
         assert!((predicted - 2_000.0).abs() < 1e-6, "{predicted}");
         assert!(
@@ -281,5 +288,44 @@ mod tests {
             "{}",
             history.miss("k")
         );
+    }
+
+    /// A result from the engine a shard was sent to teaches how late results come; one from
+    /// its hedge copy's engine does not (it says nothing of the first engine's delay).
+    #[test]
+    fn only_first_engine_results_teach_lateness() {
+        let (ledger, history, lateness) =
+            (Ledger::default(), History::default(), Lateness::default());
+        let id = Uuid::new_v4();
+        let n = crate::hedge::MIN_SAMPLES as u32;
+        for i in 0..2 * n {
+            ledger.sent(id, i, crate::ledger::entry("w1", 1_000.0));
+            let copy = crate::ledger::HedgeCopy {
+                engine: "w2".into(),
+                expected_us: 1_000.0,
+            };
+            assert!(ledger.hedged(id, i, copy));
+        }
+        for i in 0..n {
+            Event::parse(&format!("w2 {id} {i} 1000"))
+                .expect("parses")
+                .apply(&ledger, &history, &lateness);
+        }
+        assert!(
+            lateness.quantiles(0.95).is_empty(),
+            "copies taught lateness"
+        );
+        assert_eq!(
+            ledger.in_flight("w2"),
+            n as usize,
+            "finished copies still counted"
+        );
+        for i in n..2 * n {
+            Event::parse(&format!("w1 {id} {i} 1000"))
+                .expect("parses")
+                .apply(&ledger, &history, &lateness);
+        }
+        assert!(lateness.quantiles(0.95).contains_key("k"));
+        assert_eq!((ledger.in_flight("w1"), ledger.in_flight("w2")), (0, 0));
     }
 }

@@ -144,6 +144,16 @@ impl Catalog {
         }
     }
 
+    /// Whether shards of `name` may be hedged: the kind built in says so
+    /// ([`shardline::kind::Kind::hedge_safe`]), or its advert does.
+    pub fn hedge_safe(&self, name: &str) -> bool {
+        if let Some(kind) = self.compiled.get(name) {
+            return kind.hedge_safe();
+        }
+        let adverts = self.adverts.read().unwrap_or_else(|e| e.into_inner());
+        adverts.get(name).is_some_and(|ad| ad.hedge)
+    }
+
     /// How to cut again a request recorded as cut by `recorded`: that splitter, or the kind's
     /// code when it was cut by code (`None` when this manager was not built with the kind).
     /// The shard count is the recorded one, so the splitter's shard size does not matter.
@@ -280,6 +290,7 @@ mod tests {
             shard_size: 100,
             max_attempts: 3,
             cost_follows_size: true,
+            hedge: false,
             seen,
         }
     }
@@ -309,6 +320,23 @@ mod tests {
                 shard_size: 100
             })
         ));
+    }
+
+    /// Built-in kinds are hedged by their code's word, advertised ones by their advert's, and
+    /// an unknown kind never.
+    #[test]
+    fn hedge_safety_follows_the_code_or_the_advert() {
+        let now = now_ms();
+        let safe = Advert {
+            hedge: true,
+            ..ad(Splitter::Lines, now)
+        };
+        let c = catalog(now).with_adverts([("pure".to_owned(), safe)].into_iter().collect());
+        assert!(c.hedge_safe("wordcount"));
+        assert!(c.hedge_safe("pure"));
+        let c = catalog(now);
+        assert!(!c.hedge_safe("lines-kind"));
+        assert!(!c.hedge_safe("nobody-serves-this"));
     }
 
     /// A recorded request is cut again as it was recorded: by that splitter even for a kind

@@ -49,6 +49,41 @@ pub struct Sent {
     pub fit: Fit,
     /// When it was sent.
     pub at: Instant,
+    /// Expected time from sending to its result, µs: the wait the router expected on the
+    /// engine plus `expected_us`. Hedging ([`crate::hedge`]) measures lateness against it.
+    pub due_us: f64,
+    /// The published message, kept while hedging may send it again ([`Ledger::keep_body`]).
+    pub body: Option<Arc<[u8]>>,
+    /// A hedge copy sent to a second engine, if one was.
+    pub copy: Option<HedgeCopy>,
+}
+
+/// A hedge copy of a shard: where it went, and what it is expected to take there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HedgeCopy {
+    /// Engine it was sent to.
+    pub engine: String,
+    /// Expected processing time there, µs.
+    pub expected_us: f64,
+}
+
+/// A shard past its hedging threshold, from [`Ledger::overdue`].
+#[derive(Debug, Clone)]
+pub struct Overdue {
+    /// Its request.
+    pub request: Uuid,
+    /// Its index.
+    pub index: u32,
+    /// Engine it runs (or waits) on.
+    pub engine: String,
+    /// Its kind.
+    pub kind: Arc<str>,
+    /// Its size in the kind's units.
+    pub size: f64,
+    /// The published message.
+    pub body: Arc<[u8]>,
+    /// How far past its threshold it is, as a multiple of the threshold.
+    pub late: f64,
 }
 
 /// Per-engine totals.
@@ -84,13 +119,79 @@ impl Ledger {
             // Its shards are skipped or not counted: no completion will take this out again.
             return;
         }
-        let load = g.per_engine.entry(entry.engine.clone()).or_default();
-        load.in_flight += 1;
-        load.work_us += entry.expected_us;
-        load.sent_total += 1;
+        charge(&mut g.per_engine, &entry.engine, entry.expected_us);
         if let Some(old) = g.sent.insert((request, index), entry) {
             release(&mut g.per_engine, &old);
         }
+    }
+
+    /// Keep the message of a published shard, so that it can be sent again as a hedge copy;
+    /// nothing happens if the shard already finished.
+    pub fn keep_body(&self, request: Uuid, index: u32, body: Arc<[u8]>) {
+        if let Some(s) = self.lock().sent.get_mut(&(request, index)) {
+            s.body = Some(body);
+        }
+    }
+
+    /// Shards with a kept message and no copy yet that have been out longer than
+    /// `threshold_us(shard)`, the latest first.
+    pub fn overdue(&self, threshold_us: impl Fn(&Sent) -> f64) -> Vec<Overdue> {
+        let g = self.lock();
+        let mut late: Vec<Overdue> = g
+            .sent
+            .iter()
+            .filter(|(_, s)| s.copy.is_none())
+            .filter_map(|(&(request, index), s)| {
+                let body = s.body.clone()?;
+                let late = s.at.elapsed().as_secs_f64() * 1e6 / threshold_us(s).max(1.0);
+                (late > 1.0).then(|| Overdue {
+                    request,
+                    index,
+                    engine: s.engine.clone(),
+                    kind: s.kind.clone(),
+                    size: s.size,
+                    body,
+                    late,
+                })
+            })
+            .collect();
+        late.sort_by(|a, b| b.late.total_cmp(&a.late));
+        late
+    }
+
+    /// Record a hedge copy of a shard sent to `copy.engine`, counted on that engine until the
+    /// shard finishes; false (and nothing recorded) when the shard already finished or has a
+    /// copy.
+    pub fn hedged(&self, request: Uuid, index: u32, copy: HedgeCopy) -> bool {
+        let mut g = self.lock();
+        let Inner {
+            sent, per_engine, ..
+        } = &mut *g;
+        let Some(s) = sent.get_mut(&(request, index)) else {
+            return false;
+        };
+        if s.copy.is_some() {
+            return false;
+        }
+        charge(per_engine, &copy.engine, copy.expected_us);
+        s.copy = Some(copy);
+        true
+    }
+
+    /// Take back a hedge copy that was not delivered (its engine queue was gone).
+    pub fn unhedged(&self, request: Uuid, index: u32) {
+        let mut g = self.lock();
+        let Inner {
+            sent, per_engine, ..
+        } = &mut *g;
+        if let Some(copy) = sent.get_mut(&(request, index)).and_then(|s| s.copy.take()) {
+            release_one(per_engine, &copy.engine, copy.expected_us);
+        }
+    }
+
+    /// Shards ever sent, over every engine.
+    pub fn sent_total(&self) -> u64 {
+        self.lock().per_engine.values().map(|l| l.sent_total).sum()
     }
 
     /// Record that a shard finished (wherever it ran); returns what was recorded when it was
@@ -230,13 +331,28 @@ impl Drop for Reservation<'_> {
     }
 }
 
+fn charge(per_engine: &mut HashMap<String, Load>, engine: &str, expected_us: f64) {
+    let load = per_engine.entry(engine.to_owned()).or_default();
+    load.in_flight += 1;
+    load.work_us += expected_us;
+    load.sent_total += 1;
+}
+
+/// Take a finished shard, and its hedge copy if it has one, off their engines.
 fn release(per_engine: &mut HashMap<String, Load>, s: &Sent) {
-    if let Some(load) = per_engine.get_mut(&s.engine) {
+    release_one(per_engine, &s.engine, s.expected_us);
+    if let Some(copy) = &s.copy {
+        release_one(per_engine, &copy.engine, copy.expected_us);
+    }
+}
+
+fn release_one(per_engine: &mut HashMap<String, Load>, engine: &str, expected_us: f64) {
+    if let Some(load) = per_engine.get_mut(engine) {
         load.in_flight = load.in_flight.saturating_sub(1);
         load.work_us = if load.in_flight == 0 {
             0.0
         } else {
-            (load.work_us - s.expected_us).max(0.0)
+            (load.work_us - expected_us).max(0.0)
         };
     }
 }
@@ -251,6 +367,9 @@ pub(crate) fn entry(engine: &str, expected_us: f64) -> Sent {
         idle: false,
         fit: Fit::Unkeyed,
         at: Instant::now(),
+        due_us: expected_us,
+        body: None,
+        copy: None,
     }
 }
 
@@ -294,6 +413,64 @@ mod tests {
         assert_eq!(l.in_flight("a"), 2);
         kept.keep();
         assert_eq!((l.in_flight("a"), l.load("a").work_us), (2, 20.0));
+    }
+
+    /// A hedge copy counts on its engine until the shard finishes, wherever it finished; one
+    /// not delivered is taken back; a shard gets one copy at most.
+    #[test]
+    fn hedge_copies_count_until_the_shard_finishes() {
+        let l = Ledger::default();
+        let r = Uuid::new_v4();
+        l.sent(r, 0, entry("a", 10.0));
+        let copy = |e: &str| HedgeCopy {
+            engine: e.into(),
+            expected_us: 7.0,
+        };
+        assert!(l.hedged(r, 0, copy("b")));
+        assert!(!l.hedged(r, 0, copy("c")), "a second copy");
+        assert_eq!((l.in_flight("a"), l.in_flight("b")), (1, 1));
+        assert_eq!(l.load("b").work_us, 7.0);
+        l.unhedged(r, 0);
+        assert_eq!(l.in_flight("b"), 0);
+        assert!(l.hedged(r, 0, copy("b")));
+        assert!(l.finished(r, 0).is_some());
+        assert_eq!((l.in_flight("a"), l.in_flight("b")), (0, 0));
+        assert!(!l.hedged(r, 0, copy("b")), "a finished shard");
+    }
+
+    /// Only shards whose message is kept, with no copy, past their threshold are overdue,
+    /// the latest first.
+    #[test]
+    fn overdue_shards_are_the_late_kept_ones() {
+        let l = Ledger::default();
+        let r = Uuid::new_v4();
+        let body: Arc<[u8]> = Arc::from(&b"shard"[..]);
+        for (i, due) in [(0, 1.0), (1, 2.0), (2, 1e12), (3, 1.0)] {
+            l.sent(
+                r,
+                i,
+                Sent {
+                    due_us: due,
+                    ..entry("a", 1.0)
+                },
+            );
+        }
+        for i in 0..3 {
+            l.keep_body(r, i, body.clone());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        let late: Vec<u32> = l.overdue(|s| s.due_us).iter().map(|o| o.index).collect();
+        assert_eq!(late, vec![0, 1], "3 has no body, 2 is not late");
+        l.hedged(
+            r,
+            0,
+            HedgeCopy {
+                engine: "b".into(),
+                expected_us: 1.0,
+            },
+        );
+        let late: Vec<u32> = l.overdue(|s| s.due_us).iter().map(|o| o.index).collect();
+        assert_eq!(late, vec![1], "0 has its copy");
     }
 
     /// Old entries are forgotten so lost events cannot pin an engine as busy forever.

@@ -11,6 +11,7 @@
 //! - [`plan`] — the shard count (adaptive by default);
 //! - [`route`] — routing policies behind the [`route::Router`] trait;
 //! - [`locality`] — keyed shards prefer the engines that hold their data, bounded by load;
+//! - [`hedge`] — late shards get a second copy on another engine (`--hedge`);
 //! - [`predictor`] — the Load Prediction Engine, combining:
 //!   - [`ledger`] — unfinished shards per engine and their expected work, fed by [`events`];
 //!   - [`history`] — learned per-kind costs, per-engine speeds and overheads, saved in Redis;
@@ -34,6 +35,7 @@ pub mod events;
 pub mod flow;
 pub mod forecast;
 pub mod gauges;
+pub mod hedge;
 pub mod history;
 pub mod hold;
 pub mod intake;
@@ -243,7 +245,7 @@ async fn serve(
         .router
         .build(&config.weights, config.in_flight_cap, config.hold_ms > 0);
     let holds = router.holds().is_some();
-    info!(router = router.name(), shard_count = %config.shard_count, "routing");
+    info!(router = router.name(), shard_count = %config.shard_count, hedge = config.hedge, "routing");
     let dispatcher = Arc::new(Dispatcher {
         id,
         config: config.clone(),
@@ -265,6 +267,12 @@ async fn serve(
         background.spawn(
             "hold release",
             dispatcher.clone().release_held_until(token.clone()),
+        );
+    }
+    if config.hedge {
+        background.spawn(
+            "hedging",
+            hedge::run(dispatcher.clone(), config.hedging(), token.clone()),
         );
     }
     background.spawn(

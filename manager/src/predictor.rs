@@ -13,6 +13,7 @@ use crate::depth::Depths;
 use crate::engines::Engine;
 use crate::flow::Flow;
 use crate::forecast::Forecasts;
+use crate::hedge::Lateness;
 use crate::history::History;
 use crate::ledger::{Ledger, Reservation, Sent};
 use crate::locality::Localizer;
@@ -55,6 +56,8 @@ pub struct Predictor {
     pub freed: Arc<Notify>,
     /// Whether shards are placed with their locality (`--locality-routing`).
     pub locality: bool,
+    /// How late results come against their expected time, for hedging.
+    pub lateness: Arc<Lateness>,
 }
 
 impl Predictor {
@@ -70,6 +73,7 @@ impl Predictor {
             default_shard_us,
             freed: Arc::default(),
             locality: true,
+            lateness: Arc::default(),
         }
     }
 
@@ -200,6 +204,9 @@ impl Predictor {
             idle: c.in_flight < c.slots as usize,
             fit: c.fit,
             at: Instant::now(),
+            due_us: c.expected_wait_us(false) + c.shard_us,
+            body: None,
+            copy: None,
         };
         c.assign();
         self.ledger.sent(request, index, sent);
