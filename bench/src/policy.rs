@@ -1,4 +1,5 @@
-//! The routing suite's policy arms: every manager routing policy, plus the locality ablation.
+//! The routing suite's policy arms: every manager routing policy, plus the locality ablation
+//! and the default policy with hedged shards.
 
 use clap::builder::PossibleValue;
 use shardline_manager::RouterKind;
@@ -11,12 +12,17 @@ pub enum Policy {
     /// `predictive-no-forecast` with `locality_routing = false`: the default policy blind to
     /// locality keys (the ablation of W9).
     NoLocality,
+    /// `predictive-no-forecast` with `--hedge true`: late shards get a second copy (for W7,
+    /// the stragglers).
+    Hedged,
 }
 
 impl Policy {
-    /// Every arm: the manager's policies in their report order, then the ablation.
-    pub const ALL: [Policy; RouterKind::ALL.len() + 1] = {
-        let mut all = [Policy::NoLocality; RouterKind::ALL.len() + 1];
+    /// Every arm: the manager's policies in their report order, then the ablation, then
+    /// hedging.
+    pub const ALL: [Policy; RouterKind::ALL.len() + 2] = {
+        let mut all = [Policy::NoLocality; RouterKind::ALL.len() + 2];
+        all[RouterKind::ALL.len() + 1] = Policy::Hedged;
         let mut i = 0;
         while i < RouterKind::ALL.len() {
             all[i] = Policy::Router(RouterKind::ALL[i]);
@@ -29,15 +35,25 @@ impl Policy {
     pub fn router(self) -> RouterKind {
         match self {
             Policy::Router(kind) => kind,
-            Policy::NoLocality => RouterKind::PredictiveNoForecast,
+            Policy::NoLocality | Policy::Hedged => RouterKind::PredictiveNoForecast,
         }
     }
 
     /// The manager's `locality_routing`.
     pub fn locality_routing(self) -> bool {
         match self {
-            Policy::Router(_) => shardline_manager::Config::DEFAULT_LOCALITY_ROUTING,
+            Policy::Router(_) | Policy::Hedged => {
+                shardline_manager::Config::DEFAULT_LOCALITY_ROUTING
+            }
             Policy::NoLocality => false,
+        }
+    }
+
+    /// The manager's `hedge`.
+    pub fn hedge(self) -> bool {
+        match self {
+            Policy::Router(_) | Policy::NoLocality => shardline_manager::Config::DEFAULT_HEDGE,
+            Policy::Hedged => true,
         }
     }
 
@@ -46,6 +62,7 @@ impl Policy {
         match self {
             Policy::Router(kind) => kind.as_str(),
             Policy::NoLocality => "predictive-no-locality",
+            Policy::Hedged => "predictive-hedged",
         }
     }
 }
@@ -69,6 +86,10 @@ impl clap::ValueEnum for Policy {
                 PossibleValue::new(self.as_str())
                     .help("predictive-no-forecast with locality routing off (the ablation of W9)"),
             ),
+            Policy::Hedged => Some(
+                PossibleValue::new(self.as_str())
+                    .help("predictive-no-forecast with hedged shards (--hedge true)"),
+            ),
         }
     }
 }
@@ -90,6 +111,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), Policy::ALL.len());
         assert!(!Policy::NoLocality.locality_routing());
+        assert!(Policy::Hedged.hedge() && !Policy::NoLocality.hedge());
         assert_eq!(
             Policy::NoLocality.router(),
             RouterKind::PredictiveNoForecast
