@@ -93,9 +93,20 @@ pub struct Measured {
     /// (index `i` is engine `i`), in trace order; all zero for a request that never got an id.
     /// Empty otherwise.
     pub ran_on: Vec<[u32; ENGINES]>,
+    /// Shard runs the engines started from the first request of the trace to the end (the
+    /// priming requests before it excluded, W4's antagonist included): a shard run twice (a
+    /// hedge copy that started, a redelivery) counts twice.
+    pub executions: u64,
 }
 
 impl Measured {
+    /// Shard runs beyond one per shard of the answered requests, as a share of those shards
+    /// (0.05: 5% extra executions); `None` without answered requests.
+    pub fn extra_runs(&self) -> Option<f64> {
+        let shards: u64 = self.shards.iter().map(|&s| u64::from(s)).sum();
+        (shards > 0).then(|| (self.executions as f64 - shards as f64) / shards as f64)
+    }
+
     /// Mean shard count of the answered requests after the first `skip`.
     pub fn mean_shards(&self, skip: usize) -> f64 {
         self.mean_shards_where(skip, |_| true)
@@ -141,6 +152,7 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     let store = Store::connect(&connect.redis_url, names.clone()).await?;
     let speeds: Vec<Speed> = setup.speeds.iter().map(|s| Speed::new(*s)).collect();
     let mut workers = Vec::new();
+    let mut kinds = Vec::new();
     for (i, speed) in speeds.iter().enumerate() {
         let mut kind = Synthetic::with_speed(speed.clone());
         if let Some((share, factor)) = setup.stragglers {
@@ -159,6 +171,7 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
             });
             holds.push(partition_key(partition).map_err(anyhow::Error::msg)?);
         }
+        kinds.push(kind.clone());
         workers.push(start_worker_holding(&connect, i, kind, holds));
     }
     let engines = (0..ENGINES).map(engine_id).collect::<Vec<_>>();
@@ -190,6 +203,8 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
             setup.prime.len()
         );
     }
+    let runs = || kinds.iter().map(Synthetic::runs).sum::<u64>();
+    let runs_before = runs();
     let start = Instant::now();
     let t0 = start + setup.warmup;
     let length = trace.last().map_or(Duration::ZERO, |a| a.at);
@@ -289,6 +304,7 @@ pub async fn run(base: &ConnectArgs, setup: &Setup, trace: &[Arrival]) -> anyhow
     for w in workers {
         w.stop().await;
     }
+    m.executions = runs() - runs_before;
     if let Ok(client) = Arc::try_unwrap(client) {
         client.close().await;
     }

@@ -63,6 +63,9 @@ pub(crate) struct Pool {
     runs: Vec<Vec<Option<u64>>>,
     span_us: u64,
     makespans: Vec<f64>,
+    /// Shard runs and shards of answered requests, over every repetition.
+    executions: u64,
+    shards: u64,
 }
 
 impl Pool {
@@ -89,9 +92,17 @@ impl Pool {
                 .collect(),
         );
         self.span_us += m.span_us;
+        self.executions += m.executions;
+        self.shards += m.shards.iter().map(|&s| u64::from(s)).sum::<u64>();
         if let Some(i) = ideal_us {
             self.makespans.push(m.span_us as f64 / i);
         }
+    }
+
+    /// Shard runs beyond one per shard, as a share of the shards, over every repetition.
+    pub(crate) fn extra_runs(&self) -> Option<f64> {
+        (self.shards > 0)
+            .then(|| (self.executions as f64 - self.shards as f64) / self.shards as f64)
     }
 
     /// The pooled figures as a row.
@@ -102,6 +113,7 @@ impl Pool {
             span_us: self.span_us,
             shards: Vec::new(),
             ran_on: Vec::new(),
+            executions: 0,
         };
         let mut r = Row::new(workload, load, policy, &m, 0, None);
         r.runs.clone_from(&self.runs);
@@ -176,10 +188,14 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Routed> {
                     let skip = (m.latencies.len() as f64 * WARMUP) as usize;
                     let row = Row::new(w.name(), load, policy.as_str(), &m, skip, ideal);
                     let mut local = String::new();
+                    // W4's antagonist runs shards of its own.
+                    if let (None, Some(extra)) = (setup.antagonist, m.extra_runs()) {
+                        local = format!(" extra runs {:+.1}%", extra * 100.0);
+                    }
                     if w.miss().is_some() {
                         let mut one = Placed::new(w.name(), policy.as_str());
                         one.add(&m, &trace, setup.drain, skip);
-                        local = format!(" local={}", one.local_share());
+                        local = format!("{local} local={}", one.local_share());
                         placed
                             .entry((wi, li, pi))
                             .or_insert_with(|| Placed::new(w.name(), policy.as_str()))
@@ -199,6 +215,18 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Routed> {
                     );
                 }
             }
+        }
+    }
+    for (&(wi, li, pi), pool) in &pools {
+        let w = s.workloads[wi];
+        if let (false, Some(extra)) = (w == Workload::W4, pool.extra_runs()) {
+            eprintln!(
+                "extra shard runs, {} load {:.2} {}: {:+.2}%",
+                w.name(),
+                if w.is_batch() { 0.0 } else { w.loads()[li] },
+                s.policies_for(w)[pi].as_str(),
+                extra * 100.0
+            );
         }
     }
     let rows = pools

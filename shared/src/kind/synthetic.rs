@@ -34,7 +34,7 @@ pub struct Synthetic {
     speed: Speed,
     stragglers: Option<Stragglers>,
     remote: Option<Remote>,
-    /// Shards run so far: the draw of the next straggler.
+    /// Shards started so far, by this value and its clones: the draw of the next straggler.
     runs: Arc<AtomicU64>,
 }
 
@@ -70,13 +70,18 @@ impl Synthetic {
         }
     }
 
-    /// The factor the next shard's cost is multiplied by: [`Stragglers::factor`] for a
-    /// straggler, else 1.
-    fn straggle(&self) -> f64 {
+    /// Shards started so far by this kind and its clones (those stopped early included): a
+    /// benchmark's count of executions.
+    pub fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// The factor the cost of the shard started as number `run` is multiplied by:
+    /// [`Stragglers::factor`] for a straggler, else 1.
+    fn straggle(&self, run: u64) -> f64 {
         let Some(s) = self.stragglers else {
             return 1.0;
         };
-        let run = self.runs.fetch_add(1, Ordering::Relaxed);
         let u = (mix(s.seed ^ mix(run)) >> 11) as f64 / (1u64 << 53) as f64;
         if u < s.share { s.factor } else { 1.0 }
     }
@@ -262,8 +267,9 @@ impl Kind for Synthetic {
 
     fn process_with(&self, span: Span, stop: &Stop) -> Result<Tally, KindError> {
         let units = span.end.saturating_sub(span.start);
-        let cost = (span.cost_us() * self.straggle() * self.reach(&span) / self.speed.get()).round()
-            as u64;
+        let run = self.runs.fetch_add(1, Ordering::Relaxed);
+        let cost = (span.cost_us() * self.straggle(run) * self.reach(&span) / self.speed.get())
+            .round() as u64;
         if cost > MAX_SHARD_COST_US {
             return Err(KindError::Failed(format!(
                 "synthetic shard would run {cost} µs, over the {MAX_SHARD_COST_US} µs limit"
@@ -409,6 +415,24 @@ mod tests {
         assert_eq!(speed.get(), Speed::MIN);
     }
 
+    /// Every shard started is counted, across clones, with or without stragglers.
+    #[test]
+    fn runs_count_every_shard_started() {
+        let kind = Synthetic::default();
+        let clone = kind.clone();
+        let span = Span {
+            start: 0,
+            end: 1,
+            unit_cost_us: 0,
+            spin: false,
+            noise_seed: None,
+            partition: None,
+        };
+        kind.process(span).expect("runs");
+        clone.process(span).expect("runs");
+        assert_eq!(kind.runs(), 2);
+    }
+
     /// About `share` of the shards an engine runs straggle, each `factor` times its cost.
     #[test]
     fn stragglers_slow_a_share_of_the_runs() {
@@ -417,11 +441,11 @@ mod tests {
             factor: 10.0,
             seed: 3,
         });
-        let factors: Vec<f64> = (0..20_000).map(|_| kind.straggle()).collect();
+        let factors: Vec<f64> = (0..20_000).map(|run| kind.straggle(run)).collect();
         let slow = factors.iter().filter(|&&f| f == 10.0).count();
         assert!((150..=250).contains(&slow), "{slow} stragglers in 20,000");
         assert!(factors.iter().all(|&f| f == 1.0 || f == 10.0));
-        assert!((0..1_000).all(|_| Synthetic::default().straggle() == 1.0));
+        assert!((0..1_000).all(|run| Synthetic::default().straggle(run) == 1.0));
     }
 
     /// A long shard returns soon after its stop flag is raised, sleeping or spinning.
