@@ -103,19 +103,42 @@ fn baseline_of<'a>(rows: &'a [Row], r: &Row, baseline: &str) -> Option<&'a Row> 
         .find(|b| b.workload == r.workload && b.load == r.load && b.policy == baseline)
 }
 
-/// `r`'s p99 over `baseline`'s on the same workload and load, with its paired bootstrap
-/// interval: "0.93 (0.85–1.02)"; "–" when either lost requests.
-fn ratio(rows: &[Row], r: &Row, baseline: &str) -> String {
+/// A tail quantile the table compares.
+#[derive(Debug, Clone, Copy)]
+enum Tail {
+    P99,
+    P999,
+}
+
+impl Tail {
+    fn q(self) -> f64 {
+        match self {
+            Tail::P99 => 0.99,
+            Tail::P999 => 0.999,
+        }
+    }
+
+    fn of(self, r: &Row) -> f64 {
+        match self {
+            Tail::P99 => r.p99,
+            Tail::P999 => r.p999,
+        }
+    }
+}
+
+/// `r`'s `tail` latency over `baseline`'s on the same workload and load, with its paired
+/// bootstrap interval: "0.93 (0.85–1.02)"; "–" when either lost requests.
+fn ratio(rows: &[Row], r: &Row, baseline: &str, tail: Tail) -> String {
     let Some(b) =
-        baseline_of(rows, r, baseline).filter(|b| b.lost == 0 && r.lost == 0 && b.p99 > 0.0)
+        baseline_of(rows, r, baseline).filter(|b| b.lost == 0 && r.lost == 0 && tail.of(b) > 0.0)
     else {
         return "–".into();
     };
     let interval = r
         .answered()
         .zip(b.answered())
-        .and_then(|(x, y)| crate::bootstrap::quantile_ratio(&x, &y, 0.99, BOOTSTRAP_SEED));
-    with_interval(r.p99 / b.p99, interval)
+        .and_then(|(x, y)| crate::bootstrap::quantile_ratio(&x, &y, tail.q(), BOOTSTRAP_SEED));
+    with_interval(tail.of(r) / tail.of(b), interval)
 }
 
 /// `r`'s mean makespan over `baseline`'s (batches), with its paired bootstrap interval.
@@ -137,6 +160,10 @@ fn with_interval(point: f64, interval: Option<crate::bootstrap::Interval>) -> St
     }
 }
 
+/// The policy whose p99.9 hedging is compared with, when both ran (the tail is what hedging
+/// is for).
+const HEDGED: (&str, &str) = ("predictive-hedged", "predictive-no-forecast");
+
 /// Policies other rows are compared with, when they ran: (policy, column label).
 const BASELINES: [(&str, &str); 4] = [
     ("round-robin", "RR"),
@@ -148,20 +175,23 @@ const BASELINES: [(&str, &str); 4] = [
 /// A Markdown table of every row, with each p99 against each baseline policy that ran
 /// ([`BASELINES`]) on the same workload and load, and each batch makespan against pull's, with
 /// 95% paired bootstrap intervals. Cells with lost requests say "unstable"; a p99 resting on
-/// fewer than [`FEW_REQUESTS`] requests is marked †.
+/// fewer than [`FEW_REQUESTS`] requests is marked †. With the hedged arm and its baseline
+/// ([`HEDGED`]), every row's p99.9 against that baseline too.
 pub fn markdown(rows: &[Row]) -> String {
-    let baselines: Vec<(&str, &str)> = BASELINES
-        .into_iter()
-        .filter(|(p, _)| rows.iter().any(|r| r.policy == *p))
-        .collect();
+    let ran = |p: &str| rows.iter().any(|r| r.policy == p);
+    let baselines: Vec<(&str, &str)> = BASELINES.into_iter().filter(|(p, _)| ran(p)).collect();
+    let tail_column = ran(HEDGED.0) && ran(HEDGED.1);
     let mut s = String::from(
         "| workload | load | policy | requests | mean ms | p50 ms | p99 ms | p99.9 ms | req/s | makespan/ideal |",
     );
     for (_, label) in &baselines {
         let _ = write!(s, " p99 / {label} |");
     }
+    if tail_column {
+        let _ = write!(s, " p99.9 / {} |", HEDGED.1);
+    }
     s.push_str(" makespan / pull |\n|---|---|---|");
-    s.push_str(&"---:|".repeat(8 + baselines.len()));
+    s.push_str(&"---:|".repeat(8 + baselines.len() + usize::from(tail_column)));
     s.push('\n');
     for r in rows {
         let load = if r.load > 0.0 {
@@ -203,7 +233,10 @@ pub fn markdown(rows: &[Row]) -> String {
             r.makespan_ratio().map_or("–".into(), |m| format!("{m:.2}")),
         );
         for (policy, _) in &baselines {
-            let _ = write!(s, " {} |", ratio(rows, r, policy));
+            let _ = write!(s, " {} |", ratio(rows, r, policy, Tail::P99));
+        }
+        if tail_column {
+            let _ = write!(s, " {} |", ratio(rows, r, HEDGED.1, Tail::P999));
         }
         let _ = writeln!(s, " {} |", makespan_ratio(rows, r, "pull"));
     }
@@ -672,6 +705,30 @@ mod tests {
         let rr = Row::new("W1", 0.5, "round-robin", &measured(&lost), 10, None);
         let table = markdown(&[r, rr]);
         assert!(table.contains("unstable (1 of 90 late)"), "{table}");
+    }
+
+    /// The p99.9 column appears when the hedged arm ran beside its baseline, and compares with
+    /// that baseline.
+    #[test]
+    fn hedged_runs_compare_the_far_tail() {
+        // The same requests, but the slowest 0.5% ten times slower without hedging: the p99s
+        // match, the p99.9s differ tenfold.
+        let lat = |slow: u64| -> Vec<Option<u64>> {
+            (1..=1_000)
+                .map(|i| Some(if i > 995 { i * slow } else { i * 1_000 }))
+                .collect()
+        };
+        let base = Row::new("W7", 0.7, HEDGED.1, &measured(&lat(10_000)), 0, None);
+        let without = markdown(std::slice::from_ref(&base));
+        assert!(!without.contains("p99.9 /"), "{without}");
+        let hedged = Row::new("W7", 0.7, HEDGED.0, &measured(&lat(1_000)), 0, None);
+        let table = markdown(&[base, hedged]);
+        assert!(table.contains("p99.9 / predictive-no-forecast"), "{table}");
+        let row = table.lines().nth(3).expect("the hedged row");
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        // The cells end with p99.9 / no-forecast, makespan / pull, and the empty tail.
+        let tail = cells[cells.len() - 3];
+        assert!(tail.starts_with("0.10"), "{row}");
     }
 
     /// Modes are compared over every size by geometric mean, against the adaptive count.
