@@ -295,7 +295,8 @@ impl Config {
     pub const DEFAULT_SCALE_FORECAST: bool = true;
     /// Default of `--locality-routing`.
     pub const DEFAULT_LOCALITY_ROUTING: bool = true;
-    /// Default of `--hedge`: off until a workload shows it pays (see `docs/routing.md`).
+    /// Default of `--hedge`: off while each scan for late shards walks every shard out, which a
+    /// very large request would pay for (see `docs/routing.md`, "Hedged shards").
     pub const DEFAULT_HEDGE: bool = false;
     /// Default of `--metrics-addr`: the loopback interface, port 9464 (the port the
     /// OpenTelemetry Prometheus exporter uses by convention).

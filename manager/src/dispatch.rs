@@ -158,7 +158,6 @@ impl Cut {
     }
 }
 
-/// Whether the delivery is a cancel message rather than a request.
 /// The properties a shard is published with: its message id (`<request>:<index>`), the
 /// content type, and its kind's name as the type.
 pub(crate) fn shard_properties(message_id: &str, kind: &str) -> BasicProperties {
@@ -168,6 +167,7 @@ pub(crate) fn shard_properties(message_id: &str, kind: &str) -> BasicProperties 
         .with_type(kind.into())
 }
 
+/// Whether the delivery is a cancel message rather than a request.
 fn is_cancel(delivery: &Delivery) -> bool {
     delivery.properties.kind().as_ref().map(|k| k.as_str()) == Some(CANCEL_TYPE)
 }

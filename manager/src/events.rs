@@ -87,16 +87,17 @@ impl Event {
         None
     }
 
-    /// Apply the event to the ledger, the history and the lateness of results.
-    pub fn apply(self, ledger: &Ledger, history: &History, lateness: &Lateness) {
+    /// Apply the event to the ledger, the history and, while hedging is on, the lateness of
+    /// results.
+    pub fn apply(self, ledger: &Ledger, history: &History, lateness: Option<&Lateness>) {
         match self {
             Event::Completed(c) => {
                 let Some(sent) = ledger.finished(c.request, c.index) else {
                     return;
                 };
                 let micros = c.micros as f64;
-                if sent.engine == c.engine {
-                    // A hedge copy's result says nothing of how late the first engine was.
+                // A hedge copy's result says nothing of how late the first engine was.
+                if let Some(lateness) = lateness.filter(|_| sent.engine == c.engine) {
                     let took = sent.at.elapsed().as_secs_f64() * 1e6;
                     lateness.observe(&sent.kind, took, sent.due_us);
                 }
@@ -159,7 +160,7 @@ async fn listen_once(
     predictor: &Predictor,
 ) -> Result<(), redis::RedisError> {
     let (ledger, history) = (&*predictor.ledger, &*predictor.history);
-    let lateness = &*predictor.lateness;
+    let lateness = predictor.lateness.as_deref();
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     let mut messages = pubsub.on_message();
@@ -229,7 +230,7 @@ mod tests {
         ledger.sent(other, 0, crate::ledger::entry("w1", 1_000.0));
         let e = Event::Ended(ended);
         assert!(e.frees());
-        e.apply(&ledger, &history, &Lateness::default());
+        e.apply(&ledger, &history, None);
         assert_eq!(ledger.in_flight("w1"), 1);
         assert!(ledger.finished(other, 0).is_some());
     }
@@ -245,17 +246,17 @@ mod tests {
         for i in 0..12 {
             Event::parse(&format!("w1 {id} {i} 2000"))
                 .expect("parses")
-                .apply(&ledger, &history, &Lateness::default());
+                .apply(&ledger, &history, None);
             // A duplicate of the same completion, far off: it must not be learned.
             Event::parse(&format!("w1 {id} {i} 50000"))
                 .expect("parses")
-                .apply(&ledger, &history, &Lateness::default());
+                .apply(&ledger, &history, None);
         }
         // A completion of a shard this manager never sent, far off too.
         let stranger = Uuid::new_v4();
         Event::parse(&format!("w1 {stranger} 0 50000"))
             .expect("parses")
-            .apply(&ledger, &history, &Lateness::default());
+            .apply(&ledger, &history, None);
         assert_eq!(ledger.in_flight("w1"), 0);
         let predicted = history.predict("k", 1.0).expect("learned");
         assert!((predicted - 2_000.0).abs() < 1e-6, "{predicted}");
@@ -271,7 +272,7 @@ mod tests {
             ledger.sent(id, i, crate::ledger::entry("w1", 1_000.0));
             Event::parse(&format!("w1 {id} {i} 2000"))
                 .expect("parses")
-                .apply(&ledger, &history, &Lateness::default());
+                .apply(&ledger, &history, None);
         }
         let remote = crate::ledger::Sent {
             fit: Fit::Remote,
@@ -280,7 +281,7 @@ mod tests {
         ledger.sent(id, 12, remote);
         Event::parse(&format!("w1 {id} 12 6000"))
             .expect("parses")
-            .apply(&ledger, &history, &Lateness::default());
+            .apply(&ledger, &history, None);
         let predicted = history.predict("k", 1.0).expect("learned");
         assert!((predicted - 2_000.0).abs() < 1e-6, "{predicted}");
         assert!(
@@ -309,7 +310,7 @@ mod tests {
         for i in 0..n {
             Event::parse(&format!("w2 {id} {i} 1000"))
                 .expect("parses")
-                .apply(&ledger, &history, &lateness);
+                .apply(&ledger, &history, Some(&lateness));
         }
         assert!(
             lateness.quantiles(0.95).is_empty(),
@@ -323,7 +324,7 @@ mod tests {
         for i in n..2 * n {
             Event::parse(&format!("w1 {id} {i} 1000"))
                 .expect("parses")
-                .apply(&ledger, &history, &lateness);
+                .apply(&ledger, &history, Some(&lateness));
         }
         assert!(lateness.quantiles(0.95).contains_key("k"));
         assert_eq!((ledger.in_flight("w1"), ledger.in_flight("w2")), (0, 0));

@@ -173,26 +173,31 @@ pub fn first_to_finish(candidates: &[Candidate]) -> Option<usize> {
 }
 
 /// Hedge late shards every [`TICK`] until `stop`.
-pub async fn run(d: Arc<Dispatcher>, settings: Settings, stop: CancellationToken) {
+pub async fn run(
+    d: Arc<Dispatcher>,
+    lateness: Arc<Lateness>,
+    settings: Settings,
+    stop: CancellationToken,
+) {
     let mut budget = Budget::new(settings.share, d.predictor.ledger.sent_total());
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = tick.tick() => hedge_late(&d, settings, &mut budget).await,
+            _ = tick.tick() => hedge_late(&d, &lateness, settings, &mut budget).await,
         }
     }
 }
 
 /// Send a copy of each late shard while the budget lasts, the latest first.
-async fn hedge_late(d: &Dispatcher, settings: Settings, budget: &mut Budget) {
+async fn hedge_late(d: &Dispatcher, lateness: &Lateness, settings: Settings, budget: &mut Budget) {
     let ledger = &d.predictor.ledger;
     budget.refill(ledger.sent_total());
     if !budget.has_copy() {
         return;
     }
-    let ratios = d.predictor.lateness.quantiles(settings.quantile);
+    let ratios = lateness.quantiles(settings.quantile);
     let late = ledger.overdue(|s| threshold_us(s, ratios.get(&s.kind).copied()));
     for shard in late {
         if !budget.take() {

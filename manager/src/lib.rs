@@ -147,6 +147,7 @@ async fn serve(
     catalog.refresh(&store).await?;
     let predictor = Predictor {
         locality: config.locality_routing,
+        lateness: config.hedge.then(Arc::default),
         ..Predictor::new(
             config.depth_sample(),
             config.depth_window,
@@ -269,10 +270,15 @@ async fn serve(
             dispatcher.clone().release_held_until(token.clone()),
         );
     }
-    if config.hedge {
+    if let Some(lateness) = dispatcher.predictor.lateness.clone() {
         background.spawn(
             "hedging",
-            hedge::run(dispatcher.clone(), config.hedging(), token.clone()),
+            hedge::run(
+                dispatcher.clone(),
+                lateness,
+                config.hedging(),
+                token.clone(),
+            ),
         );
     }
     background.spawn(

@@ -56,8 +56,9 @@ pub struct Predictor {
     pub freed: Arc<Notify>,
     /// Whether shards are placed with their locality (`--locality-routing`).
     pub locality: bool,
-    /// How late results come against their expected time, for hedging.
-    pub lateness: Arc<Lateness>,
+    /// How late results come against their expected time: kept only while hedging is on
+    /// (`--hedge`), so that a completion costs nothing more without it.
+    pub lateness: Option<Arc<Lateness>>,
 }
 
 impl Predictor {
@@ -73,7 +74,7 @@ impl Predictor {
             default_shard_us,
             freed: Arc::default(),
             locality: true,
-            lateness: Arc::default(),
+            lateness: None,
         }
     }
 

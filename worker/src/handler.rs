@@ -384,7 +384,9 @@ impl Handler {
                     if let Some(reason) = &why {
                         // At the first check this is the shard of a request that ended
                         // before it started (a cancel's queued shards): routine, not news.
-                        if started.elapsed() < self.stop_check || why == Some(Why::Stored) {
+                        if *reason == Why::Stored {
+                            debug!("another copy of the shard stored its result; stopping it");
+                        } else if started.elapsed() < self.stop_check {
                             debug!(?reason, "the request ended before the shard started; stopping it");
                         } else {
                             info!(?reason, "asking the running shard to stop");

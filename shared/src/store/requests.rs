@@ -331,13 +331,7 @@ impl Store {
     pub async fn state(&self, id: Uuid) -> Result<Option<RequestState>, Error> {
         let mut c = self.conn();
         let state: Option<String> = c.hget(self.names.meta_key(id), "state").await?;
-        state
-            .map(|s| s.parse::<RequestState>())
-            .transpose()
-            .map_err(|e| Error::Corrupt {
-                id,
-                detail: e.to_string(),
-            })
+        parse_state(id, state)
     }
 
     /// The engine each shard of a request was routed to (index → engine id; `(shared)` for the
@@ -542,6 +536,18 @@ impl Store {
         let _: () = c.zrem(self.names.inflight_key(), id.to_string()).await?;
         Ok(())
     }
+}
+
+/// A request's `state` field as read from its meta hash (`None`: no record); a value that
+/// does not parse is [`Error::Corrupt`].
+pub(super) fn parse_state(id: Uuid, state: Option<String>) -> Result<Option<RequestState>, Error> {
+    state
+        .map(|s| s.parse::<RequestState>())
+        .transpose()
+        .map_err(|e| Error::Corrupt {
+            id,
+            detail: e.to_string(),
+        })
 }
 
 #[cfg(test)]

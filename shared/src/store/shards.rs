@@ -224,16 +224,9 @@ impl Store {
             .hexists(self.names.parts_key(id), index)
             .query_async(&mut c)
             .await?;
-        let Some(state) = state else {
+        let Some(state) = super::requests::parse_state(id, state)? else {
             return Ok(Wanted::Gone);
         };
-        let state: RequestState =
-            state
-                .parse()
-                .map_err(|e: super::state::UnknownState| Error::Corrupt {
-                    id,
-                    detail: e.to_string(),
-                })?;
         Ok(match (state, stored) {
             (RequestState::Running, false) => Wanted::Yes,
             (RequestState::Running, true) => Wanted::Stored,
