@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run every test (unit, property, doc and integration) against real RabbitMQ and Redis,
-# starting them first if needed, and Chromium for the dashboard's browser tests (installed if
+# starting them first if needed, a Redis Cluster on loopback (scripts/redis-cluster.sh), and
+# Chromium for the dashboard's browser tests (installed if
 # missing). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,4 +14,9 @@ CHROMIUM="${CHROMIUM:-$(scripts/browser.sh)}"
 export CHROMIUM
 export TEST_AMQP_URL="${TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
 export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379}"
+# The Redis Cluster tests run on 3 primaries and 3 replicas on loopback (ports 7100-7105).
+if [ -z "${TEST_REDIS_CLUSTER_URLS:-}" ]; then
+  TEST_REDIS_CLUSTER_URLS="$(scripts/redis-cluster.sh start)"
+fi
+export TEST_REDIS_CLUSTER_URLS
 cargo test --workspace --locked "$@"

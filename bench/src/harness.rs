@@ -406,7 +406,10 @@ async fn watch_placements(
     redis_url: &str,
     names: &Names,
 ) -> anyhow::Result<(Placements, JoinHandle<()>)> {
-    let client = Store::raw_client(redis_url).await?;
+    let client = Store::event_clients(redis_url)?
+        .into_iter()
+        .next()
+        .context("no Redis URL")?;
     let mut pubsub = client
         .get_async_pubsub()
         .await

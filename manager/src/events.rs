@@ -131,19 +131,21 @@ impl Event {
     }
 }
 
-/// Listen for completions until cancelled, reconnecting after errors.
+/// Listen for completions until cancelled, reconnecting after errors, to the next of
+/// `clients` (a cluster's nodes: a subscriber on any of them hears every node's events).
 pub async fn listen(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     predictor: Predictor,
     stop: CancellationToken,
 ) {
-    loop {
+    for client in clients.iter().cycle() {
         tokio::select! {
             () = stop.cancelled() => return,
-            r = listen_once(&client, &channel, &predictor) => {
-                if let Err(error) = r {
-                    warn!(%error, "completion events interrupted; reconnecting");
+            r = listen_once(client, &channel, &predictor) => {
+                match r {
+                    Err(error) => warn!(%error, "completion events interrupted; reconnecting"),
+                    Ok(()) => warn!("completion events connection closed; reconnecting"),
                 }
             }
         }

@@ -112,7 +112,7 @@ async fn serve(
     started: Started,
 ) -> Result<(), Error> {
     let names = config.connect.names()?;
-    let store = Store::connect(&config.connect.redis_url, names.clone()).await?;
+    let store = config.connect.store().await?;
     let conn = Arc::new(
         amqp::connect(
             &config.connect.amqp_url,
@@ -181,7 +181,7 @@ async fn serve(
     background.spawn(
         "events",
         events::listen(
-            Store::raw_client(&config.connect.redis_url).await?,
+            Store::event_clients(&config.connect.redis_url)?,
             names.events_channel(),
             predictor.clone(),
             token.clone(),

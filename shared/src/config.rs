@@ -6,6 +6,10 @@ use crate::{Error, Names};
 pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 /// Default Redis URL.
 pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+/// Default of `--redis-wait-replicas`: writes do not wait for replicas (a single node has
+/// none; on a cluster with replicas, 1 closes most of the failover window, see
+/// `docs/clusters.md`).
+pub const DEFAULT_REDIS_WAIT_REPLICAS: u32 = 0;
 /// Default of `--lease-ms` (`SHARDLINE_LEASE_MS`), the finalizer lease: a worker's, and the
 /// one the manager's sweeper takes when it re-drives a request.
 pub const DEFAULT_LEASE_MS: u64 = 30_000;
@@ -16,9 +20,13 @@ pub struct ConnectArgs {
     /// AMQP URL of RabbitMQ.
     #[arg(long, env = "SHARDLINE_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
     pub amqp_url: String,
-    /// Redis URL.
+    /// Redis URL, or a Redis Cluster's seed nodes as a comma-separated list of URLs.
     #[arg(long, env = "SHARDLINE_REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
+    /// Replicas each accounting write waits for (`WAIT`, up to 200 ms) before a shard or
+    /// request is acked; short of them, writes go on without waiting for a few seconds.
+    #[arg(long, env = "SHARDLINE_REDIS_WAIT_REPLICAS", default_value_t = DEFAULT_REDIS_WAIT_REPLICAS)]
+    pub redis_wait_replicas: u32,
     /// Prefix of every exchange, queue and key; separate namespaces share nothing.
     #[arg(long, env = "SHARDLINE_NAMESPACE", default_value = crate::names::DEFAULT_NAMESPACE)]
     pub namespace: String,
@@ -30,6 +38,7 @@ impl ConnectArgs {
         ConnectArgs {
             amqp_url: DEFAULT_AMQP_URL.into(),
             redis_url: DEFAULT_REDIS_URL.into(),
+            redis_wait_replicas: DEFAULT_REDIS_WAIT_REPLICAS,
             namespace: crate::names::DEFAULT_NAMESPACE.into(),
         }
     }
@@ -40,5 +49,14 @@ impl ConnectArgs {
     /// [`Error::Config`] for a bad namespace.
     pub fn names(&self) -> Result<Names, Error> {
         Names::try_new(self.namespace.clone())
+    }
+
+    /// Connect to Redis as these settings say (nodes, namespace, replicas to wait for).
+    ///
+    /// # Errors
+    /// A bad namespace or URL, or Redis unreachable.
+    pub async fn store(&self) -> Result<crate::store::Store, Error> {
+        let store = crate::store::Store::connect(&self.redis_url, self.names()?).await?;
+        Ok(store.with_replicas(self.redis_wait_replicas))
     }
 }

@@ -33,6 +33,8 @@ pub const SHARD_SECONDS: &str = "shardline_shard_duration_seconds";
 pub const SHARD_REDELIVERIES: &str = "shardline_shard_redeliveries_total";
 /// Hedge copies of late shards a manager sent to a second engine, by `kind`.
 pub const SHARD_HEDGES: &str = "shardline_shard_hedges_total";
+/// Redis writes whose `WAIT` came back with fewer replicas than `--redis-wait-replicas`.
+pub const REDIS_UNREPLICATED: &str = "shardline_redis_unreplicated_writes_total";
 /// Messages sent to the dead-letter queue, by `reason`.
 pub const DEAD_LETTERS: &str = "shardline_dead_letters_total";
 /// Recovery work a manager's sweeper did, by `action`.
@@ -157,6 +159,10 @@ pub fn describe() {
         (
             SHARD_HEDGES,
             "Hedge copies of late shards sent to a second engine, by kind.",
+        ),
+        (
+            REDIS_UNREPLICATED,
+            "Redis writes that reached fewer replicas than --redis-wait-replicas asks.",
         ),
         (DEAD_LETTERS, "Messages dead-lettered, by reason."),
         (
@@ -286,6 +292,11 @@ pub fn shard_redelivered(kind: &str) {
 /// A manager sent a hedge copy of a late shard of `kind`.
 pub fn shard_hedged(kind: &str) {
     counter!(SHARD_HEDGES, "kind" => kind.to_owned()).increment(1);
+}
+
+/// A Redis write reached fewer replicas than asked.
+pub fn redis_unreplicated() {
+    counter!(REDIS_UNREPLICATED).increment(1);
 }
 
 /// A message went to the dead-letter queue; `reason` is one of the fixed codes.

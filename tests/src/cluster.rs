@@ -32,6 +32,7 @@ impl Running {
 /// Configures a [`Cluster`].
 pub struct ClusterBuilder {
     redis_url: Option<String>,
+    redis_wait_replicas: u32,
     workers: usize,
     manager: bool,
     manager_tweak: ManagerTweak,
@@ -51,6 +52,13 @@ impl ClusterBuilder {
     #[must_use]
     pub fn redis_url(mut self, url: String) -> Self {
         self.redis_url = Some(url);
+        self
+    }
+
+    /// Make accounting writes wait for this many Redis replicas (`--redis-wait-replicas`).
+    #[must_use]
+    pub fn redis_wait_replicas(mut self, n: u32) -> Self {
+        self.redis_wait_replicas = n;
         self
     }
 
@@ -96,12 +104,11 @@ impl ClusterBuilder {
                 .redis_url
                 .clone()
                 .unwrap_or_else(|| services.redis_url.clone()),
+            redis_wait_replicas: self.redis_wait_replicas,
             namespace,
         };
         let names = connect.names().expect("namespace");
-        let store = Store::connect(&connect.redis_url, names.clone())
-            .await
-            .expect("Redis reachable");
+        let store = connect.store().await.expect("Redis reachable");
         let conn = amqp::connect(&connect.amqp_url, "shardline-tests")
             .await
             .expect("RabbitMQ reachable");
@@ -187,6 +194,7 @@ impl Cluster {
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder {
             redis_url: None,
+            redis_wait_replicas: shardline::config::DEFAULT_REDIS_WAIT_REPLICAS,
             workers: 3,
             manager: true,
             manager_tweak: Box::new(|_| {}),

@@ -24,6 +24,10 @@ pub fn spawn_worker_with(
         .envs(env.iter().copied())
         .env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
         .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
+        .env(
+            "SHARDLINE_REDIS_WAIT_REPLICAS",
+            cluster.connect.redis_wait_replicas.to_string(),
+        )
         .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)
         .env("SHARDLINE_WORKER_ID", id)
         .env("SHARDLINE_CONCURRENCY", concurrency.to_string())
@@ -47,6 +51,10 @@ pub fn spawn_manager(bin: &str, cluster: &Cluster, env: &[(&str, &str)]) -> Chil
     cmd.env("SHARDLINE_METRICS_ADDR", "off")
         .env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
         .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
+        .env(
+            "SHARDLINE_REDIS_WAIT_REPLICAS",
+            cluster.connect.redis_wait_replicas.to_string(),
+        )
         .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)
         .env(
             "RUST_LOG",

@@ -231,9 +231,7 @@ async fn a_killed_manager_loses_no_held_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_request_is_announced_to_the_managers() {
     let c = Cluster::builder().workers(0).start().await;
-    let client = shardline::store::Store::raw_client(&c.connect.redis_url)
-        .await
-        .expect("redis");
+    let client = redis::Client::open(c.connect.redis_url.as_str()).expect("redis url");
     let mut events = client.get_async_pubsub().await.expect("pubsub");
     events
         .subscribe(c.names.events_channel())

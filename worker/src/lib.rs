@@ -56,7 +56,7 @@ use shardline::inline::Inline;
 use shardline::kind::{Advert, check_name};
 use shardline::locality::LocalityKey;
 use shardline::resolve::Resolver;
-use shardline::store::{EngineInfo, Store};
+use shardline::store::EngineInfo;
 use shardline::supervise::{Background, Started, supervise, until_shutdown};
 use shardline::{Registry, amqp};
 use tokio::sync::Semaphore;
@@ -108,7 +108,7 @@ async fn serve(
     let names = config.connect.names()?;
     let kinds = adverts(registry)?;
     let concurrency = config.concurrency();
-    let store = Store::connect(&config.connect.redis_url, names.clone()).await?;
+    let store = config.connect.store().await?;
     let conn = amqp::connect(
         &config.connect.amqp_url,
         &format!("shardline-worker {} {engine}", names.namespace()),

@@ -26,10 +26,10 @@ impl Store {
         finished: &[(Uuid, u64)],
     ) -> Result<(), Error> {
         let now = now_ms();
-        // Not MULTI: the two keys live in different Redis Cluster slots.
-        let mut pipe = redis::pipe();
+        // Two pipelines: the keys live in different Redis Cluster slots.
+        let (mut counted, mut ended) = (redis::pipe(), redis::pipe());
         if !counts.is_empty() {
-            let xadd = pipe
+            let xadd = counted
                 .cmd("XADD")
                 .arg(self.names.activity_key())
                 .arg("MINID")
@@ -41,7 +41,7 @@ impl Store {
             for (e, n) in counts {
                 xadd.arg(e.as_str()).arg(n);
             }
-            pipe.ignore();
+            counted.ignore();
         }
         if !finished.is_empty() {
             let key = self.names.finished_key();
@@ -49,7 +49,8 @@ impl Store {
                 .iter()
                 .map(|(id, at)| (*at, id.to_string()))
                 .collect();
-            pipe.zadd_multiple(&key, &members)
+            ended
+                .zadd_multiple(&key, &members)
                 .ignore()
                 .zrembyscore(
                     &key,
@@ -58,8 +59,7 @@ impl Store {
                 )
                 .ignore();
         }
-        let _: () = pipe.query_async(&mut self.conn()).await?;
-        Ok(())
+        self.run_apart(&[counted, ended]).await
     }
 
     /// Requests finished in the last [`FINISHED_FOR`], newest first, from `start`, at most

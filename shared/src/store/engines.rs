@@ -96,14 +96,13 @@ impl Store {
         ttl: Duration,
     ) -> Result<(), Error> {
         let n = &self.names;
-        let mut c = self.conn();
         let now = now_ms();
-        // Not MULTI: the keys live in different Redis Cluster slots.
-        let mut pipe = redis::pipe();
-        pipe.pset_ex(n.engine_key(engine), info, ttl.as_millis() as u64)
-            .ignore()
-            .zadd(n.engines_key(), engine, now)
+        // Apart: the keys live in different Redis Cluster slots.
+        let (mut alive, mut listed, mut kinds_pipe) = (redis::pipe(), redis::pipe(), redis::pipe());
+        alive
+            .pset_ex(n.engine_key(engine), info, ttl.as_millis() as u64)
             .ignore();
+        listed.zadd(n.engines_key(), engine, now).ignore();
         if !kinds.is_empty() {
             let fields = kinds
                 .iter()
@@ -115,10 +114,9 @@ impl Store {
                     Ok((name.as_str(), serde_json::to_string(&ad)?))
                 })
                 .collect::<Result<Vec<_>, Error>>()?;
-            pipe.hset_multiple(n.kinds_key(), &fields).ignore();
+            kinds_pipe.hset_multiple(n.kinds_key(), &fields).ignore();
         }
-        let _: () = pipe.query_async(&mut c).await?;
-        Ok(())
+        self.run_apart(&[alive, listed, kinds_pipe]).await
     }
 
     /// The kinds workers advertise, by name. An advert that does not parse (from a newer
@@ -161,17 +159,11 @@ impl Store {
     /// Redis failures.
     pub async fn deregister(&self, engine: &str) -> Result<(), Error> {
         let n = &self.names;
-        let mut c = self.conn();
-        let _: () = redis::pipe()
-            .del(n.engine_key(engine))
-            .ignore()
-            .del(n.locality_key(engine))
-            .ignore()
-            .zrem(n.engines_key(), engine)
-            .ignore()
-            .query_async(&mut c)
-            .await?;
-        Ok(())
+        let (mut alive, mut held, mut listed) = (redis::pipe(), redis::pipe(), redis::pipe());
+        alive.del(n.engine_key(engine)).ignore();
+        held.del(n.locality_key(engine)).ignore();
+        listed.zrem(n.engines_key(), engine).ignore();
+        self.run_apart(&[alive, held, listed]).await
     }
 
     /// Replace the locality keys `engine` holds with `keys` (a worker's `--locality`, at
@@ -214,7 +206,7 @@ impl Store {
         Ok(self.conn().srem(key, key_strs(keys)).await?)
     }
 
-    /// The locality keys each of `engines` holds, in order, in one round trip. A member that
+    /// The locality keys each of `engines` holds, in order, asked at once. A member that
     /// is not a valid key (written by hand) is left out with a warning.
     ///
     /// # Errors
@@ -223,11 +215,13 @@ impl Store {
         if engines.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for e in engines {
-            pipe.smembers(self.names.locality_key(e));
-        }
-        let raw: Vec<Vec<String>> = pipe.query_async(&mut self.conn()).await?;
+        // One command each: the keys live in different Redis Cluster slots.
+        let asks = engines.iter().map(|e| {
+            let mut c = self.conn();
+            let key = self.names.locality_key(e);
+            async move { c.smembers::<_, Vec<String>>(key).await }
+        });
+        let raw = futures::future::try_join_all(asks).await?;
         Ok(raw
             .into_iter()
             .zip(engines)
@@ -306,9 +300,8 @@ impl Store {
         if engines.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = self.conn();
         let keys: Vec<String> = engines.iter().map(|e| self.names.engine_key(e)).collect();
-        Ok(redis::cmd("MGET").arg(keys).query_async(&mut c).await?)
+        self.get_each(keys).await
     }
 }
 

@@ -113,10 +113,10 @@ impl Store {
     /// Redis failures.
     pub async fn publication(&self, id: Uuid) -> Result<Option<u64>, Error> {
         let mut c = self.conn();
-        let n: u64 = PUBLICATION
-            .key(self.names.meta_key(id))
-            .invoke_async(&mut c)
-            .await?;
+        let key = self.names.meta_key(id);
+        let n: u64 = PUBLICATION.key(&key).invoke_async(&mut c).await?;
+        // Before the result is sent: a lost count would make a re-drive look like a first.
+        self.replicated(&key).await?;
         Ok((n > 0).then_some(n))
     }
 
@@ -139,6 +139,7 @@ impl Store {
             .arg(self.grace.as_millis() as u64)
             .invoke_async(&mut c)
             .await?;
+        self.replicated(&n.meta_key(id)).await?;
         // Off the finalizer's path, and only once the record says published: an entry left
         // behind (Redis failed just then) is removed by the manager's sweeper, which drops
         // index entries whose record is published or gone.

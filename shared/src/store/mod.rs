@@ -12,10 +12,13 @@
 //!   scaling signals;
 //! - [`state`]: the request states stored in `meta.state`.
 //!
-//! This file holds the connection and what spans the namespace (locks, events, the learned
+//! - [`conn`]: the connection, to one node or a Redis Cluster, and waiting for replicas.
+//!
+//! This file holds the store and what spans the namespace (locks, events, the learned
 //! history, deleting it all).
 
 mod activity;
+mod conn;
 mod dead;
 mod engines;
 mod finalize;
@@ -25,13 +28,15 @@ mod requests;
 mod shards;
 mod state;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::{Error, Names, now_ms};
+use conn::{Conn, Replication};
 
+pub use conn::{Nodes, REPLICA_WAIT};
 pub use dead::{DEAD_BODY_MAX, DEAD_KEPT, DeadKind, DeadLetter};
 pub use engines::EngineInfo;
 pub use finalize::Closing;
@@ -70,21 +75,20 @@ async fn stream_since(
 /// How many fields one `HMGET`/`HSET` carries when a request has many shards.
 const BATCH: usize = 1024;
 
-/// How long connecting to Redis may take, and how long one command may wait for its answer.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Redis access for one namespace.
 ///
 /// Every command goes over one multiplexed connection (commands from concurrent tasks are
-/// pipelined on it), which reconnects by itself after an error. A pool of connections would
-/// check each connection out with a round trip of its own (deadpool-redis sends `PING` on
-/// every checkout), as many round trips as the commands themselves.
+/// pipelined on it; on a cluster, one per node), which reconnects by itself after an error.
+/// A pool of connections would check each connection out with a round trip of its own
+/// (deadpool-redis sends `PING` on every checkout), as many round trips as the commands
+/// themselves.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Conn,
+    nodes: Nodes,
     names: Names,
     grace: Duration,
+    replication: Arc<Replication>,
 }
 
 impl std::fmt::Debug for Store {
@@ -97,30 +101,19 @@ impl Store {
     /// How long keys outlive a request's deadline, and a published request's metadata lives.
     pub const DEFAULT_GRACE: Duration = Duration::from_secs(600);
 
-    /// Connect and check the server answers.
+    /// Connect to `urls` (one node, or a cluster's seed nodes separated by commas, see
+    /// [`Nodes::parse`]) and check the server answers.
     ///
     /// # Errors
     /// A bad URL, or Redis unreachable.
-    pub async fn connect(url: &str, names: Names) -> Result<Self, Error> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT));
-        let conn = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| {
-            Error::Redis(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "connecting to Redis timed out",
-            )))
-        })??;
+    pub async fn connect(urls: &str, names: Names) -> Result<Self, Error> {
+        let nodes = Nodes::parse(urls)?;
         let store = Store {
-            conn,
+            conn: Conn::open(&nodes).await?,
+            nodes,
             names,
             grace: Self::DEFAULT_GRACE,
+            replication: Arc::new(Replication::new(0)),
         };
         let mut c = store.conn();
         let _: String = redis::cmd("PING").query_async(&mut c).await?;
@@ -134,13 +127,57 @@ impl Store {
         self
     }
 
+    /// Make each accounting write wait for `replicas` replicas (`WAIT`, at most
+    /// [`REPLICA_WAIT`]) before the step it belongs to goes on; 0 does not wait.
+    #[must_use]
+    pub fn with_replicas(mut self, replicas: u32) -> Self {
+        self.replication = Arc::new(Replication::new(replicas));
+        self
+    }
+
+    /// Where this store's Redis is.
+    pub fn nodes(&self) -> &Nodes {
+        &self.nodes
+    }
+
+    /// Run `pipes` at once, each a pipeline whose keys share one Redis Cluster slot (a
+    /// cluster refuses one that spans slots); on one node the multiplexed connection still
+    /// sends them together. Their replies are ignored.
+    async fn run_apart(&self, pipes: &[redis::Pipeline]) -> Result<(), Error> {
+        let runs = pipes
+            .iter()
+            .filter(|p| p.cmd_iter().next().is_some())
+            .map(|p| {
+                let mut c = self.conn();
+                async move { p.query_async::<()>(&mut c).await }
+            });
+        futures::future::try_join_all(runs).await?;
+        Ok(())
+    }
+
+    /// `GET` each of `keys`, asked at once, in order: the keys live in different Redis
+    /// Cluster slots, which one `MGET` cannot span.
+    async fn get_each(&self, keys: Vec<String>) -> Result<Vec<Option<String>>, Error> {
+        let gets = keys.into_iter().map(|k| {
+            let mut c = self.conn();
+            async move { c.get::<_, Option<String>>(k).await }
+        });
+        Ok(futures::future::try_join_all(gets).await?)
+    }
+
+    /// Let the writes made so far to `key`'s node reach the replicas asked for (see
+    /// [`Store::with_replicas`]).
+    async fn replicated(&self, key: &str) -> Result<(), Error> {
+        self.replication.settle(&mut self.conn(), key).await
+    }
+
     /// The names this store builds keys from.
     pub fn names(&self) -> &Names {
         &self.names
     }
 
     /// The shared connection (a cheap handle; commands on clones are multiplexed).
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -204,26 +241,57 @@ impl Store {
     }
 
     /// Delete every key of the namespace (`SCAN` and `UNLINK` in pages, so a large namespace
-    /// does not block Redis). Only for a namespace nothing runs on.
+    /// does not block Redis; on a cluster, on each primary). Only for a namespace nothing runs
+    /// on.
     ///
     /// # Errors
     /// Redis failures.
     pub async fn delete_namespace(&self) -> Result<(), Error> {
-        let mut c = self.conn();
         let pattern = format!("{}:*", self.names.namespace());
+        match &self.conn {
+            Conn::Single(_) => self.delete_matching(&pattern, None).await,
+            Conn::Cluster(_) => {
+                for node in self.primaries().await? {
+                    self.delete_matching(&pattern, Some(node)).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `SCAN` one node (`node`, or the only one) for `pattern` and unlink what it finds.
+    async fn delete_matching(
+        &self,
+        pattern: &str,
+        node: Option<(String, u16)>,
+    ) -> Result<(), Error> {
+        let mut c = self.conn();
         let mut cursor = String::from("0");
         loop {
-            let (next, keys): (String, Vec<String>) = redis::cmd("SCAN")
-                .arg(&cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(&cursor)
                 .arg("MATCH")
-                .arg(&pattern)
+                .arg(pattern)
                 .arg("COUNT")
-                .arg(BATCH)
-                .query_async(&mut c)
-                .await?;
-            if !keys.is_empty() {
-                let _: i64 = redis::cmd("UNLINK").arg(keys).query_async(&mut c).await?;
-            }
+                .arg(BATCH);
+            let (next, keys): (String, Vec<String>) = match (&mut c, &node) {
+                (Conn::Cluster(cc), Some((host, port))) => {
+                    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+                    let at = SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port: *port,
+                    };
+                    let reply = cc.route_command(scan, RoutingInfo::SingleNode(at)).await?;
+                    redis::from_redis_value(reply).map_err(redis::RedisError::from)?
+                }
+                _ => scan.query_async(&mut c).await?,
+            };
+            // One key per command: on a cluster, keys of different slots cannot share one.
+            let unlinks = keys.iter().map(|k| {
+                let mut c = self.conn();
+                async move { redis::cmd("UNLINK").arg(k).query_async::<i64>(&mut c).await }
+            });
+            futures::future::try_join_all(unlinks).await?;
             if next == "0" {
                 return Ok(());
             }
@@ -231,12 +299,27 @@ impl Store {
         }
     }
 
-    /// A fresh pub/sub connection for completion events (see [`Names::events_channel`]).
+    /// The addresses of a cluster's primaries (`CLUSTER NODES`, those not marked failed).
+    async fn primaries(&self) -> Result<Vec<(String, u16)>, Error> {
+        let text: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(conn::primaries(&text))
+    }
+
+    /// Clients for the completion events' pub/sub connection (see [`Names::events_channel`]),
+    /// one per URL of `urls`: a subscriber on any node of a cluster hears what is published on
+    /// every node, so a listener moves to the next when its node goes away.
     ///
     /// # Errors
-    /// Redis failures.
-    pub async fn raw_client(url: &str) -> Result<redis::Client, Error> {
-        Ok(redis::Client::open(url)?)
+    /// A bad URL.
+    pub fn event_clients(urls: &str) -> Result<Vec<redis::Client>, Error> {
+        Nodes::parse(urls)?
+            .urls()
+            .iter()
+            .map(|u| Ok(redis::Client::open(u.as_str())?))
+            .collect()
     }
 }
 

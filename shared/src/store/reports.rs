@@ -114,8 +114,7 @@ impl Store {
         let n = &self.names;
         let key = n.manager_engines_key(manager);
         let now = now_ms();
-        let mut c = self.conn();
-        let mut pipe = redis::pipe();
+        let (mut pipe, mut listed) = (redis::pipe(), redis::pipe());
         pipe.del(&key).ignore();
         if !readings.is_empty() {
             pipe.hset_multiple(&key, readings)
@@ -123,13 +122,13 @@ impl Store {
                 .pexpire(&key, ttl.as_millis() as i64)
                 .ignore();
         }
-        // Not MULTI: the managers' set lives in another Redis Cluster slot.
-        pipe.zadd(n.managers_key(), manager, now)
+        // Apart: the managers' set lives in another Redis Cluster slot.
+        listed
+            .zadd(n.managers_key(), manager, now)
             .ignore()
             .zrembyscore(n.managers_key(), "-inf", now.saturating_sub(60_000))
             .ignore();
-        let _: () = pipe.query_async(&mut c).await?;
-        Ok(())
+        self.run_apart(&[pipe, listed]).await
     }
 
     /// What each manager that reported within `within` knows of the engines: manager id, and
@@ -251,10 +250,7 @@ impl Store {
             .iter()
             .map(|m| self.names.manager_scale_key(m))
             .collect();
-        let docs: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(keys)
-            .query_async(&mut self.conn())
-            .await?;
+        let docs = self.get_each(keys).await?;
         Ok(managers
             .into_iter()
             .zip(docs)

@@ -266,6 +266,10 @@ impl Store {
         let created = inv.invoke_async::<(i64, String, u32)>(&mut c);
         let indexed = index.zadd::<_, _, _, ()>(n.inflight_key(), req.id.to_string(), req.deadline);
         let ((created, state, total), ()) = tokio::try_join!(created, indexed)?;
+        // Before the caller sends the shards and acks the request (two slots, two nodes).
+        let meta = n.meta_key(req.id);
+        let index = n.inflight_key();
+        tokio::try_join!(self.replicated(&meta), self.replicated(&index))?;
         match created {
             1 => Ok(Created::New),
             0 => {
@@ -448,6 +452,7 @@ impl Store {
             .arg(id.to_string())
             .invoke_async(&mut c)
             .await?;
+        self.replicated(&n.meta_key(id)).await?;
         match code {
             0 => Ok(Ended::NotRunning),
             1 => Ok(Ended::Claimed),

@@ -163,6 +163,9 @@ impl Store {
             .arg(mode)
             .invoke_async(&mut c)
             .await?;
+        // Before the caller acks the shard: a result that only the primary holds would be
+        // lost with it, and the acked shard would never be redelivered.
+        self.replicated(&n.meta_key(id)).await?;
         Ok(match code {
             1 => Recorded::Claimed { done, total },
             0 => Recorded::Accepted { done, total },

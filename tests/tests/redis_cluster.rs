@@ -1,0 +1,101 @@
+//! The whole pipeline on a real Redis Cluster (3 primaries, 3 replicas, from
+//! `scripts/redis-cluster.sh`): every built-in kind, end to end, equals the unsharded answer,
+//! and every key a request leaves is cleaned up on every primary.
+
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use shardline::message::Options;
+use shardline::store::RequestState;
+use shardline_tests::{Cluster, completed, eventually, redis_cluster, unsharded};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn payloads() -> Vec<(&'static str, rmpv::Value)> {
+    let mut rng = StdRng::seed_from_u64(20);
+    let words: Vec<&str> = (0..20_000)
+        .map(|_| ["alpha", "Beta", "gamma,", "délta", "ε"][rng.random_range(0..5)])
+        .collect();
+    let items: Vec<rmpv::Value> = (0..20_000).map(|_| rng.random::<i64>().into()).collect();
+    let bytes: Vec<u8> = (0..600_000).map(|_| rng.random()).collect();
+    vec![
+        ("wordcount", words.join(" ").into()),
+        ("sort", rmpv::Value::Array(items)),
+        ("checksum", rmpv::Value::Binary(bytes)),
+        ("synthetic", shardline_tests::synthetic(60, 500)),
+    ]
+}
+
+/// Each built-in kind, cut into several shards whose records spread over the cluster's
+/// primaries, completes with the unsharded answer, and its record says published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_builtin_kind_completes_on_a_redis_cluster() {
+    let c = Cluster::builder()
+        .redis_url(redis_cluster::urls())
+        .redis_wait_replicas(1)
+        .manager(|m| m.shard_size_scale = 0.02)
+        .start()
+        .await;
+    let runs = payloads().into_iter().map(|(kind, payload)| {
+        let c = &c;
+        async move {
+            let r = c
+                .client()
+                .submit(kind, payload.clone(), Options::default(), WAIT)
+                .await
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(completed(&r), unsharded(kind, payload), "{kind}");
+            assert!(
+                r.shards >= 2,
+                "{kind} was cut into only {} shards",
+                r.shards
+            );
+            // The record says published once the broker has confirmed the result, which
+            // can be just after the client has it.
+            let meta = eventually("the record marked published", WAIT, || async {
+                let meta = c.store.meta(r.request_id).await.ok()??;
+                (meta.state == RequestState::Published).then_some(meta)
+            })
+            .await;
+            assert_eq!((meta.done, meta.total), (r.shards, r.shards), "{kind}");
+        }
+    });
+    futures::future::join_all(runs).await;
+    c.shutdown().await;
+}
+
+/// Deleting a namespace on a cluster removes its keys from every primary, not only from the
+/// node the connection happens to ask.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_reaches_every_primary() {
+    use redis::AsyncCommands;
+    let c = Cluster::builder()
+        .redis_url(redis_cluster::urls())
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    let keys: Vec<String> = (0..64)
+        .map(|_| c.names.meta_key(uuid::Uuid::new_v4()))
+        .collect();
+    let client = redis::cluster::ClusterClient::new(redis_cluster::urls().split(','))
+        .expect("cluster client");
+    let mut conn = client.get_async_connection().await.expect("cluster");
+    for k in &keys {
+        let () = conn.set(k, 1).await.expect("set");
+    }
+    let mut primaries = std::collections::BTreeSet::new();
+    for k in &keys {
+        primaries.insert(redis_cluster::primary_of(k).await.expect("served"));
+    }
+    assert_eq!(
+        primaries.len(),
+        3,
+        "64 random request keys land on all 3 primaries"
+    );
+    c.store.delete_namespace().await.expect("delete");
+    for k in &keys {
+        let left: bool = conn.exists(k).await.expect("exists");
+        assert!(!left, "{k} survived deleting its namespace");
+    }
+}

@@ -1,0 +1,47 @@
+//! A Redis Cluster primary killed with SIGKILL mid-run (its replica is promoted): with
+//! `--redis-wait-replicas 1`, every request still ends in exactly one result, and the right
+//! one. A test binary of its own, so that no other test shares the cluster while a node is
+//! down; it starts the killed node again at the end (it rejoins as a replica).
+
+use std::time::Duration;
+
+use shardline_tests::raw::{Replies, publish_request};
+use shardline_tests::{
+    Cluster, completed, redis_cluster, request_body, synthetic, unsharded, wait_progress,
+};
+use uuid::Uuid;
+
+/// Kill the primary that holds the first request's keys while 12 requests are running: each
+/// completes exactly once with the unsharded answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_leaves_every_request_one_right_result() {
+    let c = Cluster::builder()
+        .redis_url(redis_cluster::urls())
+        .redis_wait_replicas(1)
+        .start()
+        .await;
+    let mut replies = Replies::new(&c).await;
+    let payload = synthetic(200, 5_000);
+    let body = request_body("synthetic", payload.clone(), &[]);
+    let ids: Vec<Uuid> = (0..12).map(|_| Uuid::new_v4()).collect();
+    for id in &ids {
+        publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    }
+    wait_progress(&c, &ids, 10).await;
+    let key = c.names.meta_key(ids[0]);
+    let victim = redis_cluster::primary_of(&key)
+        .await
+        .expect("a primary serves it");
+    redis_cluster::kill(victim).await;
+    redis_cluster::wait_failover(&key, victim).await;
+
+    let want = unsharded("synthetic", payload);
+    let results = replies
+        .exactly_one_each(&ids, Duration::from_secs(120))
+        .await;
+    for r in results.values() {
+        assert_eq!(completed(r), want);
+    }
+    c.shutdown().await;
+    redis_cluster::heal();
+}
