@@ -110,6 +110,12 @@ struct Args {
     /// (its `shardline` binary, polled on the page's schedule), labelled `current+dashboard`.
     #[arg(long)]
     dashboard_open: bool,
+    /// Throughput suite: measure the current build again on the Redis Cluster at these node
+    /// URLs (comma-separated; `scripts/redis-cluster.sh start` prints them), twice: labelled
+    /// `current@redis-cluster`, and `current@redis-cluster+wait1` with
+    /// `--redis-wait-replicas 1`.
+    #[arg(long)]
+    redis_cluster_url: Option<String>,
     /// Throughput suite: shards per request.
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 16, 64, 256])]
     fan_outs: Vec<u32>,
@@ -345,6 +351,10 @@ async fn throughput_suite(a: &Args) -> anyhow::Result<String> {
     if a.dashboard_open {
         let watched = builds[0].watched()?;
         builds.insert(1, watched);
+    }
+    if let Some(urls) = &a.redis_cluster_url {
+        let (plain, waiting) = (builds[0].on_cluster(urls, 0), builds[0].on_cluster(urls, 1));
+        builds.extend([plain, waiting]);
     }
     let t = Throughput {
         connect: a.connect.clone(),

@@ -16,6 +16,10 @@
 //! 3. the adaptive shard count on a 64,000-word request after a warm-up of mixed sizes: the
 //!    count it chose and the latency.
 //!
+//! A build may run on another Redis than the suite's (`--redis-cluster-url`: the current
+//! binaries on a Redis Cluster), its Redis CPU then summed over the cluster's nodes; the
+//! ceilings stay those of the suite's Redis.
+//!
 //! Each shard holds `words_per_shard` words, so a request's size grows with its fan-out. The
 //! repetitions are interleaved (rep 1 of every cell, then rep 2, …, builds alternating first)
 //! so that drift on a noisy machine spreads over every cell; [`table`] reports means with
@@ -146,7 +150,7 @@ pub async fn run(t: &Throughput) -> anyhow::Result<Measured> {
     anyhow::ensure!(!t.builds.is_empty(), "no build to measure");
     std::fs::create_dir_all(&t.log_dir)
         .with_context(|| format!("creating {}", t.log_dir.display()))?;
-    let servers = servers(&t.connect).await?;
+    let servers = server_procs(&t.connect.redis_url).await?;
     let text = Text::new(t.seed);
     let shard_bytes = shard_size(&text.words(t.words_per_shard))?;
     let mut m = Measured::default();
@@ -204,22 +208,31 @@ fn rotated(builds: &[Build], rep: u32) -> impl Iterator<Item = &Build> {
     builds[k..].iter().chain(&builds[..k])
 }
 
-/// The broker's and Redis's processes, and this one (the client).
-async fn servers(connect: &ConnectArgs) -> anyhow::Result<Vec<(String, u32)>> {
+/// The broker's and Redis's processes (every node of a cluster), and this one (the client).
+async fn server_procs(redis_urls: &str) -> anyhow::Result<Vec<(String, u32)>> {
     let broker = cpu::pid_of("beam.smp").context("finding the RabbitMQ process")?;
-    let client = redis::Client::open(connect.redis_url.as_str())?;
-    let mut c = client.get_multiplexed_async_connection().await?;
-    let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
-    let redis_pid = info
-        .lines()
-        .find_map(|l| l.strip_prefix("process_id:"))
-        .and_then(|p| p.trim().parse().ok())
-        .context("INFO server has no process_id")?;
-    Ok(vec![
-        ("redis".to_owned(), redis_pid),
-        ("broker".to_owned(), broker),
-        ("client".to_owned(), std::process::id()),
-    ])
+    let nodes = shardline::store::Nodes::parse(redis_urls)?;
+    let mut procs = Vec::new();
+    for (i, url) in nodes.urls().iter().enumerate() {
+        let client = redis::Client::open(url.as_str())?;
+        let mut c = client.get_multiplexed_async_connection().await?;
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut c).await?;
+        let pid = info
+            .lines()
+            .find_map(|l| l.strip_prefix("process_id:"))
+            .and_then(|p| p.trim().parse().ok())
+            .with_context(|| format!("INFO server of {url} has no process_id"))?;
+        // Summed by the `redis` prefix in the table.
+        let name = if i == 0 {
+            "redis".to_owned()
+        } else {
+            format!("redis{i}")
+        };
+        procs.push((name, pid));
+    }
+    procs.push(("broker".to_owned(), broker));
+    procs.push(("client".to_owned(), std::process::id()));
+    Ok(procs)
 }
 
 /// The encoded size of a shard message holding `text`.
@@ -236,10 +249,15 @@ fn shard_size(text: &str) -> anyhow::Result<usize> {
     Ok(rmp_serde::to_vec_named(&shard)?.len())
 }
 
-/// Fresh connection settings for one deployment.
-fn fresh(connect: &ConnectArgs) -> ConnectArgs {
+/// Fresh connection settings for one deployment of `build` (on its own Redis, if it has one).
+fn fresh(connect: &ConnectArgs, build: &Build) -> ConnectArgs {
     ConnectArgs {
         namespace: format!("tput{}", &Uuid::new_v4().simple().to_string()[..10]),
+        redis_url: build
+            .redis_url
+            .clone()
+            .unwrap_or_else(|| connect.redis_url.clone()),
+        redis_wait_replicas: build.redis_wait_replicas,
         ..connect.clone()
     }
 }
@@ -252,7 +270,11 @@ async fn cell(
     text: &Text,
     servers: &[(String, u32)],
 ) -> anyhow::Result<Cell> {
-    let connect = fresh(&t.connect);
+    let connect = fresh(&t.connect, build);
+    let servers = match &build.redis_url {
+        Some(urls) => server_procs(urls).await?,
+        None => servers.to_vec(),
+    };
     let deployment =
         Deployment::start(build, &connect, &fan_out.to_string(), t.workers, &t.log_dir).await?;
     let measured = async {
@@ -273,7 +295,7 @@ async fn cell(
         }
         let requests = t.burst_shards.div_ceil(fan_out as usize).max(4);
         let mut procs = deployment.pids();
-        procs.extend_from_slice(servers);
+        procs.extend_from_slice(&servers);
         let reading = Meter::new(procs).start()?;
         let began = Instant::now();
         burst(&client, &payload, expect, requests).await?;
@@ -298,7 +320,7 @@ async fn cell(
 }
 
 async fn adaptive(t: &Throughput, build: &Build, text: &Text) -> anyhow::Result<Adaptive> {
-    let connect = fresh(&t.connect);
+    let connect = fresh(&t.connect, build);
     let deployment = Deployment::start(build, &connect, "adaptive", t.workers, &t.log_dir).await?;
     let measured = async {
         let client = Client::connect(&connect).await?;

@@ -1,12 +1,13 @@
 //! The whole pipeline on a real Redis Cluster (3 primaries, 3 replicas, from
 //! `scripts/redis-cluster.sh`): every built-in kind, end to end, equals the unsharded answer,
-//! and every key a request leaves is cleaned up on every primary.
+//! every key a request leaves is cleaned up on every primary, and writes wait for replicas
+//! (and stop waiting when none answers).
 
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use shardline::message::Options;
-use shardline::store::RequestState;
+use shardline::store::{RequestState, Settled};
 use shardline_tests::{Cluster, completed, eventually, redis_cluster, unsharded};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -98,4 +99,55 @@ async fn deleting_a_namespace_reaches_every_primary() {
         let left: bool = conn.exists(k).await.expect("exists");
         assert!(!left, "{k} survived deleting its namespace");
     }
+}
+
+/// On the cluster, a write waits until its primary's replica has it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_its_replica() {
+    let names = shardline::Names::try_new(format!(
+        "t{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ))
+    .expect("namespace");
+    let store = shardline::store::Store::connect(&redis_cluster::urls(), names.clone())
+        .await
+        .expect("cluster")
+        .with_replicas(1);
+    for _ in 0..3 {
+        let key = names.meta_key(uuid::Uuid::new_v4());
+        assert_eq!(
+            store.settle_replicas(&key).await.expect("WAIT"),
+            Settled::Replicated(1)
+        );
+    }
+}
+
+/// A Redis without replicas answers the wait short once, and the writes after it stop
+/// waiting instead of each paying the whole wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_wait_stops_the_waiting() {
+    let services = shardline_tests::services::Services::get().await;
+    let names = shardline::Names::try_new(format!(
+        "t{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ))
+    .expect("namespace");
+    let store = shardline::store::Store::connect(&services.redis_url, names.clone())
+        .await
+        .expect("redis")
+        .with_replicas(1);
+    let key = names.meta_key(uuid::Uuid::new_v4());
+    assert_eq!(
+        store.settle_replicas(&key).await.expect("WAIT"),
+        Settled::Short(0)
+    );
+    assert_eq!(
+        store.settle_replicas(&key).await.expect("WAIT"),
+        Settled::Skipped
+    );
+    let not_asked = store.clone().with_replicas(0);
+    assert_eq!(
+        not_asked.settle_replicas(&key).await.expect("WAIT"),
+        Settled::NotAsked
+    );
 }

@@ -29,6 +29,11 @@ pub struct Build {
     pub dir: PathBuf,
     /// Whether a dashboard is kept open on the deployment.
     pub watched: bool,
+    /// Another Redis for this build's deployments (a cluster's node URLs), instead of the
+    /// suite's.
+    pub redis_url: Option<String>,
+    /// `--redis-wait-replicas` of this build's deployments.
+    pub redis_wait_replicas: u32,
 }
 
 impl Build {
@@ -49,6 +54,8 @@ impl Build {
             label: label.to_owned(),
             dir: dir.to_path_buf(),
             watched: false,
+            redis_url: None,
+            redis_wait_replicas: shardline::config::DEFAULT_REDIS_WAIT_REPLICAS,
         })
     }
 
@@ -67,7 +74,24 @@ impl Build {
             label: format!("{}+dashboard", self.label),
             dir: self.dir.clone(),
             watched: true,
+            ..self.clone()
         })
+    }
+
+    /// The same binaries on the Redis Cluster at `urls`, their writes waiting for
+    /// `wait_replicas` replicas, labelled `<label>@redis-cluster` (`+wait<n>` when they wait).
+    pub fn on_cluster(&self, urls: &str, wait_replicas: u32) -> Self {
+        let wait = if wait_replicas > 0 {
+            format!("+wait{wait_replicas}")
+        } else {
+            String::new()
+        };
+        Build {
+            label: format!("{}@redis-cluster{wait}", self.label),
+            redis_url: Some(urls.to_owned()),
+            redis_wait_replicas: wait_replicas,
+            ..self.clone()
+        }
     }
 }
 
@@ -181,6 +205,10 @@ fn spawn(
 fn environment(cmd: &mut Command, connect: &ConnectArgs) {
     cmd.env("SHARDLINE_AMQP_URL", &connect.amqp_url)
         .env("SHARDLINE_REDIS_URL", &connect.redis_url)
+        .env(
+            "SHARDLINE_REDIS_WAIT_REPLICAS",
+            connect.redis_wait_replicas.to_string(),
+        )
         .env("SHARDLINE_NAMESPACE", &connect.namespace)
         .env_remove("SHARDLINE_CONCURRENCY")
         .env_remove("SHARDLINE_LOG_FORMAT")

@@ -175,26 +175,43 @@ impl Replication {
     /// Wait until the writes made on `conn` to `key`'s node reached the replicas asked for,
     /// at most [`REPLICA_WAIT`]. Short of them, log it and stop waiting for a while: the
     /// write stands on the primary alone, as without this setting.
-    pub(crate) async fn settle(&self, conn: &mut Conn, key: &str) -> Result<(), Error> {
-        if self.replicas == 0 || now_ms() < self.short_until_ms.load(Ordering::Relaxed) {
-            return Ok(());
+    pub(crate) async fn settle(&self, conn: &mut Conn, key: &str) -> Result<Settled, Error> {
+        if self.replicas == 0 {
+            return Ok(Settled::NotAsked);
+        }
+        if now_ms() < self.short_until_ms.load(Ordering::Relaxed) {
+            return Ok(Settled::Skipped);
         }
         let acked = conn.wait(key, self.replicas, REPLICA_WAIT).await?;
-        if acked < self.replicas {
-            self.short_until_ms.store(
-                now_ms() + SHORT_BACKOFF.as_millis() as u64,
-                Ordering::Relaxed,
-            );
-            crate::metric::redis_unreplicated();
-            warn!(
-                acked,
-                wanted = self.replicas,
-                "a Redis write reached fewer replicas than --redis-wait-replicas asks; writes stop waiting for {}s",
-                SHORT_BACKOFF.as_secs()
-            );
+        if acked >= self.replicas {
+            return Ok(Settled::Replicated(acked));
         }
-        Ok(())
+        self.short_until_ms.store(
+            now_ms() + SHORT_BACKOFF.as_millis() as u64,
+            Ordering::Relaxed,
+        );
+        crate::metric::redis_unreplicated();
+        warn!(
+            acked,
+            wanted = self.replicas,
+            "a Redis write reached fewer replicas than --redis-wait-replicas asks; writes stop waiting for {}s",
+            SHORT_BACKOFF.as_secs()
+        );
+        Ok(Settled::Short(acked))
     }
+}
+
+/// How a write's wait for replicas ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// No replicas are asked for (`--redis-wait-replicas 0`).
+    NotAsked,
+    /// This many replicas have the write (at least those asked for).
+    Replicated(u32),
+    /// Only this many replicas answered in time; writes stop waiting for a while.
+    Short(u32),
+    /// Not waited for: an earlier wait came back short a moment ago.
+    Skipped,
 }
 
 /// The primaries (host, port) that a `CLUSTER NODES` reply lists as not failed.

@@ -36,7 +36,7 @@ use redis::AsyncCommands;
 use crate::{Error, Names, now_ms};
 use conn::{Conn, Replication};
 
-pub use conn::{Nodes, REPLICA_WAIT};
+pub use conn::{Nodes, REPLICA_WAIT, Settled};
 pub use dead::{DEAD_BODY_MAX, DEAD_KEPT, DeadKind, DeadLetter};
 pub use engines::EngineInfo;
 pub use finalize::Closing;
@@ -166,9 +166,16 @@ impl Store {
     }
 
     /// Let the writes made so far to `key`'s node reach the replicas asked for (see
-    /// [`Store::with_replicas`]).
-    async fn replicated(&self, key: &str) -> Result<(), Error> {
+    /// [`Store::with_replicas`]); every accounting write calls this before its step goes on.
+    ///
+    /// # Errors
+    /// Redis failures.
+    pub async fn settle_replicas(&self, key: &str) -> Result<Settled, Error> {
         self.replication.settle(&mut self.conn(), key).await
+    }
+
+    async fn replicated(&self, key: &str) -> Result<(), Error> {
+        self.settle_replicas(key).await.map(|_| ())
     }
 
     /// The names this store builds keys from.
