@@ -100,9 +100,7 @@ impl Client {
     /// [`Error::Broker`] or [`Error::Redis`] when either is unreachable.
     pub async fn connect(args: &ConnectArgs) -> Result<Self, Error> {
         let names = args.names().map_err(|e| Error::Input(e.to_string()))?;
-        let store = Store::connect(&args.redis_url, names.clone())
-            .await
-            .map_err(Error::Redis)?;
+        let store = args.store().await.map_err(Error::Redis)?;
         let broker = |e: lapin::Error| Error::Broker(e.into());
         let conn = amqp::connect(&args.amqp_url, "shardline-client")
             .await

@@ -362,13 +362,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
         }
         Command::Dashboard { listen, token } => {
-            let names = cli
-                .connect
+            cli.connect
                 .names()
                 .map_err(|e| Error::Input(e.to_string()))?;
-            let store = shardline::store::Store::connect(&cli.connect.redis_url, names)
-                .await
-                .map_err(Error::Redis)?;
+            let store = cli.connect.store().await.map_err(Error::Redis)?;
             shardline_client::dashboard::serve(
                 listen,
                 store,

@@ -23,8 +23,8 @@ pub struct ConnectArgs {
     /// Redis URL, or a Redis Cluster's seed nodes as a comma-separated list of URLs.
     #[arg(long, env = "SHARDLINE_REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
-    /// Replicas each accounting write waits for (`WAIT`, up to 200 ms) before a shard or
-    /// request is acked; short of them, writes go on without waiting for a few seconds.
+    /// Replicas each accounting write waits for (`WAIT`) before its step acks or publishes;
+    /// a short answer makes writes go on without waiting for a while (docs/clusters.md).
     #[arg(long, env = "SHARDLINE_REDIS_WAIT_REPLICAS", default_value_t = DEFAULT_REDIS_WAIT_REPLICAS)]
     pub redis_wait_replicas: u32,
     /// Prefix of every exchange, queue and key; separate namespaces share nothing.

@@ -66,40 +66,35 @@ pub async fn primary_of(key: &str) -> Option<u16> {
     panic!("no node of the Redis Cluster answers");
 }
 
-/// The port of the primary that `CLUSTER NODES` says serves `slot`.
-fn serving(nodes: &str, slot: u16) -> Option<u16> {
-    nodes.lines().find_map(|line| {
-        let fields: Vec<&str> = line.split_whitespace().collect();
-        if !fields.get(2)?.contains("master") || fields.get(2)?.contains("fail") {
-            return None;
-        }
-        let port = fields[1]
-            .split('@')
-            .next()?
-            .rsplit(':')
-            .next()?
-            .parse()
-            .ok()?;
-        fields.iter().skip(8).find_map(|range| {
-            let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-            let (lo, hi): (u16, u16) = (lo.parse().ok()?, hi.parse().ok()?);
-            (lo..=hi).contains(&slot).then_some(port)
-        })
-    })
+/// A primary as `CLUSTER NODES` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Primary {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    /// Its node id.
+    pub id: String,
+    /// The slot ranges it serves, inclusive.
+    pub slots: Vec<(u16, u16)>,
 }
 
-/// The primaries serving slots, with how many each serves: (port, node id, slots).
-pub async fn primaries() -> Vec<(u16, String, u32)> {
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut node(ports()[0]).await)
-        .await
-        .expect("CLUSTER NODES");
+impl Primary {
+    /// How many slots it serves.
+    pub fn slot_count(&self) -> u32 {
+        self.slots
+            .iter()
+            .map(|(lo, hi)| u32::from(hi - lo) + 1)
+            .sum()
+    }
+}
+
+/// The primaries of a `CLUSTER NODES` reply that are not marked failed.
+fn parse_primaries(nodes: &str) -> Vec<Primary> {
     nodes
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            if !fields.get(2)?.contains("master") || fields.get(2)?.contains("fail") {
+            let flags = fields.get(2)?;
+            if !flags.contains("master") || flags.contains("fail") {
                 return None;
             }
             let port = fields[1]
@@ -109,17 +104,59 @@ pub async fn primaries() -> Vec<(u16, String, u32)> {
                 .next()?
                 .parse()
                 .ok()?;
-            let slots: u32 = fields
+            let slots = fields
                 .iter()
                 .skip(8)
                 .filter_map(|range| {
                     let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-                    Some(hi.parse::<u32>().ok()? - lo.parse::<u32>().ok()? + 1)
+                    Some((lo.parse().ok()?, hi.parse().ok()?))
                 })
-                .sum();
-            (slots > 0).then(|| (port, fields[0].to_owned(), slots))
+                .collect();
+            Some(Primary {
+                port,
+                id: fields[0].to_owned(),
+                slots,
+            })
         })
         .collect()
+}
+
+/// The port of the primary that `CLUSTER NODES` says serves `slot`.
+fn serving(nodes: &str, slot: u16) -> Option<u16> {
+    parse_primaries(nodes)
+        .into_iter()
+        .find(|p| p.slots.iter().any(|(lo, hi)| (*lo..=*hi).contains(&slot)))
+        .map(|p| p.port)
+}
+
+/// The primaries that serve slots.
+pub async fn primaries() -> Vec<Primary> {
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut node(ports()[0]).await)
+        .await
+        .expect("CLUSTER NODES");
+    parse_primaries(&nodes)
+        .into_iter()
+        .filter(|p| p.slot_count() > 0)
+        .collect()
+}
+
+/// Requests that are running: `n` synthetic requests of 200 units of 5 ms published with a
+/// reply queue, returned once 10 shards are done, with the answer each must get.
+pub async fn running_requests(
+    c: &crate::Cluster,
+    n: usize,
+) -> (crate::raw::Replies, Vec<uuid::Uuid>, rmpv::Value) {
+    let replies = crate::raw::Replies::new(c).await;
+    let payload = crate::synthetic(200, 5_000);
+    let body = crate::request_body("synthetic", payload.clone(), &[]);
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::new_v4()).collect();
+    for id in &ids {
+        crate::raw::publish_request(c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    }
+    crate::wait_progress(c, &ids, 10).await;
+    (replies, ids, crate::unsharded("synthetic", payload))
 }
 
 /// Move `slots` slots from one primary to another with `redis-cli --cluster reshard`, keys
@@ -161,24 +198,72 @@ async fn agreed(seed: &str) {
     .await;
 }
 
-/// SIGKILL the node on `port` (its pid from `INFO server`).
-pub async fn kill(port: u16) {
+/// The pid of the node on `port` (from `INFO server`).
+async fn pid(port: u16) -> String {
     let info: String = redis::cmd("INFO")
         .arg("server")
         .query_async(&mut node(port).await)
         .await
         .expect("INFO");
-    let pid = info
-        .lines()
+    info.lines()
         .find_map(|l| l.strip_prefix("process_id:"))
         .expect("process_id in INFO")
         .trim()
-        .to_owned();
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -KILL {pid}");
+        .to_owned()
+}
+
+/// A node's process, to signal (a stopped node cannot be asked for its pid).
+pub struct NodeProcess(String);
+
+impl NodeProcess {
+    /// The process of the node on `port`.
+    pub async fn of(port: u16) -> Self {
+        NodeProcess(pid(port).await)
+    }
+
+    /// Send `sig` (KILL, STOP, CONT).
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{sig}"), self.0.clone()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {}", self.0);
+    }
+}
+
+/// SIGKILL the node on `port`.
+pub async fn kill(port: u16) {
+    NodeProcess::of(port).await.signal("KILL");
+}
+
+/// The port of a replica of the primary on `port`.
+pub async fn replica_of(port: u16) -> u16 {
+    let mut c = node(port).await;
+    let id: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query_async(&mut c)
+        .await
+        .expect("CLUSTER MYID");
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut c)
+        .await
+        .expect("CLUSTER NODES");
+    nodes
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(2)?.contains("slave") && fields.get(3)? == &id.as_str()).then(|| {
+                fields[1]
+                    .split('@')
+                    .next()?
+                    .rsplit(':')
+                    .next()?
+                    .parse()
+                    .ok()
+            })?
+        })
+        .unwrap_or_else(|| panic!("primary {port} has a replica"))
 }
 
 /// Wait until another node serves the slots `port` served (its replica was promoted).
@@ -224,5 +309,10 @@ d 127.0.0.1:7104@17104 master - 0 1 7 connected 5461-10922 16000
         assert_eq!(super::serving(nodes, 6000), Some(7104));
         assert_eq!(super::serving(nodes, 16000), Some(7104));
         assert_eq!(super::serving(nodes, 12000), None);
+        let counts: Vec<(u16, u32)> = super::parse_primaries(nodes)
+            .iter()
+            .map(|p| (p.port, p.slot_count()))
+            .collect();
+        assert_eq!(counts, vec![(7100, 5461), (7104, 5463)]);
     }
 }

@@ -101,7 +101,9 @@ async fn deleting_a_namespace_reaches_every_primary() {
     }
 }
 
-/// On the cluster, a write waits until its primary's replica has it.
+/// On the cluster, a write waits until its primary's replica has it: with the replica
+/// running the wait says replicated, and with the replica stopped (SIGSTOP) it comes back
+/// short.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_waits_for_its_replica() {
     let names = shardline::Names::try_new(format!(
@@ -113,13 +115,24 @@ async fn a_write_waits_for_its_replica() {
         .await
         .expect("cluster")
         .with_replicas(1);
-    for _ in 0..3 {
-        let key = names.meta_key(uuid::Uuid::new_v4());
-        assert_eq!(
-            store.settle_replicas(&key).await.expect("WAIT"),
-            Settled::Replicated(1)
-        );
-    }
+    let id = uuid::Uuid::new_v4();
+    let key = names.meta_key(id);
+    store.set_routes(id, &[(0, "w0")]).await.expect("write");
+    assert_eq!(
+        store.settle_replicas(&key).await.expect("WAIT"),
+        Settled::Replicated(1)
+    );
+
+    let primary = redis_cluster::primary_of(&key).await.expect("served");
+    let replica = redis_cluster::replica_of(primary).await;
+    let replica = redis_cluster::NodeProcess::of(replica).await;
+    replica.signal("STOP");
+    let written = store.set_routes(id, &[(1, "w1")]).await;
+    let settled = store.settle_replicas(&key).await;
+    replica.signal("CONT");
+    written.expect("write");
+    assert_eq!(settled.expect("WAIT"), Settled::Short(0));
+    store.delete_namespace().await.expect("clean up");
 }
 
 /// A Redis without replicas answers the wait short once, and the writes after it stop

@@ -5,11 +5,7 @@
 
 use std::time::Duration;
 
-use shardline_tests::raw::{Replies, publish_request};
-use shardline_tests::{
-    Cluster, completed, redis_cluster, request_body, synthetic, unsharded, wait_progress,
-};
-use uuid::Uuid;
+use shardline_tests::{Cluster, completed, redis_cluster};
 
 /// Kill the primary that holds the first request's keys while 12 requests are running: each
 /// completes exactly once with the unsharded answer.
@@ -20,14 +16,7 @@ async fn a_killed_primary_leaves_every_request_one_right_result() {
         .redis_wait_replicas(1)
         .start()
         .await;
-    let mut replies = Replies::new(&c).await;
-    let payload = synthetic(200, 5_000);
-    let body = request_body("synthetic", payload.clone(), &[]);
-    let ids: Vec<Uuid> = (0..12).map(|_| Uuid::new_v4()).collect();
-    for id in &ids {
-        publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
-    }
-    wait_progress(&c, &ids, 10).await;
+    let (mut replies, ids, want) = redis_cluster::running_requests(&c, 12).await;
     let key = c.names.meta_key(ids[0]);
     let victim = redis_cluster::primary_of(&key)
         .await
@@ -35,7 +24,6 @@ async fn a_killed_primary_leaves_every_request_one_right_result() {
     redis_cluster::kill(victim).await;
     redis_cluster::wait_failover(&key, victim).await;
 
-    let want = unsharded("synthetic", payload);
     let results = replies
         .exactly_one_each(&ids, Duration::from_secs(120))
         .await;

@@ -200,6 +200,10 @@ impl Fleet {
         let c = &self.setup.connect;
         cmd.env("SHARDLINE_AMQP_URL", &c.amqp_url)
             .env("SHARDLINE_REDIS_URL", &c.redis_url)
+            .env(
+                "SHARDLINE_REDIS_WAIT_REPLICAS",
+                c.redis_wait_replicas.to_string(),
+            )
             .env("SHARDLINE_NAMESPACE", &c.namespace)
             .env("RUST_LOG", &self.setup.rust_log)
             .env_remove("SHARDLINE_LOG_FORMAT")

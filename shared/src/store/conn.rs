@@ -5,29 +5,20 @@
 //! the cluster one routes each command by its key's slot, follows `MOVED` and `ASK`, and
 //! reloads the slot map after a failover. The store's commands are written so that each
 //! script and each pipeline touches keys of one slot (a request's keys share its hash tag),
-//! so the same code runs on both.
+//! so the same code runs on both. Waiting for replicas is in [`super::replication`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::Error;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisFuture, Value};
-use tracing::warn;
-
-use crate::{Error, now_ms};
 
 /// How long connecting to Redis may take, and how long one command may wait for its answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How long a write waits for its replicas (`WAIT`) before going on without them.
-pub const REPLICA_WAIT: Duration = Duration::from_millis(200);
-/// After a `WAIT` came back short, writes stop waiting for this long: a replica that is down
-/// (or being promoted) would otherwise cost every write the whole [`REPLICA_WAIT`].
-const SHORT_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,9 +98,34 @@ impl Conn {
             })?
     }
 
+    /// Run `cmd` on `node` of a cluster (a command about the node itself, such as `SCAN`),
+    /// or as usual without one or on a single server.
+    pub(crate) async fn query_on<T: redis::FromRedisValue>(
+        &mut self,
+        cmd: Cmd,
+        node: Option<&NodeAddr>,
+    ) -> Result<T, Error> {
+        Ok(match (self, node) {
+            (Conn::Cluster(c), Some(node)) => {
+                let at = SingleNodeRoutingInfo::ByAddress {
+                    host: node.host.clone(),
+                    port: node.port,
+                };
+                let reply = c.route_command(cmd, RoutingInfo::SingleNode(at)).await?;
+                redis::from_redis_value(reply).map_err(redis::RedisError::from)?
+            }
+            (conn, _) => cmd.query_async(conn).await?,
+        })
+    }
+
     /// `WAIT replicas timeout` on the node that holds `key`: how many replicas have every
     /// write this connection made there so far.
-    async fn wait(&mut self, key: &str, replicas: u32, timeout: Duration) -> Result<u32, Error> {
+    pub(crate) async fn wait(
+        &mut self,
+        key: &str,
+        replicas: u32,
+        timeout: Duration,
+    ) -> Result<u32, Error> {
         let mut cmd = redis::cmd("WAIT");
         cmd.arg(replicas).arg(timeout.as_millis() as u64);
         let acked = match self {
@@ -153,82 +169,35 @@ impl ConnectionLike for Conn {
     }
 }
 
-/// How many replicas an accounting write waits for before the step it belongs to goes on
-/// (`--redis-wait-replicas`). Redis replicates asynchronously: a write the primary answered
-/// can be lost when the primary dies before a replica has it and that replica is promoted.
-/// Waiting narrows that window to writes made while no replica answers.
-#[derive(Debug)]
-pub(crate) struct Replication {
-    replicas: u32,
-    /// Until when (epoch ms) writes do not wait, after a short `WAIT`.
-    short_until_ms: AtomicU64,
+/// A node's address as the cluster announces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NodeAddr {
+    pub(crate) host: String,
+    pub(crate) port: u16,
 }
 
-impl Replication {
-    pub(crate) fn new(replicas: u32) -> Self {
-        Replication {
-            replicas,
-            short_until_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// Wait until the writes made on `conn` to `key`'s node reached the replicas asked for,
-    /// at most [`REPLICA_WAIT`]. Short of them, log it and stop waiting for a while: the
-    /// write stands on the primary alone, as without this setting.
-    pub(crate) async fn settle(&self, conn: &mut Conn, key: &str) -> Result<Settled, Error> {
-        if self.replicas == 0 {
-            return Ok(Settled::NotAsked);
-        }
-        if now_ms() < self.short_until_ms.load(Ordering::Relaxed) {
-            return Ok(Settled::Skipped);
-        }
-        let acked = conn.wait(key, self.replicas, REPLICA_WAIT).await?;
-        if acked >= self.replicas {
-            return Ok(Settled::Replicated(acked));
-        }
-        self.short_until_ms.store(
-            now_ms() + SHORT_BACKOFF.as_millis() as u64,
-            Ordering::Relaxed,
-        );
-        crate::metric::redis_unreplicated();
-        warn!(
-            acked,
-            wanted = self.replicas,
-            "a Redis write reached fewer replicas than --redis-wait-replicas asks; writes stop waiting for {}s",
-            SHORT_BACKOFF.as_secs()
-        );
-        Ok(Settled::Short(acked))
-    }
-}
-
-/// How a write's wait for replicas ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Settled {
-    /// No replicas are asked for (`--redis-wait-replicas 0`).
-    NotAsked,
-    /// This many replicas have the write (at least those asked for).
-    Replicated(u32),
-    /// Only this many replicas answered in time; writes stop waiting for a while.
-    Short(u32),
-    /// Not waited for: an earlier wait came back short a moment ago.
-    Skipped,
-}
-
-/// The primaries (host, port) that a `CLUSTER NODES` reply lists as not failed.
-pub(crate) fn primaries(nodes: &str) -> Vec<(String, u16)> {
+/// The primaries that a `CLUSTER NODES` reply lists as serving slots, addressable and not
+/// failed: the nodes that hold keys.
+pub(crate) fn primaries(nodes: &str) -> Vec<NodeAddr> {
     nodes
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let (addr, flags) = (fields.get(1)?, fields.get(2)?);
             let flags: Vec<&str> = flags.split(',').collect();
-            if !flags.contains(&"master") || flags.iter().any(|f| f.starts_with("fail")) {
+            let down = flags
+                .iter()
+                .any(|f| f.starts_with("fail") || *f == "noaddr" || *f == "handshake");
+            if !flags.contains(&"master") || down || fields.len() <= 8 {
                 return None;
             }
             // `host:port@cport[,hostname]`
             let addr = addr.split(['@', ',']).next()?;
             let (host, port) = addr.rsplit_once(':')?;
-            Some((host.to_owned(), port.parse().ok()?))
+            Some(NodeAddr {
+                host: host.to_owned(),
+                port: port.parse().ok()?,
+            })
         })
         .collect()
 }
@@ -255,7 +224,8 @@ mod tests {
         assert!(matches!(Nodes::parse("http://nope"), Err(Error::Config(_))));
     }
 
-    /// Primaries are read off `CLUSTER NODES`; replicas and failed primaries are left out.
+    /// Primaries are read off `CLUSTER NODES`; replicas, failed primaries and primaries that
+    /// serve no slot are left out.
     #[test]
     fn reads_primaries_off_cluster_nodes() {
         let reply = "\
@@ -264,13 +234,18 @@ b2 127.0.0.1:7003@17003 slave a1 0 1 4 connected
 c3 127.0.0.1:7001@17001 master - 0 1 2 connected 5461-10922
 d4 127.0.0.1:7002@17002 master,fail - 0 1 3 disconnected
 e5 ::1:7004@17004,node-e master - 0 1 5 connected 10923-16383
+f6 127.0.0.1:7005@17005 master - 0 1 6 connected
 ";
+        let addr = |host: &str, port| NodeAddr {
+            host: host.to_owned(),
+            port,
+        };
         assert_eq!(
             primaries(reply),
             vec![
-                ("127.0.0.1".to_owned(), 7000),
-                ("127.0.0.1".to_owned(), 7001),
-                ("::1".to_owned(), 7004),
+                addr("127.0.0.1", 7000),
+                addr("127.0.0.1", 7001),
+                addr("::1", 7004)
             ]
         );
     }

@@ -10,9 +10,9 @@
 //! - [`rejections`]: short records of requests refused at intake;
 //! - [`reports`]: what managers report for the dashboard: engines now and over the last hour,
 //!   scaling signals;
-//! - [`state`]: the request states stored in `meta.state`.
-//!
-//! - [`conn`]: the connection, to one node or a Redis Cluster, and waiting for replicas.
+//! - [`state`]: the request states stored in `meta.state`;
+//! - [`conn`]: the connection, to one node or a Redis Cluster;
+//! - [`replication`]: waiting for replicas after an accounting write.
 //!
 //! This file holds the store and what spans the namespace (locks, events, the learned
 //! history, deleting it all).
@@ -23,6 +23,7 @@ mod dead;
 mod engines;
 mod finalize;
 mod rejections;
+mod replication;
 mod reports;
 mod requests;
 mod shards;
@@ -34,13 +35,15 @@ use std::time::Duration;
 use redis::AsyncCommands;
 
 use crate::{Error, Names, now_ms};
-use conn::{Conn, Replication};
+use conn::Conn;
+use replication::Replication;
 
-pub use conn::{Nodes, REPLICA_WAIT, Settled};
+pub use conn::Nodes;
 pub use dead::{DEAD_BODY_MAX, DEAD_KEPT, DeadKind, DeadLetter};
 pub use engines::EngineInfo;
 pub use finalize::Closing;
 pub use rejections::Rejected;
+pub use replication::{REPLICA_WAIT, Settled};
 pub use reports::{EnginePoint, SERIES_KEEP, SERIES_STEP, SeriesEntry};
 pub use requests::{CANCEL_TOMBSTONE_TTL, Created, Ended, Meta, NewRequest};
 pub use shards::{Begun, Recorded, Wanted};
@@ -85,7 +88,6 @@ const BATCH: usize = 1024;
 #[derive(Clone)]
 pub struct Store {
     conn: Conn,
-    nodes: Nodes,
     names: Names,
     grace: Duration,
     replication: Arc<Replication>,
@@ -110,7 +112,6 @@ impl Store {
         let nodes = Nodes::parse(urls)?;
         let store = Store {
             conn: Conn::open(&nodes).await?,
-            nodes,
             names,
             grace: Self::DEFAULT_GRACE,
             replication: Arc::new(Replication::new(0)),
@@ -135,14 +136,9 @@ impl Store {
         self
     }
 
-    /// Where this store's Redis is.
-    pub fn nodes(&self) -> &Nodes {
-        &self.nodes
-    }
-
-    /// Run `pipes` at once, each a pipeline whose keys share one Redis Cluster slot (a
-    /// cluster refuses one that spans slots); on one node the multiplexed connection still
-    /// sends them together. Their replies are ignored.
+    /// Run `pipes` at once, each a pipeline whose keys share one Redis Cluster slot (the
+    /// cluster client refuses a pipeline that spans slots); on one node the multiplexed
+    /// connection still sends them together. Their replies are ignored.
     async fn run_apart(&self, pipes: &[redis::Pipeline]) -> Result<(), Error> {
         let runs = pipes
             .iter()
@@ -155,8 +151,9 @@ impl Store {
         Ok(())
     }
 
-    /// `GET` each of `keys`, asked at once, in order: the keys live in different Redis
-    /// Cluster slots, which one `MGET` cannot span.
+    /// `GET` each of `keys`, asked at once, in order. The keys live in different Redis
+    /// Cluster slots, and the cluster client's own split of such an `MGET` fails (redis-rs
+    /// 1.8: "Mismatch in the number of multi-slot results").
     async fn get_each(&self, keys: Vec<String>) -> Result<Vec<Option<String>>, Error> {
         let gets = keys.into_iter().map(|k| {
             let mut c = self.conn();
@@ -270,7 +267,7 @@ impl Store {
     async fn delete_matching(
         &self,
         pattern: &str,
-        node: Option<(String, u16)>,
+        node: Option<conn::NodeAddr>,
     ) -> Result<(), Error> {
         let mut c = self.conn();
         let mut cursor = String::from("0");
@@ -281,19 +278,8 @@ impl Store {
                 .arg(pattern)
                 .arg("COUNT")
                 .arg(BATCH);
-            let (next, keys): (String, Vec<String>) = match (&mut c, &node) {
-                (Conn::Cluster(cc), Some((host, port))) => {
-                    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-                    let at = SingleNodeRoutingInfo::ByAddress {
-                        host: host.clone(),
-                        port: *port,
-                    };
-                    let reply = cc.route_command(scan, RoutingInfo::SingleNode(at)).await?;
-                    redis::from_redis_value(reply).map_err(redis::RedisError::from)?
-                }
-                _ => scan.query_async(&mut c).await?,
-            };
-            // One key per command: on a cluster, keys of different slots cannot share one.
+            let (next, keys): (String, Vec<String>) = c.query_on(scan, node.as_ref()).await?;
+            // One key per command, so that each goes to its own slot's primary.
             let unlinks = keys.iter().map(|k| {
                 let mut c = self.conn();
                 async move { redis::cmd("UNLINK").arg(k).query_async::<i64>(&mut c).await }
@@ -306,8 +292,8 @@ impl Store {
         }
     }
 
-    /// The addresses of a cluster's primaries (`CLUSTER NODES`, those not marked failed).
-    async fn primaries(&self) -> Result<Vec<(String, u16)>, Error> {
+    /// The addresses of a cluster's primaries that hold keys (see [`conn::primaries`]).
+    async fn primaries(&self) -> Result<Vec<conn::NodeAddr>, Error> {
         let text: String = redis::cmd("CLUSTER")
             .arg("NODES")
             .query_async(&mut self.conn())
