@@ -12,6 +12,10 @@ use shardline_tests::{Cluster, completed, eventually, redis_cluster, unsharded};
 
 const WAIT: Duration = Duration::from_secs(60);
 
+/// Held by a test while it has a replica stopped, so that two tests of this binary never
+/// stop (and resume) the same replica at once.
+static REPLICA_STOPPED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn payloads() -> Vec<(&'static str, rmpv::Value)> {
     let mut rng = StdRng::seed_from_u64(20);
     let words: Vec<&str> = (0..20_000)
@@ -126,12 +130,64 @@ async fn a_write_waits_for_its_replica() {
     let primary = redis_cluster::primary_of(&key).await.expect("served");
     let replica = redis_cluster::replica_of(primary).await;
     let replica = redis_cluster::NodeProcess::of(replica).await;
+    let _stopped = REPLICA_STOPPED.lock().await;
     replica.signal("STOP");
     let written = store.set_routes(id, &[(1, "w1")]).await;
     let settled = store.settle_replicas(&key).await;
     replica.signal("CONT");
     written.expect("write");
     assert_eq!(settled.expect("WAIT"), Settled::Short(0));
+    store.delete_namespace().await.expect("clean up");
+}
+
+/// Recording a shard's result sends its wait in the same round trip: with the replica
+/// stopped, the wait comes back short, so the writes after it stop waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_result_waits_for_its_replica() {
+    let names = shardline::Names::try_new(format!(
+        "t{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    ))
+    .expect("namespace");
+    let store = shardline::store::Store::connect(&redis_cluster::urls(), names.clone())
+        .await
+        .expect("cluster")
+        .with_replicas(1);
+    let id = uuid::Uuid::new_v4();
+    let key = names.meta_key(id);
+    let primary = redis_cluster::primary_of(&key).await.expect("served");
+    let replica = redis_cluster::NodeProcess::of(redis_cluster::replica_of(primary).await).await;
+    let record = || {
+        store.record(
+            id,
+            0,
+            b"part",
+            shardline::now_ms() + 60_000,
+            "w0",
+            Duration::from_secs(1),
+            "w0",
+            Duration::ZERO,
+        )
+    };
+    // Running replica: the record (of a request never created, so it writes nothing) waits,
+    // and the next wait still waits.
+    record().await.expect("record");
+    assert_eq!(
+        store.settle_replicas(&key).await.expect("WAIT"),
+        Settled::Replicated(1)
+    );
+    let _stopped = REPLICA_STOPPED.lock().await;
+    replica.signal("STOP");
+    let written = store.set_routes(id, &[(0, "w0")]).await;
+    let recorded = record().await;
+    replica.signal("CONT");
+    written.expect("write");
+    recorded.expect("record");
+    assert_eq!(
+        store.settle_replicas(&key).await.expect("WAIT"),
+        Settled::Skipped,
+        "the record's wait came back short"
+    );
     store.delete_namespace().await.expect("clean up");
 }
 

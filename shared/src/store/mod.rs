@@ -175,6 +175,47 @@ impl Store {
         self.settle_replicas(key).await.map(|_| ())
     }
 
+    /// Run `eval` (an `EVALSHA` of `script`, called `name` in errors) and, when replicas
+    /// are asked for, its `WAIT` in the same pipeline: one round trip, on the connection and
+    /// node that made the write. A node that does not have the script yet (`NOSCRIPT`: a new
+    /// node, or a promoted replica) gets it loaded, and the pipeline is sent again.
+    async fn eval_replicated<T: redis::FromRedisValue>(
+        &self,
+        name: &'static str,
+        script: &redis::Script,
+        eval: redis::Cmd,
+    ) -> Result<T, Error> {
+        let mut c = self.conn();
+        let asks = self.replication.asks();
+        let mut pipe = redis::pipe();
+        pipe.add_command(eval);
+        if let Some(replicas) = asks {
+            pipe.cmd("WAIT")
+                .arg(replicas)
+                .arg(REPLICA_WAIT.as_millis() as u64);
+        }
+        let sent: Result<Vec<redis::Value>, redis::RedisError> = pipe.query_async(&mut c).await;
+        let replies = match sent {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let _: String = script.load_async(&mut c).await?;
+                pipe.query_async(&mut c).await?
+            }
+            other => other?,
+        };
+        let mut replies = replies.into_iter();
+        let missing = || Error::Script {
+            script: name,
+            reply: "(no reply)".into(),
+        };
+        let value = replies.next().ok_or_else(missing)?;
+        if asks.is_some() {
+            let acked = replies.next().ok_or_else(missing)?;
+            let acked: u32 = redis::from_redis_value(acked).map_err(redis::RedisError::from)?;
+            self.replication.answered(acked);
+        }
+        Ok(redis::from_redis_value(value).map_err(redis::RedisError::from)?)
+    }
+
     /// The names this store builds keys from.
     pub fn names(&self) -> &Names {
         &self.names

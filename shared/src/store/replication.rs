@@ -36,6 +36,13 @@ impl Replication {
         }
     }
 
+    /// How many replicas a write made now should wait for: `None` when none are asked for,
+    /// or while writes do not wait after a short answer.
+    pub(crate) fn asks(&self) -> Option<u32> {
+        let skipping = now_ms() < self.short_until_ms.load(Ordering::Relaxed);
+        (self.replicas > 0 && !skipping).then_some(self.replicas)
+    }
+
     /// Wait until the writes made on `conn` to `key`'s node reached the replicas asked for,
     /// at most [`REPLICA_WAIT`]. Short of them, log it and stop waiting for a while: the
     /// write stands on the primary alone, as without this setting.
@@ -43,12 +50,18 @@ impl Replication {
         if self.replicas == 0 {
             return Ok(Settled::NotAsked);
         }
-        if now_ms() < self.short_until_ms.load(Ordering::Relaxed) {
+        let Some(replicas) = self.asks() else {
             return Ok(Settled::Skipped);
-        }
-        let acked = conn.wait(key, self.replicas, REPLICA_WAIT).await?;
+        };
+        let acked = conn.wait(key, replicas, REPLICA_WAIT).await?;
+        Ok(self.answered(acked))
+    }
+
+    /// What a `WAIT` for [`Replication::asks`] replicas answered: short of them, log and
+    /// count it and stop waiting for [`SHORT_BACKOFF`].
+    pub(crate) fn answered(&self, acked: u32) -> Settled {
         if acked >= self.replicas {
-            return Ok(Settled::Replicated(acked));
+            return Settled::Replicated(acked);
         }
         self.short_until_ms.store(
             now_ms() + SHORT_BACKOFF.as_millis() as u64,
@@ -61,7 +74,7 @@ impl Replication {
             "a Redis write reached fewer replicas than --redis-wait-replicas asks; writes stop waiting for {}s",
             SHORT_BACKOFF.as_secs()
         );
-        Ok(Settled::Short(acked))
+        Settled::Short(acked)
     }
 }
 

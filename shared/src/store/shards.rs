@@ -145,12 +145,13 @@ impl Store {
 
     async fn settle(&self, s: &Settle<'_>, value: &[u8], mode: &str) -> Result<Recorded, Error> {
         let (id, n) = (s.id, &self.names);
-        let mut c = self.conn();
-        let (code, done, total): (i64, u32, u32) = RECORD
-            .key(n.meta_key(id))
-            .key(n.parts_key(id))
-            .key(n.lease_key(id))
-            .key(n.failures_key(id))
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(RECORD.get_hash())
+            .arg(4)
+            .arg(n.meta_key(id))
+            .arg(n.parts_key(id))
+            .arg(n.lease_key(id))
+            .arg(n.failures_key(id))
             .arg(s.index)
             .arg(value)
             .arg(self.live_ttl_ms(s.deadline))
@@ -160,12 +161,12 @@ impl Store {
             .arg(s.elapsed.as_micros() as u64)
             .arg(n.events_channel())
             .arg(id.to_string())
-            .arg(mode)
-            .invoke_async(&mut c)
-            .await?;
-        // Before the caller acks the shard: a result that only the primary holds would be
-        // lost with it, and the acked shard would never be redelivered.
-        self.replicated(&n.meta_key(id)).await?;
+            .arg(mode);
+        // With the WAIT in the same round trip, before the caller acks the shard: a result
+        // that only the primary holds would be lost with it, and the acked shard would never
+        // be redelivered.
+        let (code, done, total): (i64, u32, u32) =
+            self.eval_replicated("record", &RECORD, eval).await?;
         Ok(match code {
             1 => Recorded::Claimed { done, total },
             0 => Recorded::Accepted { done, total },
