@@ -112,11 +112,15 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn publication(&self, id: Uuid) -> Result<Option<u64>, Error> {
-        let mut c = self.conn();
-        let key = self.names.meta_key(id);
-        let n: u64 = PUBLICATION.key(&key).invoke_async(&mut c).await?;
-        // Before the result is sent: a lost count would make a re-drive look like a first.
-        self.replicated(&key).await?;
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(PUBLICATION.get_hash())
+            .arg(1)
+            .arg(self.names.meta_key(id));
+        // Replicated before the result is sent: a lost count would make a re-drive look like
+        // a first.
+        let n: u64 = self
+            .eval_replicated("publication", &PUBLICATION, eval)
+            .await?;
         Ok((n > 0).then_some(n))
     }
 
@@ -129,17 +133,17 @@ impl Store {
     pub async fn finish(&self, id: Uuid, status: Status) -> Result<(), Error> {
         let n = &self.names;
         let mut c = self.conn();
-        let _: i64 = FINISH
-            .key(n.meta_key(id))
-            .key(n.parts_key(id))
-            .key(n.lease_key(id))
-            .key(n.failures_key(id))
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(FINISH.get_hash())
+            .arg(4)
+            .arg(n.meta_key(id))
+            .arg(n.parts_key(id))
+            .arg(n.lease_key(id))
+            .arg(n.failures_key(id))
             .arg(status.as_str())
             .arg(now_ms())
-            .arg(self.grace.as_millis() as u64)
-            .invoke_async(&mut c)
-            .await?;
-        self.replicated(&n.meta_key(id)).await?;
+            .arg(self.grace.as_millis() as u64);
+        let _: i64 = self.eval_replicated("finish", &FINISH, eval).await?;
         // Off the finalizer's path, and only once the record says published: an entry left
         // behind (Redis failed just then) is removed by the manager's sweeper, which drops
         // index entries whose record is published or gone.

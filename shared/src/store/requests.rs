@@ -433,10 +433,11 @@ impl Store {
         tombstone: Option<Duration>,
     ) -> Result<Ended, Error> {
         let n = &self.names;
-        let mut c = self.conn();
-        let code: i64 = FAIL
-            .key(n.meta_key(id))
-            .key(n.lease_key(id))
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(FAIL.get_hash())
+            .arg(2)
+            .arg(n.meta_key(id))
+            .arg(n.lease_key(id))
             .arg(holder.unwrap_or(""))
             .arg(lease.as_millis() as u64)
             .arg(&error.code)
@@ -449,10 +450,8 @@ impl Store {
                     .unwrap_or_default(),
             )
             .arg(n.events_channel())
-            .arg(id.to_string())
-            .invoke_async(&mut c)
-            .await?;
-        self.replicated(&n.meta_key(id)).await?;
+            .arg(id.to_string());
+        let code: i64 = self.eval_replicated("fail", &FAIL, eval).await?;
         match code {
             0 => Ok(Ended::NotRunning),
             1 => Ok(Ended::Claimed),
