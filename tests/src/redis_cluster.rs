@@ -29,6 +29,15 @@ async fn node(port: u16) -> redis::aio::MultiplexedConnection {
         .unwrap_or_else(|e| panic!("Redis Cluster node {port}: {e}"))
 }
 
+/// `CLUSTER NODES` as the node behind `c` sees the cluster.
+async fn cluster_nodes(c: &mut redis::aio::MultiplexedConnection) -> String {
+    redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(c)
+        .await
+        .expect("CLUSTER NODES")
+}
+
 /// The ports of the nodes in `TEST_REDIS_CLUSTER_URLS`.
 fn ports() -> Vec<u16> {
     urls()
@@ -56,12 +65,7 @@ pub async fn primary_of(key: &str) -> Option<u16> {
             .query_async(&mut c)
             .await
             .expect("CLUSTER KEYSLOT");
-        let nodes: String = redis::cmd("CLUSTER")
-            .arg("NODES")
-            .query_async(&mut c)
-            .await
-            .expect("CLUSTER NODES");
-        return serving(&nodes, slot);
+        return serving(&cluster_nodes(&mut c).await, slot);
     }
     panic!("no node of the Redis Cluster answers");
 }
@@ -131,12 +135,7 @@ fn serving(nodes: &str, slot: u16) -> Option<u16> {
 
 /// The primaries that serve slots.
 pub async fn primaries() -> Vec<Primary> {
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut node(ports()[0]).await)
-        .await
-        .expect("CLUSTER NODES");
-    parse_primaries(&nodes)
+    parse_primaries(&cluster_nodes(&mut node(ports()[0]).await).await)
         .into_iter()
         .filter(|p| p.slot_count() > 0)
         .collect()
@@ -244,12 +243,8 @@ pub async fn replica_of(port: u16) -> u16 {
         .query_async(&mut c)
         .await
         .expect("CLUSTER MYID");
-    let nodes: String = redis::cmd("CLUSTER")
-        .arg("NODES")
-        .query_async(&mut c)
+    cluster_nodes(&mut c)
         .await
-        .expect("CLUSTER NODES");
-    nodes
         .lines()
         .find_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();

@@ -105,20 +105,26 @@ async fn deleting_a_namespace_reaches_every_primary() {
     }
 }
 
-/// On the cluster, a write waits until its primary's replica has it: with the replica
-/// running the wait says replicated, and with the replica stopped (SIGSTOP) it comes back
-/// short.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_waits_for_its_replica() {
+/// A store on `urls` in a namespace of its own whose writes wait for one replica.
+async fn waiting_store(urls: &str) -> (shardline::Names, shardline::store::Store) {
     let names = shardline::Names::try_new(format!(
         "t{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     ))
     .expect("namespace");
-    let store = shardline::store::Store::connect(&redis_cluster::urls(), names.clone())
+    let store = shardline::store::Store::connect(urls, names.clone())
         .await
-        .expect("cluster")
+        .expect("Redis reachable")
         .with_replicas(1);
+    (names, store)
+}
+
+/// On the cluster, a write waits until its primary's replica has it: with the replica
+/// running the wait says replicated, and with the replica stopped (SIGSTOP) it comes back
+/// short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_waits_for_its_replica() {
+    let (names, store) = waiting_store(&redis_cluster::urls()).await;
     let id = uuid::Uuid::new_v4();
     let key = names.meta_key(id);
     store.set_routes(id, &[(0, "w0")]).await.expect("write");
@@ -144,15 +150,7 @@ async fn a_write_waits_for_its_replica() {
 /// stopped, the wait comes back short, so the writes after it stop waiting.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_result_waits_for_its_replica() {
-    let names = shardline::Names::try_new(format!(
-        "t{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    ))
-    .expect("namespace");
-    let store = shardline::store::Store::connect(&redis_cluster::urls(), names.clone())
-        .await
-        .expect("cluster")
-        .with_replicas(1);
+    let (names, store) = waiting_store(&redis_cluster::urls()).await;
     let id = uuid::Uuid::new_v4();
     let key = names.meta_key(id);
     let primary = redis_cluster::primary_of(&key).await.expect("served");
@@ -196,15 +194,7 @@ async fn a_recorded_result_waits_for_its_replica() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_wait_stops_the_waiting() {
     let services = shardline_tests::services::Services::get().await;
-    let names = shardline::Names::try_new(format!(
-        "t{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    ))
-    .expect("namespace");
-    let store = shardline::store::Store::connect(&services.redis_url, names.clone())
-        .await
-        .expect("redis")
-        .with_replicas(1);
+    let (names, store) = waiting_store(&services.redis_url).await;
     let key = names.meta_key(uuid::Uuid::new_v4());
     assert_eq!(
         store.settle_replicas(&key).await.expect("WAIT"),

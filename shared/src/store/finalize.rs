@@ -112,10 +112,7 @@ impl Store {
     /// # Errors
     /// Redis failures.
     pub async fn publication(&self, id: Uuid) -> Result<Option<u64>, Error> {
-        let mut eval = redis::cmd("EVALSHA");
-        eval.arg(PUBLICATION.get_hash())
-            .arg(1)
-            .arg(self.names.meta_key(id));
+        let eval = Self::evalsha(&PUBLICATION, &[self.names.meta_key(id)]);
         // Replicated before the result is sent: a lost count would make a re-drive look like
         // a first.
         let n: u64 = self
@@ -133,14 +130,14 @@ impl Store {
     pub async fn finish(&self, id: Uuid, status: Status) -> Result<(), Error> {
         let n = &self.names;
         let mut c = self.conn();
-        let mut eval = redis::cmd("EVALSHA");
-        eval.arg(FINISH.get_hash())
-            .arg(4)
-            .arg(n.meta_key(id))
-            .arg(n.parts_key(id))
-            .arg(n.lease_key(id))
-            .arg(n.failures_key(id))
-            .arg(status.as_str())
+        let keys = [
+            n.meta_key(id),
+            n.parts_key(id),
+            n.lease_key(id),
+            n.failures_key(id),
+        ];
+        let mut eval = Self::evalsha(&FINISH, &keys);
+        eval.arg(status.as_str())
             .arg(now_ms())
             .arg(self.grace.as_millis() as u64);
         let _: i64 = self.eval_replicated("finish", &FINISH, eval).await?;

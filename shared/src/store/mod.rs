@@ -175,6 +175,13 @@ impl Store {
         self.settle_replicas(key).await.map(|_| ())
     }
 
+    /// `EVALSHA` of `script` on `keys`, for [`Store::eval_replicated`]; its arguments follow.
+    fn evalsha(script: &redis::Script, keys: &[String]) -> redis::Cmd {
+        let mut eval = redis::cmd("EVALSHA");
+        eval.arg(script.get_hash()).arg(keys.len()).arg(keys);
+        eval
+    }
+
     /// Run `eval` (an `EVALSHA` of `script`, called `name` in errors) and, when replicas
     /// are asked for, its `WAIT` in the same pipeline: one round trip, on the connection and
     /// node that made the write. A node that does not have the script yet (`NOSCRIPT`: a new

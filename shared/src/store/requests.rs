@@ -433,12 +433,8 @@ impl Store {
         tombstone: Option<Duration>,
     ) -> Result<Ended, Error> {
         let n = &self.names;
-        let mut eval = redis::cmd("EVALSHA");
-        eval.arg(FAIL.get_hash())
-            .arg(2)
-            .arg(n.meta_key(id))
-            .arg(n.lease_key(id))
-            .arg(holder.unwrap_or(""))
+        let mut eval = Self::evalsha(&FAIL, &[n.meta_key(id), n.lease_key(id)]);
+        eval.arg(holder.unwrap_or(""))
             .arg(lease.as_millis() as u64)
             .arg(&error.code)
             .arg(&error.message)

@@ -145,14 +145,14 @@ impl Store {
 
     async fn settle(&self, s: &Settle<'_>, value: &[u8], mode: &str) -> Result<Recorded, Error> {
         let (id, n) = (s.id, &self.names);
-        let mut eval = redis::cmd("EVALSHA");
-        eval.arg(RECORD.get_hash())
-            .arg(4)
-            .arg(n.meta_key(id))
-            .arg(n.parts_key(id))
-            .arg(n.lease_key(id))
-            .arg(n.failures_key(id))
-            .arg(s.index)
+        let keys = [
+            n.meta_key(id),
+            n.parts_key(id),
+            n.lease_key(id),
+            n.failures_key(id),
+        ];
+        let mut eval = Self::evalsha(&RECORD, &keys);
+        eval.arg(s.index)
             .arg(value)
             .arg(self.live_ttl_ms(s.deadline))
             .arg(s.lease.as_millis() as u64)
