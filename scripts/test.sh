@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run every test (unit, property, doc and integration) against real RabbitMQ and Redis,
-# starting them first if needed, a Redis Cluster on loopback (scripts/redis-cluster.sh), and
-# Chromium for the dashboard's browser tests (installed if
-# missing). Extra arguments go to `cargo test`.
+# starting them first if needed, a Redis Cluster and a RabbitMQ cluster on loopback
+# (scripts/redis-cluster.sh, scripts/rabbitmq-cluster.sh), and Chromium for the dashboard's
+# browser tests (installed if missing). Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +19,9 @@ if [ -z "${TEST_REDIS_CLUSTER_URLS:-}" ]; then
   TEST_REDIS_CLUSTER_URLS="$(scripts/redis-cluster.sh start)"
 fi
 export TEST_REDIS_CLUSTER_URLS
+# The RabbitMQ cluster tests run on 3 nodes on loopback (AMQP ports 5700-5702).
+if [ -z "${TEST_RABBITMQ_CLUSTER_URLS:-}" ]; then
+  TEST_RABBITMQ_CLUSTER_URLS="$(scripts/rabbitmq-cluster.sh start)"
+fi
+export TEST_RABBITMQ_CLUSTER_URLS
 cargo test --workspace --locked "$@"

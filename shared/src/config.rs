@@ -1,5 +1,6 @@
 //! Connection settings every Shardline process takes, from flags or the environment.
 
+use crate::amqp::QueueType;
 use crate::{Error, Names};
 
 /// Default broker URL (the local RabbitMQ, guest/guest).
@@ -17,9 +18,13 @@ pub const DEFAULT_LEASE_MS: u64 = 30_000;
 /// Where the broker and Redis are, and which namespace of names to use.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectArgs {
-    /// AMQP URL of RabbitMQ.
+    /// AMQP URL of RabbitMQ, or a RabbitMQ cluster's nodes as a comma-separated list of URLs.
     #[arg(long, env = "SHARDLINE_AMQP_URL", default_value = DEFAULT_AMQP_URL)]
     pub amqp_url: String,
+    /// Type of the namespace's queues: `quorum` replicates them over a RabbitMQ cluster.
+    /// Every process of a namespace must use the same (docs/clusters.md).
+    #[arg(long, env = "SHARDLINE_QUEUE_TYPE", value_enum, default_value_t)]
+    pub queue_type: QueueType,
     /// Redis URL, or a Redis Cluster's seed nodes as a comma-separated list of URLs.
     #[arg(long, env = "SHARDLINE_REDIS_URL", default_value = DEFAULT_REDIS_URL)]
     pub redis_url: String,
@@ -39,16 +44,17 @@ impl ConnectArgs {
             amqp_url: DEFAULT_AMQP_URL.into(),
             redis_url: DEFAULT_REDIS_URL.into(),
             redis_wait_replicas: DEFAULT_REDIS_WAIT_REPLICAS,
+            queue_type: QueueType::default(),
             namespace: crate::names::DEFAULT_NAMESPACE.into(),
         }
     }
 
-    /// The validated names of the namespace.
+    /// The validated names of the namespace, with its queue type.
     ///
     /// # Errors
     /// [`Error::Config`] for a bad namespace.
     pub fn names(&self) -> Result<Names, Error> {
-        Names::try_new(self.namespace.clone())
+        Ok(Names::try_new(self.namespace.clone())?.with_queue_type(self.queue_type))
     }
 
     /// Connect to Redis as these settings say (nodes, namespace, replicas to wait for).

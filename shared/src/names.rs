@@ -25,14 +25,18 @@
 use uuid::Uuid;
 
 use crate::Error;
+use crate::amqp::QueueType;
 
 /// The default namespace.
 pub const DEFAULT_NAMESPACE: &str = "shardline";
 
-/// Names derived from a namespace; tests use a unique namespace each so they can share a broker.
+/// Names derived from a namespace, and the type of its queues (every declaration of the
+/// namespace's queues reads it from here, so they all agree); tests use a unique namespace
+/// each so they can share a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Names {
     ns: String,
+    queue_type: QueueType,
 }
 
 impl Names {
@@ -48,7 +52,10 @@ impl Names {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if ok {
-            Ok(Names { ns })
+            Ok(Names {
+                ns,
+                queue_type: QueueType::default(),
+            })
         } else {
             Err(Error::Config(format!(
                 "namespace {ns:?} must be 1-64 characters of [A-Za-z0-9_-]"
@@ -59,6 +66,17 @@ impl Names {
     /// The namespace itself.
     pub fn namespace(&self) -> &str {
         &self.ns
+    }
+
+    /// These names with the namespace's queues of type `queue_type`.
+    #[must_use]
+    pub fn with_queue_type(self, queue_type: QueueType) -> Self {
+        Names { queue_type, ..self }
+    }
+
+    /// The type of the namespace's queues.
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type
     }
 
     // === AMQP ===
@@ -190,6 +208,7 @@ impl Default for Names {
     fn default() -> Self {
         Names {
             ns: DEFAULT_NAMESPACE.to_owned(),
+            queue_type: QueueType::default(),
         }
     }
 }

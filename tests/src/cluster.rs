@@ -31,6 +31,9 @@ impl Running {
 
 /// Configures a [`Cluster`].
 pub struct ClusterBuilder {
+    amqp_url: Option<String>,
+    services_amqp_url: Option<String>,
+    queue_type: amqp::QueueType,
     redis_url: Option<String>,
     redis_wait_replicas: u32,
     workers: usize,
@@ -45,6 +48,29 @@ impl ClusterBuilder {
     #[must_use]
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = n;
+        self
+    }
+
+    /// Use this broker (a URL or a cluster's list) instead of the shared test broker.
+    #[must_use]
+    pub fn amqp_url(mut self, url: String) -> Self {
+        self.amqp_url = Some(url);
+        self
+    }
+
+    /// Let the manager and workers use this broker (a URL or a cluster's list) while the
+    /// test's own connections use [`ClusterBuilder::amqp_url`]'s: a test can then stop a
+    /// node the services use without losing its own.
+    #[must_use]
+    pub fn services_amqp_url(mut self, url: String) -> Self {
+        self.services_amqp_url = Some(url);
+        self
+    }
+
+    /// Declare the namespace's queues of this type (`--queue-type`).
+    #[must_use]
+    pub fn queue_type(mut self, t: amqp::QueueType) -> Self {
+        self.queue_type = t;
         self
     }
 
@@ -99,13 +125,24 @@ impl ClusterBuilder {
         let services = Services::get().await;
         let namespace = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
         let connect = ConnectArgs {
-            amqp_url: services.amqp_url.clone(),
+            amqp_url: self
+                .amqp_url
+                .clone()
+                .unwrap_or_else(|| services.amqp_url.clone()),
+            queue_type: self.queue_type,
             redis_url: self
                 .redis_url
                 .clone()
                 .unwrap_or_else(|| services.redis_url.clone()),
             redis_wait_replicas: self.redis_wait_replicas,
             namespace,
+        };
+        let services_connect = ConnectArgs {
+            amqp_url: self
+                .services_amqp_url
+                .clone()
+                .unwrap_or_else(|| connect.amqp_url.clone()),
+            ..connect.clone()
         };
         let names = connect.names().expect("namespace");
         let store = connect.store().await.expect("Redis reachable");
@@ -124,6 +161,7 @@ impl ClusterBuilder {
         }
         let mut cluster = Cluster {
             connect,
+            services_connect,
             names,
             store,
             conn,
@@ -136,7 +174,7 @@ impl ClusterBuilder {
             cleaned: false,
         };
         if self.manager {
-            let mut cfg = manager_config(&cluster.connect);
+            let mut cfg = manager_config(&cluster.services_connect);
             (self.manager_tweak)(&mut cfg);
             cluster
                 .managers
@@ -172,8 +210,11 @@ fn spawn_manager(cfg: shardline_manager::Config, registry: Registry) -> Running 
 
 /// A running deployment on its own namespace. Call [`Cluster::shutdown`] at the end.
 pub struct Cluster {
-    /// Connection settings of this namespace.
+    /// Connection settings of this namespace (the test's own connections use them).
     pub connect: ConnectArgs,
+    /// The settings the manager and workers use: [`Cluster::connect`]'s, with
+    /// [`ClusterBuilder::services_amqp_url`] when given.
+    pub services_connect: ConnectArgs,
     /// Names of this namespace.
     pub names: Names,
     /// Direct Redis access.
@@ -193,6 +234,9 @@ impl Cluster {
     /// A builder with 3 workers and a manager.
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder {
+            amqp_url: None,
+            services_amqp_url: None,
+            queue_type: amqp::QueueType::default(),
             redis_url: None,
             redis_wait_replicas: shardline::config::DEFAULT_REDIS_WAIT_REPLICAS,
             workers: 3,
@@ -210,7 +254,7 @@ impl Cluster {
 
     /// Worker configuration for this namespace with the given id.
     pub fn worker_config(&self, id: &str) -> shardline_worker::Config {
-        let mut cfg = shardline_worker::Config::new(self.connect.clone());
+        let mut cfg = shardline_worker::Config::new(self.services_connect.clone());
         cfg.id = Some(id.to_owned());
         cfg.concurrency = Some(2);
         cfg.heartbeat_ms = 500;
@@ -306,7 +350,7 @@ impl Cluster {
     /// Start one more manager (competing with any already running), adjusting its
     /// configuration.
     pub fn start_manager(&mut self, tweak: impl FnOnce(&mut shardline_manager::Config)) {
-        let mut cfg = manager_config(&self.connect);
+        let mut cfg = manager_config(&self.services_connect);
         tweak(&mut cfg);
         self.managers
             .push(spawn_manager(cfg, self.registry.clone()));

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod http;
 pub mod private_redis;
+pub mod rabbitmq_cluster;
 pub mod redis_cluster;
 pub mod services;
 pub mod webdriver;

@@ -22,12 +22,13 @@ pub fn spawn_worker_with(
 ) -> Child {
     Command::new(bin)
         .envs(env.iter().copied())
-        .env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
+        .env("SHARDLINE_AMQP_URL", &cluster.services_connect.amqp_url)
         .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
         .env(
             "SHARDLINE_REDIS_WAIT_REPLICAS",
             cluster.connect.redis_wait_replicas.to_string(),
         )
+        .env("SHARDLINE_QUEUE_TYPE", cluster.connect.queue_type.as_str())
         .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)
         .env("SHARDLINE_WORKER_ID", id)
         .env("SHARDLINE_CONCURRENCY", concurrency.to_string())
@@ -49,12 +50,13 @@ pub fn spawn_manager(bin: &str, cluster: &Cluster, env: &[(&str, &str)]) -> Chil
     let mut cmd = Command::new(bin);
     // Tests start several managers at once: no default metrics port unless `env` asks.
     cmd.env("SHARDLINE_METRICS_ADDR", "off")
-        .env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
+        .env("SHARDLINE_AMQP_URL", &cluster.services_connect.amqp_url)
         .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
         .env(
             "SHARDLINE_REDIS_WAIT_REPLICAS",
             cluster.connect.redis_wait_replicas.to_string(),
         )
+        .env("SHARDLINE_QUEUE_TYPE", cluster.connect.queue_type.as_str())
         .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)
         .env(
             "RUST_LOG",
@@ -83,8 +85,9 @@ pub fn signal(child: &Child, sig: &str) {
 /// cluster's namespace.
 pub fn cli(bin: &str, cluster: &Cluster) -> Command {
     let mut c = Command::new(bin);
-    c.env("SHARDLINE_AMQP_URL", &cluster.connect.amqp_url)
+    c.env("SHARDLINE_AMQP_URL", &cluster.services_connect.amqp_url)
         .env("SHARDLINE_REDIS_URL", &cluster.connect.redis_url)
+        .env("SHARDLINE_QUEUE_TYPE", cluster.connect.queue_type.as_str())
         .env("SHARDLINE_NAMESPACE", &cluster.connect.namespace)
         .env_remove("RUST_LOG")
         .kill_on_drop(true);

@@ -301,14 +301,23 @@ impl Handler {
             (Ok(Err(e)), _) => ("shard_failed", e.to_string()),
             (Err(panic), _) => ("shard_panicked", format!("processing panicked: {panic}")),
         };
-        if attempt < limit {
+        let last_delivery = amqp::queue_type::last_delivery(&delivery.properties);
+        if attempt < limit && !last_delivery {
             let pause = backoff(attempt);
             warn!(code, error = %msg, attempt, limit, ?pause, "shard failed; retrying after a pause");
             self.count(&shard, ShardOutcome::Retried);
             tokio::time::sleep(pause).await;
             return Settle::Requeue;
         }
-        let msg = format!("{msg} (attempt {attempt} of {limit})");
+        let msg = if attempt < limit {
+            format!(
+                "{msg} (attempt {attempt} of {limit}, but the queue's last delivery: it was put \
+                 back {} times)",
+                amqp::queue_type::DELIVERY_LIMIT
+            )
+        } else {
+            format!("{msg} (attempt {attempt} of {limit})")
+        };
         self.fail(&shard, delivery, code, &msg).await
     }
 

@@ -123,10 +123,16 @@ async fn serve(
     let publish = amqp::confirm_channel(&conn).await?;
     let consume = conn.create_channel().await?;
     // One prefetch window for all consumers (global QoS is per channel in RabbitMQ), one
-    // shard per slot unless the shards take microseconds (see `prefetch`).
-    let (prefetch, mut prefetch_changes) = prefetch::Prefetch::new(concurrency);
+    // shard per slot unless the shards take microseconds (see `prefetch`). Quorum queues
+    // refuse a global window: each consumer gets one per slot instead.
+    let global = names.queue_type().global_qos();
+    let (prefetch, mut prefetch_changes) = if global {
+        prefetch::Prefetch::new(concurrency)
+    } else {
+        prefetch::Prefetch::fixed(concurrency)
+    };
     consume
-        .basic_qos(prefetch.initial(), BasicQosOptions { global: true })
+        .basic_qos(prefetch.initial(), BasicQosOptions { global })
         .await?;
     let mut consumers = Vec::new();
     let queues = std::iter::once(names.engine_queue(engine))
@@ -201,7 +207,7 @@ async fn serve(
             }
             Ok(()) = prefetch_changes.changed() => {
                 let n = *prefetch_changes.borrow_and_update();
-                match consume.basic_qos(n, BasicQosOptions { global: true }).await {
+                match consume.basic_qos(n, BasicQosOptions { global }).await {
                     Ok(()) => debug!(prefetch = n, "prefetch changed"),
                     Err(error) => warn!(%error, prefetch = n, "changing the prefetch failed"),
                 }

@@ -1,5 +1,5 @@
 //! How many shards the worker takes from the broker ahead of its slots (the channel's AMQP
-//! prefetch, shared by its two queues).
+//! prefetch, shared by its queues on classic queues).
 //!
 //! - **Shallow**, one per slot (the default, and whenever a shard runs on a blocking thread):
 //!   a shard the worker cannot start yet stays ready in its queue, where the managers' depth
@@ -22,6 +22,7 @@ pub const DEEPEN_AFTER: u32 = 32;
 /// publishes on the receiver.
 #[derive(Debug)]
 pub struct Prefetch {
+    adapts: bool,
     shallow: u16,
     deep: u16,
     state: Mutex<State>,
@@ -37,8 +38,18 @@ struct State {
 impl Prefetch {
     /// A controller for `slots` slots, starting shallow; the receiver sees each new prefetch.
     pub fn new(slots: u16) -> (Self, watch::Receiver<u16>) {
+        Self::build(slots, true)
+    }
+
+    /// A controller that keeps the shallow prefetch whatever the shards do.
+    pub fn fixed(slots: u16) -> (Self, watch::Receiver<u16>) {
+        Self::build(slots, false)
+    }
+
+    fn build(slots: u16, adapts: bool) -> (Self, watch::Receiver<u16>) {
         let (tx, rx) = watch::channel(slots);
         let p = Prefetch {
+            adapts,
             shallow: slots,
             deep: slots.saturating_mul(DEEP_FACTOR),
             state: Mutex::default(),
@@ -54,6 +65,9 @@ impl Prefetch {
 
     /// A shard ran, inline or not.
     pub fn observe(&self, inline: bool) {
+        if !self.adapts {
+            return;
+        }
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let want_deep = if inline {
             s.inline_streak = s.inline_streak.saturating_add(1);
@@ -89,6 +103,16 @@ mod tests {
         assert_eq!(*rx.borrow(), 2);
         p.observe(true);
         assert_eq!(*rx.borrow(), 2, "the streak starts over");
+    }
+
+    /// A fixed prefetch stays shallow through any run of inline shards.
+    #[test]
+    fn fixed_stays_shallow() {
+        let (p, rx) = Prefetch::fixed(2);
+        for _ in 0..DEEPEN_AFTER * 2 {
+            p.observe(true);
+        }
+        assert_eq!(*rx.borrow(), 2);
     }
 
     /// Nothing is published while the prefetch stays what it is.

@@ -1,17 +1,21 @@
-//! AMQP plumbing: connecting with recovery, declaring the topology, confirmed publishing.
+//! AMQP plumbing: connecting to one node or a cluster ([`nodes`]), declaring the topology in
+//! classic or quorum queues ([`queue_type`]), confirmed publishing.
+
+pub mod nodes;
+pub mod queue_type;
 
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
     QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{
-    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
-};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ExchangeKind};
 use uuid::Uuid;
 
 use crate::message::{FinalResult, Format};
 use crate::{Error, Names};
+pub use nodes::Brokers;
+pub use queue_type::QueueType;
 
 /// Header carrying the reason a message was dead-lettered.
 pub const REASON_HEADER: &str = "x-shardline-reason";
@@ -33,22 +37,13 @@ pub const REDELIVERED_HEADER: &str = "x-shardline-redelivered";
 /// is not: a copy that crashes its worker is redelivered, and counted then.
 pub const HEDGE_HEADER: &str = "x-shardline-hedge";
 
-/// Connect to the broker with lapin's automatic recovery on (it reconnects, then replays
-/// exchanges, queues, bindings, consumers, QoS and confirm mode).
-///
-/// With recovery on, lapin also retries the *first* connect for minutes; a process started
-/// against a wrong URL should fail at once instead, so one plain connection without retries
-/// is tried (and closed) first.
+/// Connect to the broker at `urls`: one URL, or a cluster's nodes as a comma-separated list
+/// (see [`nodes`] for how each recovers from a lost node).
 ///
 /// # Errors
-/// The broker is unreachable or refuses the credentials.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, Error> {
-    let probe = Connection::connect(url, ConnectionProperties::default()).await?;
-    let _ = probe.close(200, "probe".into()).await;
-    let props = ConnectionProperties::default()
-        .with_connection_name(LongString::from(name.to_owned()))
-        .enable_auto_recover();
-    Ok(Connection::connect(url, props).await?)
+/// A bad URL list ([`Error::Config`]), or no node reachable or accepting the credentials.
+pub async fn connect(urls: &str, name: &str) -> Result<Connection, Error> {
+    Brokers::parse(urls)?.connect(name).await
 }
 
 /// Open a channel in publisher-confirm mode.
@@ -69,11 +64,34 @@ fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
-fn dlx(names: &Names) -> FieldTable {
-    args(&[(
-        "x-dead-letter-exchange",
-        AMQPValue::LongString(names.dead_exchange().into()),
-    )])
+/// The arguments of a namespace's queue: its queue type's, and the dead-letter exchange
+/// unless it is the dead-letter queue itself.
+fn queue_args(names: &Names, dead_letters: bool) -> FieldTable {
+    let mut pairs = names.queue_type().arguments();
+    if dead_letters {
+        pairs.push((
+            "x-dead-letter-exchange",
+            AMQPValue::LongString(names.dead_exchange().into()),
+        ));
+    }
+    args(&pairs)
+}
+
+/// Declare one durable queue of the namespace, explaining a clash of queue types.
+async fn declare_queue(
+    ch: &Channel,
+    names: &Names,
+    queue: &str,
+    dead_letters: bool,
+) -> Result<(), Error> {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions::durable(),
+        queue_args(names, dead_letters),
+    )
+    .await
+    .map_err(|e| queue_type::explain_declare_error(queue, names.queue_type(), e))?;
+    Ok(())
 }
 
 /// Declare the exchanges and the request and dead-letter queues of a namespace (idempotent;
@@ -116,12 +134,7 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> 
     )
     .await?;
 
-    ch.queue_declare(
-        names.dead_queue().into(),
-        QueueDeclareOptions::durable(),
-        none.clone(),
-    )
-    .await?;
+    declare_queue(ch, names, &names.dead_queue(), false).await?;
     ch.queue_bind(
         names.dead_queue().into(),
         names.dead_exchange().into(),
@@ -130,12 +143,7 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> 
         none.clone(),
     )
     .await?;
-    ch.queue_declare(
-        names.requests_queue().into(),
-        QueueDeclareOptions::durable(),
-        dlx(names),
-    )
-    .await?;
+    declare_queue(ch, names, &names.requests_queue(), true).await?;
     ch.queue_bind(
         names.requests_queue().into(),
         names.requests_exchange().into(),
@@ -152,13 +160,7 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> 
 /// # Errors
 /// The broker refuses the declaration.
 pub async fn declare_kind_queue(ch: &Channel, names: &Names, kind: &str) -> Result<(), Error> {
-    ch.queue_declare(
-        names.kind_queue(kind).into(),
-        QueueDeclareOptions::durable(),
-        dlx(names),
-    )
-    .await?;
-    Ok(())
+    declare_queue(ch, names, &names.kind_queue(kind), true).await
 }
 
 /// The kind a shard message names in its `type` property, when that is a valid kind name
@@ -178,12 +180,7 @@ pub fn shard_kind(props: &BasicProperties) -> Option<&str> {
 /// The broker refuses the declaration.
 pub async fn declare_engine_queue(ch: &Channel, names: &Names, engine: &str) -> Result<(), Error> {
     let queue = names.engine_queue(engine);
-    ch.queue_declare(
-        queue.as_str().into(),
-        QueueDeclareOptions::durable(),
-        dlx(names),
-    )
-    .await?;
+    declare_queue(ch, names, &queue, true).await?;
     ch.queue_bind(
         queue.as_str().into(),
         names.engines_exchange().into(),
