@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use lapin::types::AMQPValue;
 use shardline::Registry;
 use shardline::kind::{Kind, KindError, even_chunks};
 use shardline::message::{Format, RequestBody, Shard, Status};
@@ -326,6 +327,43 @@ async fn a_redelivered_request_does_not_resend_a_failed_shard() {
     assert!(
         !replies.another_within(Duration::from_secs(1)).await,
         "one terminal result"
+    );
+    c.shutdown().await;
+}
+
+/// A shard on the last delivery its queue allows (a quorum queue's `x-delivery-count` at the
+/// delivery limit) fails its request at once instead of going back, where the broker would
+/// dead-letter it with its request still waiting. The count is set by hand here: a quorum
+/// queue sets it itself, after a hundred put-backs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_on_its_last_allowed_delivery_fails_its_request() {
+    let mut c = builder().workers(0).start().await;
+    let mut replies = Replies::new(&c).await;
+    let id = send(&c, &replies, "picky", vec![-1, 2, 3]).await;
+    let queue = c.names.kind_queue("picky");
+    let shards = eventually("the shards queued", Duration::from_secs(10), || async {
+        let got = c.drain(&queue).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let ch = c.channel().await;
+    for shard in shards {
+        let mut headers = shard.properties.headers().clone().unwrap_or_default();
+        let limit = i64::from(shardline::amqp::queue_type::DELIVERY_LIMIT);
+        headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(limit));
+        let props = shard.properties.clone().with_headers(headers);
+        shardline::amqp::publish(&ch, "", &queue, &shard.data, props, true)
+            .await
+            .expect("queue the shard again");
+    }
+    c.add_worker("w1").await;
+    let r = replies.next(Duration::from_secs(30)).await;
+    assert_eq!((r.request_id, r.status), (id, Status::Failed));
+    let err = r.error.expect("error");
+    assert!(
+        err.message.contains("attempt 1 of 3") && err.message.contains("last delivery"),
+        "{}",
+        err.message
     );
     c.shutdown().await;
 }
