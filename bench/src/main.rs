@@ -116,6 +116,11 @@ struct Args {
     /// `--redis-wait-replicas 1`.
     #[arg(long)]
     redis_cluster_url: Option<String>,
+    /// Throughput suite: measure the current build again on the RabbitMQ cluster at these
+    /// AMQP URLs (comma-separated; `scripts/rabbitmq-cluster.sh start` prints them) with
+    /// quorum queues, labelled `current@rabbitmq-cluster`.
+    #[arg(long)]
+    rabbitmq_cluster_url: Option<String>,
     /// Throughput suite: shards per request.
     #[arg(long, value_delimiter = ',', default_values_t = [1u32, 4, 16, 64, 256])]
     fan_outs: Vec<u32>,
@@ -355,6 +360,9 @@ async fn throughput_suite(a: &Args) -> anyhow::Result<String> {
     if let Some(urls) = &a.redis_cluster_url {
         let (plain, waiting) = (builds[0].on_cluster(urls, 0), builds[0].on_cluster(urls, 1));
         builds.extend([plain, waiting]);
+    }
+    if let Some(urls) = &a.rabbitmq_cluster_url {
+        builds.push(builds[0].on_rabbitmq_cluster(urls));
     }
     let t = Throughput {
         connect: a.connect.clone(),

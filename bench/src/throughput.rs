@@ -150,7 +150,7 @@ pub async fn run(t: &Throughput) -> anyhow::Result<Measured> {
     anyhow::ensure!(!t.builds.is_empty(), "no build to measure");
     std::fs::create_dir_all(&t.log_dir)
         .with_context(|| format!("creating {}", t.log_dir.display()))?;
-    let servers = server_procs(&t.connect.redis_url).await?;
+    let servers = server_procs(&t.connect.amqp_url, &t.connect.redis_url).await?;
     let text = Text::new(t.seed);
     let shard_bytes = shard_size(&text.words(t.words_per_shard))?;
     let mut m = Measured::default();
@@ -209,10 +209,25 @@ fn rotated(builds: &[Build], rep: u32) -> impl Iterator<Item = &Build> {
 }
 
 /// The broker's and Redis's processes (every node of a cluster), and this one (the client).
-async fn server_procs(redis_urls: &str) -> anyhow::Result<Vec<(String, u32)>> {
-    let broker = cpu::pid_of("beam.smp").context("finding the RabbitMQ process")?;
-    let nodes = shardline::store::Nodes::parse(redis_urls)?;
+async fn server_procs(amqp_urls: &str, redis_urls: &str) -> anyhow::Result<Vec<(String, u32)>> {
     let mut procs = Vec::new();
+    for (i, url) in shardline::amqp::Brokers::parse(amqp_urls)?
+        .urls()
+        .iter()
+        .enumerate()
+    {
+        let uri: lapin::uri::AMQPUri = url.parse().map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
+        let pid = cpu::listening_pid(uri.authority.port)
+            .with_context(|| format!("finding the RabbitMQ node of {url}"))?;
+        // Summed by the `broker` prefix in the table.
+        let name = if i == 0 {
+            "broker".to_owned()
+        } else {
+            format!("broker{i}")
+        };
+        procs.push((name, pid));
+    }
+    let nodes = shardline::store::Nodes::parse(redis_urls)?;
     for (i, url) in nodes.urls().iter().enumerate() {
         let client = redis::Client::open(url.as_str())?;
         let mut c = client.get_multiplexed_async_connection().await?;
@@ -230,7 +245,6 @@ async fn server_procs(redis_urls: &str) -> anyhow::Result<Vec<(String, u32)>> {
         };
         procs.push((name, pid));
     }
-    procs.push(("broker".to_owned(), broker));
     procs.push(("client".to_owned(), std::process::id()));
     Ok(procs)
 }
@@ -258,6 +272,11 @@ fn fresh(connect: &ConnectArgs, build: &Build) -> ConnectArgs {
             .clone()
             .unwrap_or_else(|| connect.redis_url.clone()),
         redis_wait_replicas: build.redis_wait_replicas,
+        amqp_url: build
+            .amqp_url
+            .clone()
+            .unwrap_or_else(|| connect.amqp_url.clone()),
+        queue_type: build.queue_type,
         ..connect.clone()
     }
 }
@@ -271,9 +290,10 @@ async fn cell(
     servers: &[(String, u32)],
 ) -> anyhow::Result<Cell> {
     let connect = fresh(&t.connect, build);
-    let servers = match &build.redis_url {
-        Some(urls) => server_procs(urls).await?,
-        None => servers.to_vec(),
+    let servers = if build.redis_url.is_some() || build.amqp_url.is_some() {
+        server_procs(&connect.amqp_url, &connect.redis_url).await?
+    } else {
+        servers.to_vec()
     };
     let deployment =
         Deployment::start(build, &connect, &fan_out.to_string(), t.workers, &t.log_dir).await?;

@@ -95,3 +95,30 @@ async fn a_quorum_namespace_declares_only_quorum_queues() {
     }
     c.shutdown().await;
 }
+
+/// A worker stopping on quorum queues while requests run hands its queue's shards to the
+/// shared queue and deletes its queue (with the check quorum queues need, as they refuse a
+/// delete's `if-empty`), and every request completes exactly once with the right answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopping_on_quorum_queues_hands_off_and_deletes_its_queue() {
+    let mut c = Cluster::builder()
+        .amqp_url(rabbitmq_cluster::urls())
+        .queue_type(QueueType::Quorum)
+        .start()
+        .await;
+    let (mut replies, ids, want) = shardline_tests::redis_cluster::running_requests(&c, 8).await;
+    let queue = c.names.engine_queue("w0");
+    c.stop_worker("w0").await;
+    let results = replies
+        .exactly_one_each(&ids, Duration::from_secs(120))
+        .await;
+    for r in results.values() {
+        assert_eq!(completed(r), want);
+    }
+    let left = rabbitmq_cluster::queue_types(&queue).await;
+    assert!(
+        left.is_empty(),
+        "the stopped worker's queue is still there: {left:?}"
+    );
+    c.shutdown().await;
+}

@@ -39,12 +39,18 @@ fn parse_stat(line: &str, ticks: u64) -> Option<Duration> {
     Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
 }
 
-/// The pid of the one process whose command name (`/proc/<pid>/comm`) is `comm`.
+/// The pid of the process listening on TCP `port` on this machine (a broker node, found by
+/// its AMQP port: several RabbitMQ nodes are all named `beam.smp`).
 ///
 /// # Errors
-/// None or several such processes.
-pub fn pid_of(comm: &str) -> anyhow::Result<u32> {
-    let mut found = Vec::new();
+/// Nothing listens there, or the listener's process cannot be seen.
+pub fn listening_pid(port: u16) -> anyhow::Result<u32> {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .find_map(|table| listening_inode(&table, port))
+        .with_context(|| format!("nothing listens on port {port}"))?;
+    let socket = format!("socket:[{inode}]");
     for entry in std::fs::read_dir("/proc").context("listing /proc")? {
         let Ok(entry) = entry else { continue };
         let Some(pid) = entry
@@ -54,16 +60,25 @@ pub fn pid_of(comm: &str) -> anyhow::Result<u32> {
         else {
             continue;
         };
-        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if name.trim_end() == comm {
-            found.push(pid);
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == socket.as_str()) {
+                return Ok(pid);
+            }
         }
     }
-    match found.as_slice() {
-        [pid] => Ok(*pid),
-        [] => anyhow::bail!("no process named {comm} on this machine"),
-        many => anyhow::bail!("{} processes named {comm}: {many:?}", many.len()),
-    }
+    anyhow::bail!("no visible process holds the socket listening on port {port}")
+}
+
+/// The inode of the socket listening on `port` in a `/proc/net/tcp` table (state `0A`).
+fn listening_inode(table: &str, port: u16) -> Option<u64> {
+    let want = format!(":{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.get(1)?.ends_with(&want) && *f.get(3)? == "0A").then(|| f.get(9)?.parse().ok())?
+    })
 }
 
 /// CPU time of a fixed set of named processes, read at two moments.
@@ -121,6 +136,16 @@ impl Reading {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listener is found by its local port and LISTEN state, not by a connection's.
+    #[test]
+    fn finds_the_listening_socket() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1628 00000000:0000 0A 00000000:00000000 00:00000000 00000000   106        0 4242 1
+   1: 0100007F:D2F0 0100007F:1628 01 00000000:00000000 00:00000000 00000000     0        0 777 1";
+        assert_eq!(listening_inode(table, 5672), Some(4242));
+        assert_eq!(listening_inode(table, 53_999), None);
+    }
 
     /// utime and stime are read after the command name, even one with spaces and parentheses.
     #[test]

@@ -34,6 +34,11 @@ pub struct Build {
     pub redis_url: Option<String>,
     /// `--redis-wait-replicas` of this build's deployments.
     pub redis_wait_replicas: u32,
+    /// Another broker for this build's deployments (a cluster's node URLs), instead of the
+    /// suite's.
+    pub amqp_url: Option<String>,
+    /// `--queue-type` of this build's deployments.
+    pub queue_type: shardline::amqp::QueueType,
 }
 
 impl Build {
@@ -56,6 +61,8 @@ impl Build {
             watched: false,
             redis_url: None,
             redis_wait_replicas: shardline::config::DEFAULT_REDIS_WAIT_REPLICAS,
+            amqp_url: None,
+            queue_type: shardline::amqp::QueueType::default(),
         })
     }
 
@@ -90,6 +97,19 @@ impl Build {
             label: format!("{}@redis-cluster{wait}", self.label),
             redis_url: Some(urls.to_owned()),
             redis_wait_replicas: wait_replicas,
+            ..self.clone()
+        }
+    }
+}
+
+impl Build {
+    /// The same binaries on the RabbitMQ cluster at `urls` with quorum queues, labelled
+    /// `<label>@rabbitmq-cluster`.
+    pub fn on_rabbitmq_cluster(&self, urls: &str) -> Self {
+        Build {
+            label: format!("{}@rabbitmq-cluster", self.label),
+            amqp_url: Some(urls.to_owned()),
+            queue_type: shardline::amqp::QueueType::Quorum,
             ..self.clone()
         }
     }
@@ -209,6 +229,7 @@ fn environment(cmd: &mut Command, connect: &ConnectArgs) {
             "SHARDLINE_REDIS_WAIT_REPLICAS",
             connect.redis_wait_replicas.to_string(),
         )
+        .env("SHARDLINE_QUEUE_TYPE", connect.queue_type.as_str())
         .env("SHARDLINE_NAMESPACE", &connect.namespace)
         .env_remove("SHARDLINE_CONCURRENCY")
         .env_remove("SHARDLINE_LOG_FORMAT")
