@@ -263,7 +263,8 @@ fn shard_size(text: &str) -> anyhow::Result<usize> {
     Ok(rmp_serde::to_vec_named(&shard)?.len())
 }
 
-/// Fresh connection settings for one deployment of `build` (on its own Redis, if it has one).
+/// Fresh connection settings for one deployment of `build` (on its own broker and Redis, if
+/// it has them).
 fn fresh(connect: &ConnectArgs, build: &Build) -> ConnectArgs {
     ConnectArgs {
         namespace: format!("tput{}", &Uuid::new_v4().simple().to_string()[..10]),
@@ -277,7 +278,6 @@ fn fresh(connect: &ConnectArgs, build: &Build) -> ConnectArgs {
             .clone()
             .unwrap_or_else(|| connect.amqp_url.clone()),
         queue_type: build.queue_type,
-        ..connect.clone()
     }
 }
 
