@@ -378,7 +378,7 @@ async fn throughput_suite(a: &Args) -> anyhow::Result<String> {
         seed: a.seed,
     };
     let measured = throughput::run(&t).await?;
-    Ok(format!(
+    let mut out = format!(
         "\n## Throughput ({} words per shard, {} workers at default concurrency, bursts of ~{} shards, {} sequential requests, {} rep(s))\n\n{}",
         t.words_per_shard,
         t.workers,
@@ -386,5 +386,28 @@ async fn throughput_suite(a: &Args) -> anyhow::Result<String> {
         t.sequential,
         t.reps,
         throughput::table::markdown(&measured)
+    );
+    if let Some(urls) = &a.rabbitmq_cluster_url {
+        out.push_str(&engine_queue_churn(&a.connect.amqp_url, urls).await?);
+    }
+    Ok(out)
+}
+
+/// Engine queues declared, bound and deleted one after another, classic and quorum, on the
+/// suite's broker and on the cluster at `cluster_urls`.
+async fn engine_queue_churn(one_node: &str, cluster_urls: &str) -> anyhow::Result<String> {
+    use shardline::amqp::QueueType;
+    const RUNS: usize = 50;
+    let mut rows = Vec::new();
+    for (broker, url) in [("one node", one_node), ("3-node cluster", cluster_urls)] {
+        for queue_type in [QueueType::Classic, QueueType::Quorum] {
+            let churn = throughput::churn::measure(broker, url, queue_type, RUNS).await?;
+            eprintln!("engine queue churn: {broker}, {queue_type} done");
+            rows.push(churn);
+        }
+    }
+    Ok(format!(
+        "\n### Engine queues coming and going ({RUNS} each, one after another)\n\n{}",
+        throughput::churn::markdown(&rows)
     ))
 }

@@ -26,6 +26,7 @@
 //! 95% confidence intervals over the repetitions, and ratios paired by repetition.
 
 pub mod ceiling;
+pub mod churn;
 pub mod cpu;
 pub mod deploy;
 pub mod table;
