@@ -95,6 +95,11 @@ pub struct Config {
     /// `RUST_LOG` of the managers and workers.
     #[arg(long, default_value = "warn")]
     pub process_log: String,
+    /// RabbitMQ node names (for `rabbitmqctl -n`), one per URL of `--amqp-url`, in its order
+    /// (`scripts/rabbitmq-cluster.sh node N` prints them): adds stop-broker-node faults on
+    /// every node but the first, which the soak's own connections use.
+    #[arg(long, value_delimiter = ',')]
+    pub broker_nodes: Vec<String>,
     /// Markdown report (default `bench-results/soak-<UTC timestamp>.md`); the process logs go
     /// to the directory of the same name ending in `.logs`.
     #[arg(long)]
@@ -144,6 +149,13 @@ impl Config {
             "--fault-mean-s must be 0 (off) or positive"
         );
         anyhow::ensure!(self.workers >= 1, "--workers must be at least 1");
+        if !self.broker_nodes.is_empty() {
+            let urls = shardline::amqp::Brokers::parse(&self.connect.amqp_url)?;
+            anyhow::ensure!(
+                urls.urls().len() == self.broker_nodes.len() && self.broker_nodes.len() >= 2,
+                "--broker-nodes names one node per URL of --amqp-url, at least 2"
+            );
+        }
         anyhow::ensure!(self.managers >= 1, "--managers must be at least 1");
         anyhow::ensure!(self.concurrency >= 1, "--concurrency must be at least 1");
         anyhow::ensure!(
@@ -199,7 +211,16 @@ pub async fn run(cfg: &Config) -> anyhow::Result<Outcome> {
     });
     let fleet = std::sync::Arc::new(tokio::sync::Mutex::new(fleet));
 
-    let driven = drive::drive(cfg, &connect, &names, &fleet).await;
+    // With broker node faults the soak's own connections keep to the first node, which the
+    // faults never stop; the fleet uses them all.
+    let own = match cfg.broker_nodes.first() {
+        Some(_) => ConnectArgs {
+            amqp_url: shardline::amqp::Brokers::parse(&connect.amqp_url)?.urls()[0].clone(),
+            ..connect.clone()
+        },
+        None => connect.clone(),
+    };
+    let driven = drive::drive(cfg, &own, &names, &fleet).await;
 
     eprintln!("soak: stopping the deployment and deleting the namespace");
     let (engines, exits) = {

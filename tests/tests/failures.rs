@@ -77,3 +77,35 @@ async fn worker_fails_fast_without_redis() {
     let e = r.expect_err("no Redis");
     assert!(e.to_string().to_lowercase().contains("redis"), "{e}");
 }
+
+/// A worker started with another queue type than its namespace's queues have stops at once
+/// with a configuration error that names the queue and the setting, instead of retrying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_another_queue_type_fails_with_a_clear_error() {
+    let c = Cluster::builder()
+        .queue_type(shardline::amqp::QueueType::Quorum)
+        .workers(0)
+        .start()
+        .await;
+    let mut cfg = c.worker_config("w-classic");
+    cfg.connect.queue_type = shardline::amqp::QueueType::Classic;
+    let run = shardline_worker::run(cfg, Registry::builtin(), std::future::pending());
+    let r = tokio::time::timeout(Duration::from_secs(15), run)
+        .await
+        .expect("gives up in time");
+    let e = r.expect_err("the queues are quorum queues");
+    let msg = e.to_string();
+    assert!(
+        matches!(e, shardline_worker::Error::Config(_))
+            || matches!(
+                e,
+                shardline_worker::Error::Shared(shardline::Error::Config(_))
+            ),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("--queue-type") && msg.contains(c.names.namespace()),
+        "{msg}"
+    );
+    c.shutdown().await;
+}

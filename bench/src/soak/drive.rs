@@ -132,6 +132,7 @@ pub(crate) async fn drive(
             fault_log.clone(),
             cfg.seed,
             Duration::from_secs_f64(cfg.fault_mean_s),
+            cfg.broker_nodes.iter().skip(1).cloned().collect(),
             t0,
             stop_rx,
         ))

@@ -4,10 +4,13 @@
 //!   (the dead engine's queue is left for the managers to reap);
 //! - **term-worker**: SIGTERM a random worker (it finishes its running shards), then restart it
 //!   under the same id after 0.5–3 s;
-//! - **kill-manager**: SIGKILL a random manager, restart it after 0.5–3 s.
+//! - **kill-manager**: SIGKILL a random manager, restart it after 0.5–3 s;
+//! - **stop-broker-node** (with `--broker-nodes`): stop the RabbitMQ application of a random
+//!   cluster node other than the first (`rabbitmqctl -n <node> stop_app`, which closes every
+//!   connection to it and takes its quorum queue members down), start it again after 2–8 s.
 //!
-//! Weights 40/30/30. Faults run one at a time; the fleet lock is not held during the pauses,
-//! so the supervisor keeps watching the other processes.
+//! Weights 40/30/30, or 30/25/20/25 with broker nodes. Faults run one at a time; the fleet
+//! lock is not held during the pauses, so the supervisor keeps watching the other processes.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,20 +28,49 @@ pub(crate) enum FaultKind {
     KillWorker,
     TermWorker,
     KillManager,
+    StopBrokerNode,
 }
 
 impl FaultKind {
-    pub(crate) const ALL: [FaultKind; 3] = [
+    pub(crate) const ALL: [FaultKind; 4] = [
         FaultKind::KillWorker,
         FaultKind::TermWorker,
         FaultKind::KillManager,
+        FaultKind::StopBrokerNode,
     ];
+
+    /// The fault a uniform `roll` in [0, 1) picks, with or without broker node faults.
+    fn pick(roll: f64, broker_nodes: bool) -> FaultKind {
+        let weights: &[(FaultKind, f64)] = if broker_nodes {
+            &[
+                (FaultKind::KillWorker, 0.30),
+                (FaultKind::TermWorker, 0.25),
+                (FaultKind::KillManager, 0.20),
+                (FaultKind::StopBrokerNode, 0.25),
+            ]
+        } else {
+            &[
+                (FaultKind::KillWorker, 0.4),
+                (FaultKind::TermWorker, 0.3),
+                (FaultKind::KillManager, 0.3),
+            ]
+        };
+        let mut below = 0.0;
+        for &(kind, w) in weights {
+            below += w;
+            if roll < below {
+                return kind;
+            }
+        }
+        weights[weights.len() - 1].0
+    }
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             FaultKind::KillWorker => "kill-worker (SIGKILL, new id)",
             FaultKind::TermWorker => "term-worker (SIGTERM, same id)",
             FaultKind::KillManager => "kill-manager (SIGKILL)",
+            FaultKind::StopBrokerNode => "stop-broker-node (stop_app, start_app)",
         }
     }
 
@@ -47,6 +79,7 @@ impl FaultKind {
             FaultKind::KillWorker => "kill-worker",
             FaultKind::TermWorker => "term-worker",
             FaultKind::KillManager => "kill-manager",
+            FaultKind::StopBrokerNode => "stop-broker-node",
         }
     }
 }
@@ -96,12 +129,14 @@ pub(crate) fn counts(log: &FaultLog) -> Vec<(FaultKind, usize)> {
 }
 
 /// Inject faults with mean interval `mean` until `stop` turns true; a fault under way when it
-/// does is finished (its restart included).
+/// does is finished (its restart included). `broker_nodes`: the RabbitMQ nodes a
+/// stop-broker-node fault may stop (none: no such faults).
 pub(crate) async fn inject(
     fleet: Arc<tokio::sync::Mutex<Fleet>>,
     log: FaultLog,
     seed: u64,
     mean: Duration,
+    broker_nodes: Vec<String>,
     t0: Instant,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -113,16 +148,15 @@ pub(crate) async fn inject(
             _ = stop.wait_for(|s| *s) => return,
             () = tokio::time::sleep(wait) => {}
         }
-        let roll: f64 = rng.random();
-        let kind = if roll < 0.4 {
-            FaultKind::KillWorker
-        } else if roll < 0.7 {
-            FaultKind::TermWorker
-        } else {
-            FaultKind::KillManager
-        };
+        let kind = FaultKind::pick(rng.random(), !broker_nodes.is_empty());
         let at = t0.elapsed();
-        if let Some(f) = one(&fleet, kind, &mut rng, at).await {
+        let fault = if kind == FaultKind::StopBrokerNode {
+            let node = &broker_nodes[rng.random_range(0..broker_nodes.len())];
+            Some(stop_broker_node(node, &mut rng, at).await)
+        } else {
+            one(&fleet, kind, &mut rng, at).await
+        };
+        if let Some(f) = fault {
             eprintln!("soak: +{:.0}s fault {f}", at.as_secs_f64());
             log.lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -131,16 +165,48 @@ pub(crate) async fn inject(
     }
 }
 
+/// Stop the RabbitMQ application on `node`, start it again after 2–8 s.
+async fn stop_broker_node(node: &str, rng: &mut StdRng, at: Duration) -> Fault {
+    let mut notes = Vec::new();
+    if let Err(e) = rabbitmqctl(node, "stop_app").await {
+        notes.push(format!("stop_app failed: {e:#}"));
+    }
+    tokio::time::sleep(Duration::from_millis(rng.random_range(2_000..=8_000))).await;
+    if let Err(e) = rabbitmqctl(node, "start_app").await {
+        notes.push(format!("start_app failed: {e:#}"));
+    }
+    Fault {
+        at,
+        kind: FaultKind::StopBrokerNode,
+        target: node.to_owned(),
+        replacement: node.to_owned(),
+        note: (!notes.is_empty()).then(|| notes.join("; ")),
+    }
+}
+
+async fn rabbitmqctl(node: &str, command: &str) -> anyhow::Result<()> {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(["-q", "-n", node, command])
+        .output()
+        .await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
 async fn one(
     fleet: &tokio::sync::Mutex<Fleet>,
     kind: FaultKind,
     rng: &mut StdRng,
     at: Duration,
 ) -> Option<Fault> {
-    let role = if kind == FaultKind::KillManager {
-        Role::Manager
-    } else {
-        Role::Worker
+    let role = match kind {
+        FaultKind::KillManager => Role::Manager,
+        FaultKind::KillWorker | FaultKind::TermWorker => Role::Worker,
+        FaultKind::StopBrokerNode => return None,
     };
     let victim = fleet.lock().await.take(role, rng)?;
     let target = victim.id.clone();
@@ -159,7 +225,7 @@ async fn one(
             }
             rng.random_range(500..=3_000)
         }
-        FaultKind::KillManager => {
+        FaultKind::KillManager | FaultKind::StopBrokerNode => {
             victim.kill().await;
             rng.random_range(500..=3_000)
         }
@@ -168,7 +234,9 @@ async fn one(
     let mut f = fleet.lock().await;
     let replacement = match kind {
         FaultKind::KillWorker => f.fresh_worker_id(),
-        FaultKind::TermWorker | FaultKind::KillManager => target.clone(),
+        FaultKind::TermWorker | FaultKind::KillManager | FaultKind::StopBrokerNode => {
+            target.clone()
+        }
     };
     let started = match role {
         Role::Manager => f.start_manager(&replacement),
@@ -187,4 +255,25 @@ async fn one(
         replacement,
         note,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Broker node faults are picked only when there are nodes to stop, and then about a
+    /// quarter of the time.
+    #[test]
+    fn broker_node_faults_only_with_nodes() {
+        let rolls: Vec<f64> = (0..1000).map(|i| f64::from(i) / 1000.0).collect();
+        let count = |nodes: bool| {
+            rolls
+                .iter()
+                .filter(|r| FaultKind::pick(**r, nodes) == FaultKind::StopBrokerNode)
+                .count()
+        };
+        assert_eq!(count(false), 0);
+        assert_eq!(count(true), 250);
+        assert_eq!(FaultKind::pick(0.999_999, false), FaultKind::KillManager);
+    }
 }

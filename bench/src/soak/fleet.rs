@@ -204,6 +204,7 @@ impl Fleet {
                 "SHARDLINE_REDIS_WAIT_REPLICAS",
                 c.redis_wait_replicas.to_string(),
             )
+            .env("SHARDLINE_QUEUE_TYPE", c.queue_type.as_str())
             .env("SHARDLINE_NAMESPACE", &c.namespace)
             .env("RUST_LOG", &self.setup.rust_log)
             .env_remove("SHARDLINE_LOG_FORMAT")
