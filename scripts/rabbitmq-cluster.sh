@@ -9,10 +9,13 @@
 #                                            # to node 1 once; prints the AMQP URLs
 #   scripts/rabbitmq-cluster.sh urls         # print the AMQP URLs (SHARDLINE_AMQP_URL's list)
 #   scripts/rabbitmq-cluster.sh node N       # print node N's name (for rabbitmqctl -n)
+#   scripts/rabbitmq-cluster.sh ctl N ARGS…  # rabbitmqctl ARGS on node N (as the user whose
+#                                            # Erlang cookie the nodes share)
 #   scripts/rabbitmq-cluster.sh stop         # stop every node and delete its files
 #
 # `start` is safe to run again: a node that was stopped starts from its data directory and
-# is a cluster member again. Each node needs its own env file (the system one pins NODENAME),
+# is a cluster member again; a node whose application was stopped (`stop_app`) is started
+# again in place. Each node needs its own env file (the system one pins NODENAME),
 # config (its own listener), distribution port and directories owned by the rabbitmq user,
 # which the server runs as. rabbitmq-server is installed with apt when missing.
 set -euo pipefail
@@ -28,7 +31,9 @@ say() { echo "rabbitmq-cluster: $*" >&2; }
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 port() { echo $((BASE + $1 - 1)); }
 node() { echo "shardline-$1@localhost"; }
-ctl() { local n=$1; shift; $SUDO rabbitmqctl -q -n "$(node "$n")" "$@"; }
+ctl() { local n=$1; shift; $SUDO /usr/sbin/rabbitmqctl -q -n "$(node "$n")" "$@"; }
+# Whether node N's Erlang VM answers (its application may be stopped).
+alive() { ctl "$1" ping >/dev/null 2>&1; }
 urls() {
   local list=""
   for n in $NODES; do list="${list:+$list,}amqp://guest:guest@127.0.0.1:$(port "$n")/%2f"; done
@@ -36,7 +41,9 @@ urls() {
 }
 
 ensure_installed() {
-  if command -v rabbitmq-server >/dev/null && command -v rabbitmqctl >/dev/null; then return; fi
+  if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ] && [ -x /usr/lib/rabbitmq/bin/rabbitmqctl ]; then
+    return
+  fi
   say "installing rabbitmq-server"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq rabbitmq-server >/dev/null
@@ -65,14 +72,27 @@ EOF
 
 start_node() {
   local n=$1
-  if port_open "$(port "$n")"; then return; fi
+  if port_open "$(port "$n")"; then
+    if alive "$n"; then return; fi
+    say "port $(port "$n") is taken by something other than $(node "$n")"
+    exit 1
+  fi
+  if alive "$n"; then
+    say "starting the application of $(node "$n") again"
+    ctl "$n" start_app
+    return
+  fi
   configure "$n"
   say "starting $(node "$n") on $(port "$n")"
   # As the rabbitmq user (it owns the Erlang cookie the nodes and rabbitmqctl share).
-  $SUDO su rabbitmq -s /bin/sh -c "cd /var/lib/rabbitmq && HOME=/var/lib/rabbitmq \
+  if ! $SUDO su rabbitmq -s /bin/sh -c "cd /var/lib/rabbitmq && HOME=/var/lib/rabbitmq \
     RABBITMQ_CONF_ENV_FILE=$DIR/$n/rabbitmq-env.conf \
     ERL_FLAGS='-kernel inet_dist_use_interface {127,0,0,1}' \
-    /usr/lib/rabbitmq/bin/rabbitmq-server -detached" >/dev/null 2>&1
+    /usr/lib/rabbitmq/bin/rabbitmq-server -detached" >"$DIR/$n-start.log" 2>&1; then
+    say "starting $(node "$n") failed:"
+    cat "$DIR/$n-start.log" >&2
+    exit 1
+  fi
 }
 
 # Wait for node N to boot (await_startup fails at once while the node is not yet reachable).
@@ -86,12 +106,16 @@ await_node() {
   exit 1
 }
 
-# Whether node N lists all three nodes as running cluster members.
+# Whether node N counts all three nodes as running cluster members.
 clustered() {
-  local running
-  running=$(ctl "$1" cluster_status --formatter json 2>/dev/null |
-    python3 -c 'import json,sys; print(len(json.load(sys.stdin)["running_nodes"]))' 2>/dev/null || echo 0)
-  [ "$running" = "3" ]
+  [ "$(ctl "$1" eval 'length(rabbit_nodes:all_running()).' 2>/dev/null)" = "3" ]
+}
+
+# Whether node N is a member of node 1's cluster.
+member() {
+  local status
+  status=$(ctl "$1" cluster_status --formatter json 2>/dev/null || true)
+  case "$status" in *"$(node 1)"*) return 0 ;; *) return 1 ;; esac
 }
 
 start() {
@@ -99,10 +123,14 @@ start() {
   for n in $NODES; do start_node "$n"; done
   for n in $NODES; do await_node "$n"; done
   for n in 2 3; do
-    if ctl "$n" cluster_status --formatter json 2>/dev/null | grep -q "$(node 1)"; then continue; fi
+    if member "$n"; then continue; fi
     say "joining $(node "$n") to $(node 1)"
     ctl "$n" stop_app
-    ctl "$n" join_cluster "$(node 1)"
+    if ! ctl "$n" join_cluster "$(node 1)"; then
+      ctl "$n" start_app || true
+      say "$(node "$n") could not join $(node 1)"
+      exit 1
+    fi
     ctl "$n" start_app
   done
   for _ in $(seq 1 300); do
@@ -120,7 +148,7 @@ start() {
 
 stop() {
   for n in $NODES; do
-    if port_open "$(port "$n")"; then ctl "$n" stop >/dev/null 2>&1 || true; fi
+    if alive "$n"; then ctl "$n" stop >/dev/null 2>&1 || true; fi
   done
   $SUDO rm -rf "$DIR"
   say "stopped"
@@ -131,5 +159,6 @@ case "${1:-}" in
   stop) stop ;;
   urls) urls ;;
   node) node "${2:?usage: $0 node N}" ;;
-  *) echo "usage: $0 start|stop|urls|node N" >&2; exit 2 ;;
+  ctl) shift; n="${1:?usage: $0 ctl N ARGS...}"; shift; ctl "$n" "$@" ;;
+  *) echo "usage: $0 start|stop|urls|node N|ctl N ARGS..." >&2; exit 2 ;;
 esac

@@ -212,14 +212,16 @@ fn rotated(builds: &[Build], rep: u32) -> impl Iterator<Item = &Build> {
 /// The broker's and Redis's processes (every node of a cluster), and this one (the client).
 async fn server_procs(amqp_urls: &str, redis_urls: &str) -> anyhow::Result<Vec<(String, u32)>> {
     let mut procs = Vec::new();
-    for (i, url) in shardline::amqp::Brokers::parse(amqp_urls)?
-        .urls()
-        .iter()
-        .enumerate()
-    {
+    let brokers = shardline::amqp::Brokers::parse(amqp_urls)?;
+    for (i, url) in brokers.urls().iter().enumerate() {
         let uri: lapin::uri::AMQPUri = url.parse().map_err(|e| anyhow::anyhow!("{url}: {e}"))?;
-        let pid = cpu::listening_pid(uri.authority.port)
-            .with_context(|| format!("finding the RabbitMQ node of {url}"))?;
+        // By the listening port (several nodes are all `beam.smp`); reading other users'
+        // sockets needs root, so one broker falls back to its process name.
+        let pid = match cpu::listening_pid(uri.authority.port) {
+            Ok(pid) => pid,
+            Err(_) if brokers.urls().len() == 1 => cpu::pid_of("beam.smp")?,
+            Err(e) => return Err(e.context(format!("finding the RabbitMQ node of {url}"))),
+        };
         // Summed by the `broker` prefix in the table.
         let name = if i == 0 {
             "broker".to_owned()

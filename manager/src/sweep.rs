@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use lapin::BasicProperties;
 use shardline::amqp::{self, Published};
-use shardline::handoff::handoff;
+use shardline::handoff::{By, handoff};
 use shardline::kind::check_name;
 use shardline::message::{ErrorInfo, FINALIZE_TYPE, FinalizeOrder, Status};
 use shardline::metric::{self, SweepAction};
@@ -91,7 +91,7 @@ impl Sweeper {
             if !self.store.try_lock(&lock, &self.holder, REAP_LOCK).await? {
                 continue;
             }
-            let (moved, gone) = handoff(&self.conn, &self.names, &engine).await?;
+            let (moved, gone) = handoff(&self.conn, &self.names, &engine, By::Reaper).await?;
             if gone {
                 self.store.deregister(&engine).await?;
                 info!(%engine, moved, "reaped a dead engine: its shards went to the shared queue");

@@ -58,7 +58,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// Something this step needs is missing for now (a recorded request's kind that no live
-    /// worker serves); a later try may succeed.
+    /// worker serves, a broker node that does not answer); a later try may succeed.
     #[error("unavailable: {0}")]
     Unavailable(String),
 }

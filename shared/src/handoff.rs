@@ -26,6 +26,16 @@ const PAUSE: Duration = Duration::from_millis(700);
 /// Pause after the unbind, for publishes routed to the queue before it to arrive in it.
 const SETTLE: Duration = Duration::from_millis(100);
 
+/// Who hands an engine's queue off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// The engine itself, stopping: nothing else consumes its queue.
+    Engine,
+    /// A manager's sweeper, for an engine whose heartbeat expired: the engine may come back
+    /// under the same id at any moment and consume its queue again.
+    Reaper,
+}
+
 /// True for the broker's 404: the queue does not exist.
 fn is_not_found(e: &lapin::Error) -> bool {
     use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
@@ -54,6 +64,7 @@ pub async fn handoff(
     conn: &lapin::Connection,
     names: &Names,
     engine: &str,
+    by: By,
 ) -> Result<(usize, bool), Error> {
     let queue = names.engine_queue(engine);
     let mut declared = HashSet::new();
@@ -111,7 +122,7 @@ pub async fn handoff(
             }
             moved += 1;
         }
-        match delete_if_idle(&ch, names, &queue).await {
+        match delete_if_idle(&ch, names, &queue, by).await {
             Ok(true) => {
                 info!(moved, %queue, "engine queue handed off and deleted");
                 return Ok((moved, true));
@@ -133,14 +144,18 @@ pub async fn handoff(
 ///
 /// A classic queue's delete checks both itself (`if-empty`, `if-unused`). Quorum queues
 /// refuse those flags (and the broker closes the connection), so there a passive declare
-/// checks, and the delete follows with no flags. The queue is unbound and drained by then, so
-/// nothing can arrive between the two but a publish the broker routed before the unbind and
-/// has still not stored after [`SETTLE`] and the drain; were one dropped, it is logged with
-/// its count.
+/// checks first, and nothing makes the check and a delete one step:
+/// - the engine itself deletes with no flags: the queue is unbound and drained, and nothing
+///   else consumes it, so nothing can arrive but a publish the broker routed before the
+///   unbind and still has not stored after [`SETTLE`] and the drain (logged with its count);
+/// - a reaper leaves the empty, unbound queue to the broker, which deletes it once unused for
+///   [`crate::amqp::queue_type::ENGINE_QUEUE_EXPIRES`]: the engine may have come back under
+///   the same id between the check and a delete, and a delete would drop its deliveries.
 async fn delete_if_idle(
     ch: &lapin::Channel,
     names: &Names,
     queue: &str,
+    by: By,
 ) -> Result<bool, lapin::Error> {
     if names.queue_type().global_qos() {
         let delete = QueueDeleteOptions {
@@ -167,6 +182,10 @@ async fn delete_if_idle(
         .await?;
     if q.message_count() > 0 || q.consumer_count() > 0 {
         return Ok(false);
+    }
+    if by == By::Reaper {
+        debug!(%queue, "engine queue unbound and empty; the broker deletes it once unused");
+        return Ok(true);
     }
     let dropped = ch
         .queue_delete(queue.into(), QueueDeleteOptions::default())

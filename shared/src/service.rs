@@ -34,6 +34,15 @@ impl ServiceError {
             ServiceError::Config(_) => false,
         }
     }
+
+    /// True for invalid settings, found by the service itself or by the shared library (a
+    /// bad URL list, a queue of another type than `--queue-type`).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            ServiceError::Config(_) | ServiceError::Shared(Error::Config(_))
+        )
+    }
 }
 
 impl From<lapin::Error> for ServiceError {
@@ -47,8 +56,8 @@ impl From<lapin::Error> for ServiceError {
 pub fn exit_code(program: &str, outcome: Result<(), ServiceError>) -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(ServiceError::Config(msg)) => {
-            eprintln!("{program}: invalid configuration: {msg}");
+        Err(e) if e.is_config() => {
+            eprintln!("{program}: {e}");
             ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {

@@ -19,16 +19,24 @@ impl Started {
         self.0.store(true, Ordering::SeqCst);
     }
 
-    /// Whether any attempt has started.
+    /// Whether this attempt has started.
     pub fn get(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
 }
 
+/// First pause before restarting after a lost connection.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
+/// Longest pause between restarts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
 /// Run `attempt` until it returns `Ok`, `stop` is cancelled, or it fails in a way that must not
 /// be retried. A failure before the first successful start (broker or Redis unreachable, bad
 /// settings) is returned at once, so a misconfigured process exits with a clear error; after
-/// that, transient failures (a lost connection) are retried with exponential backoff.
+/// that, transient failures (a lost connection) are retried with exponential backoff, which
+/// starts over after each attempt that got started: a process that loses a working connection
+/// (its broker node went away) retries within [`FIRST_BACKOFF`], however many times that
+/// happened before, and only attempts that keep failing to connect wait longer.
 ///
 /// # Errors
 /// The first non-retryable failure.
@@ -42,18 +50,24 @@ where
     F: FnMut(Started) -> Fut,
     Fut: Future<Output = Result<(), E>>,
 {
-    let started = Started::default();
-    let mut backoff = Duration::from_millis(250);
+    let mut ever_started = false;
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        match attempt(started.clone()).await {
+        let started = Started::default();
+        let outcome = attempt(started.clone()).await;
+        if started.get() {
+            ever_started = true;
+            backoff = FIRST_BACKOFF;
+        }
+        match outcome {
             Ok(()) => return Ok(()),
-            Err(e) if started.get() && is_transient(&e) && !stop.is_cancelled() => {
+            Err(e) if ever_started && is_transient(&e) && !stop.is_cancelled() => {
                 warn!(error = %e, ?backoff, "lost connections; restarting");
                 tokio::select! {
                     () = stop.cancelled() => return Ok(()),
                     () = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
             Err(e) => return Err(e),
         }
@@ -134,6 +148,41 @@ impl Drop for Background {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The backoff grows while attempts fail to start and starts over after an attempt that
+    /// started: the pauses before attempts 2, 3 and 4 are 250, 500 and 250 ms.
+    #[tokio::test(start_paused = true)]
+    async fn backoff_starts_over_after_a_started_attempt() {
+        let stop = CancellationToken::new();
+        let calls = std::sync::Mutex::new(Vec::new());
+        let outcome = supervise(
+            &stop,
+            |_: &String| true,
+            |started| {
+                let mut calls = calls.lock().expect("lock");
+                calls.push(tokio::time::Instant::now());
+                let n = calls.len();
+                async move {
+                    match n {
+                        1 | 3 => {
+                            started.set();
+                            Err("lost".to_owned())
+                        }
+                        2 => Err("unreachable".to_owned()),
+                        _ => Ok(()),
+                    }
+                }
+            },
+        )
+        .await;
+        assert!(outcome.is_ok());
+        let calls = calls.lock().expect("lock");
+        let gaps: Vec<u128> = calls
+            .windows(2)
+            .map(|w| (w[1] - w[0]).as_millis())
+            .collect();
+        assert_eq!(gaps, [250, 500, 250]);
+    }
 
     /// A task that panics or returns before it is told to stop is reported, by name when it
     /// returned; tasks that watch the token stop when told.

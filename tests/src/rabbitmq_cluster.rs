@@ -25,12 +25,8 @@ pub fn ports() -> Vec<u16> {
 fn ports_of(urls: &str) -> Vec<u16> {
     urls.split(',')
         .map(|u| {
-            let authority = u.split('@').next_back().unwrap_or(u);
-            let port = authority
-                .split(['/', ':'])
-                .nth(1)
-                .unwrap_or_else(|| panic!("no port in {u}"));
-            port.parse().unwrap_or_else(|_| panic!("bad port in {u}"))
+            let uri: lapin::uri::AMQPUri = u.parse().unwrap_or_else(|e| panic!("{u}: {e}"));
+            uri.authority.port
         })
         .collect()
 }
@@ -39,32 +35,29 @@ fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/rabbitmq-cluster.sh")
 }
 
-/// The Erlang node name behind an AMQP port (`scripts/rabbitmq-cluster.sh node N`).
-fn node_name(port: u16) -> String {
+/// The script's `ctl N ARGS…` (rabbitmqctl on node N, as the user that shares the nodes'
+/// Erlang cookie) for the node behind `port`.
+fn ctl(port: u16) -> tokio::process::Command {
     let n = ports()
         .iter()
         .position(|p| *p == port)
         .unwrap_or_else(|| panic!("{port} is not a cluster node"))
         + 1;
-    let out = std::process::Command::new("bash")
-        .arg(script())
-        .args(["node", &n.to_string()])
-        .output()
-        .expect("run scripts/rabbitmq-cluster.sh node");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    let mut cmd = tokio::process::Command::new("bash");
+    cmd.arg(script()).args(["ctl", &n.to_string()]);
+    cmd
 }
 
-/// `rabbitmqctl -q -n <node> <args> --formatter json` on the first node that answers.
+/// `rabbitmqctl <args> --formatter json` on the first node that answers.
 async fn ctl_json(args: &[&str]) -> serde_json::Value {
     let mut errors = Vec::new();
     for port in ports() {
-        let out = tokio::process::Command::new("rabbitmqctl")
-            .args(["-q", "-n", &node_name(port)])
+        let out = ctl(port)
             .args(args)
             .args(["--formatter", "json"])
             .output()
             .await
-            .expect("run rabbitmqctl");
+            .expect("run scripts/rabbitmq-cluster.sh ctl");
         if out.status.success()
             && let Ok(v) = serde_json::from_slice(&out.stdout)
         {
@@ -112,19 +105,18 @@ pub async fn queue_types(prefix: &str) -> Vec<(String, String)> {
 
 /// Stop the node behind `port` (the whole Erlang node, as a crash or a shutdown would).
 pub async fn stop(port: u16) {
-    let node = node_name(port);
-    let out = tokio::process::Command::new("rabbitmqctl")
-        .args(["-q", "-n", &node, "stop"])
+    let out = ctl(port)
+        .arg("stop")
         .output()
         .await
         .expect("run rabbitmqctl stop");
     assert!(
         out.status.success(),
-        "stopping {node} failed: {}",
+        "stopping the node on {port} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     eventually(
-        &format!("{node} stops listening"),
+        &format!("the node on {port} stops listening"),
         Duration::from_secs(30),
         || async move {
             tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -137,11 +129,12 @@ pub async fn stop(port: u16) {
 }
 
 /// Start every stopped node again and wait until all three are running cluster members.
-pub fn heal() {
-    let out = std::process::Command::new("bash")
+pub async fn heal() {
+    let out = tokio::process::Command::new("bash")
         .arg(script())
         .arg("start")
         .output()
+        .await
         .expect("run scripts/rabbitmq-cluster.sh");
     assert!(
         out.status.success(),
@@ -155,7 +148,7 @@ mod tests {
     /// The ports come out of the URL list in order, passwords and vhosts notwithstanding.
     #[test]
     fn reads_ports_off_the_urls() {
-        let urls = "amqp://guest:guest@127.0.0.1:5700/%2f,amqp://127.0.0.1:5701";
-        assert_eq!(super::ports_of(urls), [5700, 5701]);
+        let urls = "amqp://guest:guest@127.0.0.1:5700/%2f,amqp://127.0.0.1:5701,amqp://h";
+        assert_eq!(super::ports_of(urls), [5700, 5701, 5672]);
     }
 }

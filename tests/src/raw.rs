@@ -131,3 +131,20 @@ pub async fn publish_request(
     .await
     .expect("request published");
 }
+
+/// Requests that are running: `n` synthetic requests of 200 units of 5 ms published with a
+/// reply queue, returned once 10 shards are done, with the answer each must get.
+pub async fn running_requests(
+    c: &crate::Cluster,
+    n: usize,
+) -> (Replies, Vec<uuid::Uuid>, rmpv::Value) {
+    let replies = Replies::new(c).await;
+    let payload = crate::synthetic(200, 5_000);
+    let body = crate::request_body("synthetic", payload.clone(), &[]);
+    let ids: Vec<uuid::Uuid> = (0..n).map(|_| uuid::Uuid::new_v4()).collect();
+    for id in &ids {
+        publish_request(c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    }
+    crate::wait_progress(c, &ids, 10).await;
+    (replies, ids, crate::unsharded("synthetic", payload))
+}

@@ -108,9 +108,10 @@ async fn a_hand_off_keeps_the_redelivered_mark() {
     let conn = amqp::connect(&c.connect.amqp_url, "hand-off test")
         .await
         .expect("connect");
-    let (moved, deleted) = shardline::handoff::handoff(&conn, &c.names, "gone")
-        .await
-        .expect("hand-off");
+    let (moved, deleted) =
+        shardline::handoff::handoff(&conn, &c.names, "gone", shardline::handoff::By::Engine)
+            .await
+            .expect("hand-off");
     assert_eq!((moved, deleted), (2, true));
     let mut marks: Vec<(Vec<u8>, bool)> = c
         .drain(&c.names.kind_queue("wordcount"))

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lapin::BasicProperties;
 use shardline::amqp::{self, Published};
+use shardline::handoff::By;
 use shardline_tests::Cluster;
 
 /// Rounds of publish-while-handing-off; each round stops a fresh engine.
@@ -85,7 +86,7 @@ async fn a_hand_off_under_publishing_loses_no_confirmed_shard() {
         let hand_off = async {
             // Some shards queued first, then the hand-off runs under the stream.
             tokio::time::sleep(PACE * 50).await;
-            let outcome = shardline::handoff::handoff(&conn, &c.names, &engine).await;
+            let outcome = shardline::handoff::handoff(&conn, &c.names, &engine, By::Engine).await;
             // A few more shards after the queue is gone: they must come back.
             tokio::time::sleep(PACE * 50).await;
             stop.store(true, Ordering::SeqCst);
@@ -123,7 +124,7 @@ async fn a_hand_off_under_publishing_loses_no_confirmed_shard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_off_of_a_queue_already_gone_is_done() {
     let (mut c, _, conn) = bare_cluster().await;
-    let outcome = shardline::handoff::handoff(&conn, &c.names, "gone").await;
+    let outcome = shardline::handoff::handoff(&conn, &c.names, "gone", By::Engine).await;
     assert_eq!(outcome.expect("hand-off"), (0, true));
     let _ = conn.close(200, "done".into()).await;
     c.cleanup(&[]).await;
@@ -162,7 +163,7 @@ async fn a_hand_off_sorts_shards_by_kind() {
     let conn = amqp::connect(&c.connect.amqp_url, "hand-off test")
         .await
         .expect("connect");
-    let (moved, deleted) = shardline::handoff::handoff(&conn, &c.names, "going")
+    let (moved, deleted) = shardline::handoff::handoff(&conn, &c.names, "going", By::Engine)
         .await
         .expect("hand-off");
     assert_eq!((moved, deleted), (2, true));

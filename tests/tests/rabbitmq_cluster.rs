@@ -1,13 +1,18 @@
 //! The whole pipeline on a real 3-node RabbitMQ cluster (from `scripts/rabbitmq-cluster.sh`)
-//! with quorum queues: every built-in kind, end to end, equals the unsharded answer, and
-//! every queue of the namespace is a quorum queue.
+//! with quorum queues: every built-in kind, end to end, equals the unsharded answer; the
+//! services spread over the nodes; every queue of the namespace is a quorum queue; engine
+//! queues are handed off, by a stopping worker and by the sweeper, as quorum queues need.
 
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use shardline::amqp::QueueType;
+use shardline::amqp::{self, QueueType};
 use shardline::message::Options;
-use shardline_tests::{Cluster, completed, rabbitmq_cluster, unsharded};
+use shardline_tests::raw::{Replies, publish_request};
+use shardline_tests::{
+    Cluster, completed, eventually, rabbitmq_cluster, ready, request_body, unsharded,
+};
+use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -27,7 +32,7 @@ fn payloads() -> Vec<(&'static str, rmpv::Value)> {
 }
 
 /// Each built-in kind, cut into several shards, completes with the unsharded answer on
-/// quorum queues, with the manager and workers spread over the cluster's nodes.
+/// quorum queues.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_builtin_kind_completes_on_quorum_queues() {
     let c = Cluster::builder()
@@ -53,10 +58,27 @@ async fn every_builtin_kind_completes_on_quorum_queues() {
         }
     });
     futures::future::join_all(runs).await;
+    c.shutdown().await;
+}
+
+/// Given the cluster's node list, the manager and the workers connect to different nodes (each
+/// process starts at a random node and takes them in turn), not all to the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_spread_over_the_nodes() {
+    let c = Cluster::builder()
+        .amqp_url(rabbitmq_cluster::urls())
+        .queue_type(QueueType::Quorum)
+        .start()
+        .await;
     let mut nodes = Vec::new();
     for name in ["shardline-manager", "shardline-worker"] {
         nodes.extend(rabbitmq_cluster::nodes_of(&format!("{name} {}", c.names.namespace())).await);
     }
+    assert_eq!(
+        nodes.len(),
+        4,
+        "a manager and 3 workers connected: {nodes:?}"
+    );
     nodes.sort_unstable();
     nodes.dedup();
     assert!(
@@ -106,7 +128,7 @@ async fn a_worker_stopping_on_quorum_queues_hands_off_and_deletes_its_queue() {
         .queue_type(QueueType::Quorum)
         .start()
         .await;
-    let (mut replies, ids, want) = shardline_tests::redis_cluster::running_requests(&c, 8).await;
+    let (mut replies, ids, want) = shardline_tests::raw::running_requests(&c, 8).await;
     let queue = c.names.engine_queue("w0");
     c.stop_worker("w0").await;
     let results = replies
@@ -119,6 +141,83 @@ async fn a_worker_stopping_on_quorum_queues_hands_off_and_deletes_its_queue() {
     assert!(
         left.is_empty(),
         "the stopped worker's queue is still there: {left:?}"
+    );
+    c.shutdown().await;
+}
+
+/// A dead engine's quorum queue is drained by the sweeper and left unbound and empty for the
+/// broker to expire, not deleted (an engine back under the same id between a check and a
+/// delete would lose what it holds): its shards finish elsewhere, the queue is still there,
+/// empty, and a shard sent to the engine's route comes back as unroutable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_engines_quorum_queue_is_drained_and_left_to_expire() {
+    const TTL_MS: u64 = 1_500;
+    let mut c = Cluster::builder()
+        .amqp_url(rabbitmq_cluster::urls())
+        .queue_type(QueueType::Quorum)
+        .workers(0)
+        .without_manager()
+        .start()
+        .await;
+    // A "ghost" engine: registered and beating, with a queue, but nothing consumes it.
+    let ch = c.channel().await;
+    amqp::declare_engine_queue(&ch, &c.names, "ghost")
+        .await
+        .expect("queue");
+    let store = c.store.clone();
+    let beat = tokio::spawn(async move {
+        loop {
+            let _ = store
+                .heartbeat(
+                    "ghost",
+                    "concurrency=64 pid=0",
+                    &[],
+                    Duration::from_millis(TTL_MS),
+                )
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    c.wait_registered("ghost").await;
+    c.start_manager(|m| {
+        m.engine_ttl_ms = TTL_MS;
+        m.shard_size_scale = 1e-9;
+    });
+    let mut replies = Replies::new(&c).await;
+    let payload = rmpv::Value::Array((0..100i64).rev().map(rmpv::Value::from).collect());
+    let id = Uuid::new_v4();
+    let body = request_body("sort", payload.clone(), &[("max_shards", 10)]);
+    publish_request(&c, &body, None, &id.to_string(), Some(&replies.queue)).await;
+    let ghost = c.names.engine_queue("ghost");
+    eventually(
+        "10 shards queued on the ghost engine",
+        Duration::from_secs(15),
+        || async { (ready(&c, &ghost).await == Some(10)).then_some(()) },
+    )
+    .await;
+    beat.abort();
+    c.add_worker("w0").await;
+    let results = replies
+        .exactly_one_each(&[id], Duration::from_secs(30))
+        .await;
+    assert_eq!(completed(&results[&id]), unsharded("sort", payload));
+    assert_eq!(
+        ready(&c, &ghost).await,
+        Some(0),
+        "the queue is there, and empty"
+    );
+    let probe = amqp::publish_to_engine(
+        &ch,
+        &c.names,
+        "ghost",
+        b"probe",
+        lapin::BasicProperties::default().with_message_id("probe".into()),
+    )
+    .await
+    .expect("publish");
+    assert!(
+        probe.is_returned("probe"),
+        "the queue is unbound: {probe:?}"
     );
     c.shutdown().await;
 }

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use shardline::amqp::QueueType;
-use shardline_tests::{Cluster, completed, rabbitmq_cluster, redis_cluster};
+use shardline_tests::{Cluster, completed, rabbitmq_cluster};
 
 /// Stop the manager's node while 12 requests run: each completes exactly once with the
 /// unsharded answer, and so do 6 requests sent while the node is down; after the node
@@ -27,7 +27,7 @@ async fn a_stopped_node_leaves_every_request_one_right_result_and_rejoins() {
         .await;
     let ns = c.names.namespace().to_owned();
     let before = rabbitmq_cluster::queue_types(&format!("{ns}.")).await;
-    let (mut replies, ids, want) = redis_cluster::running_requests(&c, 12).await;
+    let (mut replies, ids, want) = shardline_tests::raw::running_requests(&c, 12).await;
 
     let manager = rabbitmq_cluster::nodes_of(&format!("shardline-manager {ns}")).await;
     let workers = rabbitmq_cluster::nodes_of(&format!("shardline-worker {ns}")).await;
@@ -47,7 +47,7 @@ async fn a_stopped_node_leaves_every_request_one_right_result_and_rejoins() {
     for r in results.values() {
         assert_eq!(completed(r), want);
     }
-    let (mut replies, ids, want) = redis_cluster::running_requests(&c, 6).await;
+    let (mut replies, ids, want) = shardline_tests::raw::running_requests(&c, 6).await;
     let results = replies
         .exactly_one_each(&ids, Duration::from_secs(120))
         .await;
@@ -60,7 +60,7 @@ async fn a_stopped_node_leaves_every_request_one_right_result_and_rejoins() {
         "the manager is not connected to another node: {now:?}"
     );
 
-    rabbitmq_cluster::heal();
+    rabbitmq_cluster::heal().await;
     let after = rabbitmq_cluster::queue_types(&format!("{ns}.")).await;
     for queue in &before {
         assert!(
@@ -68,7 +68,7 @@ async fn a_stopped_node_leaves_every_request_one_right_result_and_rejoins() {
             "{queue:?} not back after the rejoin: {after:?}"
         );
     }
-    let (mut replies, ids, want) = redis_cluster::running_requests(&c, 6).await;
+    let (mut replies, ids, want) = shardline_tests::raw::running_requests(&c, 6).await;
     let results = replies
         .exactly_one_each(&ids, Duration::from_secs(120))
         .await;

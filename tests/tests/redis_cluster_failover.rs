@@ -16,7 +16,7 @@ async fn a_killed_primary_leaves_every_request_one_right_result() {
         .redis_wait_replicas(1)
         .start()
         .await;
-    let (mut replies, ids, want) = redis_cluster::running_requests(&c, 12).await;
+    let (mut replies, ids, want) = shardline_tests::raw::running_requests(&c, 12).await;
     let key = c.names.meta_key(ids[0]);
     let victim = redis_cluster::primary_of(&key)
         .await

@@ -15,7 +15,7 @@ async fn slots_migrated_mid_run_lose_nothing() {
         .redis_url(redis_cluster::urls())
         .start()
         .await;
-    let (mut replies, ids, want) = redis_cluster::running_requests(&c, 12).await;
+    let (mut replies, ids, want) = shardline_tests::raw::running_requests(&c, 12).await;
     let keys: Vec<String> = ids.iter().map(|id| c.names.meta_key(*id)).collect();
     let before = serving(&keys).await;
 

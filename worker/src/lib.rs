@@ -257,7 +257,9 @@ async fn serve(
         if let Err(error) = store.retire(engine).await {
             warn!(%error, "retiring failed; the heartbeat will expire");
         }
-        match shardline::handoff::handoff(&conn, &names, engine).await {
+        match shardline::handoff::handoff(&conn, &names, engine, shardline::handoff::By::Engine)
+            .await
+        {
             Ok((_, true)) => {
                 if let Err(error) = store.deregister(engine).await {
                     warn!(%error, "deregistering failed");

@@ -46,22 +46,31 @@ pub async fn measure(
         declare: Vec::with_capacity(n),
         delete: Vec::with_capacity(n),
     };
-    for i in 0..n {
-        let engine = format!("e{i}");
-        let began = Instant::now();
-        amqp::declare_engine_queue(&ch, &names, &engine).await?;
-        churn.declare.push(began.elapsed());
-        let began = Instant::now();
-        ch.queue_delete(
-            names.engine_queue(&engine).as_str().into(),
-            QueueDeleteOptions::default(),
-        )
-        .await?;
-        churn.delete.push(began.elapsed());
-    }
-    for queue in [names.requests_queue(), names.dead_queue()] {
-        ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+    let measured = async {
+        for i in 0..n {
+            let engine = format!("e{i}");
+            let began = Instant::now();
+            amqp::declare_engine_queue(&ch, &names, &engine).await?;
+            churn.declare.push(began.elapsed());
+            let began = Instant::now();
+            ch.queue_delete(
+                names.engine_queue(&engine).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
             .await?;
+            churn.delete.push(began.elapsed());
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    // Whatever happened, on a channel of its own (a failed step closes the first).
+    let cleanup = conn.create_channel().await?;
+    let mut queues = vec![names.requests_queue(), names.dead_queue()];
+    queues.extend((0..n).map(|i| names.engine_queue(&format!("e{i}"))));
+    for queue in queues {
+        let _ = cleanup
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
     }
     for exchange in [
         names.requests_exchange(),
@@ -69,10 +78,12 @@ pub async fn measure(
         names.dead_exchange(),
         names.engines_exchange(),
     ] {
-        ch.exchange_delete(exchange.as_str().into(), Default::default())
-            .await?;
+        let _ = cleanup
+            .exchange_delete(exchange.as_str().into(), Default::default())
+            .await;
     }
     let _ = conn.close(200, "churn measured".into()).await;
+    measured?;
     Ok(churn)
 }
 

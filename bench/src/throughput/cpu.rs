@@ -39,6 +39,33 @@ fn parse_stat(line: &str, ticks: u64) -> Option<Duration> {
     Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
 }
 
+/// The pid of the one process whose command name (`/proc/<pid>/comm`) is `comm`.
+///
+/// # Errors
+/// None or several such processes.
+pub fn pid_of(comm: &str) -> anyhow::Result<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
+        let Ok(entry) = entry else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        if name.trim_end() == comm {
+            found.push(pid);
+        }
+    }
+    match found.as_slice() {
+        [pid] => Ok(*pid),
+        [] => anyhow::bail!("no process named {comm} on this machine"),
+        many => anyhow::bail!("{} processes named {comm}: {many:?}", many.len()),
+    }
+}
+
 /// The pid of the process listening on TCP `port` on this machine (a broker node, found by
 /// its AMQP port: several RabbitMQ nodes are all named `beam.smp`).
 ///

@@ -100,9 +100,7 @@ impl Build {
             ..self.clone()
         }
     }
-}
 
-impl Build {
     /// The same binaries on the RabbitMQ cluster at `urls` with quorum queues, labelled
     /// `<label>@rabbitmq-cluster`.
     pub fn on_rabbitmq_cluster(&self, urls: &str) -> Self {

@@ -64,30 +64,41 @@ fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
-/// The arguments of a namespace's queue: its queue type's, and the dead-letter exchange
-/// unless it is the dead-letter queue itself.
-fn queue_args(names: &Names, dead_letters: bool) -> FieldTable {
-    let mut pairs = names.queue_type().arguments();
-    if dead_letters {
+/// Which of a namespace's queues is declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The dead-letter queue.
+    DeadLetters,
+    /// The requests queue or a kind's shared queue.
+    Shared,
+    /// One engine's queue.
+    Engine,
+}
+
+/// The arguments of a namespace's queue: its queue type's, the dead-letter exchange unless it
+/// is the dead-letter queue itself, and, for a quorum engine queue, its expiry once unused.
+fn queue_args(names: &Names, role: Role) -> FieldTable {
+    let queue_type = names.queue_type();
+    let mut pairs = queue_type.arguments();
+    if role != Role::DeadLetters {
         pairs.push((
             "x-dead-letter-exchange",
             AMQPValue::LongString(names.dead_exchange().into()),
         ));
     }
+    if role == Role::Engine && queue_type == QueueType::Quorum {
+        let ms = i64::try_from(queue_type::ENGINE_QUEUE_EXPIRES.as_millis()).unwrap_or(i64::MAX);
+        pairs.push(("x-expires", AMQPValue::LongLongInt(ms)));
+    }
     args(&pairs)
 }
 
 /// Declare one durable queue of the namespace, explaining a clash of queue types.
-async fn declare_queue(
-    ch: &Channel,
-    names: &Names,
-    queue: &str,
-    dead_letters: bool,
-) -> Result<(), Error> {
+async fn declare_queue(ch: &Channel, names: &Names, queue: &str, role: Role) -> Result<(), Error> {
     ch.queue_declare(
         queue.into(),
         QueueDeclareOptions::durable(),
-        queue_args(names, dead_letters),
+        queue_args(names, role),
     )
     .await
     .map_err(|e| queue_type::explain_declare_error(queue, names.queue_type(), e))?;
@@ -134,7 +145,7 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> 
     )
     .await?;
 
-    declare_queue(ch, names, &names.dead_queue(), false).await?;
+    declare_queue(ch, names, &names.dead_queue(), Role::DeadLetters).await?;
     ch.queue_bind(
         names.dead_queue().into(),
         names.dead_exchange().into(),
@@ -143,7 +154,7 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> 
         none.clone(),
     )
     .await?;
-    declare_queue(ch, names, &names.requests_queue(), true).await?;
+    declare_queue(ch, names, &names.requests_queue(), Role::Shared).await?;
     ch.queue_bind(
         names.requests_queue().into(),
         names.requests_exchange().into(),
@@ -160,7 +171,7 @@ pub async fn declare_topology(ch: &Channel, names: &Names) -> Result<(), Error> 
 /// # Errors
 /// The broker refuses the declaration.
 pub async fn declare_kind_queue(ch: &Channel, names: &Names, kind: &str) -> Result<(), Error> {
-    declare_queue(ch, names, &names.kind_queue(kind), true).await
+    declare_queue(ch, names, &names.kind_queue(kind), Role::Shared).await
 }
 
 /// The kind a shard message names in its `type` property, when that is a valid kind name
@@ -180,7 +191,7 @@ pub fn shard_kind(props: &BasicProperties) -> Option<&str> {
 /// The broker refuses the declaration.
 pub async fn declare_engine_queue(ch: &Channel, names: &Names, engine: &str) -> Result<(), Error> {
     let queue = names.engine_queue(engine);
-    declare_queue(ch, names, &queue, true).await?;
+    declare_queue(ch, names, &queue, Role::Engine).await?;
     ch.queue_bind(
         queue.as_str().into(),
         names.engines_exchange().into(),
@@ -364,14 +375,26 @@ fn has_header(props: &BasicProperties, name: &str) -> bool {
         .is_some_and(|h| h.inner().contains_key(name))
 }
 
-/// The properties to move a delivered message to another queue with: its own, marked with
-/// [`REDELIVERED_HEADER`] when an earlier delivery may have started it.
+/// The properties to move a delivered message to another queue with: its own, without the old
+/// queue's delivery count, marked with [`REDELIVERED_HEADER`] when an earlier delivery may
+/// have started it.
 pub fn moved_properties(delivery: &lapin::message::Delivery) -> BasicProperties {
-    if !tried_before(delivery) {
+    let mut kept = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(|h| h.inner().clone())
+        .unwrap_or_default();
+    // The old queue's delivery count is not the new queue's: a quorum queue counts afresh.
+    let counted = kept.remove(queue_type::DELIVERY_COUNT_HEADER).is_some();
+    let tried = tried_before(delivery);
+    if !counted && !tried {
         return delivery.properties.clone();
     }
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    headers.insert(REDELIVERED_HEADER.into(), AMQPValue::Boolean(true));
+    let mut headers = FieldTable::from(kept);
+    if tried {
+        headers.insert(REDELIVERED_HEADER.into(), AMQPValue::Boolean(true));
+    }
     delivery.properties.clone().with_headers(headers)
 }
 

@@ -8,6 +8,7 @@
 //!   the same address would wait out a node that may stay down.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use lapin::types::LongString;
 use lapin::{Connection, ConnectionProperties};
@@ -17,6 +18,9 @@ use crate::Error;
 
 /// The node the next connection tries first, per process (starts at a random node).
 static NEXT: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// How long a connection to one node of several may take before the next is tried (a node
+/// behind a dropped route would otherwise hold the process for the system's TCP timeout).
+pub const NODE_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The broker URLs of `SHARDLINE_AMQP_URL`, checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,26 +66,30 @@ impl Brokers {
             usize::MAX => rand::random_range(0..n),
             next => next,
         };
-        let mut last = None;
+        let mut last = Error::Config("no broker URL".into());
         for i in 0..n {
             let at = (start + i) % n;
             let url = &self.0[at];
             let props = ConnectionProperties::default()
                 .with_connection_name(LongString::from(name.to_owned()));
-            match Connection::connect(url, props).await {
-                Ok(conn) => {
+            let tried = tokio::time::timeout(NODE_CONNECT_TIMEOUT, Connection::connect(url, props));
+            let error = match tried.await {
+                Ok(Ok(conn)) => {
                     NEXT.store((at + 1) % n, Ordering::Relaxed);
                     info!(node = %redacted(url), "connected to the broker");
                     return Ok(conn);
                 }
-                Err(e) => {
-                    warn!(node = %redacted(url), error = %e, "broker node unreachable; trying the next");
-                    last = Some(e);
-                }
-            }
+                Ok(Err(e)) => Error::from(e),
+                Err(_) => Error::Unavailable(format!(
+                    "no answer from {} in {NODE_CONNECT_TIMEOUT:?}",
+                    redacted(url)
+                )),
+            };
+            warn!(node = %redacted(url), %error, "broker node unreachable; trying the next");
+            last = error;
         }
         NEXT.store((start + 1) % n, Ordering::Relaxed);
-        Err(last.map_or_else(|| Error::Config("no broker URL".into()), Error::from))
+        Err(last)
     }
 }
 

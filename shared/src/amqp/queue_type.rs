@@ -17,7 +17,7 @@
 //!   broker would dead-letter it with its request still waiting for it.
 
 use std::fmt;
-use std::str::FromStr;
+use std::time::Duration;
 
 use lapin::BasicProperties;
 use lapin::types::AMQPValue;
@@ -31,6 +31,15 @@ use lapin::types::AMQPValue;
 /// unreachable, about 1 s apart) or a worker stopping; 100 outlasts an outage of a minute and
 /// a half, and still ends a message that crashes the manager in a loop.
 pub const DELIVERY_LIMIT: u32 = 100;
+
+/// How long a quorum engine queue may go unused (no consumer, no declaration) before the
+/// broker deletes it (`x-expires`). A reaper leaves a dead engine's queue, unbound and
+/// drained, for the broker to delete ([`crate::handoff`]); a live engine consumes its queue,
+/// which never expires then.
+pub const ENGINE_QUEUE_EXPIRES: Duration = Duration::from_secs(3_600);
+
+/// The header in which a quorum queue says how often it delivered a message before.
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
 
 /// The type of a namespace's queues (`--queue-type`, `SHARDLINE_QUEUE_TYPE`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -81,24 +90,15 @@ impl fmt::Display for QueueType {
     }
 }
 
-impl FromStr for QueueType {
-    type Err = crate::Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "classic" => Ok(QueueType::Classic),
-            "quorum" => Ok(QueueType::Quorum),
-            other => Err(crate::Error::Config(format!(
-                "queue type {other:?} is not one of classic, quorum"
-            ))),
-        }
-    }
-}
-
 /// How many times a quorum queue delivered this message before (its `x-delivery-count`
 /// header); `None` on a classic queue, which does not count.
 pub fn delivery_count(props: &BasicProperties) -> Option<u64> {
-    match props.headers().as_ref()?.inner().get("x-delivery-count")? {
+    match props
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(DELIVERY_COUNT_HEADER)?
+    {
         AMQPValue::LongLongInt(n) => u64::try_from(*n).ok(),
         AMQPValue::LongInt(n) => u64::try_from(*n).ok(),
         AMQPValue::LongUInt(n) => Some(u64::from(*n)),
@@ -114,13 +114,18 @@ pub fn last_delivery(props: &BasicProperties) -> bool {
     delivery_count(props).is_some_and(|n| n >= u64::from(DELIVERY_LIMIT))
 }
 
-/// A declaration refused because the queue exists with another type, said plainly; other
-/// errors as they are.
+/// A declaration refused because the queue exists with other arguments (the broker's 406
+/// `PRECONDITION_FAILED`: another type, most likely), said plainly; other errors as they are.
 pub fn explain_declare_error(queue: &str, wanted: QueueType, e: lapin::Error) -> crate::Error {
-    let text = e.to_string();
-    if text.contains("x-queue-type") || text.contains("PRECONDITION_FAILED") {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    let refused = matches!(
+        e.kind(),
+        lapin::ErrorKind::ProtocolError(err)
+            if *err.kind() == AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+    );
+    if refused {
         crate::Error::Config(format!(
-            "queue {queue} exists with other arguments than a {wanted} queue's ({text}); every \
+            "queue {queue} exists with other arguments than a {wanted} queue's ({e}); every \
              process of a namespace must use the same --queue-type: delete the namespace's \
              queues or use a new namespace to change it"
         ))
@@ -140,14 +145,16 @@ mod tests {
         BasicProperties::default().with_headers(headers)
     }
 
-    /// The type parses strictly from the names RabbitMQ uses, and back.
+    /// The setting parses strictly from the names RabbitMQ uses, and prints them back.
     #[test]
     fn parses_strictly() {
+        use clap::ValueEnum;
         for t in [QueueType::Classic, QueueType::Quorum] {
-            assert_eq!(t.as_str().parse::<QueueType>().expect("parses"), t);
+            assert_eq!(QueueType::from_str(t.as_str(), false), Ok(t));
+            assert_eq!(t.to_string(), t.as_str());
         }
-        assert!("Quorum".parse::<QueueType>().is_err());
-        assert!("stream".parse::<QueueType>().is_err());
+        assert!(QueueType::from_str("Quorum", false).is_err());
+        assert!(QueueType::from_str("stream", false).is_err());
     }
 
     /// Only quorum queues carry a delivery limit, and only classic ones allow global QoS.
