@@ -18,7 +18,7 @@
 //! all of them through.) A [`Reservation`] takes the entries out again if the dispatch stops
 //! before publishing.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +103,17 @@ struct Inner {
     per_engine: HashMap<String, Load>,
     /// Requests that ended early, and when: shards of theirs sent later are not entered.
     ended: HashMap<Uuid, Instant>,
+    /// Shards with a kept message, by the earliest moment they can be overdue (sent + due
+    /// time, see [`Ledger::overdue`]), so that a look for late shards reads only those whose
+    /// moment has come. Keys are dropped when a look finds their shard finished, copied or
+    /// sent again.
+    hedgeable: BTreeSet<(Instant, Uuid, u32)>,
+}
+
+/// The earliest moment `s` can be overdue: sent + its due time (a due time that is not a
+/// usable duration counts as the stale age, after which the entry is gone anyway).
+fn due_at(s: &Sent) -> Instant {
+    s.at + Duration::try_from_secs_f64(s.due_us / 1e6).unwrap_or(STALE_AFTER)
 }
 
 /// Unfinished shards per engine. Shared by the dispatcher and the event listener.
@@ -128,33 +139,54 @@ impl Ledger {
     /// Keep the message of a published shard, so that it can be sent again as a hedge copy;
     /// nothing happens if the shard already finished.
     pub fn keep_body(&self, request: Uuid, index: u32, body: Arc<[u8]>) {
-        if let Some(s) = self.lock().sent.get_mut(&(request, index)) {
+        let mut g = self.lock();
+        let Inner {
+            sent, hedgeable, ..
+        } = &mut *g;
+        if let Some(s) = sent.get_mut(&(request, index)) {
             s.body = Some(body);
+            hedgeable.insert((due_at(s), request, index));
         }
     }
 
     /// Shards with a kept message and no copy yet that have been out longer than
-    /// `threshold_us(shard)`, the latest first.
+    /// `threshold_us(shard)`, the latest first. The threshold must be at least the shard's due
+    /// time (as [`crate::hedge::threshold_us`] is): only shards past it are looked at.
     pub fn overdue(&self, threshold_us: impl Fn(&Sent) -> f64) -> Vec<Overdue> {
-        let g = self.lock();
-        let mut late: Vec<Overdue> = g
-            .sent
-            .iter()
-            .filter(|(_, s)| s.copy.is_none())
-            .filter_map(|(&(request, index), s)| {
-                let body = s.body.clone()?;
-                let late = s.at.elapsed().as_secs_f64() * 1e6 / threshold_us(s).max(1.0);
-                (late > 1.0).then(|| Overdue {
+        let mut g = self.lock();
+        let Inner {
+            sent, hedgeable, ..
+        } = &mut *g;
+        let come: Vec<(Instant, Uuid, u32)> = hedgeable
+            .range(..=(Instant::now(), Uuid::max(), u32::MAX))
+            .copied()
+            .collect();
+        let mut late = Vec::new();
+        for key @ (at, request, index) in come {
+            let Some(s) = sent
+                .get(&(request, index))
+                .filter(|s| s.copy.is_none() && due_at(s) == at)
+            else {
+                hedgeable.remove(&key);
+                continue;
+            };
+            let Some(body) = s.body.clone() else {
+                hedgeable.remove(&key);
+                continue;
+            };
+            let ratio = s.at.elapsed().as_secs_f64() * 1e6 / threshold_us(s).max(1.0);
+            if ratio > 1.0 {
+                late.push(Overdue {
                     request,
                     index,
                     engine: s.engine.clone(),
                     kind: s.kind.clone(),
                     size: s.size,
                     body,
-                    late,
-                })
-            })
-            .collect();
+                    late: ratio,
+                });
+            }
+        }
         late.sort_by(|a, b| b.late.total_cmp(&a.late));
         late
     }
@@ -252,12 +284,15 @@ impl Ledger {
         self.lock().ended.contains_key(&request)
     }
 
-    /// Forget entries older than `age`.
+    /// Forget entries older than `age`, and the hedging index's keys of finished shards.
     pub fn expire(&self, age: Duration) {
         let mut g = self.lock();
         g.ended.retain(|_, at| at.elapsed() < age);
         let Inner {
-            sent, per_engine, ..
+            sent,
+            per_engine,
+            hedgeable,
+            ..
         } = &mut *g;
         sent.retain(|_, s| {
             let keep = s.at.elapsed() < age;
@@ -266,6 +301,8 @@ impl Ledger {
             }
             keep
         });
+        // Shards that finished before their due time, if no look for late shards came since.
+        hedgeable.retain(|(_, r, i)| sent.contains_key(&(*r, *i)));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -471,6 +508,45 @@ mod tests {
         );
         let late: Vec<u32> = l.overdue(|s| s.due_us).iter().map(|o| o.index).collect();
         assert_eq!(late, vec![1], "0 has its copy");
+    }
+
+    /// A look for late shards reads only the shards past their due time, however many are
+    /// out, and forgets the finished ones it finds.
+    #[test]
+    fn overdue_looks_only_at_shards_past_their_due_time() {
+        let l = Ledger::default();
+        let r = Uuid::new_v4();
+        let body: Arc<[u8]> = Arc::from(&b"shard"[..]);
+        for i in 0..1_000 {
+            let due_us = if i < 3 { 1.0 } else { 3.6e9 };
+            l.sent(
+                r,
+                i,
+                Sent {
+                    due_us,
+                    ..entry("a", 1.0)
+                },
+            );
+            l.keep_body(r, i, body.clone());
+        }
+        l.finished(r, 2);
+        std::thread::sleep(Duration::from_millis(2));
+        let looked = std::cell::Cell::new(0);
+        let late = l.overdue(|s| {
+            looked.set(looked.get() + 1);
+            s.due_us
+        });
+        assert_eq!(late.len(), 2);
+        assert_eq!(
+            looked.get(),
+            2,
+            "only the shards past due, not the 997 others"
+        );
+        assert_eq!(
+            l.lock().hedgeable.len(),
+            999,
+            "the finished one is forgotten"
+        );
     }
 
     /// Old entries are forgotten so lost events cannot pin an engine as busy forever.
