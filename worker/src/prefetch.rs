@@ -8,6 +8,12 @@
 //!   (each took microseconds, see [`shardline::inline`]): a slot then mostly waits for the broker
 //!   round trip between an ack and the next delivery, and a shard waiting here behind a few
 //!   microsecond shards delays nobody. One shard on a blocking thread makes it shallow again.
+//!
+//! On quorum queues the prefetch is per consumer (they refuse a channel-wide one) and a new
+//! value would only reach consumers started after it, so it stays shallow: [`Prefetch::fixed`].
+//! Each of the worker's queues (its engine queue, each kind's shared queue) then has its own
+//! window of one per slot, so the worker may hold up to slots × (1 + kinds) shards; its slots
+//! still bound how many run.
 
 use std::sync::Mutex;
 
