@@ -13,6 +13,10 @@
 //! due time, and at least [`MIN_DELAY_US`]; before [`MIN_SAMPLES`] results of a kind,
 //! [`PRIOR_RATIO`] stands in for the ratio.
 //!
+//! Every [`TICK`], [`crate::ledger::Ledger::overdue`] reads only the hedge-safe shards past
+//! their due time (the ledger indexes them by sent + due time; a threshold is never below
+//! the due time), so a look costs what is late, not what is out.
+//!
 //! # How much extra work?
 //!
 //! A [`Budget`]: each shard sent earns `share` of a copy (5% by default), with at most

@@ -301,3 +301,43 @@ pub async fn stage_unfinalized(
     assert!(matches!(last, Recorded::Claimed { .. }), "{last:?}");
     id
 }
+
+/// A payload of each built-in kind, large enough to be cut into several shards, drawn from
+/// `seed`: 20,000 words, 20,000 integers, 600,000 bytes, 60 synthetic units of 0.5 ms.
+pub fn builtin_payloads(seed: u64) -> Vec<(&'static str, rmpv::Value)> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let words: Vec<&str> = (0..20_000)
+        .map(|_| ["alpha", "Beta", "gamma,", "délta", "ε"][rng.random_range(0..5)])
+        .collect();
+    let items: Vec<rmpv::Value> = (0..20_000).map(|_| rng.random::<i64>().into()).collect();
+    let bytes: Vec<u8> = (0..600_000).map(|_| rng.random()).collect();
+    vec![
+        ("wordcount", words.join(" ").into()),
+        ("sort", rmpv::Value::Array(items)),
+        ("checksum", rmpv::Value::Binary(bytes)),
+        ("synthetic", synthetic(60, 500)),
+    ]
+}
+
+/// A "ghost" engine: registered with a heartbeat of `ttl` renewed every 200 ms, with its
+/// queue declared, but nothing consuming it. Abort the task to make it vanish.
+pub async fn ghost_engine(
+    c: &Cluster,
+    id: &'static str,
+    ttl: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let ch = c.channel().await;
+    shardline::amqp::declare_engine_queue(&ch, &c.names, id)
+        .await
+        .expect("queue");
+    let store = c.store.clone();
+    let beat = tokio::spawn(async move {
+        loop {
+            let _ = store.heartbeat(id, "concurrency=64 pid=0", &[], ttl).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    c.wait_registered(id).await;
+    beat
+}

@@ -94,6 +94,15 @@ impl Replies {
         got
     }
 
+    /// Exactly one result for each of `ids` (each within 120 s), every one of them completed
+    /// with `want`, and no extra result right after.
+    pub async fn each_completed_once(&mut self, ids: &[uuid::Uuid], want: &rmpv::Value) {
+        let results = self.exactly_one_each(ids, Duration::from_secs(120)).await;
+        for r in results.values() {
+            assert_eq!(&crate::completed(r), want, "request {}", r.request_id);
+        }
+    }
+
     /// Whether another reply arrives within `within`.
     pub async fn another_within(&mut self, within: Duration) -> bool {
         tokio::time::timeout(within, self.consumer.next())

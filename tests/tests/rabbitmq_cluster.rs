@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use shardline::amqp::{self, QueueType};
 use shardline::message::Options;
 use shardline_tests::raw::{Replies, publish_request};
@@ -15,21 +14,6 @@ use shardline_tests::{
 use uuid::Uuid;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn payloads() -> Vec<(&'static str, rmpv::Value)> {
-    let mut rng = StdRng::seed_from_u64(21);
-    let words: Vec<&str> = (0..20_000)
-        .map(|_| ["alpha", "Beta", "gamma,", "délta", "ε"][rng.random_range(0..5)])
-        .collect();
-    let items: Vec<rmpv::Value> = (0..20_000).map(|_| rng.random::<i64>().into()).collect();
-    let bytes: Vec<u8> = (0..600_000).map(|_| rng.random()).collect();
-    vec![
-        ("wordcount", words.join(" ").into()),
-        ("sort", rmpv::Value::Array(items)),
-        ("checksum", rmpv::Value::Binary(bytes)),
-        ("synthetic", shardline_tests::synthetic(60, 500)),
-    ]
-}
 
 /// Each built-in kind, cut into several shards, completes with the unsharded answer on
 /// quorum queues.
@@ -41,22 +25,24 @@ async fn every_builtin_kind_completes_on_quorum_queues() {
         .manager(|m| m.shard_size_scale = 0.02)
         .start()
         .await;
-    let runs = payloads().into_iter().map(|(kind, payload)| {
-        let c = &c;
-        async move {
-            let r = c
-                .client()
-                .submit(kind, payload.clone(), Options::default(), WAIT)
-                .await
-                .unwrap_or_else(|e| panic!("{kind}: {e}"));
-            assert_eq!(completed(&r), unsharded(kind, payload), "{kind}");
-            assert!(
-                r.shards >= 2,
-                "{kind} was cut into only {} shards",
-                r.shards
-            );
-        }
-    });
+    let runs = shardline_tests::builtin_payloads(21)
+        .into_iter()
+        .map(|(kind, payload)| {
+            let c = &c;
+            async move {
+                let r = c
+                    .client()
+                    .submit(kind, payload.clone(), Options::default(), WAIT)
+                    .await
+                    .unwrap_or_else(|e| panic!("{kind}: {e}"));
+                assert_eq!(completed(&r), unsharded(kind, payload), "{kind}");
+                assert!(
+                    r.shards >= 2,
+                    "{kind} was cut into only {} shards",
+                    r.shards
+                );
+            }
+        });
     futures::future::join_all(runs).await;
     c.shutdown().await;
 }
@@ -131,12 +117,7 @@ async fn a_worker_stopping_on_quorum_queues_hands_off_and_deletes_its_queue() {
     let (mut replies, ids, want) = shardline_tests::raw::running_requests(&c, 8).await;
     let queue = c.names.engine_queue("w0");
     c.stop_worker("w0").await;
-    let results = replies
-        .exactly_one_each(&ids, Duration::from_secs(120))
-        .await;
-    for r in results.values() {
-        assert_eq!(completed(r), want);
-    }
+    replies.each_completed_once(&ids, &want).await;
     let left = rabbitmq_cluster::queue_types(&queue).await;
     assert!(
         left.is_empty(),
@@ -159,26 +140,8 @@ async fn a_dead_engines_quorum_queue_is_drained_and_left_to_expire() {
         .without_manager()
         .start()
         .await;
-    // A "ghost" engine: registered and beating, with a queue, but nothing consumes it.
+    let beat = shardline_tests::ghost_engine(&c, "ghost", Duration::from_millis(TTL_MS)).await;
     let ch = c.channel().await;
-    amqp::declare_engine_queue(&ch, &c.names, "ghost")
-        .await
-        .expect("queue");
-    let store = c.store.clone();
-    let beat = tokio::spawn(async move {
-        loop {
-            let _ = store
-                .heartbeat(
-                    "ghost",
-                    "concurrency=64 pid=0",
-                    &[],
-                    Duration::from_millis(TTL_MS),
-                )
-                .await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    c.wait_registered("ghost").await;
     c.start_manager(|m| {
         m.engine_ttl_ms = TTL_MS;
         m.shard_size_scale = 1e-9;

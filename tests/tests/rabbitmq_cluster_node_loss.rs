@@ -4,10 +4,8 @@
 //! starts again and rejoins, and requests run on as before with nothing duplicated. A test
 //! binary of its own, so that no other test shares the cluster while a node is down.
 
-use std::time::Duration;
-
 use shardline::amqp::QueueType;
-use shardline_tests::{Cluster, completed, rabbitmq_cluster};
+use shardline_tests::{Cluster, rabbitmq_cluster};
 
 /// Stop the manager's node while 12 requests run: each completes exactly once with the
 /// unsharded answer, and so do 6 requests sent while the node is down; after the node
@@ -41,19 +39,9 @@ async fn a_stopped_node_leaves_every_request_one_right_result_and_rejoins() {
     eprintln!("stopping node {victim}: the manager's and {moved} of the workers'");
     rabbitmq_cluster::stop(victim).await;
 
-    let results = replies
-        .exactly_one_each(&ids, Duration::from_secs(120))
-        .await;
-    for r in results.values() {
-        assert_eq!(completed(r), want);
-    }
+    replies.each_completed_once(&ids, &want).await;
     let (mut replies, ids, want) = shardline_tests::raw::running_requests(&c, 6).await;
-    let results = replies
-        .exactly_one_each(&ids, Duration::from_secs(120))
-        .await;
-    for r in results.values() {
-        assert_eq!(completed(r), want);
-    }
+    replies.each_completed_once(&ids, &want).await;
     let now = rabbitmq_cluster::nodes_of(&format!("shardline-manager {ns}")).await;
     assert!(
         !now.is_empty() && !now.contains(&victim),
@@ -69,11 +57,6 @@ async fn a_stopped_node_leaves_every_request_one_right_result_and_rejoins() {
         );
     }
     let (mut replies, ids, want) = shardline_tests::raw::running_requests(&c, 6).await;
-    let results = replies
-        .exactly_one_each(&ids, Duration::from_secs(120))
-        .await;
-    for r in results.values() {
-        assert_eq!(completed(r), want);
-    }
+    replies.each_completed_once(&ids, &want).await;
     c.shutdown().await;
 }

@@ -11,8 +11,8 @@ use shardline::store::RequestState;
 use shardline_tests::process::{signal, spawn_worker};
 use shardline_tests::raw::{Replies, publish_request};
 use shardline_tests::{
-    Cluster, completed, eventually, request_body, stage_unfinalized, synthetic, unsharded,
-    wait_progress,
+    Cluster, completed, eventually, ghost_engine, request_body, stage_unfinalized, synthetic,
+    unsharded, wait_progress,
 };
 use uuid::Uuid;
 
@@ -96,26 +96,8 @@ async fn vanished_engine_with_fifty_queued_shards() {
         .without_manager()
         .start()
         .await;
-    // A "ghost" engine: registered and beating, with a queue, but nothing consumes it.
+    let beat = ghost_engine(&c, "ghost", Duration::from_millis(ENGINE_TTL_MS)).await;
     let ch = c.channel().await;
-    amqp::declare_engine_queue(&ch, &c.names, "ghost")
-        .await
-        .expect("queue");
-    let store = c.store.clone();
-    let beat = tokio::spawn(async move {
-        loop {
-            let _ = store
-                .heartbeat(
-                    "ghost",
-                    "concurrency=64 pid=0",
-                    &[],
-                    Duration::from_millis(ENGINE_TTL_MS),
-                )
-                .await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    });
-    c.wait_registered("ghost").await;
     c.start_manager(|m| {
         m.engine_ttl_ms = ENGINE_TTL_MS;
         m.shard_size_scale = 1e-9;

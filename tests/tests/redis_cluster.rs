@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use rand::{Rng, SeedableRng, rngs::StdRng};
 use shardline::message::Options;
 use shardline::store::{RequestState, Settled};
 use shardline_tests::{Cluster, completed, eventually, redis_cluster, unsharded};
@@ -15,21 +14,6 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Held by a test while it has a replica stopped, so that two tests of this binary never
 /// stop (and resume) the same replica at once.
 static REPLICA_STOPPED: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn payloads() -> Vec<(&'static str, rmpv::Value)> {
-    let mut rng = StdRng::seed_from_u64(20);
-    let words: Vec<&str> = (0..20_000)
-        .map(|_| ["alpha", "Beta", "gamma,", "délta", "ε"][rng.random_range(0..5)])
-        .collect();
-    let items: Vec<rmpv::Value> = (0..20_000).map(|_| rng.random::<i64>().into()).collect();
-    let bytes: Vec<u8> = (0..600_000).map(|_| rng.random()).collect();
-    vec![
-        ("wordcount", words.join(" ").into()),
-        ("sort", rmpv::Value::Array(items)),
-        ("checksum", rmpv::Value::Binary(bytes)),
-        ("synthetic", shardline_tests::synthetic(60, 500)),
-    ]
-}
 
 /// Each built-in kind, cut into several shards whose records spread over the cluster's
 /// primaries, completes with the unsharded answer, and its record says published.
@@ -41,30 +25,32 @@ async fn every_builtin_kind_completes_on_a_redis_cluster() {
         .manager(|m| m.shard_size_scale = 0.02)
         .start()
         .await;
-    let runs = payloads().into_iter().map(|(kind, payload)| {
-        let c = &c;
-        async move {
-            let r = c
-                .client()
-                .submit(kind, payload.clone(), Options::default(), WAIT)
-                .await
-                .unwrap_or_else(|e| panic!("{kind}: {e}"));
-            assert_eq!(completed(&r), unsharded(kind, payload), "{kind}");
-            assert!(
-                r.shards >= 2,
-                "{kind} was cut into only {} shards",
-                r.shards
-            );
-            // The record says published once the broker has confirmed the result, which
-            // can be just after the client has it.
-            let meta = eventually("the record marked published", WAIT, || async {
-                let meta = c.store.meta(r.request_id).await.ok()??;
-                (meta.state == RequestState::Published).then_some(meta)
-            })
-            .await;
-            assert_eq!((meta.done, meta.total), (r.shards, r.shards), "{kind}");
-        }
-    });
+    let runs = shardline_tests::builtin_payloads(20)
+        .into_iter()
+        .map(|(kind, payload)| {
+            let c = &c;
+            async move {
+                let r = c
+                    .client()
+                    .submit(kind, payload.clone(), Options::default(), WAIT)
+                    .await
+                    .unwrap_or_else(|e| panic!("{kind}: {e}"));
+                assert_eq!(completed(&r), unsharded(kind, payload), "{kind}");
+                assert!(
+                    r.shards >= 2,
+                    "{kind} was cut into only {} shards",
+                    r.shards
+                );
+                // The record says published once the broker has confirmed the result, which
+                // can be just after the client has it.
+                let meta = eventually("the record marked published", WAIT, || async {
+                    let meta = c.store.meta(r.request_id).await.ok()??;
+                    (meta.state == RequestState::Published).then_some(meta)
+                })
+                .await;
+                assert_eq!((meta.done, meta.total), (r.shards, r.shards), "{kind}");
+            }
+        });
     futures::future::join_all(runs).await;
     c.shutdown().await;
 }

@@ -3,9 +3,7 @@
 //! right answer. A test binary of its own, so that no other test shares the cluster while
 //! its slots move.
 
-use std::time::Duration;
-
-use shardline_tests::{Cluster, completed, redis_cluster};
+use shardline_tests::{Cluster, redis_cluster};
 
 /// Move all but one slot of a primary to another primary and back while 12 requests run;
 /// at least one running request's keys move, and each request completes exactly once.
@@ -33,13 +31,7 @@ async fn slots_migrated_mid_run_lose_nothing() {
         "no running request's keys moved: {before:?}"
     );
 
-    for r in replies
-        .exactly_one_each(&ids, Duration::from_secs(120))
-        .await
-        .values()
-    {
-        assert_eq!(completed(r), want);
-    }
+    replies.each_completed_once(&ids, &want).await;
     c.shutdown().await;
 }
 

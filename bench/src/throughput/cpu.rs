@@ -39,26 +39,26 @@ fn parse_stat(line: &str, ticks: u64) -> Option<Duration> {
     Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
 }
 
+/// Every process on this machine: its pid and its `/proc/<pid>` directory.
+fn processes() -> anyhow::Result<impl Iterator<Item = (u32, std::path::PathBuf)>> {
+    let dir = std::fs::read_dir("/proc").context("listing /proc")?;
+    Ok(dir.flatten().filter_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+        Some((pid, entry.path()))
+    }))
+}
+
 /// The pid of the one process whose command name (`/proc/<pid>/comm`) is `comm`.
 ///
 /// # Errors
 /// None or several such processes.
 pub fn pid_of(comm: &str) -> anyhow::Result<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
-        if name.trim_end() == comm {
-            found.push(pid);
-        }
-    }
+    let found: Vec<u32> = processes()?
+        .filter(|(_, dir)| {
+            std::fs::read_to_string(dir.join("comm")).is_ok_and(|name| name.trim_end() == comm)
+        })
+        .map(|(pid, _)| pid)
+        .collect();
     match found.as_slice() {
         [pid] => Ok(*pid),
         [] => anyhow::bail!("no process named {comm} on this machine"),
@@ -78,25 +78,17 @@ pub fn listening_pid(port: u16) -> anyhow::Result<u32> {
         .find_map(|table| listening_inode(&table, port))
         .with_context(|| format!("nothing listens on port {port}"))?;
     let socket = format!("socket:[{inode}]");
-    for entry in std::fs::read_dir("/proc").context("listing /proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
-            continue;
-        };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == socket.as_str()) {
-                return Ok(pid);
-            }
-        }
-    }
-    anyhow::bail!("no visible process holds the socket listening on port {port}")
+    let holds = |dir: &std::path::Path| {
+        std::fs::read_dir(dir.join("fd")).is_ok_and(|fds| {
+            fds.flatten().any(|fd| {
+                std::fs::read_link(fd.path()).is_ok_and(|l| l.as_os_str() == socket.as_str())
+            })
+        })
+    };
+    processes()?
+        .find(|(_, dir)| holds(dir))
+        .map(|(pid, _)| pid)
+        .with_context(|| format!("no visible process holds the socket listening on port {port}"))
 }
 
 /// The inode of the socket listening on `port` in a `/proc/net/tcp` table (state `0A`).
