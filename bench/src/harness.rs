@@ -53,6 +53,8 @@ pub struct Setup {
     pub in_flight_cap: f64,
     /// The predictive policies' hold limit, ms (0: overflow to the shared queue).
     pub hold_ms: u64,
+    /// Lateness quantile past which a hedging arm copies a shard.
+    pub hedge_quantile: f64,
     /// Requests sent one after another and awaited before the trace, unmeasured (they teach the
     /// manager the kind's costs and the engines' speeds).
     pub prime: Vec<Work>,
@@ -484,6 +486,7 @@ fn start_manager(connect: &ConnectArgs, setup: &Setup) -> Running {
     cfg.shard_count = setup.shard_count;
     cfg.in_flight_cap = setup.in_flight_cap;
     cfg.hold_ms = setup.hold_ms;
+    cfg.hedge_quantile = setup.hedge_quantile;
     cfg.grace_ms = 500;
     cfg.engine_ttl_ms = 3_000;
     // Static weights are the nominal speeds (what an operator would configure).

@@ -99,6 +99,9 @@ struct Args {
     /// The predictive policies' hold limit in ms (the manager's `--hold-ms`; 0: no hold).
     #[arg(long, default_value_t = shardline_manager::Config::DEFAULT_HOLD_MS)]
     hold_ms: u64,
+    /// The `predictive-hedged` arm's lateness quantile (the manager's `--hedge-quantile`).
+    #[arg(long, default_value_t = shardline_manager::hedge::DEFAULT_QUANTILE)]
+    hedge_quantile: f64,
     /// Throughput suite: directory of the `shardline-manager` and `shardline-worker` builds
     /// to measure (default: next to this executable).
     #[arg(long)]
@@ -236,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
             locality_policies,
             in_flight_cap: a.in_flight_cap,
             hold_ms: a.hold_ms,
+            hedge_quantile: a.hedge_quantile,
         };
         let routed = suite::routing(&s).await?;
         let rows = routed.rows;

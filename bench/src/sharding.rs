@@ -190,6 +190,7 @@ pub async fn sharding(s: &Sharding) -> anyhow::Result<Rows> {
                     unit_us: UNIT_US,
                     in_flight_cap: shardline_manager::Config::DEFAULT_IN_FLIGHT_CAP,
                     hold_ms: shardline_manager::Config::DEFAULT_HOLD_MS,
+                    hedge_quantile: shardline_manager::hedge::DEFAULT_QUANTILE,
                     prime: prime.clone(),
                     drain: duration.max(Duration::from_secs(5)),
                 };

@@ -55,6 +55,8 @@ pub struct Routing {
     pub in_flight_cap: f64,
     /// The predictive policies' hold limit, ms.
     pub hold_ms: u64,
+    /// The hedged arm's lateness quantile.
+    pub hedge_quantile: f64,
 }
 
 /// Latencies (and batch makespans) of one cell, kept per repetition.
@@ -173,6 +175,7 @@ pub async fn routing(s: &Routing) -> anyhow::Result<Routed> {
                         unit_us: s.unit_us,
                         in_flight_cap: s.in_flight_cap,
                         hold_ms: s.hold_ms,
+                        hedge_quantile: s.hedge_quantile,
                         // Round robin's batch takes about three times the ideal.
                         prime: w.prime(s.unit_us),
                         drain: if w.is_batch() {
