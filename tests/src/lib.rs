@@ -320,6 +320,38 @@ pub fn builtin_payloads(seed: u64) -> Vec<(&'static str, rmpv::Value)> {
     ]
 }
 
+/// Submits [`builtin_payloads`]`(seed)` through `c`'s client, all at once, and checks that
+/// each kind's answer equals its unsharded answer and was cut into at least 2 shards; returns
+/// the results in the same order.
+pub async fn each_builtin_kind_sharded(
+    c: &Cluster,
+    seed: u64,
+    wait: Duration,
+) -> Vec<(&'static str, FinalResult)> {
+    let runs = builtin_payloads(seed)
+        .into_iter()
+        .map(|(kind, payload)| async move {
+            let r = c
+                .client()
+                .submit(
+                    kind,
+                    payload.clone(),
+                    shardline::message::Options::default(),
+                    wait,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(completed(&r), unsharded(kind, payload), "{kind}");
+            assert!(
+                r.shards >= 2,
+                "{kind} was cut into only {} shards",
+                r.shards
+            );
+            (kind, r)
+        });
+    futures::future::join_all(runs).await
+}
+
 /// A "ghost" engine: registered with a heartbeat of `ttl` renewed every 200 ms, with its
 /// queue declared, but nothing consuming it. Abort the task to make it vanish.
 pub async fn ghost_engine(

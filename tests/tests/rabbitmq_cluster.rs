@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use shardline::amqp::{self, QueueType};
-use shardline::message::Options;
 use shardline_tests::raw::{Replies, publish_request};
 use shardline_tests::{
     Cluster, completed, eventually, rabbitmq_cluster, ready, request_body, unsharded,
@@ -25,25 +24,7 @@ async fn every_builtin_kind_completes_on_quorum_queues() {
         .manager(|m| m.shard_size_scale = 0.02)
         .start()
         .await;
-    let runs = shardline_tests::builtin_payloads(21)
-        .into_iter()
-        .map(|(kind, payload)| {
-            let c = &c;
-            async move {
-                let r = c
-                    .client()
-                    .submit(kind, payload.clone(), Options::default(), WAIT)
-                    .await
-                    .unwrap_or_else(|e| panic!("{kind}: {e}"));
-                assert_eq!(completed(&r), unsharded(kind, payload), "{kind}");
-                assert!(
-                    r.shards >= 2,
-                    "{kind} was cut into only {} shards",
-                    r.shards
-                );
-            }
-        });
-    futures::future::join_all(runs).await;
+    shardline_tests::each_builtin_kind_sharded(&c, 21, WAIT).await;
     c.shutdown().await;
 }
 

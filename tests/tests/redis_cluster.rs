@@ -5,9 +5,8 @@
 
 use std::time::Duration;
 
-use shardline::message::Options;
 use shardline::store::{RequestState, Settled};
-use shardline_tests::{Cluster, completed, eventually, redis_cluster, unsharded};
+use shardline_tests::{Cluster, eventually, redis_cluster};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -25,33 +24,16 @@ async fn every_builtin_kind_completes_on_a_redis_cluster() {
         .manager(|m| m.shard_size_scale = 0.02)
         .start()
         .await;
-    let runs = shardline_tests::builtin_payloads(20)
-        .into_iter()
-        .map(|(kind, payload)| {
-            let c = &c;
-            async move {
-                let r = c
-                    .client()
-                    .submit(kind, payload.clone(), Options::default(), WAIT)
-                    .await
-                    .unwrap_or_else(|e| panic!("{kind}: {e}"));
-                assert_eq!(completed(&r), unsharded(kind, payload), "{kind}");
-                assert!(
-                    r.shards >= 2,
-                    "{kind} was cut into only {} shards",
-                    r.shards
-                );
-                // The record says published once the broker has confirmed the result, which
-                // can be just after the client has it.
-                let meta = eventually("the record marked published", WAIT, || async {
-                    let meta = c.store.meta(r.request_id).await.ok()??;
-                    (meta.state == RequestState::Published).then_some(meta)
-                })
-                .await;
-                assert_eq!((meta.done, meta.total), (r.shards, r.shards), "{kind}");
-            }
-        });
-    futures::future::join_all(runs).await;
+    for (kind, r) in shardline_tests::each_builtin_kind_sharded(&c, 20, WAIT).await {
+        // The record says published once the broker has confirmed the result, which can be
+        // just after the client has it.
+        let meta = eventually("the record marked published", WAIT, || async {
+            let meta = c.store.meta(r.request_id).await.ok()??;
+            (meta.state == RequestState::Published).then_some(meta)
+        })
+        .await;
+        assert_eq!((meta.done, meta.total), (r.shards, r.shards), "{kind}");
+    }
     c.shutdown().await;
 }
 
