@@ -483,6 +483,7 @@ fn start_manager(connect: &ConnectArgs, setup: &Setup) -> Running {
     cfg.router = setup.policy.router();
     cfg.locality_routing = setup.policy.locality_routing();
     cfg.hedge = setup.policy.hedge();
+    cfg.late_binding = setup.policy.late_binding();
     cfg.shard_count = setup.shard_count;
     cfg.in_flight_cap = setup.in_flight_cap;
     cfg.hold_ms = setup.hold_ms;

@@ -1,5 +1,5 @@
-//! The routing suite's policy arms: every manager routing policy, plus the locality ablation
-//! and the default policy with hedged shards.
+//! The routing suite's policy arms: every manager routing policy, plus the locality and
+//! late-binding ablations and the default policy with hedged shards.
 
 use clap::builder::PossibleValue;
 use shardline_manager::RouterKind;
@@ -15,14 +15,18 @@ pub enum Policy {
     /// `predictive-no-forecast` with `--hedge true`: late shards get a second copy (for W7,
     /// the stragglers).
     Hedged,
+    /// `predictive-no-forecast` with `--late-binding false`: alike engines take shards up to
+    /// the in-flight cap, not only into free slots (the ablation of late binding).
+    EarlyBinding,
 }
 
 impl Policy {
-    /// Every arm: the manager's policies in their report order, then the ablation, then
+    /// Every arm: the manager's policies in their report order, then the ablations and
     /// hedging.
-    pub const ALL: [Policy; RouterKind::ALL.len() + 2] = {
-        let mut all = [Policy::NoLocality; RouterKind::ALL.len() + 2];
+    pub const ALL: [Policy; RouterKind::ALL.len() + 3] = {
+        let mut all = [Policy::NoLocality; RouterKind::ALL.len() + 3];
         all[RouterKind::ALL.len() + 1] = Policy::Hedged;
+        all[RouterKind::ALL.len() + 2] = Policy::EarlyBinding;
         let mut i = 0;
         while i < RouterKind::ALL.len() {
             all[i] = Policy::Router(RouterKind::ALL[i]);
@@ -35,25 +39,33 @@ impl Policy {
     pub fn router(self) -> RouterKind {
         match self {
             Policy::Router(kind) => kind,
-            Policy::NoLocality | Policy::Hedged => RouterKind::PredictiveNoForecast,
+            Policy::NoLocality | Policy::Hedged | Policy::EarlyBinding => {
+                RouterKind::PredictiveNoForecast
+            }
         }
     }
 
     /// The manager's `locality_routing`.
     pub fn locality_routing(self) -> bool {
         match self {
-            Policy::Router(_) | Policy::Hedged => {
-                shardline_manager::Config::DEFAULT_LOCALITY_ROUTING
-            }
             Policy::NoLocality => false,
+            _ => shardline_manager::Config::DEFAULT_LOCALITY_ROUTING,
         }
     }
 
     /// The manager's `hedge`.
     pub fn hedge(self) -> bool {
         match self {
-            Policy::Router(_) | Policy::NoLocality => shardline_manager::Config::DEFAULT_HEDGE,
             Policy::Hedged => true,
+            _ => shardline_manager::Config::DEFAULT_HEDGE,
+        }
+    }
+
+    /// The manager's `late_binding`.
+    pub fn late_binding(self) -> bool {
+        match self {
+            Policy::EarlyBinding => false,
+            _ => shardline_manager::Config::DEFAULT_LATE_BINDING,
         }
     }
 
@@ -63,6 +75,7 @@ impl Policy {
             Policy::Router(kind) => kind.as_str(),
             Policy::NoLocality => "predictive-no-locality",
             Policy::Hedged => "predictive-hedged",
+            Policy::EarlyBinding => "predictive-early-binding",
         }
     }
 }
@@ -90,6 +103,9 @@ impl clap::ValueEnum for Policy {
                 PossibleValue::new(self.as_str())
                     .help("predictive-no-forecast with hedged shards (--hedge true)"),
             ),
+            Policy::EarlyBinding => Some(PossibleValue::new(self.as_str()).help(
+                "predictive-no-forecast with late binding off (--late-binding false), its ablation",
+            )),
         }
     }
 }
@@ -112,6 +128,7 @@ mod tests {
         assert_eq!(names.len(), Policy::ALL.len());
         assert!(!Policy::NoLocality.locality_routing());
         assert!(Policy::Hedged.hedge() && !Policy::NoLocality.hedge());
+        assert!(!Policy::EarlyBinding.late_binding() && Policy::Hedged.late_binding());
         assert_eq!(
             Policy::NoLocality.router(),
             RouterKind::PredictiveNoForecast

@@ -295,8 +295,12 @@ pub fn decisions() -> ((u64, u64), (u64, u64)) {
             },
         );
     }
-    let mut router =
-        Config::DEFAULT_ROUTER.build(&Default::default(), Config::DEFAULT_IN_FLIGHT_CAP, false);
+    let mut router = Config::DEFAULT_ROUTER.build(
+        &Default::default(),
+        Config::DEFAULT_IN_FLIGHT_CAP,
+        false,
+        Config::DEFAULT_LATE_BINDING,
+    );
     let mut decide = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     let mut build = Histogram::<u64>::new(3).unwrap_or_else(|_| unreachable!());
     for _ in 0..20_000 {

@@ -55,8 +55,15 @@ impl RouterKind {
     ];
 
     /// A fresh router of this kind; the predictive policies hold their overflow in the
-    /// manager when `hold` is set (see [`crate::hold`]).
-    pub fn build(self, weights: &HashMap<String, f64>, cap: f64, hold: bool) -> Box<dyn Router> {
+    /// manager when `hold` is set (see [`crate::hold`]), binding late on alike engines with
+    /// `late_binding`.
+    pub fn build(
+        self,
+        weights: &HashMap<String, f64>,
+        cap: f64,
+        hold: bool,
+        late_binding: bool,
+    ) -> Box<dyn Router> {
         match self {
             RouterKind::RoundRobin => Box::new(route::RoundRobin::default()),
             RouterKind::WeightedRoundRobin => {
@@ -67,12 +74,12 @@ impl RouterKind {
             RouterKind::JsqDepthLedger => Box::new(route::JoinShortestDepth::new(true)),
             RouterKind::P2c => Box::new(route::PowerOfTwo::default()),
             RouterKind::LeastExpectedDelay => Box::new(route::LeastExpectedDelay::plain()),
-            RouterKind::Predictive => {
-                Box::new(route::LeastExpectedDelay::predictive(cap, true).holding(hold))
-            }
-            RouterKind::PredictiveNoForecast => {
-                Box::new(route::LeastExpectedDelay::predictive(cap, false).holding(hold))
-            }
+            RouterKind::Predictive => Box::new(
+                route::LeastExpectedDelay::predictive(cap, true).holding(hold, late_binding),
+            ),
+            RouterKind::PredictiveNoForecast => Box::new(
+                route::LeastExpectedDelay::predictive(cap, false).holding(hold, late_binding),
+            ),
             RouterKind::PredictiveShared => {
                 Box::new(route::LeastExpectedDelay::predictive(cap, true))
             }
@@ -180,6 +187,18 @@ pub struct Config {
     /// goes to the shared queue. 0 sends the overflow to the shared queue at once.
     #[arg(long, env = "SHARDLINE_HOLD_MS", default_value_t = Config::DEFAULT_HOLD_MS)]
     pub hold_ms: u64,
+    /// Predictive policies: the shards of a request that would take about as long on every
+    /// engine serving it (within 2×) go to the shared queue, where the first slot to free
+    /// takes each (`false`: to the engines up to the in-flight cap, the benchmark's ablation).
+    /// Off while `--hedge` is on: a hedge copy needs to know where its shard runs. See
+    /// `docs/routing.md`, "Late binding".
+    #[arg(
+        long,
+        env = "SHARDLINE_LATE_BINDING",
+        default_value_t = Config::DEFAULT_LATE_BINDING,
+        action = clap::ArgAction::Set
+    )]
+    pub late_binding: bool,
     /// Shard count: `adaptive`, `target` (shards of a few per-shard overheads of work), `size`
     /// (the kind's preferred size) or a fixed number.
     #[arg(long, env = "SHARDLINE_SHARD_COUNT", default_value_t = Config::DEFAULT_SHARD_COUNT)]
@@ -273,6 +292,8 @@ impl Config {
     pub const DEFAULT_IN_FLIGHT_CAP: f64 = 8.0;
     /// Default of `--hold-ms`.
     pub const DEFAULT_HOLD_MS: u64 = 5_000;
+    /// Default of `--late-binding`.
+    pub const DEFAULT_LATE_BINDING: bool = true;
     /// Default of `--shard-count`.
     pub const DEFAULT_SHARD_COUNT: ShardCount = ShardCount::Adaptive;
     /// Default of `--default-shard-us`.
@@ -295,8 +316,8 @@ impl Config {
     pub const DEFAULT_SCALE_FORECAST: bool = true;
     /// Default of `--locality-routing`.
     pub const DEFAULT_LOCALITY_ROUTING: bool = true;
-    /// Default of `--hedge`: off while each scan for late shards walks every shard out, which a
-    /// very large request would pay for (see `docs/routing.md`, "Hedged shards").
+    /// Default of `--hedge`: off, because copies of moderately late shards raise the median
+    /// 10–20% on the plain workloads (see `docs/routing.md`, "Hedged shards").
     pub const DEFAULT_HEDGE: bool = false;
     /// Default of `--metrics-addr`: the loopback interface, port 9464 (the port the
     /// OpenTelemetry Prometheus exporter uses by convention).
@@ -320,6 +341,7 @@ impl Config {
                 .expect("the default of --weights parses"),
             in_flight_cap: Config::DEFAULT_IN_FLIGHT_CAP,
             hold_ms: Config::DEFAULT_HOLD_MS,
+            late_binding: Config::DEFAULT_LATE_BINDING,
             shard_count: Config::DEFAULT_SHARD_COUNT,
             default_shard_us: Config::DEFAULT_SHARD_US,
             depth_sample_ms: Config::DEFAULT_DEPTH_SAMPLE_MS,
@@ -406,6 +428,12 @@ impl Config {
         }
     }
 
+    /// Whether the predictive policies bind late on alike engines (`--late-binding`): not
+    /// while hedging, which copies only shards routed to an engine.
+    pub fn binds_late(&self) -> bool {
+        self.late_binding && !self.hedge
+    }
+
     /// Hedging's settings.
     pub fn hedging(&self) -> crate::hedge::Settings {
         crate::hedge::Settings {
@@ -430,9 +458,18 @@ mod tests {
         for k in RouterKind::ALL {
             let flag = k.to_possible_value().map(|v| v.get_name().to_owned());
             assert_eq!(flag.as_deref(), Some(k.as_str()));
-            let name = k.build(&HashMap::new(), 4.0, true).name();
+            let name = k.build(&HashMap::new(), 4.0, true, true).name();
             assert_eq!(name, k.as_str());
         }
+    }
+
+    /// Hedging turns late binding off: its copies need shards routed to an engine.
+    #[test]
+    fn hedging_turns_late_binding_off() {
+        let mut c = Config::new(ConnectArgs::local());
+        assert!(c.binds_late());
+        c.hedge = true;
+        assert!(!c.binds_late());
     }
 
     /// Hedging's share and quantile must be in range.

@@ -54,7 +54,7 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// `message_id`.
 pub const CANCEL_TYPE: &str = "cancel";
 /// Route recorded for shards sent to the shared queue.
-pub const SHARED_ROUTE: &str = "(shared)";
+pub const SHARED_ROUTE: &str = crate::ledger::SHARED;
 /// Route recorded for shards the manager holds until an engine may take them.
 pub const HELD_ROUTE: &str = "(held)";
 /// Up to this many shards, a new request's routes are written with its record in one Redis
@@ -651,6 +651,7 @@ impl Dispatcher {
             .filter(|&(i, _)| !skip.contains(&i) && !is_held(holding, i))
             .filter_map(|(i, engine)| Some((cut.shard(i, payloads[i as usize].take()?), engine)))
             .collect();
+        self.enter_shared(cut, &now);
         let sent = self.publish_all(now).await?;
         Ok((sent, payloads))
     }
@@ -761,7 +762,27 @@ impl Dispatcher {
             .collect();
         self.store.set_routes(id, &pairs).await?;
         debug!(shards = go.len(), "held shards go");
+        self.enter_shared(cut, &go);
         self.publish_all(go).await
+    }
+
+    /// Enter the shards of `cut` about to go to the shared queue in the ledger (shards routed
+    /// to an engine are in it already): their completions then teach the history which
+    /// engine ran them and how fast, as a routed shard's do.
+    fn enter_shared(&self, cut: &Cut, shards: &[(Shard, Option<String>)]) {
+        let mut shared = shards
+            .iter()
+            .filter(|(_, engine)| engine.is_none())
+            .peekable();
+        if shared.peek().is_none() {
+            return;
+        }
+        let kind: Arc<str> = Arc::from(cut.kind.as_str());
+        let size = cut.shard_size();
+        for (shard, _) in shared {
+            self.predictor
+                .enter_shared(cut.id, shard.index, &kind, size);
+        }
     }
 
     /// Place every shard on an engine (entered in the ledger at once), on the shared queue, or

@@ -73,6 +73,7 @@ pub async fn set(d: &Dispatcher, series: bool) -> Result<(), shardline::Error> {
         .collect();
     metric::engines(&readings);
     metric::held_shards(d.held());
+    metric::shared_unfinished(d.predictor.ledger.in_flight(crate::ledger::SHARED));
     let documents: Vec<(String, String)> = readings
         .iter()
         .filter_map(|r| Some((r.id.to_owned(), serde_json::to_string(r).ok()?)))

@@ -27,6 +27,12 @@ use uuid::Uuid;
 
 use crate::locality::Fit;
 
+/// The ledger's name for the shared queues. Shards sent there are entered under it, so that
+/// their completions teach the history like any other shard's (which engine ran one is known
+/// only from its completion event), and its load is this manager's shared backlog. No engine
+/// can be named so (engine ids are `[A-Za-z0-9._-]`).
+pub const SHARED: &str = "(shared)";
+
 /// Entries older than this are dropped from the ledger.
 pub const STALE_AFTER: Duration = Duration::from_secs(600);
 /// How often stale entries are looked for.

@@ -242,11 +242,14 @@ async fn serve(
             .clone()
             .keep_saved(store.clone(), token.clone()),
     );
-    let router = config
-        .router
-        .build(&config.weights, config.in_flight_cap, config.hold_ms > 0);
+    let router = config.router.build(
+        &config.weights,
+        config.in_flight_cap,
+        config.hold_ms > 0,
+        config.binds_late(),
+    );
     let holds = router.holds().is_some();
-    info!(router = router.name(), shard_count = %config.shard_count, hedge = config.hedge, "routing");
+    info!(router = router.name(), shard_count = %config.shard_count, hedge = config.hedge, late_binding = config.binds_late(), "routing");
     let dispatcher = Arc::new(Dispatcher {
         id,
         config: config.clone(),

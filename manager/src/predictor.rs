@@ -16,7 +16,7 @@ use crate::forecast::Forecasts;
 use crate::hedge::Lateness;
 use crate::history::History;
 use crate::ledger::{Ledger, Reservation, Sent};
-use crate::locality::Localizer;
+use crate::locality::{Fit, Localizer};
 use crate::plan::{Capacity, Model};
 use crate::route::{Candidate, Router};
 
@@ -84,6 +84,14 @@ impl Predictor {
         let ids: Vec<&str> = engines.iter().map(|e| e.id.as_str()).collect();
         let speeds = self.history.speeds(&ids);
         let overheads = self.history.overheads(kind);
+        // Shards on the shared queue will run on whichever slots free first: spread their
+        // work over the engines by capacity, as if each had taken its share.
+        let shared_us = self.ledger.load(crate::ledger::SHARED).work_us;
+        let capacity: f64 = engines
+            .iter()
+            .zip(&speeds)
+            .map(|(e, s)| f64::from(e.slots) * s)
+            .sum();
         Some(Model {
             a_us,
             b_us,
@@ -93,7 +101,8 @@ impl Predictor {
                 .map(|(e, speed)| Capacity {
                     slots: e.slots,
                     speed,
-                    backlog_us: self.ledger.load(&e.id).work_us,
+                    backlog_us: self.ledger.load(&e.id).work_us
+                        + shared_us * f64::from(e.slots) * speed / capacity.max(f64::MIN_POSITIVE),
                 })
                 .collect(),
             publish_us: overheads.publish_us,
@@ -193,6 +202,29 @@ impl Predictor {
             })
             .collect();
         (routes, self.ledger.reservation(request, placed))
+    }
+
+    /// Enter shard `index` of `request` in the ledger as sent to the shared queue
+    /// ([`crate::ledger::SHARED`]), expected to take the kind's predicted time (the default
+    /// shard time while the kind has none).
+    pub fn enter_shared(&self, request: Uuid, index: u32, kind: &Arc<str>, size: f64) {
+        let expected_us = self
+            .history
+            .predict(kind, size)
+            .unwrap_or(self.default_shard_us);
+        let sent = Sent {
+            engine: crate::ledger::SHARED.to_owned(),
+            kind: kind.clone(),
+            size,
+            expected_us,
+            idle: false,
+            fit: Fit::Unkeyed,
+            at: Instant::now(),
+            due_us: expected_us,
+            body: None,
+            copy: None,
+        };
+        self.ledger.sent(request, index, sent);
     }
 
     /// Enter shard `index` of `request` in the ledger as sent to `c`, and count it on `c`.
@@ -298,5 +330,55 @@ mod tests {
         kept.keep();
         let total: usize = ["a", "b", "c"].iter().map(|e| p.ledger.in_flight(e)).sum();
         assert_eq!(total, 12);
+    }
+
+    /// A shard sent to the shared queue is in the ledger under the shared name, and its
+    /// completion teaches the history the speed of the engine that ran it, as a routed
+    /// shard's does.
+    #[test]
+    fn shared_shards_teach_the_engine_that_ran_them() {
+        let p = Predictor::new(Duration::from_millis(250), 64, 1_000.0);
+        let kind: Arc<str> = Arc::from("k");
+        let request = Uuid::new_v4();
+        for i in 0..20 {
+            p.enter_shared(request, i, &kind, 1.0);
+        }
+        assert_eq!(p.ledger.in_flight(crate::ledger::SHARED), 20);
+        for i in 0..20 {
+            crate::events::Event::parse(&format!("a {request} {i} 4000"))
+                .expect("parses")
+                .apply(&p.ledger, &p.history, None);
+        }
+        assert_eq!(p.ledger.in_flight(crate::ledger::SHARED), 0);
+        assert_eq!(p.history.mean_shard_us("a"), Some(4_000.0));
+        assert!(
+            p.history.line("k").is_some(),
+            "the kind's cost line is learned"
+        );
+    }
+
+    /// The shard-count model counts the shared queue's shards as backlog, spread over the
+    /// engines by capacity (they run wherever slots free first).
+    #[test]
+    fn the_model_sees_the_shared_backlog() {
+        let p = Predictor::new(Duration::from_millis(250), 64, 1_000.0);
+        for _ in 0..50 {
+            for e in ["a", "b", "c"] {
+                p.history.observe("k", 1.0, e, 1_000.0);
+                p.history.observe("k", 3.0, e, 3_000.0);
+            }
+        }
+        let idle = p.model("k", &engines()).expect("a trusted line");
+        assert!(idle.engines.iter().all(|e| e.backlog_us == 0.0));
+        let kind: Arc<str> = Arc::from("k");
+        let request = Uuid::new_v4();
+        for i in 0..12 {
+            p.enter_shared(request, i, &kind, 1.0);
+        }
+        let busy = p.model("k", &engines()).expect("a trusted line");
+        let per_shard = p.history.predict("k", 1.0).expect("predicts");
+        for e in &busy.engines {
+            assert!((e.backlog_us - 4.0 * per_shard).abs() < 1e-6, "{busy:?}");
+        }
     }
 }

@@ -229,9 +229,12 @@ impl Scaler {
                 .sum::<f64>()
                 / engines.len() as f64
         };
+        // Shards waiting on the shared queues are backlog too (late binding sends every shard
+        // of a fleet of alike engines there).
         let backlog = engines
             .iter()
             .map(|e| self.ledger.load(&e.id).work_us)
+            .chain([self.ledger.load(crate::ledger::SHARED).work_us])
             .sum::<f64>()
             / 1e6;
         let horizon_s = self.settings.horizon.as_secs_f64();

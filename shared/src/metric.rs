@@ -41,6 +41,8 @@ pub const DEAD_LETTERS: &str = "shardline_dead_letters_total";
 pub const SWEEPER_ACTIONS: &str = "shardline_sweeper_actions_total";
 /// Shards held in a manager, waiting for an engine under its cap.
 pub const HELD_SHARDS: &str = "shardline_held_shards";
+/// Shards a manager sent to the shared queues that have not finished.
+pub const SHARED_UNFINISHED: &str = "shardline_shared_unfinished_shards";
 /// Engines a manager routes to.
 pub const ENGINES_LIVE: &str = "shardline_engines_live";
 /// Slots (shards run at once) of each live engine, by `engine`.
@@ -190,6 +192,10 @@ pub fn describe() {
     );
     let gauges = [
         (HELD_SHARDS, "Shards held in the manager for an engine."),
+        (
+            SHARED_UNFINISHED,
+            "Shards the manager sent to the shared queues that have not finished.",
+        ),
         (ENGINES_LIVE, "Live engines the manager routes to."),
         (ENGINE_SLOTS, "Shards an engine runs at once."),
         (
@@ -312,6 +318,11 @@ pub fn swept(action: SweepAction) {
 /// Shards held in the manager now.
 pub fn held_shards(n: usize) {
     gauge!(HELD_SHARDS).set(n as f64);
+}
+
+/// Shards this manager sent to the shared queues that have not finished, now.
+pub fn shared_unfinished(n: usize) {
+    gauge!(SHARED_UNFINISHED).set(n as f64);
 }
 
 /// The scaling signal's gauges.

@@ -38,6 +38,7 @@ pub struct ClusterBuilder {
     redis_wait_replicas: u32,
     workers: usize,
     manager: bool,
+    engine_queues: bool,
     manager_tweak: ManagerTweak,
     worker_tweak: WorkerTweak,
     registry: Registry,
@@ -92,6 +93,15 @@ impl ClusterBuilder {
     #[must_use]
     pub fn without_manager(mut self) -> Self {
         self.manager = false;
+        self
+    }
+
+    /// Managers send shards to engine queues even when the engines are alike (late binding
+    /// off), for tests of what happens to shards waiting in an engine's own queue; it holds
+    /// for managers started later with [`Cluster::start_manager`] too.
+    #[must_use]
+    pub fn engine_queues(mut self) -> Self {
+        self.engine_queues = true;
         self
     }
 
@@ -170,11 +180,13 @@ impl ClusterBuilder {
             workers: Vec::new(),
             worker_tweak: self.worker_tweak,
             registry: self.registry,
+            late_binding: !self.engine_queues,
             _services: services,
             cleaned: false,
         };
         if self.manager {
             let mut cfg = manager_config(&cluster.services_connect);
+            cfg.late_binding = cluster.late_binding;
             (self.manager_tweak)(&mut cfg);
             cluster
                 .managers
@@ -226,6 +238,8 @@ pub struct Cluster {
     workers: Vec<(String, Running)>,
     worker_tweak: WorkerTweak,
     registry: Registry,
+    /// The managers' `late_binding` ([`ClusterBuilder::engine_queues`]).
+    late_binding: bool,
     _services: Services,
     cleaned: bool,
 }
@@ -241,6 +255,7 @@ impl Cluster {
             redis_wait_replicas: shardline::config::DEFAULT_REDIS_WAIT_REPLICAS,
             workers: 3,
             manager: true,
+            engine_queues: false,
             manager_tweak: Box::new(|_| {}),
             worker_tweak: |_| {},
             registry: Registry::builtin(),
@@ -351,6 +366,7 @@ impl Cluster {
     /// configuration.
     pub fn start_manager(&mut self, tweak: impl FnOnce(&mut shardline_manager::Config)) {
         let mut cfg = manager_config(&self.services_connect);
+        cfg.late_binding = self.late_binding;
         tweak(&mut cfg);
         self.managers
             .push(spawn_manager(cfg, self.registry.clone()));

@@ -508,7 +508,9 @@ async fn finished_requests_are_listed() {
 /// sampled queue depth, and the unfinished shards a long request left there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engines_show_what_the_managers_report() {
-    let c = Cluster::builder().workers(1).start().await;
+    // An engine's unfinished shards are those routed to it (late binding would send a lone
+    // engine's shards to the shared queue).
+    let c = Cluster::builder().engine_queues().workers(1).start().await;
     let (mut dash, addr) = dashboard(&c, None).await;
     let engine = |json: serde_json::Value| json["engines"].as_array()?.first().cloned();
     // Once the manager reports the engine, it routes to it (rather than the shared queue).
@@ -573,7 +575,8 @@ async fn cancel_by_clicking_in_a_browser() {
 /// them), and the page draws a chart with a depth line for the engine in a real browser.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engines_are_charted_over_time() {
-    let c = Cluster::builder().workers(1).start().await;
+    // See `engines_show_what_the_managers_report`.
+    let c = Cluster::builder().engine_queues().workers(1).start().await;
     let (mut dash, addr) = dashboard(&c, None).await;
     let engines = c
         .store

@@ -86,10 +86,10 @@ async fn synthetic_end_to_end() {
     check("synthetic", payload, 1.0).await;
 }
 
-/// Shards of one request are spread over every live engine.
+/// Shards of one request are spread over every live engine (without late binding).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shards_spread_over_all_workers() {
-    let c = Cluster::builder().start().await;
+    let c = Cluster::builder().engine_queues().start().await;
     let work = shardline::kind::synthetic::Work {
         units: 30,
         unit_cost_us: 5_000,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use prometheus_parse::{Scrape, Value};
 use shardline::message::{Options, Status};
+use shardline_manager::dispatch::SHARED_ROUTE;
 use shardline_tests::process::{spawn_manager, spawn_worker_with};
 use shardline_tests::{Cluster, eventually, http, patience, synthetic};
 
@@ -197,6 +198,53 @@ async fn signal(addr: SocketAddr) -> Option<(serde_json::Value, f64)> {
 /// Whether the signal asks for `n` replicas, in the JSON and the gauge alike.
 fn asks_for(signal: &(serde_json::Value, f64), n: u64) -> bool {
     signal.0["desired_replicas"].as_u64() == Some(n) && signal.1 == n as f64
+}
+
+/// Shards waiting on the shared queue count in the scaling signal's backlog (one worker is
+/// alike to itself, so every shard goes there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scaling_signal_counts_the_shared_backlog() {
+    let c = Cluster::builder()
+        .without_manager()
+        .workers(0)
+        .start()
+        .await;
+    let worker = spawn_worker_with(WORKER, &c, "sb1", 1, &[]);
+    let addr = http::free_addr();
+    let manager = spawn_manager(
+        MANAGER,
+        &c,
+        &[
+            ("SHARDLINE_METRICS_ADDR", &addr.to_string()),
+            ("SHARDLINE_SCALE_FORECAST", "false"),
+            ("SHARDLINE_SHARD_COUNT", "8"),
+        ],
+    );
+    c.wait_registered("sb1").await;
+    let (id, _rx) = c
+        .client()
+        .send("synthetic", synthetic(8, 2_000_000), Options::default())
+        .await
+        .expect("sent");
+    let routes = eventually("the request routed", WAIT, || async {
+        let routes = c.client().routes(id).await.ok()?;
+        (routes.len() == 8).then_some(routes)
+    })
+    .await;
+    assert!(
+        routes.values().all(|r| r == SHARED_ROUTE),
+        "every shard on the shared queue: {routes:?}"
+    );
+    eventually("the shared shards in the backlog", WAIT, || async {
+        let s = signal(addr).await?;
+        (s.0["backlog"].as_f64()? > 0.0).then_some(())
+    })
+    .await;
+    let _ = c.client().cancel(id).await;
+    for mut child in [worker, manager] {
+        let _ = child.kill().await;
+    }
+    c.shutdown().await;
 }
 
 /// The scaling signal asks for no replicas while nothing arrives, for some while work arrives

@@ -91,6 +91,7 @@ async fn a_quorum_namespace_declares_only_quorum_queues() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopping_on_quorum_queues_hands_off_and_deletes_its_queue() {
     let mut c = Cluster::builder()
+        .engine_queues()
         .amqp_url(rabbitmq_cluster::urls())
         .queue_type(QueueType::Quorum)
         .start()
@@ -115,6 +116,7 @@ async fn a_worker_stopping_on_quorum_queues_hands_off_and_deletes_its_queue() {
 async fn a_dead_engines_quorum_queue_is_drained_and_left_to_expire() {
     const TTL_MS: u64 = 1_500;
     let mut c = Cluster::builder()
+        .engine_queues()
         .amqp_url(rabbitmq_cluster::urls())
         .queue_type(QueueType::Quorum)
         .workers(0)

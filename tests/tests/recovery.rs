@@ -36,6 +36,7 @@ async fn queue_gone(c: &Cluster, engine: &str) -> bool {
 async fn sigkill_worker_shards_finish_elsewhere() {
     let c = Cluster::builder()
         .workers(2)
+        .engine_queues()
         .manager(|m| m.engine_ttl_ms = ENGINE_TTL_MS)
         .start()
         .await;
@@ -92,6 +93,7 @@ async fn sigkill_worker_shards_finish_elsewhere() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanished_engine_with_fifty_queued_shards() {
     let mut c = Cluster::builder()
+        .engine_queues()
         .workers(0)
         .without_manager()
         .start()

@@ -11,7 +11,7 @@ use shardline_tests::{Cluster, completed, eventually, ready, unsharded};
 /// every request still completes correctly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_loses_nothing() {
-    let mut c = Cluster::builder().workers(2).start().await;
+    let mut c = Cluster::builder().engine_queues().workers(2).start().await;
     let mut proc_worker = spawn_worker(env!("CARGO_BIN_EXE_worker-under-test"), &c, "p0", 2);
     c.wait_registered("p0").await;
 
@@ -111,6 +111,7 @@ async fn sigterm_mid_run_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_of_the_only_worker_loses_nothing() {
     let mut c = Cluster::builder()
+        .engine_queues()
         .workers(1)
         .manager(|m| m.shard_size_scale = 1e-9)
         .worker(|w| w.concurrency = Some(4))

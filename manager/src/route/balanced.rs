@@ -101,6 +101,7 @@ pub struct LeastExpectedDelay {
     cap: Option<f64>,
     forecast: bool,
     hold: bool,
+    late_binding: bool,
     start: usize,
 }
 
@@ -117,13 +118,17 @@ impl LeastExpectedDelay {
             cap: Some(cap),
             forecast,
             hold: false,
+            late_binding: false,
             start: 0,
         }
     }
 
-    /// With a cap, hold the overflow in the manager rather than send it to the shared queue.
-    pub fn holding(mut self, hold: bool) -> Self {
+    /// With a cap, hold the overflow in the manager rather than send it to the shared queue;
+    /// with `late_binding`, the hold sends a shard whose engines are alike only to a free
+    /// slot ([`HoldRule::may_take`]).
+    pub fn holding(mut self, hold: bool, late_binding: bool) -> Self {
         self.hold = hold && self.cap.is_some();
+        self.late_binding = late_binding;
         self
     }
 }
@@ -179,6 +184,7 @@ impl Router for LeastExpectedDelay {
         self.hold.then_some(HoldRule {
             cap,
             forecast: self.forecast,
+            late_binding: self.late_binding,
         })
     }
 }

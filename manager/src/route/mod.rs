@@ -132,6 +132,9 @@ pub struct HoldRule {
     pub cap: f64,
     /// Whether forecast hidden load counts.
     pub forecast: bool,
+    /// Whether a shard whose engines are alike ([`crate::hold::SAME_SPEED`]) goes to the
+    /// shared queue rather than to an engine: late binding (see [`crate::hold`]).
+    pub late_binding: bool,
 }
 
 impl HoldRule {
