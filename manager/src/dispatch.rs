@@ -770,19 +770,17 @@ impl Dispatcher {
     /// to an engine are in it already): their completions then teach the history which
     /// engine ran them and how fast, as a routed shard's do.
     fn enter_shared(&self, cut: &Cut, shards: &[(Shard, Option<String>)]) {
-        let mut shared = shards
+        let shared: Vec<u32> = shards
             .iter()
             .filter(|(_, engine)| engine.is_none())
-            .peekable();
-        if shared.peek().is_none() {
+            .map(|(shard, _)| shard.index)
+            .collect();
+        if shared.is_empty() {
             return;
         }
         let kind: Arc<str> = Arc::from(cut.kind.as_str());
-        let size = cut.shard_size();
-        for (shard, _) in shared {
-            self.predictor
-                .enter_shared(cut.id, shard.index, &kind, size);
-        }
+        self.predictor
+            .enter_shared(cut.id, shared, &kind, cut.shard_size());
     }
 
     /// Place every shard on an engine (entered in the ledger at once), on the shared queue, or

@@ -18,9 +18,9 @@
 //! engine ([`SAME_SPEED`]) holds nothing and, with late binding ([`HoldRule::late_binding`],
 //! the default), is not pushed to any engine either: all its shards go to the shared queue at
 //! once, where the first slot to free anywhere takes each. Pushing them instead, even only into
-//! slots the ledger sees free, measured 1.2× pull's p99 on engines of one speed: a shard queued
-//! on an engine waits for that engine's slots alone, and the ledger cannot see the slots that
-//! shards from the shared queue have taken. (Without late binding, alike engines take shards
+//! slots the ledger sees free, costs the tail: a shard queued on an engine waits for that
+//! engine's slots alone, and the ledger cannot see the slots that shards from the shared queue
+//! have taken. (Without late binding, alike engines take shards
 //! up to the cap, and only the overflow goes to the shared queue.) A held shard goes once its engine has
 //! a free slot or fewer than `cap × slots` unfinished shards ([`HoldRule::open`]): no time
 //! term in the shard's own time, which would keep a short shard waiting for a long backlog to

@@ -204,27 +204,36 @@ impl Predictor {
         (routes, self.ledger.reservation(request, placed))
     }
 
-    /// Enter shard `index` of `request` in the ledger as sent to the shared queue
-    /// ([`crate::ledger::SHARED`]), expected to take the kind's predicted time (the default
-    /// shard time while the kind has none).
-    pub fn enter_shared(&self, request: Uuid, index: u32, kind: &Arc<str>, size: f64) {
+    /// Enter shards `indices` of `request` in the ledger as sent to the shared queue
+    /// ([`crate::ledger::SHARED`]), each expected to take the kind's predicted time (the
+    /// default shard time while the kind has none).
+    pub fn enter_shared(
+        &self,
+        request: Uuid,
+        indices: impl IntoIterator<Item = u32>,
+        kind: &Arc<str>,
+        size: f64,
+    ) {
         let expected_us = self
             .history
             .predict(kind, size)
             .unwrap_or(self.default_shard_us);
-        let sent = Sent {
-            engine: crate::ledger::SHARED.to_owned(),
-            kind: kind.clone(),
-            size,
-            expected_us,
-            idle: false,
-            fit: Fit::Unkeyed,
-            at: Instant::now(),
-            due_us: expected_us,
-            body: None,
-            copy: None,
-        };
-        self.ledger.sent(request, index, sent);
+        let at = Instant::now();
+        for index in indices {
+            let sent = Sent {
+                engine: crate::ledger::SHARED.to_owned(),
+                kind: kind.clone(),
+                size,
+                expected_us,
+                idle: false,
+                fit: Fit::Unkeyed,
+                at,
+                due_us: expected_us,
+                body: None,
+                copy: None,
+            };
+            self.ledger.sent(request, index, sent);
+        }
     }
 
     /// Enter shard `index` of `request` in the ledger as sent to `c`, and count it on `c`.
@@ -340,9 +349,7 @@ mod tests {
         let p = Predictor::new(Duration::from_millis(250), 64, 1_000.0);
         let kind: Arc<str> = Arc::from("k");
         let request = Uuid::new_v4();
-        for i in 0..20 {
-            p.enter_shared(request, i, &kind, 1.0);
-        }
+        p.enter_shared(request, 0..20, &kind, 1.0);
         assert_eq!(p.ledger.in_flight(crate::ledger::SHARED), 20);
         for i in 0..20 {
             crate::events::Event::parse(&format!("a {request} {i} 4000"))
@@ -372,9 +379,7 @@ mod tests {
         assert!(idle.engines.iter().all(|e| e.backlog_us == 0.0));
         let kind: Arc<str> = Arc::from("k");
         let request = Uuid::new_v4();
-        for i in 0..12 {
-            p.enter_shared(request, i, &kind, 1.0);
-        }
+        p.enter_shared(request, 0..12, &kind, 1.0);
         let busy = p.model("k", &engines()).expect("a trusted line");
         let per_shard = p.history.predict("k", 1.0).expect("predicts");
         for e in &busy.engines {
